@@ -1,0 +1,44 @@
+// Batch gather + normalise (one dispatch per step).
+//   x[r, p] = f32(images[perm[state.batch * full_batch + r], p]) / 255     r < rows, p < per_image
+//   y[r]    = labels[perm[state.batch * full_batch + r]]
+// Images are stored on the GPU once, as u8 packed four to a u32 (little-endian byte order).
+// The batch index comes from `state`, advanced on the GPU by metrics.wgsl, so a step needs no upload.
+
+struct GatherParams {
+    rows: u32,        // examples in this batch (the last batch of an epoch may be short)
+    full_batch: u32,  // the configured batch size: stride of batch index into perm
+    per_image: u32,   // H * W * C
+    _pad: u32,
+}
+
+struct State {
+    step: u32,   // optimizer steps done (Keras `iterations`)
+    batch: u32,  // batch index inside the current pass over the data
+}
+
+@group(0) @binding(0) var<uniform> P: GatherParams;
+@group(0) @binding(1) var<storage, read> images: array<u32>;  // [N, per_image] u8, packed
+@group(0) @binding(2) var<storage, read> labels: array<u32>;  // [N]
+@group(0) @binding(3) var<storage, read> perm: array<u32>;    // [N] example order of this epoch
+@group(0) @binding(4) var<storage, read> state: State;
+@group(0) @binding(5) var<storage, read_write> x: array<f32>; // [rows, per_image]
+@group(0) @binding(6) var<storage, read_write> y: array<u32>; // [rows]
+
+@compute @workgroup_size(64)
+fn gather_batch(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                @builtin(local_invocation_index) lid: u32) {
+    let idx = (wg.y * nwg.x + wg.x) * 64u + lid;
+    if (idx >= P.rows * P.per_image) {
+        return;
+    }
+    let r = idx / P.per_image;
+    let p = idx % P.per_image;
+    let example = perm[state.batch * P.full_batch + r];
+    let byte_index = example * P.per_image + p;
+    let word = images[byte_index / 4u];
+    let value = (word >> (8u * (byte_index % 4u))) & 0xffu;
+    x[idx] = f32(value) / 255.0;
+    if (p == 0u) {
+        y[r] = labels[example];
+    }
+}

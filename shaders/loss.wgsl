@@ -1,0 +1,92 @@
+// Fused softmax + sparse categorical cross-entropy from logits, and the metric reductions.
+//
+// softmax_xent, one invocation per example n < batch:
+//   ce[n]         = logsumexp(logits[n]) - logits[n, y[n]]      (no probability clipping, as Keras from logits)
+//   dlogits[n, k] = (softmax(logits[n])[k] - onehot(y[n])[k]) / batch
+//   correct[n]    = 1.0 if the first argmax of logits[n] is y[n] (Keras sparse_categorical_accuracy)
+// accumulate, one invocation:
+//   metrics.loss_sum += (mean(ce) + reg_loss) * batch   (Keras' loss tracker: a Mean weighted by batch size)
+//   metrics.correct  += sum(correct);  metrics.count += batch
+//   then advances the GPU-side step state (step for Adam's t, batch for the gather), so a training
+//   step needs no host upload and no readback.
+
+struct LossParams {
+    batch: u32, classes: u32, advance: u32, _pad: u32,   // advance: bit 0 step, bit 1 batch
+}
+
+struct State {
+    step: u32,
+    batch: u32,
+}
+
+struct Metrics {
+    loss_sum: f32,
+    correct: f32,
+    count: f32,
+    nonfinite: u32,   // set when a non-finite loss was seen
+}
+
+@group(0) @binding(0) var<uniform> P: LossParams;
+@group(0) @binding(1) var<storage, read> logits: array<f32>;         // [B, K]
+@group(0) @binding(2) var<storage, read> labels: array<u32>;         // [B]
+@group(0) @binding(3) var<storage, read_write> dlogits: array<f32>;  // [B, K]
+@group(0) @binding(4) var<storage, read_write> per_example: array<f32>; // [B, 2]: ce, correct
+@group(0) @binding(5) var<storage, read> reg_loss: array<f32>;       // [1]
+@group(0) @binding(6) var<storage, read_write> metrics: Metrics;
+@group(0) @binding(7) var<storage, read_write> state: State;
+
+@compute @workgroup_size(64)
+fn softmax_xent(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let n = gid.x;
+    if (n >= P.batch) {
+        return;
+    }
+    let base = n * P.classes;
+    var mx = logits[base];
+    var arg = 0u;
+    for (var k = 1u; k < P.classes; k++) {
+        let v = logits[base + k];
+        if (v > mx) {
+            mx = v;
+            arg = k;
+        }
+    }
+    var sum = 0.0;
+    for (var k = 0u; k < P.classes; k++) {
+        sum += exp(logits[base + k] - mx);
+    }
+    let label = labels[n];
+    let lse = mx + log(sum);
+    per_example[2u * n] = lse - logits[base + label];
+    per_example[2u * n + 1u] = select(0.0, 1.0, arg == label);
+    let inv_b = 1.0 / f32(P.batch);
+    for (var k = 0u; k < P.classes; k++) {
+        let p = exp(logits[base + k] - mx) / sum;
+        let onehot = select(0.0, 1.0, k == label);
+        dlogits[base + k] = (p - onehot) * inv_b;
+    }
+}
+
+@compute @workgroup_size(1)
+fn accumulate() {
+    var ce = 0.0;
+    var correct = 0.0;
+    for (var n = 0u; n < P.batch; n++) {
+        ce += per_example[2u * n];
+        correct += per_example[2u * n + 1u];
+    }
+    let b = f32(P.batch);
+    let loss = ce / b + reg_loss[0];
+    if (!(abs(loss) <= 3.4e38)) {
+        metrics.nonfinite = 1u;
+    }
+    metrics.loss_sum += loss * b;
+    metrics.correct += correct;
+    metrics.count += b;
+    if ((P.advance & 1u) != 0u) {
+        state.step += 1u;
+    }
+    if ((P.advance & 2u) != 0u) {
+        state.batch += 1u;
+    }
+}

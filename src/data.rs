@@ -1,0 +1,328 @@
+//! Datasets: the IDX format (raw or gzip) that MNIST and Fashion-MNIST ship in, validated on read, and
+//! the lookup order `--data DIR`, `$CLAMPNET_DATA`, `/usr/share/datasets/fashion-mnist`, then the sample
+//! embedded in the binary (cut from the Debian files by `clampnet make-sample`).
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+
+pub const DEBIAN_DIR: &str = "/usr/share/datasets/fashion-mnist";
+
+/// Fashion-MNIST class names, in label order.
+pub const FASHION_CLASSES: [&str; 10] = [
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+];
+
+const SAMPLE_FILES: [(&str, &[u8]); 4] = [
+    (
+        "train-images-idx3-ubyte.gz",
+        include_bytes!("../assets/fashion-mnist-sample/train-images-idx3-ubyte.gz"),
+    ),
+    (
+        "train-labels-idx1-ubyte.gz",
+        include_bytes!("../assets/fashion-mnist-sample/train-labels-idx1-ubyte.gz"),
+    ),
+    (
+        "t10k-images-idx3-ubyte.gz",
+        include_bytes!("../assets/fashion-mnist-sample/t10k-images-idx3-ubyte.gz"),
+    ),
+    (
+        "t10k-labels-idx1-ubyte.gz",
+        include_bytes!("../assets/fashion-mnist-sample/t10k-labels-idx1-ubyte.gz"),
+    ),
+];
+
+/// Images as u8 (N, H, W, C) row-major, labels as class indices.
+#[derive(Clone, Debug)]
+pub struct Split {
+    pub images: Vec<u8>,
+    pub labels: Vec<u32>,
+    pub height: usize,
+    pub width: usize,
+    pub channels: usize,
+}
+
+impl Split {
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+    pub fn per_image(&self) -> usize {
+        self.height * self.width * self.channels
+    }
+    /// The first `n` examples (all of them if `n` is larger).
+    pub fn truncate(&mut self, n: usize) {
+        let n = n.min(self.len());
+        self.labels.truncate(n);
+        self.images.truncate(n * self.per_image());
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Dataset {
+    pub train: Split,
+    pub test: Split,
+    pub classes: usize,
+    /// where it came from, for the log
+    pub source: String,
+}
+
+/// Decompress when the bytes start with the gzip magic.
+fn maybe_gunzip(path: &Path, bytes: Vec<u8>) -> Result<Vec<u8>> {
+    if bytes.len() >= 2 && bytes[0] == 0x1f && bytes[1] == 0x8b {
+        let mut out = Vec::new();
+        flate2::read::GzDecoder::new(&bytes[..])
+            .read_to_end(&mut out)
+            .map_err(|e| Error::Data {
+                path: path.into(),
+                msg: format!("corrupt gzip stream ({e}); re-download or re-install the file"),
+            })?;
+        Ok(out)
+    } else {
+        Ok(bytes)
+    }
+}
+
+fn be_u32(b: &[u8], at: usize) -> u32 {
+    u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+/// Parse an IDX file of unsigned bytes: returns (dims, payload). `want_rank` is 3 for images, 1 for labels.
+pub fn parse_idx(path: &Path, bytes: &[u8], want_rank: usize) -> Result<(Vec<usize>, Vec<u8>)> {
+    let err = |msg: String| Error::Data {
+        path: path.into(),
+        msg,
+    };
+    if bytes.len() < 4 {
+        return Err(err(format!(
+            "too short for an IDX header ({} bytes)",
+            bytes.len()
+        )));
+    }
+    if bytes[0] != 0 || bytes[1] != 0 {
+        return Err(err(format!(
+            "not an IDX file: magic number {:02x}{:02x}{:02x}{:02x}, expected 0000080{want_rank} (is it a gzip file renamed, or another format?)",
+            bytes[0], bytes[1], bytes[2], bytes[3]
+        )));
+    }
+    if bytes[2] != 0x08 {
+        return Err(err(format!(
+            "IDX element type 0x{:02x} is not supported: expected 0x08 (unsigned byte)",
+            bytes[2]
+        )));
+    }
+    let rank = bytes[3] as usize;
+    if rank != want_rank {
+        return Err(err(format!(
+            "IDX file has {rank} dimensions, expected {want_rank} ({})",
+            if want_rank == 3 {
+                "images: count, rows, columns"
+            } else {
+                "labels: count"
+            }
+        )));
+    }
+    let header = 4 + 4 * rank;
+    if bytes.len() < header {
+        return Err(err(format!(
+            "truncated IDX header: {} bytes, expected at least {header}",
+            bytes.len()
+        )));
+    }
+    let dims: Vec<usize> = (0..rank)
+        .map(|i| be_u32(bytes, 4 + 4 * i) as usize)
+        .collect();
+    let expected = dims
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .ok_or_else(|| err(format!("dimensions {dims:?} overflow")))?;
+    let body = &bytes[header..];
+    if body.len() < expected {
+        return Err(err(format!(
+            "truncated: dimensions {dims:?} need {expected} bytes of data, the file has {}",
+            body.len()
+        )));
+    }
+    if body.len() > expected {
+        return Err(err(format!(
+            "{} bytes of trailing data after the {expected} bytes that dimensions {dims:?} describe",
+            body.len() - expected
+        )));
+    }
+    Ok((dims, body.to_vec()))
+}
+
+fn read_file(path: &Path) -> Result<Vec<u8>> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    maybe_gunzip(path, bytes)
+}
+
+/// Find `base` or `base.gz` in `dir`.
+fn locate(dir: &Path, base: &str) -> Result<PathBuf> {
+    for name in [base.to_string(), format!("{base}.gz")] {
+        let p = dir.join(&name);
+        if p.is_file() {
+            return Ok(p);
+        }
+    }
+    Err(Error::Data {
+        path: dir.join(base),
+        msg: format!(
+            "missing: expected {base} or {base}.gz in {} (the four IDX files are train-images-idx3-ubyte, \
+             train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte)",
+            dir.display()
+        ),
+    })
+}
+
+fn split_from_bytes(
+    img_path: &Path,
+    img: &[u8],
+    lbl_path: &Path,
+    lbl: &[u8],
+    classes: usize,
+) -> Result<Split> {
+    let (idims, images) = parse_idx(img_path, img, 3)?;
+    let (ldims, labels) = parse_idx(lbl_path, lbl, 1)?;
+    if idims[0] != ldims[0] {
+        return Err(Error::Data {
+            path: lbl_path.into(),
+            msg: format!(
+                "{} labels but {} holds {} images: the counts must match",
+                ldims[0],
+                img_path.display(),
+                idims[0]
+            ),
+        });
+    }
+    if let Some((i, &l)) = labels
+        .iter()
+        .enumerate()
+        .find(|(_, &l)| l as usize >= classes)
+    {
+        return Err(Error::Data {
+            path: lbl_path.into(),
+            msg: format!(
+                "label {l} at index {i} is out of range: expected 0..{}",
+                classes - 1
+            ),
+        });
+    }
+    Ok(Split {
+        images,
+        labels: labels.into_iter().map(u32::from).collect(),
+        height: idims[1],
+        width: idims[2],
+        channels: 1,
+    })
+}
+
+/// Load the four IDX files of a directory.
+pub fn load_idx_dir(dir: &Path, classes: usize) -> Result<Dataset> {
+    if !dir.is_dir() {
+        return Err(Error::Data {
+            path: dir.into(),
+            msg: "no such data folder: give --data DIR with the four IDX files, or install the Debian package \
+                  dataset-fashion-mnist"
+                .into(),
+        });
+    }
+    let load = |img: &str, lbl: &str| -> Result<Split> {
+        let ip = locate(dir, img)?;
+        let lp = locate(dir, lbl)?;
+        split_from_bytes(&ip, &read_file(&ip)?, &lp, &read_file(&lp)?, classes)
+    };
+    let train = load("train-images-idx3-ubyte", "train-labels-idx1-ubyte")?;
+    let test = load("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")?;
+    if (train.height, train.width) != (test.height, test.width) {
+        return Err(Error::Data {
+            path: dir.into(),
+            msg: format!(
+                "train images are {}x{} but test images are {}x{}",
+                train.height, train.width, test.height, test.width
+            ),
+        });
+    }
+    Ok(Dataset {
+        train,
+        test,
+        classes,
+        source: dir.display().to_string(),
+    })
+}
+
+/// The sample embedded in the binary (first 4,000 train and 1,000 test images of Fashion-MNIST).
+pub fn load_embedded_sample() -> Result<Dataset> {
+    let get = |i: usize| -> Result<(PathBuf, Vec<u8>)> {
+        let (name, bytes) = SAMPLE_FILES[i];
+        let p = PathBuf::from(format!("<embedded>/{name}"));
+        let data = maybe_gunzip(&p, bytes.to_vec())?;
+        Ok((p, data))
+    };
+    let (ip, i) = get(0)?;
+    let (lp, l) = get(1)?;
+    let (tip, ti) = get(2)?;
+    let (tlp, tl) = get(3)?;
+    Ok(Dataset {
+        train: split_from_bytes(&ip, &i, &lp, &l, 10)?,
+        test: split_from_bytes(&tip, &ti, &tlp, &tl, 10)?,
+        classes: 10,
+        source: "the Fashion-MNIST sample embedded in clampnet (4,000 train / 1,000 test images)"
+            .into(),
+    })
+}
+
+/// `--data DIR`, then `$CLAMPNET_DATA`, then the Debian package's folder, then the embedded sample.
+pub fn find_dataset(explicit: Option<&Path>) -> Result<Dataset> {
+    if let Some(dir) = explicit {
+        return load_idx_dir(dir, 10);
+    }
+    if let Some(dir) = std::env::var_os("CLAMPNET_DATA").filter(|s| !s.is_empty()) {
+        return load_idx_dir(Path::new(&dir), 10);
+    }
+    let debian = Path::new(DEBIAN_DIR);
+    if debian.is_dir() {
+        return load_idx_dir(debian, 10);
+    }
+    log::warn!(
+        "no dataset given and {DEBIAN_DIR} is absent: using the embedded sample. For the full dataset: \
+         apt-get install dataset-fashion-mnist, or --data DIR"
+    );
+    load_embedded_sample()
+}
+
+/// Write the first `n` examples of a split as gzip IDX files (used to cut the embedded sample).
+pub fn write_idx_gz(split: &Split, n: usize, images: &Path, labels: &Path) -> Result<()> {
+    use std::io::Write;
+    let n = n.min(split.len());
+    let write = |path: &Path, header: Vec<u8>, body: &[u8]| -> Result<()> {
+        let f = std::fs::File::create(path).map_err(|e| Error::io(path, e))?;
+        let mut gz = flate2::write::GzEncoder::new(f, flate2::Compression::best());
+        gz.write_all(&header)
+            .and_then(|_| gz.write_all(body))
+            .map_err(|e| Error::io(path, e))?;
+        gz.finish().map_err(|e| Error::io(path, e))?;
+        Ok(())
+    };
+    let mut h = vec![0, 0, 8, 3];
+    for d in [n as u32, split.height as u32, split.width as u32] {
+        h.extend_from_slice(&d.to_be_bytes());
+    }
+    write(images, h, &split.images[..n * split.per_image()])?;
+    let mut h = vec![0, 0, 8, 1];
+    h.extend_from_slice(&(n as u32).to_be_bytes());
+    let body: Vec<u8> = split.labels[..n].iter().map(|&l| l as u8).collect();
+    write(labels, h, &body)
+}

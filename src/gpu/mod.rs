@@ -1,0 +1,320 @@
+//! The GPU context: the only module that talks to wgpu, so API churn touches one place.
+//!
+//! - `Context::new` picks the adapter (from `--backend` / `--adapter`, else `WGPU_BACKEND` /
+//!   `WGPU_ADAPTER_NAME`, else the high-performance default), logs it, and asks for WebGPU-baseline
+//!   limits only.
+//! - `Pipelines` builds every compute pipeline once, inside an error scope that turns validation errors
+//!   into an error naming the shader and entry point.
+//! - Small helpers: buffer creation, bind groups by binding number, dispatch folding above 65,535
+//!   workgroups per dimension, and one generic readback.
+
+pub mod kernels;
+
+use std::collections::HashMap;
+
+use wgpu::util::DeviceExt;
+
+pub use kernels::{uniforms, Kernel, SHADERS};
+
+use crate::error::{Error, Result};
+
+#[derive(Clone, Debug, Default)]
+pub struct GpuOptions {
+    /// vulkan | gl | metal | dx12 (None: WGPU_BACKEND, else all)
+    pub backend: Option<String>,
+    /// case-insensitive substring of the adapter name (None: WGPU_ADAPTER_NAME)
+    pub adapter: Option<String>,
+}
+
+pub fn parse_backends(name: &str) -> Result<wgpu::Backends> {
+    Ok(match name.to_ascii_lowercase().as_str() {
+        "vulkan" | "vk" => wgpu::Backends::VULKAN,
+        "gl" | "gles" | "opengl" => wgpu::Backends::GL,
+        "metal" | "mtl" => wgpu::Backends::METAL,
+        "dx12" | "d3d12" => wgpu::Backends::DX12,
+        "primary" => wgpu::Backends::PRIMARY,
+        "all" => wgpu::Backends::all(),
+        other => {
+            return Err(Error::Config(format!(
+                "unknown backend '{other}': expected one of vulkan, gl, metal, dx12, primary, all"
+            )))
+        }
+    })
+}
+
+pub struct Context {
+    pub instance: wgpu::Instance,
+    pub adapter: wgpu::Adapter,
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    pub info: wgpu::AdapterInfo,
+    pub limits: wgpu::Limits,
+}
+
+/// A short description of an adapter: "llvmpipe (LLVM 15.0.6, 256 bits) (Vulkan, Cpu, driver llvmpipe)".
+pub fn describe(info: &wgpu::AdapterInfo) -> String {
+    format!(
+        "{} ({:?}, {:?}, driver {} {})",
+        info.name, info.backend, info.device_type, info.driver, info.driver_info
+    )
+}
+
+impl Context {
+    pub fn new(opts: &GpuOptions) -> Result<Self> {
+        let mut desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
+        if let Some(b) = &opts.backend {
+            desc.backends = parse_backends(b)?;
+        }
+        let backends = desc.backends;
+        let instance = wgpu::Instance::new(desc);
+        let wanted = opts
+            .adapter
+            .clone()
+            .or_else(|| std::env::var("WGPU_ADAPTER_NAME").ok())
+            .filter(|s| !s.is_empty());
+        let adapter =
+            match &wanted {
+                Some(name) => {
+                    let all = pollster::block_on(instance.enumerate_adapters(backends));
+                    let names: Vec<String> = all.iter().map(|a| describe(&a.get_info())).collect();
+                    let needle = name.to_lowercase();
+                    all.into_iter()
+                        .find(|a| a.get_info().name.to_lowercase().contains(&needle))
+                        .ok_or_else(|| Error::NoAdapter {
+                            detail: format!(
+                            " named like '{name}' (backends {backends:?}); adapters present: {}",
+                            if names.is_empty() { "none".to_string() } else { names.join("; ") }
+                        ),
+                        })?
+                }
+                None => pollster::block_on(
+                    instance.request_adapter(&wgpu::RequestAdapterOptions {
+                        power_preference: wgpu::PowerPreference::from_env()
+                            .unwrap_or(wgpu::PowerPreference::HighPerformance),
+                        force_fallback_adapter: false,
+                        compatible_surface: None,
+                        ..Default::default()
+                    }),
+                )
+                .map_err(|e| Error::NoAdapter {
+                    detail: format!(" (backends {backends:?}: {e})"),
+                })?,
+            };
+        let info = adapter.get_info();
+        log::info!("adapter: {}", describe(&info));
+
+        // WebGPU baseline limits; only the storage-binding size is raised up to what the adapter offers,
+        // because a full dataset (60k x 784 bytes = 47 MB) fits the baseline 128 MiB anyway.
+        let supported = adapter.limits();
+        let mut limits = wgpu::Limits::default();
+        limits.max_storage_buffers_per_shader_stage = 8;
+        limits.max_storage_buffer_binding_size = limits
+            .max_storage_buffer_binding_size
+            .min(supported.max_storage_buffer_binding_size);
+        limits.max_buffer_size = limits.max_buffer_size.min(supported.max_buffer_size);
+        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+            label: Some("clampnet"),
+            required_features: wgpu::Features::empty(),
+            required_limits: limits.clone(),
+            ..Default::default()
+        }))
+        .map_err(|e| Error::gpu(format!("opening device on {}", describe(&info)), e))?;
+        Ok(Context {
+            instance,
+            adapter,
+            device,
+            queue,
+            info,
+            limits,
+        })
+    }
+
+    pub fn storage_init(&self, label: &str, bytes: &[u8]) -> wgpu::Buffer {
+        // wgpu requires a non-zero, 4-byte multiple size for storage bindings.
+        let mut data = bytes.to_vec();
+        while data.is_empty() || data.len() % 4 != 0 {
+            data.push(0);
+        }
+        self.device
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some(label),
+                contents: &data,
+                usage: wgpu::BufferUsages::STORAGE
+                    | wgpu::BufferUsages::COPY_SRC
+                    | wgpu::BufferUsages::COPY_DST,
+            })
+    }
+
+    pub fn storage_zeroed(&self, label: &str, bytes: u64) -> wgpu::Buffer {
+        self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size: bytes.max(4).div_ceil(4) * 4,
+            usage: wgpu::BufferUsages::STORAGE
+                | wgpu::BufferUsages::COPY_SRC
+                | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        })
+    }
+
+    pub fn uniform<T: bytemuck::Pod>(&self, label: &str, value: &T) -> wgpu::Buffer {
+        self.device
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some(label),
+                contents: bytemuck::bytes_of(value),
+                usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            })
+    }
+
+    /// Fold a 1-D count of workgroups into (x, y) so neither exceeds the per-dimension limit;
+    /// kernels rebuild the flat index as `wg.y * num_workgroups.x + wg.x` and bound-check it.
+    pub fn fold(&self, groups: u32) -> (u32, u32) {
+        let max = self.limits.max_compute_workgroups_per_dimension.max(1);
+        if groups <= max {
+            (groups.max(1), 1)
+        } else {
+            (max, groups.div_ceil(max))
+        }
+    }
+
+    /// Copy `size` bytes at `offset` of `buffer` back to the host (one submit, one wait).
+    pub fn read_bytes(&self, buffer: &wgpu::Buffer, offset: u64, size: u64) -> Result<Vec<u8>> {
+        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("readback"),
+            size,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let mut enc = self.device.create_command_encoder(&Default::default());
+        enc.copy_buffer_to_buffer(buffer, offset, &staging, 0, size);
+        self.queue.submit([enc.finish()]);
+        self.map_and_read(&staging)
+    }
+
+    /// Map an already-filled MAP_READ buffer and return its bytes.
+    pub fn map_and_read(&self, staging: &wgpu::Buffer) -> Result<Vec<u8>> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        staging.map_async(wgpu::MapMode::Read, .., move |r| {
+            let _ = tx.send(r);
+        });
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| Error::gpu("waiting for the GPU", e))?;
+        rx.recv()
+            .map_err(|e| Error::gpu("readback", e))?
+            .map_err(|e| Error::gpu("mapping a readback buffer", e))?;
+        let bytes = staging
+            .slice(..)
+            .get_mapped_range()
+            .map_err(|e| Error::gpu("reading a mapped buffer", e))?
+            .to_vec();
+        staging.unmap();
+        Ok(bytes)
+    }
+
+    pub fn read_f32(&self, buffer: &wgpu::Buffer, offset_elems: u64, len: u64) -> Result<Vec<f32>> {
+        let bytes = self.read_bytes(buffer, offset_elems * 4, len * 4)?;
+        Ok(bytemuck::pod_collect_to_vec(&bytes))
+    }
+
+    pub fn read_u32(&self, buffer: &wgpu::Buffer, offset_elems: u64, len: u64) -> Result<Vec<u32>> {
+        let bytes = self.read_bytes(buffer, offset_elems * 4, len * 4)?;
+        Ok(bytemuck::pod_collect_to_vec(&bytes))
+    }
+}
+
+/// Every compute pipeline, built once. Layouts are derived from each entry point (only the bindings an
+/// entry point uses appear in its layout), and bind groups are made against `layout(kernel)`.
+pub struct Pipelines {
+    pipelines: HashMap<Kernel, wgpu::ComputePipeline>,
+}
+
+impl Pipelines {
+    pub fn new(ctx: &Context) -> Result<Self> {
+        let mut modules = HashMap::new();
+        let mut pipelines = HashMap::new();
+        for kernel in Kernel::ALL {
+            let (file, entry) = kernel.source();
+            let scope = ctx.device.push_error_scope(wgpu::ErrorFilter::Validation);
+            let module = modules.entry(file).or_insert_with(|| {
+                ctx.device
+                    .create_shader_module(wgpu::ShaderModuleDescriptor {
+                        label: Some(file),
+                        source: wgpu::ShaderSource::Wgsl(kernel.source_text().into()),
+                    })
+            });
+            let pipeline = ctx
+                .device
+                .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                    label: Some(entry),
+                    layout: None,
+                    module,
+                    entry_point: Some(entry),
+                    compilation_options: Default::default(),
+                    cache: None,
+                });
+            if let Some(err) = pollster::block_on(scope.pop()) {
+                return Err(Error::gpu(
+                    format!("building shaders/{file} entry point {entry}"),
+                    err,
+                ));
+            }
+            pipelines.insert(kernel, pipeline);
+        }
+        Ok(Pipelines { pipelines })
+    }
+
+    pub fn get(&self, kernel: Kernel) -> &wgpu::ComputePipeline {
+        &self.pipelines[&kernel]
+    }
+
+    /// A bind group for `kernel` from (binding number, buffer range) pairs.
+    pub fn bind(
+        &self,
+        ctx: &Context,
+        kernel: Kernel,
+        entries: &[(u32, wgpu::BufferBinding<'_>)],
+    ) -> wgpu::BindGroup {
+        let layout = self.get(kernel).get_bind_group_layout(0);
+        let entries: Vec<wgpu::BindGroupEntry> = entries
+            .iter()
+            .map(|(binding, b)| wgpu::BindGroupEntry {
+                binding: *binding,
+                resource: wgpu::BindingResource::Buffer(b.clone()),
+            })
+            .collect();
+        ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some(kernel.source().1),
+            layout: &layout,
+            entries: &entries,
+        })
+    }
+}
+
+/// A whole buffer as a binding.
+pub fn whole(buffer: &wgpu::Buffer) -> wgpu::BufferBinding<'_> {
+    buffer.as_entire_buffer_binding()
+}
+
+/// `len` f32 elements starting at element `offset` (offset must be 64-element aligned: 256 bytes).
+pub fn span(buffer: &wgpu::Buffer, offset: usize, len: usize) -> wgpu::BufferBinding<'_> {
+    wgpu::BufferBinding {
+        buffer,
+        offset: (offset * 4) as u64,
+        size: std::num::NonZeroU64::new((len.max(1) * 4) as u64),
+    }
+}
+
+/// One recorded dispatch of a step: the pipeline, its bind group (built once), the workgroup grid.
+pub struct Dispatch {
+    pub kernel: Kernel,
+    pub bind_group: wgpu::BindGroup,
+    pub groups: (u32, u32),
+}
+
+impl Dispatch {
+    pub fn encode(&self, pass: &mut wgpu::ComputePass<'_>, pipelines: &Pipelines) {
+        pass.set_pipeline(pipelines.get(self.kernel));
+        pass.set_bind_group(0, &self.bind_group, &[]);
+        pass.dispatch_workgroups(self.groups.0, self.groups.1, 1);
+    }
+}

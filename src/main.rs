@@ -1,0 +1,289 @@
+//! The `clampnet` command line.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use serde_json::json;
+
+use clampnet::checkpoint;
+use clampnet::data;
+use clampnet::gpu::{self, Context, GpuOptions};
+use clampnet::model::{ModelPlan, ModelSpec};
+use clampnet::restrict::{Preset, Restrictions};
+use clampnet::train::{epoch_order, init_weights, Hyper, Trainer};
+use clampnet::{Error, Result};
+
+#[derive(Parser)]
+#[command(
+    name = "clampnet",
+    version,
+    about = "Train CNNs on any GPU (wgpu + WGSL) with Keras-exact kernel regularizers and constraints"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Clone)]
+struct GpuArgs {
+    /// Graphics backend: vulkan, gl, metal, dx12 (default: WGPU_BACKEND, else the best available)
+    #[arg(long)]
+    backend: Option<String>,
+    /// Pick the adapter whose name contains this text (default: WGPU_ADAPTER_NAME)
+    #[arg(long)]
+    adapter: Option<String>,
+}
+
+impl GpuArgs {
+    fn options(&self) -> GpuOptions {
+        GpuOptions {
+            backend: self.backend.clone(),
+            adapter: self.adapter.clone(),
+        }
+    }
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train the reference CNN (Conv2D(32,3x3,relu) -> MaxPool2D(2) -> Flatten -> Dense(10,softmax))
+    Train(TrainArgs),
+    /// List the GPU adapters and the one `train` would pick
+    Info(GpuArgs),
+    /// Cut the embedded sample (first N train / test images, gzip IDX) from a full Fashion-MNIST folder
+    MakeSample {
+        /// folder with the four IDX files
+        #[arg(long, default_value = data::DEBIAN_DIR)]
+        from: PathBuf,
+        #[arg(long, default_value_t = 4000)]
+        train: usize,
+        #[arg(long, default_value_t = 1000)]
+        test: usize,
+        #[arg(long, default_value = "assets/fashion-mnist-sample")]
+        out: PathBuf,
+    },
+}
+
+#[derive(Args)]
+struct TrainArgs {
+    /// Folder with the four IDX files (raw or .gz). Default: $CLAMPNET_DATA, then
+    /// /usr/share/datasets/fashion-mnist, then the embedded 4,000-image sample
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Kernel restrictions: none, l1l2, clip, unitnorm, combo
+    #[arg(long, value_enum, default_value_t = Preset::None)]
+    preset: Preset,
+    #[arg(long, default_value_t = 3)]
+    epochs: usize,
+    #[arg(long, default_value_t = 32)]
+    batch_size: usize,
+    /// Adam learning rate
+    #[arg(long, default_value_t = 1e-3)]
+    lr: f32,
+    /// Seed for the initial weights and the epoch shuffles
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Keep the file order (no shuffling between epochs)
+    #[arg(long)]
+    no_shuffle: bool,
+    /// Use only the first N training examples
+    #[arg(long)]
+    limit_train: Option<usize>,
+    /// Use only the first N test examples
+    #[arg(long)]
+    limit_test: Option<usize>,
+    /// Start from these weights (safetensors, Keras names and layouts)
+    #[arg(long)]
+    init: Option<PathBuf>,
+    /// Write the trained weights here (safetensors, Keras names and layouts), atomically
+    #[arg(long)]
+    save: Option<PathBuf>,
+    /// One JSON object per epoch on stdout
+    #[arg(long)]
+    json: bool,
+    /// No per-epoch text on stderr
+    #[arg(long)]
+    quiet: bool,
+    #[command(flatten)]
+    gpu: GpuArgs,
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("clampnet=info"))
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Train(a) => train(a),
+        Command::Info(g) => info(g),
+        Command::MakeSample {
+            from,
+            train,
+            test,
+            out,
+        } => make_sample(from, train, test, out),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn train(a: TrainArgs) -> Result<()> {
+    if a.epochs == 0 {
+        return Err(Error::Config("--epochs must be at least 1".into()));
+    }
+    if a.batch_size == 0 {
+        return Err(Error::Config("--batch-size must be at least 1".into()));
+    }
+    if !(a.lr > 0.0 && a.lr.is_finite()) {
+        return Err(Error::Config(format!(
+            "--lr must be a positive number, got {}",
+            a.lr
+        )));
+    }
+    let spec = ModelSpec::reference();
+    let plan = ModelPlan::new(&spec)?;
+    let restrictions = Restrictions::preset(a.preset, &plan);
+    let mut ds = data::find_dataset(a.data.as_deref())?;
+    if let Some(n) = a.limit_train {
+        ds.train.truncate(n);
+    }
+    if let Some(n) = a.limit_test {
+        ds.test.truncate(n);
+    }
+    log::info!(
+        "data: {} ({} train, {} test)",
+        ds.source,
+        ds.train.len(),
+        ds.test.len()
+    );
+    let weights = match &a.init {
+        Some(path) => {
+            let (w, _) = checkpoint::load(path)?;
+            checkpoint::match_model(path, &w, &plan)?
+        }
+        None => init_weights(&plan, a.seed),
+    };
+    let ctx = Context::new(&a.gpu.options())?;
+    let hyper = Hyper {
+        lr: a.lr,
+        ..Hyper::default()
+    };
+    let mut trainer = Trainer::new(
+        &ctx,
+        plan,
+        restrictions,
+        hyper,
+        a.batch_size,
+        &ds.train,
+        &ds.test,
+        &weights,
+    )?;
+    if !a.quiet {
+        eprintln!(
+            "training {} parameters, preset {:?}, batch {}, {} steps/epoch on {}",
+            trainer.model.param_count(),
+            a.preset,
+            a.batch_size,
+            trainer.steps_per_epoch(),
+            ctx.info.name
+        );
+    }
+    for epoch in 1..=a.epochs {
+        let order = epoch_order(trainer.train_examples(), a.seed, epoch, !a.no_shuffle);
+        let started = std::time::Instant::now();
+        let stats = trainer.train_epoch(epoch, &order, &mut |_| {})?;
+        let test = trainer.evaluate()?;
+        let seconds = started.elapsed().as_secs_f64();
+        let ips = stats.train.count as f64 / stats.train_seconds.max(1e-9);
+        if a.json {
+            println!(
+                "{}",
+                json!({
+                    "epoch": epoch,
+                    "train_loss": stats.train.loss,
+                    "train_accuracy": stats.train.accuracy,
+                    "test_loss": test.loss,
+                    "test_accuracy": test.accuracy,
+                    "seconds": seconds,
+                    "train_seconds": stats.train_seconds,
+                    "images_per_second": ips,
+                    "steps": stats.steps,
+                })
+            );
+        }
+        if !a.quiet {
+            eprintln!(
+                "epoch {epoch}/{}: loss {:.4} accuracy {:.4} | test loss {:.4} accuracy {:.4} | {:.1} s ({:.1} s training, {:.0} images/s)",
+                a.epochs, stats.train.loss, stats.train.accuracy, test.loss, test.accuracy, seconds, stats.train_seconds, ips
+            );
+        }
+    }
+    if let Some(path) = &a.save {
+        let mut meta = std::collections::HashMap::new();
+        meta.insert("format".to_string(), "clampnet-keras-v1".to_string());
+        meta.insert(
+            "preset".to_string(),
+            format!("{:?}", a.preset).to_lowercase(),
+        );
+        meta.insert("optimizer_steps".to_string(), trainer.step.to_string());
+        checkpoint::save(path, &trainer.weights()?, Some(meta))?;
+        if !a.quiet {
+            eprintln!("saved {}", path.display());
+        }
+    }
+    Ok(())
+}
+
+fn info(g: GpuArgs) -> Result<()> {
+    let mut desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
+    if let Some(b) = &g.backend {
+        desc.backends = gpu::parse_backends(b)?;
+    }
+    let backends = desc.backends;
+    let instance = wgpu::Instance::new(desc);
+    let adapters = pollster::block_on(instance.enumerate_adapters(backends));
+    println!("adapters ({backends:?}):");
+    for a in &adapters {
+        let l = a.limits();
+        println!("  {}", gpu::describe(&a.get_info()));
+        println!(
+            "    max_storage_buffer_binding_size {} MiB, max_storage_buffers_per_shader_stage {}, max_compute_workgroups_per_dimension {}",
+            l.max_storage_buffer_binding_size / (1 << 20),
+            l.max_storage_buffers_per_shader_stage,
+            l.max_compute_workgroups_per_dimension
+        );
+    }
+    match Context::new(&g.options()) {
+        Ok(ctx) => println!("train would use: {}", gpu::describe(&ctx.info)),
+        Err(e) => println!("train would fail: {e}"),
+    }
+    Ok(())
+}
+
+fn make_sample(from: PathBuf, train: usize, test: usize, out: PathBuf) -> Result<()> {
+    let ds = data::load_idx_dir(&from, 10)?;
+    std::fs::create_dir_all(&out).map_err(|e| Error::io(&out, e))?;
+    data::write_idx_gz(
+        &ds.train,
+        train,
+        &out.join("train-images-idx3-ubyte.gz"),
+        &out.join("train-labels-idx1-ubyte.gz"),
+    )?;
+    data::write_idx_gz(
+        &ds.test,
+        test,
+        &out.join("t10k-images-idx3-ubyte.gz"),
+        &out.join("t10k-labels-idx1-ubyte.gz"),
+    )?;
+    eprintln!(
+        "wrote {} train and {} test images to {}",
+        train.min(ds.train.len()),
+        test.min(ds.test.len()),
+        out.display()
+    );
+    Ok(())
+}

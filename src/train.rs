@@ -1,0 +1,1054 @@
+//! The GPU trainer. Data, weights, gradients, Adam state and metrics live on the GPU. A training step is a
+//! fixed list of dispatches recorded once (`StepPlan`), replayed many times per submit; the batch index
+//! and Adam's step counter advance on the GPU, so a step needs neither an upload nor a readback. The host
+//! reads the 16-byte metrics block once per chunk of steps (progress tick) and at the end of an epoch.
+//!
+//! Step order (Keras): gather -> forward -> softmax-CE (+dlogits) -> backward -> regularization loss ->
+//! Adam with the penalty gradient folded in -> constraints -> metrics (+ advance step/batch).
+
+use std::time::Instant;
+
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::checkpoint::Weights;
+use crate::data::Split;
+use crate::error::{Error, Result};
+use crate::gpu::{span, uniforms as U, whole, Context, Dispatch, Kernel, Pipelines};
+use crate::model::{Activation, LayerSpec, ModelPlan, Padding, Role, Shape};
+use crate::restrict::{norm_layout, Constraint, Restrictions};
+
+/// Adam hyper-parameters (Keras defaults) and decoupled weight decay.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Hyper {
+    pub lr: f32,
+    pub beta1: f32,
+    pub beta2: f32,
+    pub eps: f32,
+    pub weight_decay: f32,
+}
+
+impl Default for Hyper {
+    fn default() -> Self {
+        Hyper {
+            lr: 1e-3,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-7,
+            weight_decay: 0.0,
+        }
+    }
+}
+
+/// Steps recorded into one command buffer; the metrics of a chunk are read while the next one runs.
+const CHUNK_STEPS: usize = 64;
+
+/// Glorot-uniform kernels (Keras fans), zero biases, from a seeded ChaCha8 stream.
+pub fn init_weights(model: &ModelPlan, seed: u64) -> Vec<Vec<f32>> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    model
+        .params
+        .iter()
+        .map(|p| match p.role {
+            Role::Bias => vec![0.0; p.len],
+            Role::Kernel => {
+                let (fin, fout) = ModelPlan::fans(p);
+                let limit = (6.0 / (fin + fout) as f64).sqrt() as f32;
+                (0..p.len)
+                    .map(|_| rng.random_range(-limit..limit))
+                    .collect()
+            }
+        })
+        .collect()
+}
+
+/// The example order of an epoch: identity, or a permutation seeded by (seed, epoch).
+pub fn epoch_order(n: usize, seed: u64, epoch: usize, shuffle: bool) -> Vec<u32> {
+    let mut order: Vec<u32> = (0..n as u32).collect();
+    if shuffle {
+        let mut rng = ChaCha8Rng::seed_from_u64(
+            seed ^ 0x5eed_0000_0000_0000 ^ (epoch as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15),
+        );
+        order.shuffle(&mut rng);
+    }
+    order
+}
+
+struct GpuSplit {
+    images: wgpu::Buffer,
+    labels: wgpu::Buffer,
+    perm: wgpu::Buffer,
+    n: usize,
+}
+
+/// Averages over a pass: Keras' loss tracker (batch-size-weighted mean, regularization included) and accuracy.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct PassMetrics {
+    pub loss: f64,
+    pub accuracy: f64,
+    pub count: usize,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct Progress {
+    pub step: usize,
+    pub steps: usize,
+    pub metrics: PassMetrics,
+    pub images_per_second: f64,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct EpochStats {
+    pub train: PassMetrics,
+    pub train_seconds: f64,
+    pub steps: usize,
+}
+
+pub struct Trainer<'a> {
+    ctx: &'a Context,
+    pipes: Pipelines,
+    pub model: ModelPlan,
+    pub restrictions: Restrictions,
+    pub hyper: Hyper,
+    pub batch_size: usize,
+    params: wgpu::Buffer,
+    m: wgpu::Buffer,
+    v: wgpu::Buffer,
+    grads: wgpu::Buffer,
+    train: GpuSplit,
+    test: GpuSplit,
+    train_state: wgpu::Buffer,
+    eval_state: wgpu::Buffer,
+    train_metrics: wgpu::Buffer,
+    eval_metrics: wgpu::Buffer,
+    staging: [wgpu::Buffer; 2],
+    train_full: Vec<Dispatch>,
+    train_last: Option<Vec<Dispatch>>,
+    eval_full: Vec<Dispatch>,
+    eval_last: Option<Vec<Dispatch>>,
+    eval_reg: Option<Dispatch>,
+    /// optimizer steps done (Keras `iterations`)
+    pub step: u64,
+}
+
+/// Buffers shared by every plan (sized for `batch_size` rows).
+struct Work {
+    x: wgpu::Buffer,
+    y: wgpu::Buffer,
+    acts: Vec<wgpu::Buffer>,
+    act_of: Vec<usize>,
+    dacts: Vec<wgpu::Buffer>,
+    argmax: Vec<Option<wgpu::Buffer>>,
+    per_example: wgpu::Buffer,
+    reg: wgpu::Buffer,
+    grads: wgpu::Buffer,
+    segments: wgpu::Buffer,
+    adam_uniform: wgpu::Buffer,
+    n_segments: u32,
+}
+
+impl<'a> Trainer<'a> {
+    /// Upload the data once, allocate every buffer and record the step plans.
+    pub fn new(
+        ctx: &'a Context,
+        model: ModelPlan,
+        restrictions: Restrictions,
+        hyper: Hyper,
+        batch_size: usize,
+        train: &Split,
+        test: &Split,
+        weights: &[Vec<f32>],
+    ) -> Result<Self> {
+        restrictions.validate(&model)?;
+        if batch_size == 0 {
+            return Err(Error::Config("batch size must be at least 1".into()));
+        }
+        if !(hyper.lr > 0.0 && hyper.lr.is_finite()) {
+            return Err(Error::Config(format!(
+                "learning rate must be a positive number, got {}",
+                hyper.lr
+            )));
+        }
+        let [h, w, c] = model.spec.input;
+        for (what, s) in [("training", train), ("test", test)] {
+            if (s.height, s.width, s.channels) != (h, w, c) {
+                return Err(Error::Config(format!(
+                    "{what} images are {}x{}x{}, but the model's input is {h}x{w}x{c}",
+                    s.height, s.width, s.channels
+                )));
+            }
+            if s.is_empty() {
+                return Err(Error::Config(format!("the {what} set is empty")));
+            }
+        }
+        if batch_size > train.len() {
+            return Err(Error::Config(format!(
+                "batch size {batch_size} is larger than the {} training examples: lower --batch-size",
+                train.len()
+            )));
+        }
+        let pipes = Pipelines::new(ctx)?;
+        let max_binding = ctx.limits.max_storage_buffer_binding_size as u64;
+        let check = |what: &str, bytes: u64| -> Result<()> {
+            if bytes > max_binding {
+                Err(Error::gpu(
+                    format!("buffer '{what}'"),
+                    format!(
+                        "needs {bytes} bytes, above the adapter's max_storage_buffer_binding_size of {max_binding}; \
+                         use --limit-train / a smaller --batch-size"
+                    ),
+                ))
+            } else {
+                Ok(())
+            }
+        };
+        let upload = |s: &Split, what: &str| -> Result<GpuSplit> {
+            check(&format!("{what} images"), s.images.len() as u64)?;
+            Ok(GpuSplit {
+                images: ctx.storage_init(&format!("{what} images"), &s.images),
+                labels: ctx
+                    .storage_init(&format!("{what} labels"), bytemuck::cast_slice(&s.labels)),
+                perm: ctx.storage_init(
+                    &format!("{what} order"),
+                    bytemuck::cast_slice(&(0..s.len() as u32).collect::<Vec<_>>()),
+                ),
+                n: s.len(),
+            })
+        };
+        let train_gpu = upload(train, "train")?;
+        let test_gpu = upload(test, "test")?;
+
+        let flat = model.flat_len;
+        let mut flat_init = vec![0f32; flat];
+        if weights.len() != model.params.len() {
+            return Err(Error::Model(format!(
+                "{} weight tensors given, the model has {}",
+                weights.len(),
+                model.params.len()
+            )));
+        }
+        for (p, w) in model.params.iter().zip(weights) {
+            if w.len() != p.len {
+                return Err(Error::Model(format!(
+                    "{}: {} values given, expected {}",
+                    p.name,
+                    w.len(),
+                    p.len
+                )));
+            }
+            flat_init[p.offset..p.offset + p.len].copy_from_slice(w);
+        }
+        let params = ctx.storage_init("params", bytemuck::cast_slice(&flat_init));
+        let m = ctx.storage_zeroed("adam m", (flat * 4) as u64);
+        let v = ctx.storage_zeroed("adam v", (flat * 4) as u64);
+
+        // Work buffers sized for a full batch.
+        let b = batch_size;
+        let mut acts = Vec::new();
+        let mut act_of = Vec::new();
+        let mut dacts = Vec::new();
+        let mut argmax = Vec::new();
+        for (i, l) in model.layers.iter().enumerate() {
+            if matches!(l.spec, LayerSpec::Flatten) && i > 0 {
+                act_of.push(act_of[i - 1]);
+                argmax.push(None);
+                continue;
+            }
+            let bytes = (b * l.output.len() * 4) as u64;
+            check(&format!("{} output", l.name), bytes)?;
+            acts.push(ctx.storage_zeroed(&format!("{} out", l.name), bytes));
+            dacts.push(ctx.storage_zeroed(&format!("{} dout", l.name), bytes));
+            act_of.push(acts.len() - 1);
+            argmax.push(if matches!(l.spec, LayerSpec::MaxPool2d { .. }) {
+                Some(ctx.storage_zeroed(&format!("{} argmax", l.name), bytes))
+            } else {
+                None
+            });
+        }
+        check("input batch", (b * model.input_len() * 4) as u64)?;
+        let mut segs: Vec<U::Segment> = Vec::new();
+        for (name, t) in &restrictions.tensors {
+            if let Some(r) = t.regularizer {
+                if r.l1 != 0.0 || r.l2 != 0.0 {
+                    let p = model.param(name).expect("validated");
+                    segs.push(U::Segment {
+                        start: p.offset as u32,
+                        len: p.len as u32,
+                        l1: r.l1,
+                        l2: r.l2,
+                    });
+                }
+            }
+        }
+        let n_segments = segs.len() as u32;
+        if segs.is_empty() {
+            segs.push(U::Segment::default());
+        }
+        let adam = U::AdamParams {
+            n: flat as u32,
+            n_segments,
+            lr: hyper.lr,
+            beta1: hyper.beta1,
+            beta2: hyper.beta2,
+            // Keras computes 1 - beta in Python (double) and casts: do the same.
+            one_minus_beta1: (1.0 - hyper.beta1 as f64) as f32,
+            one_minus_beta2: (1.0 - hyper.beta2 as f64) as f32,
+            eps: hyper.eps,
+            weight_decay: hyper.weight_decay,
+            ..Default::default()
+        };
+        let work = Work {
+            x: ctx.storage_zeroed("batch x", (b * model.input_len() * 4) as u64),
+            y: ctx.storage_zeroed("batch y", (b * 4) as u64),
+            acts,
+            act_of,
+            dacts,
+            argmax,
+            per_example: ctx.storage_zeroed("per-example loss", (b * 2 * 4) as u64),
+            reg: ctx.storage_zeroed("regularization loss", 4),
+            grads: ctx.storage_zeroed("grads", (flat * 4) as u64),
+            segments: ctx.storage_init("penalty segments", bytemuck::cast_slice(&segs)),
+            adam_uniform: ctx.uniform("adam params", &adam),
+            n_segments,
+        };
+        let state = |label| ctx.storage_zeroed(label, 8);
+        let metrics = |label| ctx.storage_zeroed(label, 16);
+        let staging = || {
+            ctx.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("metrics readback"),
+                size: 16,
+                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            })
+        };
+        let mut t = Trainer {
+            ctx,
+            pipes,
+            model,
+            restrictions,
+            hyper,
+            batch_size,
+            params,
+            m,
+            v,
+            grads: work.grads.clone(),
+            train: train_gpu,
+            test: test_gpu,
+            train_state: state("train state"),
+            eval_state: state("eval state"),
+            train_metrics: metrics("train metrics"),
+            eval_metrics: metrics("eval metrics"),
+            staging: [staging(), staging()],
+            train_full: Vec::new(),
+            train_last: None,
+            eval_full: Vec::new(),
+            eval_last: None,
+            eval_reg: None,
+            step: 0,
+        };
+        t.train_full = t.record(&work, b, true);
+        t.train_last = (t.train.n % b != 0).then(|| t.record(&work, t.train.n % b, true));
+        t.eval_full = t.record(&work, b.min(t.test.n), false);
+        let eb = b.min(t.test.n);
+        t.eval_last = (t.test.n % eb != 0).then(|| t.record(&work, t.test.n % eb, false));
+        t.eval_reg = (work.n_segments > 0).then(|| t.reg_dispatch(&work));
+        Ok(t)
+    }
+
+    fn groups(&self, invocations: usize) -> (u32, u32) {
+        self.ctx.fold(invocations.div_ceil(64) as u32)
+    }
+
+    fn reg_dispatch(&self, w: &Work) -> Dispatch {
+        let k = Kernel::RegularizationLoss;
+        let bind_group = self.pipes.bind(
+            self.ctx,
+            k,
+            &[
+                (0, whole(&w.adam_uniform)),
+                (2, whole(&w.segments)),
+                (4, whole(&self.params)),
+                (7, whole(&w.reg)),
+            ],
+        );
+        Dispatch {
+            kernel: k,
+            bind_group,
+            groups: (1, 1),
+        }
+    }
+
+    /// Record the dispatches of one step over `rows` examples.
+    fn record(&self, w: &Work, rows: usize, training: bool) -> Vec<Dispatch> {
+        let ctx = self.ctx;
+        let pipes = &self.pipes;
+        let split = if training { &self.train } else { &self.test };
+        let state = if training {
+            &self.train_state
+        } else {
+            &self.eval_state
+        };
+        let metrics = if training {
+            &self.train_metrics
+        } else {
+            &self.eval_metrics
+        };
+        let mut out = Vec::new();
+        let rows_u = rows as u32;
+
+        // gather
+        let gp = U::GatherParams {
+            rows: rows_u,
+            full_batch: self.batch_size.min(split.n) as u32,
+            per_image: self.model.input_len() as u32,
+            _pad: 0,
+        };
+        let u = ctx.uniform("gather", &gp);
+        out.push(Dispatch {
+            kernel: Kernel::GatherBatch,
+            bind_group: pipes.bind(
+                ctx,
+                Kernel::GatherBatch,
+                &[
+                    (0, whole(&u)),
+                    (1, whole(&split.images)),
+                    (2, whole(&split.labels)),
+                    (3, whole(&split.perm)),
+                    (4, whole(state)),
+                    (5, whole(&w.x)),
+                    (6, whole(&w.y)),
+                ],
+            ),
+            groups: self.groups(rows * self.model.input_len()),
+        });
+
+        let input_of = |i: usize| -> &wgpu::Buffer {
+            if i == 0 {
+                &w.x
+            } else {
+                &w.acts[w.act_of[i - 1]]
+            }
+        };
+        let output_of = |i: usize| -> &wgpu::Buffer { &w.acts[w.act_of[i]] };
+        let dout_of = |i: usize| -> &wgpu::Buffer { &w.dacts[w.act_of[i]] };
+        let p = |idx: usize| &self.model.params[idx];
+
+        // Per-layer uniforms, shared by the forward and backward dispatches of the layer.
+        enum LU {
+            Conv(wgpu::Buffer, U::ConvParams),
+            Pool(wgpu::Buffer),
+            Dense(wgpu::Buffer, U::DenseParams),
+            None,
+        }
+        let mut lus = Vec::new();
+        for l in &self.model.layers {
+            lus.push(match (&l.spec, l.input, l.output) {
+                (
+                    LayerSpec::Conv2d {
+                        kernel_size,
+                        padding,
+                        activation,
+                        ..
+                    },
+                    Shape::Spatial { h, w: iw, c },
+                    Shape::Spatial {
+                        h: oh,
+                        w: ow,
+                        c: oc,
+                    },
+                ) => {
+                    let cp = U::ConvParams {
+                        batch: rows_u,
+                        in_h: h as u32,
+                        in_w: iw as u32,
+                        in_c: c as u32,
+                        out_h: oh as u32,
+                        out_w: ow as u32,
+                        out_c: oc as u32,
+                        k: *kernel_size as u32,
+                        pad: if *padding == Padding::Same {
+                            (*kernel_size as u32 - 1) / 2
+                        } else {
+                            0
+                        },
+                        relu: (*activation == Activation::Relu) as u32,
+                        ..Default::default()
+                    };
+                    LU::Conv(ctx.uniform(&l.name, &cp), cp)
+                }
+                (
+                    LayerSpec::MaxPool2d { pool_size },
+                    Shape::Spatial { h, w: iw, c },
+                    Shape::Spatial { h: oh, w: ow, .. },
+                ) => {
+                    let pp = U::PoolParams {
+                        batch: rows_u,
+                        in_h: h as u32,
+                        in_w: iw as u32,
+                        c: c as u32,
+                        out_h: oh as u32,
+                        out_w: ow as u32,
+                        k: *pool_size as u32,
+                        _pad: 0,
+                    };
+                    LU::Pool(ctx.uniform(&l.name, &pp))
+                }
+                (LayerSpec::Dense { activation, .. }, Shape::Flat(n), Shape::Flat(o)) => {
+                    let dp = U::DenseParams {
+                        batch: rows_u,
+                        in_n: n as u32,
+                        out_n: o as u32,
+                        relu: (*activation == Activation::Relu) as u32,
+                    };
+                    LU::Dense(ctx.uniform(&l.name, &dp), dp)
+                }
+                _ => LU::None,
+            });
+        }
+
+        // forward
+        for (i, l) in self.model.layers.iter().enumerate() {
+            match &lus[i] {
+                LU::Conv(u, _) | LU::Dense(u, _) => {
+                    let (kern, bias) = l.params.expect("layer with weights");
+                    let k = if matches!(lus[i], LU::Conv(..)) {
+                        Kernel::Conv2dForward
+                    } else {
+                        Kernel::DenseForward
+                    };
+                    out.push(Dispatch {
+                        kernel: k,
+                        bind_group: pipes.bind(
+                            ctx,
+                            k,
+                            &[
+                                (0, whole(u)),
+                                (1, whole(input_of(i))),
+                                (2, span(&self.params, p(kern).offset, p(kern).len)),
+                                (3, span(&self.params, p(bias).offset, p(bias).len)),
+                                (4, whole(output_of(i))),
+                            ],
+                        ),
+                        groups: self.groups(rows * l.output.len()),
+                    });
+                }
+                LU::Pool(u) => out.push(Dispatch {
+                    kernel: Kernel::MaxPoolForward,
+                    bind_group: pipes.bind(
+                        ctx,
+                        Kernel::MaxPoolForward,
+                        &[
+                            (0, whole(u)),
+                            (1, whole(input_of(i))),
+                            (2, whole(output_of(i))),
+                            (3, whole(w.argmax[i].as_ref().unwrap())),
+                        ],
+                    ),
+                    groups: self.groups(rows * l.output.len()),
+                }),
+                LU::None => {}
+            }
+        }
+
+        // loss (+ dlogits)
+        let last = self.model.layers.len() - 1;
+        let advance = if training { 3 } else { 2 };
+        let lp = U::LossParams {
+            batch: rows_u,
+            classes: self.model.classes as u32,
+            advance,
+            _pad: 0,
+        };
+        let lu = ctx.uniform("loss", &lp);
+        out.push(Dispatch {
+            kernel: Kernel::SoftmaxXent,
+            bind_group: pipes.bind(
+                ctx,
+                Kernel::SoftmaxXent,
+                &[
+                    (0, whole(&lu)),
+                    (1, whole(output_of(last))),
+                    (2, whole(&w.y)),
+                    (3, whole(dout_of(last))),
+                    (4, whole(&w.per_example)),
+                ],
+            ),
+            groups: (rows.div_ceil(64) as u32, 1),
+        });
+
+        if training {
+            // backward, last layer first; input gradients only where an earlier layer has weights
+            let first_param_layer = self
+                .model
+                .layers
+                .iter()
+                .position(|l| l.params.is_some())
+                .unwrap_or(0);
+            for i in (0..=last).rev() {
+                let l = &self.model.layers[i];
+                let need_dx = i > first_param_layer;
+                match &lus[i] {
+                    LU::Conv(u, cp) => {
+                        let (kern, bias) = l.params.unwrap();
+                        out.push(Dispatch {
+                            kernel: Kernel::Conv2dBackwardWeight,
+                            bind_group: pipes.bind(
+                                ctx,
+                                Kernel::Conv2dBackwardWeight,
+                                &[
+                                    (0, whole(u)),
+                                    (1, whole(input_of(i))),
+                                    (4, whole(output_of(i))),
+                                    (5, whole(dout_of(i))),
+                                    (6, span(&w.grads, p(kern).offset, p(kern).len)),
+                                ],
+                            ),
+                            groups: ctx.fold(p(kern).len as u32),
+                        });
+                        out.push(Dispatch {
+                            kernel: Kernel::Conv2dBackwardBias,
+                            bind_group: pipes.bind(
+                                ctx,
+                                Kernel::Conv2dBackwardBias,
+                                &[
+                                    (0, whole(u)),
+                                    (4, whole(output_of(i))),
+                                    (5, whole(dout_of(i))),
+                                    (7, span(&w.grads, p(bias).offset, p(bias).len)),
+                                ],
+                            ),
+                            groups: ctx.fold(cp.out_c),
+                        });
+                        if need_dx {
+                            out.push(Dispatch {
+                                kernel: Kernel::Conv2dBackwardInput,
+                                bind_group: pipes.bind(
+                                    ctx,
+                                    Kernel::Conv2dBackwardInput,
+                                    &[
+                                        (0, whole(u)),
+                                        (2, span(&self.params, p(kern).offset, p(kern).len)),
+                                        (4, whole(output_of(i))),
+                                        (5, whole(dout_of(i))),
+                                        (8, whole(dout_of(i - 1))),
+                                    ],
+                                ),
+                                groups: self.groups(rows * l.input.len()),
+                            });
+                        }
+                    }
+                    LU::Dense(u, dp) => {
+                        let (kern, bias) = l.params.unwrap();
+                        out.push(Dispatch {
+                            kernel: Kernel::DenseBackwardWeight,
+                            bind_group: pipes.bind(
+                                ctx,
+                                Kernel::DenseBackwardWeight,
+                                &[
+                                    (0, whole(u)),
+                                    (1, whole(input_of(i))),
+                                    (4, whole(output_of(i))),
+                                    (5, whole(dout_of(i))),
+                                    (6, span(&w.grads, p(kern).offset, p(kern).len)),
+                                ],
+                            ),
+                            groups: self.groups(p(kern).len),
+                        });
+                        out.push(Dispatch {
+                            kernel: Kernel::DenseBackwardBias,
+                            bind_group: pipes.bind(
+                                ctx,
+                                Kernel::DenseBackwardBias,
+                                &[
+                                    (0, whole(u)),
+                                    (4, whole(output_of(i))),
+                                    (5, whole(dout_of(i))),
+                                    (7, span(&w.grads, p(bias).offset, p(bias).len)),
+                                ],
+                            ),
+                            groups: self.groups(dp.out_n as usize),
+                        });
+                        if need_dx {
+                            out.push(Dispatch {
+                                kernel: Kernel::DenseBackwardInput,
+                                bind_group: pipes.bind(
+                                    ctx,
+                                    Kernel::DenseBackwardInput,
+                                    &[
+                                        (0, whole(u)),
+                                        (2, span(&self.params, p(kern).offset, p(kern).len)),
+                                        (4, whole(output_of(i))),
+                                        (5, whole(dout_of(i))),
+                                        (8, whole(dout_of(i - 1))),
+                                    ],
+                                ),
+                                groups: self.groups(rows * l.input.len()),
+                            });
+                        }
+                    }
+                    LU::Pool(u) => {
+                        if need_dx {
+                            out.push(Dispatch {
+                                kernel: Kernel::MaxPoolBackward,
+                                bind_group: pipes.bind(
+                                    ctx,
+                                    Kernel::MaxPoolBackward,
+                                    &[
+                                        (0, whole(u)),
+                                        (3, whole(w.argmax[i].as_ref().unwrap())),
+                                        (4, whole(dout_of(i))),
+                                        (5, whole(dout_of(i - 1))),
+                                    ],
+                                ),
+                                groups: self.groups(rows * l.input.len()),
+                            });
+                        }
+                    }
+                    LU::None => {}
+                }
+            }
+            // regularization loss on the pre-update weights, then Adam (+penalty), then constraints
+            if w.n_segments > 0 {
+                out.push(self.reg_dispatch(w));
+            }
+            out.push(Dispatch {
+                kernel: Kernel::AdamUpdate,
+                bind_group: pipes.bind(
+                    ctx,
+                    Kernel::AdamUpdate,
+                    &[
+                        (0, whole(&w.adam_uniform)),
+                        (1, whole(&w.grads)),
+                        (2, whole(&w.segments)),
+                        (3, whole(&self.train_state)),
+                        (4, whole(&self.params)),
+                        (5, whole(&self.m)),
+                        (6, whole(&self.v)),
+                    ],
+                ),
+                groups: self.groups(self.model.flat_len),
+            });
+            out.extend(self.constraint_dispatches());
+        }
+
+        out.push(Dispatch {
+            kernel: Kernel::Accumulate,
+            bind_group: pipes.bind(
+                ctx,
+                Kernel::Accumulate,
+                &[
+                    (0, whole(&lu)),
+                    (4, whole(&w.per_example)),
+                    (5, whole(&w.reg)),
+                    (6, whole(metrics)),
+                    (7, whole(state)),
+                ],
+            ),
+            groups: (1, 1),
+        });
+        out
+    }
+
+    /// The fused constraint passes, in the order the restrictions list them.
+    fn constraint_dispatches(&self) -> Vec<Dispatch> {
+        let ctx = self.ctx;
+        let mut out = Vec::new();
+        for (name, t) in &self.restrictions.tensors {
+            let p = self.model.param(name).expect("validated");
+            for c in &t.constraints {
+                let clip = |lo: f32, hi: f32, kind: u32| {
+                    let u = ctx.uniform(
+                        "clip",
+                        &U::ClipParams {
+                            start: p.offset as u32,
+                            len: p.len as u32,
+                            lo,
+                            hi,
+                            kind,
+                            ..Default::default()
+                        },
+                    );
+                    Dispatch {
+                        kernel: Kernel::ClipByValue,
+                        bind_group: self.pipes.bind(
+                            ctx,
+                            Kernel::ClipByValue,
+                            &[(0, whole(&u)), (2, whole(&self.params))],
+                        ),
+                        groups: self.groups(p.len),
+                    }
+                };
+                let norm =
+                    |axes: &[usize], kind: u32, min_value: f32, max_value: f32, rate: f32| {
+                        let (ks, kst, rs, rst) = norm_layout(&p.shape, axes);
+                        let n_groups: u32 = ks.iter().product();
+                        let np = U::NormParams {
+                            start: p.offset as u32,
+                            n_groups,
+                            n_reduce: rs.iter().product(),
+                            kind,
+                            min_value,
+                            max_value,
+                            rate,
+                            eps: 1e-7,
+                            kept_size: ks,
+                            kept_stride: kst,
+                            red_size: rs,
+                            red_stride: rst,
+                        };
+                        let u = ctx.uniform("norm", &np);
+                        Dispatch {
+                            kernel: Kernel::NormConstraint,
+                            bind_group: self.pipes.bind(
+                                ctx,
+                                Kernel::NormConstraint,
+                                &[(1, whole(&u)), (2, whole(&self.params))],
+                            ),
+                            groups: (n_groups.div_ceil(64), 1),
+                        }
+                    };
+                out.push(match c {
+                    Constraint::ClipByValue { lo, hi } => clip(*lo, *hi, 0),
+                    Constraint::NonNeg => clip(0.0, 0.0, 1),
+                    Constraint::UnitNorm { axes } => norm(axes, 0, 0.0, 0.0, 0.0),
+                    Constraint::MaxNorm { max_value, axes } => norm(axes, 1, 0.0, *max_value, 0.0),
+                    Constraint::MinMaxNorm {
+                        min_value,
+                        max_value,
+                        rate,
+                        axes,
+                    } => norm(axes, 2, *min_value, *max_value, *rate),
+                });
+            }
+        }
+        out
+    }
+
+    pub fn train_examples(&self) -> usize {
+        self.train.n
+    }
+
+    pub fn steps_per_epoch(&self) -> usize {
+        self.train.n.div_ceil(self.batch_size)
+    }
+
+    /// One pass over the training set in `order`. `on_tick` sees running metrics once per chunk.
+    pub fn train_epoch(
+        &mut self,
+        epoch: usize,
+        order: &[u32],
+        on_tick: &mut dyn FnMut(Progress),
+    ) -> Result<EpochStats> {
+        let ctx = self.ctx;
+        ctx.queue
+            .write_buffer(&self.train.perm, 0, bytemuck::cast_slice(order));
+        ctx.queue.write_buffer(
+            &self.train_state,
+            0,
+            bytemuck::bytes_of(&U::State {
+                step: self.step as u32,
+                batch: 0,
+            }),
+        );
+        ctx.queue.write_buffer(
+            &self.train_metrics,
+            0,
+            bytemuck::bytes_of(&U::Metrics::default()),
+        );
+        let steps = self.steps_per_epoch();
+        let start = Instant::now();
+        let mut pending: Option<(usize, wgpu::SubmissionIndex, usize)> = None;
+        let mut last = PassMetrics::default();
+        let mut chunk = 0usize;
+        let mut s = 0usize;
+        while s < steps {
+            let end = (s + CHUNK_STEPS).min(steps);
+            let mut enc = ctx.device.create_command_encoder(&Default::default());
+            {
+                let mut pass = enc.begin_compute_pass(&Default::default());
+                for step in s..end {
+                    let plan = match (&self.train_last, step + 1 == steps) {
+                        (Some(last), true) => last,
+                        _ => &self.train_full,
+                    };
+                    for d in plan {
+                        d.encode(&mut pass, &self.pipes);
+                    }
+                }
+            }
+            let slot = chunk % 2;
+            enc.copy_buffer_to_buffer(&self.train_metrics, 0, &self.staging[slot], 0, 16);
+            let idx = ctx.queue.submit([enc.finish()]);
+            if let Some((pslot, pidx, pdone)) = pending.take() {
+                last = self.read_metrics(pslot, pidx, epoch, pdone)?;
+                let secs = start.elapsed().as_secs_f64();
+                on_tick(Progress {
+                    step: pdone,
+                    steps,
+                    metrics: last,
+                    images_per_second: last.count as f64 / secs.max(1e-9),
+                });
+            }
+            pending = Some((slot, idx, end));
+            chunk += 1;
+            s = end;
+        }
+        if let Some((pslot, pidx, pdone)) = pending.take() {
+            last = self.read_metrics(pslot, pidx, epoch, pdone)?;
+        }
+        let train_seconds = start.elapsed().as_secs_f64();
+        self.step += steps as u64;
+        on_tick(Progress {
+            step: steps,
+            steps,
+            metrics: last,
+            images_per_second: last.count as f64 / train_seconds.max(1e-9),
+        });
+        Ok(EpochStats {
+            train: last,
+            train_seconds,
+            steps,
+        })
+    }
+
+    fn read_metrics(
+        &self,
+        slot: usize,
+        idx: wgpu::SubmissionIndex,
+        epoch: usize,
+        steps_done: usize,
+    ) -> Result<PassMetrics> {
+        let staging = &self.staging[slot];
+        let (tx, rx) = std::sync::mpsc::channel();
+        staging.map_async(wgpu::MapMode::Read, .., move |r| {
+            let _ = tx.send(r);
+        });
+        self.ctx
+            .device
+            .poll(wgpu::PollType::Wait {
+                submission_index: Some(idx),
+                timeout: None,
+            })
+            .map_err(|e| Error::gpu("waiting for the GPU", e))?;
+        rx.recv()
+            .map_err(|e| Error::gpu("metrics readback", e))?
+            .map_err(|e| Error::gpu("metrics readback", e))?;
+        let m: U::Metrics = {
+            let view = staging
+                .slice(..)
+                .get_mapped_range()
+                .map_err(|e| Error::gpu("metrics readback", e))?;
+            bytemuck::pod_read_unaligned(&view[..16])
+        };
+        staging.unmap();
+        if m.nonfinite != 0 {
+            return Err(Error::NonFinite {
+                epoch,
+                step: self.step + steps_done as u64,
+            });
+        }
+        Ok(to_pass(m))
+    }
+
+    /// Loss (regularization included, as Keras' evaluate reports it) and accuracy on the test set.
+    pub fn evaluate(&mut self) -> Result<PassMetrics> {
+        let ctx = self.ctx;
+        ctx.queue.write_buffer(
+            &self.eval_state,
+            0,
+            bytemuck::bytes_of(&U::State::default()),
+        );
+        ctx.queue.write_buffer(
+            &self.eval_metrics,
+            0,
+            bytemuck::bytes_of(&U::Metrics::default()),
+        );
+        let eb = self.batch_size.min(self.test.n);
+        let steps = self.test.n.div_ceil(eb);
+        let mut s = 0;
+        let mut first = true;
+        while s < steps {
+            let end = (s + CHUNK_STEPS).min(steps);
+            let mut enc = ctx.device.create_command_encoder(&Default::default());
+            {
+                let mut pass = enc.begin_compute_pass(&Default::default());
+                if first {
+                    if let Some(r) = &self.eval_reg {
+                        r.encode(&mut pass, &self.pipes);
+                    }
+                    first = false;
+                }
+                for step in s..end {
+                    let plan = match (&self.eval_last, step + 1 == steps) {
+                        (Some(last), true) => last,
+                        _ => &self.eval_full,
+                    };
+                    for d in plan {
+                        d.encode(&mut pass, &self.pipes);
+                    }
+                }
+            }
+            ctx.queue.submit([enc.finish()]);
+            s = end;
+        }
+        let bytes = ctx.read_bytes(&self.eval_metrics, 0, 16)?;
+        Ok(to_pass(bytemuck::pod_read_unaligned(&bytes)))
+    }
+
+    /// The weights, in the model's parameter order and Keras layout.
+    pub fn weights(&self) -> Result<Weights> {
+        let flat = self
+            .ctx
+            .read_f32(&self.params, 0, self.model.flat_len as u64)?;
+        Ok(self
+            .model
+            .params
+            .iter()
+            .map(|p| {
+                (
+                    p.name.clone(),
+                    p.shape.clone(),
+                    flat[p.offset..p.offset + p.len].to_vec(),
+                )
+            })
+            .collect())
+    }
+
+    /// The gradients of the data loss from the last training step, per tensor (penalty gradients are
+    /// added inside the Adam shader and are not part of these).
+    pub fn gradients(&self) -> Result<Weights> {
+        let flat = self
+            .ctx
+            .read_f32(&self.grads, 0, self.model.flat_len as u64)?;
+        Ok(self
+            .model
+            .params
+            .iter()
+            .map(|p| {
+                (
+                    p.name.clone(),
+                    p.shape.clone(),
+                    flat[p.offset..p.offset + p.len].to_vec(),
+                )
+            })
+            .collect())
+    }
+}
+
+fn to_pass(m: U::Metrics) -> PassMetrics {
+    let count = m.count as f64;
+    PassMetrics {
+        loss: if count > 0.0 {
+            m.loss_sum as f64 / count
+        } else {
+            0.0
+        },
+        accuracy: if count > 0.0 {
+            m.correct as f64 / count
+        } else {
+            0.0
+        },
+        count: m.count as usize,
+    }
+}
