@@ -1,17 +1,26 @@
 // Conv2D, stride 1, square k x k kernel, padding `valid` (pad = 0) or `same` (pad = (k-1)/2),
 // cross-correlation as Keras computes it. Layouts are Keras' own:
-//   x  [B, IH, IW, IC]   NHWC input
-//   K  [k, k, IC, OC]    kernel
-//   b  [OC]              bias
-//   y  [B, OH, OW, OC]   output after activation
+//   x  [B, IH, IW, IC]   NHWC input           K  [k, k, IC, OC]  kernel (row t = (di*k + dj)*IC + c)
+//   b  [OC]              bias                 y  [B, OH, OW, OC] output after activation
 // Forward fuses bias + activation. The backward kernels fuse the activation derivative:
 // dpre = dy * relu'(y) with relu'(0) = 0 (y > 0 exactly when pre > 0), or dpre = dy when linear.
-// Backward passes are gathers (one invocation or one workgroup per gradient element): no atomics.
+// Backward passes are gathers: no atomics.
+//
+// Shaped for both llvmpipe and real GPUs: every invocation loops over output channels, so kernel
+// weights are loaded at addresses uniform across the workgroup; the batch index comes from the grid
+// (workgroup_id.y), not from integer division.
+// Accumulators are vec4s with constant indices (registers, not scratch memory, on llvmpipe).
+//   conv2d_forward          one invocation per (4 output pixels, 8 output channels)
+//   conv2d_weight_partials  one invocation per (chunk of output rows, 8 patch rows, 8 channels):
+//                           partial sums of dK and db (the bias is patch row k*k*IC)
+//   conv2d_weight_reduce    sums the partials of all chunks
+//   conv2d_backward_input   one invocation per input pixel, all IC channels
 
 struct ConvParams {
     batch: u32, in_h: u32, in_w: u32, in_c: u32,
     out_h: u32, out_w: u32, out_c: u32, k: u32,
-    pad: u32, relu: u32, _pad0: u32, _pad1: u32,
+    pad: u32, relu: u32, rows_per: u32, chunks: u32,   // weight gradient: rows per chunk, chunks in all
+    _pad0: u32, _pad1: u32, _pad2: u32, _pad3: u32,
 }
 
 @group(0) @binding(0) var<uniform> P: ConvParams;
@@ -23,155 +32,236 @@ struct ConvParams {
 @group(0) @binding(6) var<storage, read_write> dkernel: array<f32>;
 @group(0) @binding(7) var<storage, read_write> dbias: array<f32>;
 @group(0) @binding(8) var<storage, read_write> dx: array<f32>;
+@group(0) @binding(9) var<storage, read_write> partials: array<f32>;   // [chunks, k*k*IC + 1, OC]
+@group(0) @binding(10) var<storage, read> taps: array<vec4<i32>>;      // patch rows, padded to 8: (di, dj, offset, kind)
 
-const WG: u32 = 64u;
-var<workgroup> partial: array<f32, 64>;
+// GATE (a pipeline-overridable constant, so the unused branch compiles away): the backward applies
+// relu'(y) to dy itself. It is false when a max-pool follows, because the pool backward already did.
+override GATE: bool = false;
 
-fn flat_id(wg: vec3<u32>, nwg: vec3<u32>) -> u32 {
-    return wg.y * nwg.x + wg.x;
-}
-
-// dL/dpre at output element o_idx (gates by the activation derivative).
-fn dpre(o_idx: u32) -> f32 {
-    let g = dy[o_idx];
-    if (P.relu != 0u && !(y[o_idx] > 0.0)) {
-        return 0.0;
+// dL/dpre at output element `at`.
+fn dpre(at: u32) -> f32 {
+    if (GATE) {
+        return select(0.0, dy[at], y[at] > 0.0);
     }
-    return g;
+    return dy[at];
 }
 
-// One invocation per output element (n, i, j, o).
+// Four consecutive kernel values of a row (reads past the row end only feed outputs that are not stored).
+fn kernel4(at: u32) -> vec4<f32> {
+    return vec4<f32>(kernel[at], kernel[at + 1u], kernel[at + 2u], kernel[at + 3u]);
+}
+
+fn bias4(o: u32) -> vec4<f32> {
+    let last = P.out_c - 1u;
+    return vec4<f32>(bias[min(o, last)], bias[min(o + 1u, last)], bias[min(o + 2u, last)], bias[min(o + 3u, last)]);
+}
+
+fn activate(v: vec4<f32>) -> vec4<f32> {
+    return select(v, max(v, vec4<f32>(0.0)), P.relu != 0u);
+}
+
+// Store 8 channels of one output pixel (channels past OC are dropped).
+fn store8(at: u32, o0: u32, lo: vec4<f32>, hi: vec4<f32>) {
+    for (var q = 0u; q < 4u; q++) {
+        if (o0 + q < P.out_c) {
+            y[at + q] = lo[q];
+        }
+        if (o0 + 4u + q < P.out_c) {
+            y[at + 4u + q] = hi[q];
+        }
+    }
+}
+
+// x at `idx` if `ok`, else 0 (the padding); the clamped load is harmless when not ok.
+fn xval(idx: i32, ok: bool) -> f32 {
+    return select(0.0, x[u32(max(idx, 0))], ok);
+}
+
+// grid (ceil(OH*OW/256), B, ceil(OC/8)): one invocation per (4 consecutive output pixels, 8 output
+// channels): each tap loads 4 inputs and 8 weights for 32 multiply-adds. No division in the loops.
 @compute @workgroup_size(64)
-fn conv2d_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                  @builtin(local_invocation_index) lid: u32) {
-    let idx = flat_id(wg, nwg) * WG + lid;
-    let total = P.batch * P.out_h * P.out_w * P.out_c;
-    if (idx >= total) {
+fn conv2d_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let p0 = (wg.x * 64u + lid) * 4u;
+    let n = wg.y;
+    let o0 = wg.z * 8u;
+    let hw = P.out_h * P.out_w;
+    if (p0 >= hw) {
         return;
     }
-    let o = idx % P.out_c;
-    let j = (idx / P.out_c) % P.out_w;
-    let i = (idx / (P.out_c * P.out_w)) % P.out_h;
-    let n = idx / (P.out_c * P.out_w * P.out_h);
-    var acc = bias[o];
+    // top-left input coordinate (may be negative with padding) and input offset of each pixel
+    var ih: vec4<i32>;
+    var iw: vec4<i32>;
+    var base: vec4<i32>;
+    for (var q = 0u; q < 4u; q++) {
+        let p = min(p0 + q, hw - 1u);
+        ih[q] = i32(p / P.out_w) - i32(P.pad);
+        iw[q] = i32(p % P.out_w) - i32(P.pad);
+        base[q] = ((i32(n * P.in_h) + ih[q]) * i32(P.in_w) + iw[q]) * i32(P.in_c);
+    }
+    let b0 = bias4(o0);
+    let b1 = bias4(o0 + 4u);
+    var a0 = b0; var a1 = b1; var a2 = b0; var a3 = b1;
+    var a4 = b0; var a5 = b1; var a6 = b0; var a7 = b1;
+    var t = 0u;
     for (var di = 0u; di < P.k; di++) {
-        let ih = i32(i + di) - i32(P.pad);
-        if (ih < 0 || ih >= i32(P.in_h)) {
-            continue;
-        }
+        let hok = (ih + i32(di) >= vec4<i32>(0)) & (ih + i32(di) < vec4<i32>(i32(P.in_h)));
         for (var dj = 0u; dj < P.k; dj++) {
-            let iw = i32(j + dj) - i32(P.pad);
-            if (iw < 0 || iw >= i32(P.in_w)) {
-                continue;
-            }
-            let xb = ((n * P.in_h + u32(ih)) * P.in_w + u32(iw)) * P.in_c;
-            let kb = (di * P.k + dj) * P.in_c * P.out_c + o;
+            let ok = hok & (iw + i32(dj) >= vec4<i32>(0)) & (iw + i32(dj) < vec4<i32>(i32(P.in_w)));
+            let tap = i32((di * P.in_w + dj) * P.in_c);
             for (var c = 0u; c < P.in_c; c++) {
-                acc += x[xb + c] * kernel[kb + c * P.out_c];
+                let kb = t * P.out_c + o0;
+                let k0 = kernel4(kb);
+                let k1 = kernel4(kb + 4u);
+                let off = tap + i32(c);
+                let v = vec4<f32>(xval(base.x + off, ok.x), xval(base.y + off, ok.y),
+                                  xval(base.z + off, ok.z), xval(base.w + off, ok.w));
+                a0 += v.x * k0; a1 += v.x * k1;
+                a2 += v.y * k0; a3 += v.y * k1;
+                a4 += v.z * k0; a5 += v.z * k1;
+                a6 += v.w * k0; a7 += v.w * k1;
+                t++;
             }
         }
     }
-    if (P.relu != 0u) {
-        acc = max(acc, 0.0);
-    }
-    y[idx] = acc;
+    let out = (n * hw + p0) * P.out_c + o0;
+    store8(out, o0, activate(a0), activate(a1));
+    if (p0 + 1u < hw) { store8(out + P.out_c, o0, activate(a2), activate(a3)); }
+    if (p0 + 2u < hw) { store8(out + 2u * P.out_c, o0, activate(a4), activate(a5)); }
+    if (p0 + 3u < hw) { store8(out + 3u * P.out_c, o0, activate(a6), activate(a7)); }
 }
 
-// Sum the 64 per-invocation partials of a workgroup; result valid in partial[0].
-fn workgroup_sum(lid: u32, v: f32) -> f32 {
-    partial[lid] = v;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s >>= 1u) {
-        if (lid < s) {
-            partial[lid] += partial[lid + s];
-        }
-        workgroupBarrier();
-    }
-    return partial[0];
+// Patch-row value for one output position: tap = (di, dj, offset from the position's input origin,
+// kind: 0 input, 1 the bias row (constant 1), 2 no row).
+fn row_value(tap: vec4<i32>, origin: i32, ih: i32, iw: i32) -> f32 {
+    let h = ih + tap.x;
+    let w = iw + tap.y;
+    let ok = tap.w == 0 && h >= 0 && h < i32(P.in_h) && w >= 0 && w < i32(P.in_w);
+    return select(select(0.0, 1.0, tap.w == 1), x[u32(max(origin + tap.z, 0))], ok);
 }
 
-// One workgroup per kernel element (di, dj, c, o): dK = sum over (n, i, j) of x[n, i+di-pad, j+dj-pad, c] * dpre[n, i, j, o].
+// grid (ceil(chunks/64), ceil((k*k*IC + 1)/8), ceil(OC/8)): one invocation per (chunk of `rows_per`
+// output rows of one image, 8 patch rows (the bias is patch row k*k*IC), 8 output channels): per
+// output position 8 inputs and 8 gradients feed 64 multiply-adds into 16 vec4 registers.
 @compute @workgroup_size(64)
-fn conv2d_backward_weight(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                          @builtin(local_invocation_index) lid: u32) {
-    let e = flat_id(wg, nwg);
-    let total = P.k * P.k * P.in_c * P.out_c;
-    if (e >= total) {
+fn conv2d_weight_partials(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let chunk = wg.x * 64u + lid;
+    if (chunk >= P.chunks) {
         return;
     }
-    let o = e % P.out_c;
-    let c = (e / P.out_c) % P.in_c;
-    let dj = (e / (P.out_c * P.in_c)) % P.k;
-    let di = e / (P.out_c * P.in_c * P.k);
-    let positions = P.batch * P.out_h * P.out_w;
-    var acc = 0.0;
-    for (var m = lid; m < positions; m += WG) {
-        let j = m % P.out_w;
-        let i = (m / P.out_w) % P.out_h;
-        let n = m / (P.out_w * P.out_h);
-        let ih = i32(i + di) - i32(P.pad);
-        let iw = i32(j + dj) - i32(P.pad);
-        if (ih < 0 || ih >= i32(P.in_h) || iw < 0 || iw >= i32(P.in_w)) {
-            continue;
+    let rows = P.k * P.k * P.in_c + 1u;
+    let t0 = wg.y * 8u;
+    let o0 = wg.z * 8u;
+    let chunks_per_image = (P.out_h + P.rows_per - 1u) / P.rows_per;
+    let n = chunk / chunks_per_image;
+    let i0 = (chunk % chunks_per_image) * P.rows_per;
+    let i1 = min(i0 + P.rows_per, P.out_h);
+    let r0 = taps[t0]; let r1 = taps[t0 + 1u]; let r2 = taps[t0 + 2u]; let r3 = taps[t0 + 3u];
+    let r4 = taps[t0 + 4u]; let r5 = taps[t0 + 5u]; let r6 = taps[t0 + 6u]; let r7 = taps[t0 + 7u];
+    let lo = P.out_c - 1u;
+    var a0 = vec4<f32>(0.0); var b0 = vec4<f32>(0.0); var a1 = vec4<f32>(0.0); var b1 = vec4<f32>(0.0);
+    var a2 = vec4<f32>(0.0); var b2 = vec4<f32>(0.0); var a3 = vec4<f32>(0.0); var b3 = vec4<f32>(0.0);
+    var a4 = vec4<f32>(0.0); var b4 = vec4<f32>(0.0); var a5 = vec4<f32>(0.0); var b5 = vec4<f32>(0.0);
+    var a6 = vec4<f32>(0.0); var b6 = vec4<f32>(0.0); var a7 = vec4<f32>(0.0); var b7 = vec4<f32>(0.0);
+    for (var i = i0; i < i1; i++) {
+        let ih = i32(i) - i32(P.pad);
+        var at = ((n * P.out_h + i) * P.out_w) * P.out_c;
+        var origin = ((i32(n * P.in_h) + ih) * i32(P.in_w) - i32(P.pad)) * i32(P.in_c);
+        for (var j = 0u; j < P.out_w; j++) {
+            let iw = i32(j) - i32(P.pad);
+            let g0 = vec4<f32>(dpre(at + min(o0, lo)), dpre(at + min(o0 + 1u, lo)),
+                               dpre(at + min(o0 + 2u, lo)), dpre(at + min(o0 + 3u, lo)));
+            let g1 = vec4<f32>(dpre(at + min(o0 + 4u, lo)), dpre(at + min(o0 + 5u, lo)),
+                               dpre(at + min(o0 + 6u, lo)), dpre(at + min(o0 + 7u, lo)));
+            let v0 = row_value(r0, origin, ih, iw); a0 += v0 * g0; b0 += v0 * g1;
+            let v1 = row_value(r1, origin, ih, iw); a1 += v1 * g0; b1 += v1 * g1;
+            let v2 = row_value(r2, origin, ih, iw); a2 += v2 * g0; b2 += v2 * g1;
+            let v3 = row_value(r3, origin, ih, iw); a3 += v3 * g0; b3 += v3 * g1;
+            let v4 = row_value(r4, origin, ih, iw); a4 += v4 * g0; b4 += v4 * g1;
+            let v5 = row_value(r5, origin, ih, iw); a5 += v5 * g0; b5 += v5 * g1;
+            let v6 = row_value(r6, origin, ih, iw); a6 += v6 * g0; b6 += v6 * g1;
+            let v7 = row_value(r7, origin, ih, iw); a7 += v7 * g0; b7 += v7 * g1;
+            at += P.out_c;
+            origin += i32(P.in_c);
         }
-        let g = dpre(m * P.out_c + o);
-        acc += x[((n * P.in_h + u32(ih)) * P.in_w + u32(iw)) * P.in_c + c] * g;
     }
-    let s = workgroup_sum(lid, acc);
-    if (lid == 0u) {
-        dkernel[e] = s;
+    store_partial(chunk, rows, t0, o0, a0, b0);
+    store_partial(chunk, rows, t0 + 1u, o0, a1, b1);
+    store_partial(chunk, rows, t0 + 2u, o0, a2, b2);
+    store_partial(chunk, rows, t0 + 3u, o0, a3, b3);
+    store_partial(chunk, rows, t0 + 4u, o0, a4, b4);
+    store_partial(chunk, rows, t0 + 5u, o0, a5, b5);
+    store_partial(chunk, rows, t0 + 6u, o0, a6, b6);
+    store_partial(chunk, rows, t0 + 7u, o0, a7, b7);
+}
+
+fn store_partial(chunk: u32, rows: u32, t: u32, o0: u32, lo: vec4<f32>, hi: vec4<f32>) {
+    if (t >= rows) {
+        return;
+    }
+    let base = (chunk * rows + t) * P.out_c + o0;
+    for (var q = 0u; q < 4u; q++) {
+        if (o0 + q < P.out_c) {
+            partials[base + q] = lo[q];
+        }
+        if (o0 + 4u + q < P.out_c) {
+            partials[base + 4u + q] = hi[q];
+        }
     }
 }
 
-// One workgroup per output channel o: db = sum over (n, i, j) of dpre[n, i, j, o].
+// grid (ceil((k*k*IC + 1) * OC / 64)): sums the partials of all chunks.
 @compute @workgroup_size(64)
-fn conv2d_backward_bias(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+fn conv2d_weight_reduce(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                         @builtin(local_invocation_index) lid: u32) {
-    let o = flat_id(wg, nwg);
-    if (o >= P.out_c) {
+    let e = (wg.y * nwg.x + wg.x) * 64u + lid;
+    let kkc = P.k * P.k * P.in_c;
+    let per_chunk = (kkc + 1u) * P.out_c;
+    if (e >= per_chunk) {
         return;
     }
-    let positions = P.batch * P.out_h * P.out_w;
-    var acc = 0.0;
-    for (var m = lid; m < positions; m += WG) {
-        acc += dpre(m * P.out_c + o);
+    var s = 0.0;
+    for (var c = 0u; c < P.chunks; c++) {
+        s += partials[c * per_chunk + e];
     }
-    let s = workgroup_sum(lid, acc);
-    if (lid == 0u) {
-        dbias[o] = s;
+    if (e < kkc * P.out_c) {
+        dkernel[e] = s;
+    } else {
+        dbias[e - kkc * P.out_c] = s;
     }
 }
 
-// One invocation per input element (n, h, w, c): dx = sum over (di, dj, o) of dpre[n, h+pad-di, w+pad-dj, o] * K[di, dj, c, o].
+// grid (ceil(IH*IW/64), B): one invocation per input pixel, all IC channels:
+// dx[n, h, w, c] = sum over (di, dj, o) of dpre[n, h+pad-di, w+pad-dj, o] * K[di, dj, c, o]
 @compute @workgroup_size(64)
-fn conv2d_backward_input(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                         @builtin(local_invocation_index) lid: u32) {
-    let idx = flat_id(wg, nwg) * WG + lid;
-    let total = P.batch * P.in_h * P.in_w * P.in_c;
-    if (idx >= total) {
+fn conv2d_backward_input(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let p = wg.x * 64u + lid;
+    let n = wg.y;
+    if (p >= P.in_h * P.in_w) {
         return;
     }
-    let c = idx % P.in_c;
-    let w = (idx / P.in_c) % P.in_w;
-    let h = (idx / (P.in_c * P.in_w)) % P.in_h;
-    let n = idx / (P.in_c * P.in_w * P.in_h);
-    var acc = 0.0;
-    for (var di = 0u; di < P.k; di++) {
-        let i = i32(h + P.pad) - i32(di);
-        if (i < 0 || i >= i32(P.out_h)) {
-            continue;
-        }
-        for (var dj = 0u; dj < P.k; dj++) {
-            let j = i32(w + P.pad) - i32(dj);
-            if (j < 0 || j >= i32(P.out_w)) {
+    let h = p / P.in_w;
+    let w = p % P.in_w;
+    let out = (n * P.in_h * P.in_w + p) * P.in_c;
+    for (var c = 0u; c < P.in_c; c++) {
+        var acc = 0.0;
+        for (var di = 0u; di < P.k; di++) {
+            let i = i32(h + P.pad) - i32(di);
+            if (i < 0 || i >= i32(P.out_h)) {
                 continue;
             }
-            let ob = ((n * P.out_h + u32(i)) * P.out_w + u32(j)) * P.out_c;
-            let kb = ((di * P.k + dj) * P.in_c + c) * P.out_c;
-            for (var o = 0u; o < P.out_c; o++) {
-                acc += dpre(ob + o) * kernel[kb + o];
+            for (var dj = 0u; dj < P.k; dj++) {
+                let j = i32(w + P.pad) - i32(dj);
+                if (j < 0 || j >= i32(P.out_w)) {
+                    continue;
+                }
+                let ob = ((n * P.out_h + u32(i)) * P.out_w + u32(j)) * P.out_c;
+                let kb = ((di * P.k + dj) * P.in_c + c) * P.out_c;
+                for (var o = 0u; o < P.out_c; o++) {
+                    acc += dpre(ob + o) * kernel[kb + o];
+                }
             }
         }
+        dx[out + c] = acc;
     }
-    dx[idx] = acc;
 }

@@ -2,7 +2,9 @@
 //   x [B, IN], W [IN, OUT], b [OUT], y [B, OUT], dy [B, OUT], dx [B, IN]
 // Softmax on the last layer is not applied here: the layer emits logits and loss.wgsl fuses
 // softmax + cross-entropy, as Keras does when it computes the loss from logits.
-// Backward fuses relu'(y) (relu'(0) = 0); every gradient element is one invocation (a gather).
+// Backward fuses relu'(y) (relu'(0) = 0); every gradient element is written by one invocation.
+// Invocations handle 8 outputs at a time in vec4 registers, so that W (forward) and dy (backward) are
+// read at addresses uniform across the workgroup.
 
 struct DenseParams {
     batch: u32, in_n: u32, out_n: u32, relu: u32,
@@ -18,60 +20,129 @@ struct DenseParams {
 @group(0) @binding(7) var<storage, read_write> dbias: array<f32>;
 @group(0) @binding(8) var<storage, read_write> dx: array<f32>;
 
+// GATE (pipeline-overridable, so the unused branch compiles away): the backward applies relu'(y).
+override GATE: bool = false;
+
 fn dpre(i: u32) -> f32 {
-    if (P.relu != 0u && !(y[i] > 0.0)) {
-        return 0.0;
+    if (GATE) {
+        return select(0.0, dy[i], y[i] > 0.0);
     }
     return dy[i];
 }
 
-fn global_index(wg: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
-    return (wg.y * nwg.x + wg.x) * 64u + lid;
+// 8 consecutive gated gradients of row n starting at output o0 (indices clamped; extras unused)
+fn dpre8(n: u32, o0: u32) -> array<vec4<f32>, 2> {
+    let b = n * P.out_n;
+    let l = P.out_n - 1u;
+    return array<vec4<f32>, 2>(
+        vec4<f32>(dpre(b + min(o0, l)), dpre(b + min(o0 + 1u, l)), dpre(b + min(o0 + 2u, l)), dpre(b + min(o0 + 3u, l))),
+        vec4<f32>(dpre(b + min(o0 + 4u, l)), dpre(b + min(o0 + 5u, l)), dpre(b + min(o0 + 6u, l)), dpre(b + min(o0 + 7u, l))));
 }
 
-// One invocation per output (n, o).
+// 8 consecutive values of kernel row i starting at o0 (indices clamped; extras unused)
+fn kernel8(i: u32, o0: u32) -> array<vec4<f32>, 2> {
+    let b = i * P.out_n;
+    let l = P.out_n - 1u;
+    return array<vec4<f32>, 2>(
+        vec4<f32>(kernel[b + min(o0, l)], kernel[b + min(o0 + 1u, l)], kernel[b + min(o0 + 2u, l)], kernel[b + min(o0 + 3u, l)]),
+        vec4<f32>(kernel[b + min(o0 + 4u, l)], kernel[b + min(o0 + 5u, l)], kernel[b + min(o0 + 6u, l)], kernel[b + min(o0 + 7u, l)]));
+}
+
+// Store 8 outputs of row-major [rows, OUT] matrices (outputs past OUT are dropped). Two copies because
+// core WGSL cannot pass storage pointers to functions.
+fn store8_y(at: u32, o0: u32, lo: vec4<f32>, hi: vec4<f32>) {
+    for (var q = 0u; q < 4u; q++) {
+        if (o0 + q < P.out_n) {
+            y[at + q] = lo[q];
+        }
+        if (o0 + 4u + q < P.out_n) {
+            y[at + 4u + q] = hi[q];
+        }
+    }
+}
+
+fn store8_dkernel(at: u32, o0: u32, lo: vec4<f32>, hi: vec4<f32>) {
+    for (var q = 0u; q < 4u; q++) {
+        if (o0 + q < P.out_n) {
+            dkernel[at + q] = lo[q];
+        }
+        if (o0 + 4u + q < P.out_n) {
+            dkernel[at + 4u + q] = hi[q];
+        }
+    }
+}
+
+fn activate(v: vec4<f32>) -> vec4<f32> {
+    return select(v, max(v, vec4<f32>(0.0)), P.relu != 0u);
+}
+
+// grid (ceil(B/256), ceil(OUT/8)): one invocation per (4 examples, 8 outputs): per input, 4 loads of x
+// and 8 of W feed 32 multiply-adds.
 @compute @workgroup_size(64)
-fn dense_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                 @builtin(local_invocation_index) lid: u32) {
-    let idx = global_index(wg, nwg, lid);
-    if (idx >= P.batch * P.out_n) {
+fn dense_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let n0 = (wg.x * 64u + lid) * 4u;
+    let o0 = wg.y * 8u;
+    if (n0 >= P.batch) {
         return;
     }
-    let o = idx % P.out_n;
-    let n = idx / P.out_n;
-    var acc = bias[o];
-    let xb = n * P.in_n;
+    let nl = P.batch - 1u;
+    let x0 = min(n0, nl) * P.in_n;
+    let x1 = min(n0 + 1u, nl) * P.in_n;
+    let x2 = min(n0 + 2u, nl) * P.in_n;
+    let x3 = min(n0 + 3u, nl) * P.in_n;
+    let l = P.out_n - 1u;
+    let b0 = vec4<f32>(bias[min(o0, l)], bias[min(o0 + 1u, l)], bias[min(o0 + 2u, l)], bias[min(o0 + 3u, l)]);
+    let b1 = vec4<f32>(bias[min(o0 + 4u, l)], bias[min(o0 + 5u, l)], bias[min(o0 + 6u, l)], bias[min(o0 + 7u, l)]);
+    var a0 = b0; var a1 = b1; var a2 = b0; var a3 = b1;
+    var a4 = b0; var a5 = b1; var a6 = b0; var a7 = b1;
     for (var i = 0u; i < P.in_n; i++) {
-        acc += x[xb + i] * kernel[i * P.out_n + o];
+        let k = kernel8(i, o0);
+        let v = vec4<f32>(x[x0 + i], x[x1 + i], x[x2 + i], x[x3 + i]);
+        a0 += v.x * k[0]; a1 += v.x * k[1];
+        a2 += v.y * k[0]; a3 += v.y * k[1];
+        a4 += v.z * k[0]; a5 += v.z * k[1];
+        a6 += v.w * k[0]; a7 += v.w * k[1];
     }
-    if (P.relu != 0u) {
-        acc = max(acc, 0.0);
-    }
-    y[idx] = acc;
+    store8_y(n0 * P.out_n + o0, o0, activate(a0), activate(a1));
+    if (n0 + 1u < P.batch) { store8_y((n0 + 1u) * P.out_n + o0, o0, activate(a2), activate(a3)); }
+    if (n0 + 2u < P.batch) { store8_y((n0 + 2u) * P.out_n + o0, o0, activate(a4), activate(a5)); }
+    if (n0 + 3u < P.batch) { store8_y((n0 + 3u) * P.out_n + o0, o0, activate(a6), activate(a7)); }
 }
 
-// One invocation per kernel element (i, o): dW = sum over n of x[n, i] * dpre[n, o].
+// grid (ceil(IN/256), ceil(OUT/8)): one invocation per (4 input rows, 8 outputs):
+// dW[i, o] = sum over n of x[n, i] * dpre[n, o]; per example 4 loads of x and 8 gradients feed 32 FMAs.
 @compute @workgroup_size(64)
-fn dense_backward_weight(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                         @builtin(local_invocation_index) lid: u32) {
-    let idx = global_index(wg, nwg, lid);
-    if (idx >= P.in_n * P.out_n) {
+fn dense_backward_weight(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let i0 = (wg.x * 64u + lid) * 4u;
+    let o0 = wg.y * 8u;
+    if (i0 >= P.in_n) {
         return;
     }
-    let o = idx % P.out_n;
-    let i = idx / P.out_n;
-    var acc = 0.0;
+    let il = P.in_n - 1u;
+    let c1 = min(i0 + 1u, il);
+    let c2 = min(i0 + 2u, il);
+    let c3 = min(i0 + 3u, il);
+    var a0 = vec4<f32>(0.0); var a1 = vec4<f32>(0.0); var a2 = vec4<f32>(0.0); var a3 = vec4<f32>(0.0);
+    var a4 = vec4<f32>(0.0); var a5 = vec4<f32>(0.0); var a6 = vec4<f32>(0.0); var a7 = vec4<f32>(0.0);
     for (var n = 0u; n < P.batch; n++) {
-        acc += x[n * P.in_n + i] * dpre(n * P.out_n + o);
+        let g = dpre8(n, o0);
+        let xb = n * P.in_n;
+        let v = vec4<f32>(x[xb + i0], x[xb + c1], x[xb + c2], x[xb + c3]);
+        a0 += v.x * g[0]; a1 += v.x * g[1];
+        a2 += v.y * g[0]; a3 += v.y * g[1];
+        a4 += v.z * g[0]; a5 += v.z * g[1];
+        a6 += v.w * g[0]; a7 += v.w * g[1];
     }
-    dkernel[idx] = acc;
+    store8_dkernel(i0 * P.out_n + o0, o0, a0, a1);
+    if (i0 + 1u < P.in_n) { store8_dkernel((i0 + 1u) * P.out_n + o0, o0, a2, a3); }
+    if (i0 + 2u < P.in_n) { store8_dkernel((i0 + 2u) * P.out_n + o0, o0, a4, a5); }
+    if (i0 + 3u < P.in_n) { store8_dkernel((i0 + 3u) * P.out_n + o0, o0, a6, a7); }
 }
 
-// One invocation per bias element o: db = sum over n of dpre[n, o].
+// grid (ceil(OUT/64)): db[o] = sum over n of dpre[n, o]
 @compute @workgroup_size(64)
-fn dense_backward_bias(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                       @builtin(local_invocation_index) lid: u32) {
-    let o = global_index(wg, nwg, lid);
+fn dense_backward_bias(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let o = wg.x * 64u + lid;
     if (o >= P.out_n) {
         return;
     }
@@ -82,19 +153,39 @@ fn dense_backward_bias(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgr
     dbias[o] = acc;
 }
 
-// One invocation per input element (n, i): dx = sum over o of W[i, o] * dpre[n, o].
+// grid (ceil(IN/256)): one invocation per 4 input columns, all examples, W rows held 8 outputs at a
+// time: dx[n, i] = sum over o of W[i, o] * dpre[n, o]; per example 8 gradients feed 32 FMAs.
 @compute @workgroup_size(64)
-fn dense_backward_input(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                        @builtin(local_invocation_index) lid: u32) {
-    let idx = global_index(wg, nwg, lid);
-    if (idx >= P.batch * P.in_n) {
+fn dense_backward_input(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let i0 = (wg.x * 64u + lid) * 4u;
+    if (i0 >= P.in_n) {
         return;
     }
-    let i = idx % P.in_n;
-    let n = idx / P.in_n;
-    var acc = 0.0;
-    for (var o = 0u; o < P.out_n; o++) {
-        acc += kernel[i * P.out_n + o] * dpre(n * P.out_n + o);
+    let il = P.in_n - 1u;
+    for (var o0 = 0u; o0 < P.out_n; o0 += 8u) {
+        // zero the clamped duplicates past the row end so they add nothing
+        let m0 = vec4<f32>(vec4<u32>(o0, o0 + 1u, o0 + 2u, o0 + 3u) < vec4<u32>(P.out_n));
+        let m1 = vec4<f32>(vec4<u32>(o0 + 4u, o0 + 5u, o0 + 6u, o0 + 7u) < vec4<u32>(P.out_n));
+        let w0 = kernel8(i0, o0);
+        let w1 = kernel8(min(i0 + 1u, il), o0);
+        let w2 = kernel8(min(i0 + 2u, il), o0);
+        let w3 = kernel8(min(i0 + 3u, il), o0);
+        for (var n = 0u; n < P.batch; n++) {
+            let g = dpre8(n, o0);
+            let g0 = g[0] * m0;
+            let g1 = g[1] * m1;
+            let acc = vec4<f32>(dot(w0[0], g0) + dot(w0[1], g1), dot(w1[0], g0) + dot(w1[1], g1),
+                                dot(w2[0], g0) + dot(w2[1], g1), dot(w3[0], g0) + dot(w3[1], g1));
+            let at = n * P.in_n + i0;
+            for (var q = 0u; q < 4u; q++) {
+                if (i0 + q < P.in_n) {
+                    if (o0 == 0u) {
+                        dx[at + q] = acc[q];
+                    } else {
+                        dx[at + q] += acc[q];
+                    }
+                }
+            }
+        }
     }
-    dx[idx] = acc;
 }

@@ -1,8 +1,8 @@
-// Batch gather + normalise (one dispatch per step).
+// Batch gather + normalise (one dispatch per step), grid (ceil(per_image/64), rows):
 //   x[r, p] = f32(images[perm[state.batch * full_batch + r], p]) / 255     r < rows, p < per_image
 //   y[r]    = labels[perm[state.batch * full_batch + r]]
 // Images are stored on the GPU once, as u8 packed four to a u32 (little-endian byte order).
-// The batch index comes from `state`, advanced on the GPU by metrics.wgsl, so a step needs no upload.
+// The batch index comes from `state`, advanced on the GPU by loss.wgsl, so a step needs no upload.
 
 struct GatherParams {
     rows: u32,        // examples in this batch (the last batch of an epoch may be short)
@@ -25,19 +25,17 @@ struct State {
 @group(0) @binding(6) var<storage, read_write> y: array<u32>; // [rows]
 
 @compute @workgroup_size(64)
-fn gather_batch(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                @builtin(local_invocation_index) lid: u32) {
-    let idx = (wg.y * nwg.x + wg.x) * 64u + lid;
-    if (idx >= P.rows * P.per_image) {
+fn gather_batch(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let p = wg.x * 64u + lid;
+    let r = wg.y;
+    if (p >= P.per_image || r >= P.rows) {
         return;
     }
-    let r = idx / P.per_image;
-    let p = idx % P.per_image;
     let example = perm[state.batch * P.full_batch + r];
     let byte_index = example * P.per_image + p;
     let word = images[byte_index / 4u];
     let value = (word >> (8u * (byte_index % 4u))) & 0xffu;
-    x[idx] = f32(value) / 255.0;
+    x[r * P.per_image + p] = f32(value) / 255.0;
     if (p == 0u) {
         y[r] = labels[example];
     }

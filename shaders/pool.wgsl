@@ -3,6 +3,7 @@
 //   y      [B, OH, OW, C]  output, OH = IH / k, OW = IW / k
 //   argmax [B, OH, OW, C]  u32 index (di * k + dj) of the FIRST maximum of the window in row-major order
 //   dy     [B, OH, OW, C], dx [B, IH, IW, C]
+// Grids carry the batch index in workgroup_id.y; each invocation loops over the channels of one pixel.
 // Backward is a gather: each input element reads the argmax of the window that holds it.
 
 struct PoolParams {
@@ -17,51 +18,63 @@ struct PoolParams {
 @group(0) @binding(4) var<storage, read> dy: array<f32>;
 @group(0) @binding(5) var<storage, read_write> dx: array<f32>;
 
-@compute @workgroup_size(64)
-fn maxpool_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                   @builtin(local_invocation_index) lid: u32) {
-    let idx = (wg.y * nwg.x + wg.x) * 64u + lid;
-    if (idx >= P.batch * P.out_h * P.out_w * P.c) {
-        return;
-    }
-    let c = idx % P.c;
-    let pw = (idx / P.c) % P.out_w;
-    let ph = (idx / (P.c * P.out_w)) % P.out_h;
-    let n = idx / (P.c * P.out_w * P.out_h);
-    var best = x[((n * P.in_h + ph * P.k) * P.in_w + pw * P.k) * P.c + c];
-    var best_at = 0u;
-    for (var di = 0u; di < P.k; di++) {
-        for (var dj = 0u; dj < P.k; dj++) {
-            let v = x[((n * P.in_h + ph * P.k + di) * P.in_w + pw * P.k + dj) * P.c + c];
-            if (v > best) {
-                best = v;
-                best_at = di * P.k + dj;
-            }
-        }
-    }
-    y[idx] = best;
-    argmax[idx] = best_at;
-}
+// grid (ceil(OH*OW/64), B): one invocation per output pixel
+// GATE (pipeline-overridable): the pool's input is a relu output, and the backward applies relu' too:
+// the window maximum is the relu output at argmax, so relu'(pre) there is (pooled value > 0).
+override GATE: bool = false;
 
 @compute @workgroup_size(64)
-fn maxpool_backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                    @builtin(local_invocation_index) lid: u32) {
-    let idx = (wg.y * nwg.x + wg.x) * 64u + lid;
-    if (idx >= P.batch * P.in_h * P.in_w * P.c) {
+fn maxpool_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let p = wg.x * 64u + lid;
+    let n = wg.y;
+    if (p >= P.out_h * P.out_w) {
         return;
     }
-    let c = idx % P.c;
-    let w = (idx / P.c) % P.in_w;
-    let h = (idx / (P.c * P.in_w)) % P.in_h;
-    let n = idx / (P.c * P.in_w * P.in_h);
+    let ph = p / P.out_w;
+    let pw = p % P.out_w;
+    let out = (n * P.out_h * P.out_w + p) * P.c;
+    let origin = ((n * P.in_h + ph * P.k) * P.in_w + pw * P.k) * P.c;
+    for (var c = 0u; c < P.c; c++) {
+        var best = x[origin + c];
+        var best_at = 0u;
+        for (var di = 0u; di < P.k; di++) {
+            for (var dj = 0u; dj < P.k; dj++) {
+                let v = x[origin + (di * P.in_w + dj) * P.c + c];
+                if (v > best) {
+                    best = v;
+                    best_at = di * P.k + dj;
+                }
+            }
+        }
+        y[out + c] = best;
+        argmax[out + c] = best_at;
+    }
+}
+
+// grid (ceil(IH*IW/64), B): one invocation per input pixel
+@compute @workgroup_size(64)
+fn maxpool_backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let p = wg.x * 64u + lid;
+    let n = wg.y;
+    if (p >= P.in_h * P.in_w) {
+        return;
+    }
+    let h = p / P.in_w;
+    let w = p % P.in_w;
     let ph = h / P.k;
     let pw = w / P.k;
-    var g = 0.0;
-    if (ph < P.out_h && pw < P.out_w) {
-        let o = ((n * P.out_h + ph) * P.out_w + pw) * P.c + c;
-        if (argmax[o] == (h % P.k) * P.k + (w % P.k)) {
-            g = dy[o];
+    let local = (h % P.k) * P.k + (w % P.k);
+    let out = (n * P.in_h * P.in_w + p) * P.c;
+    let inside = ph < P.out_h && pw < P.out_w;
+    let src = ((n * P.out_h + ph) * P.out_w + pw) * P.c;
+    for (var c = 0u; c < P.c; c++) {
+        var g = 0.0;
+        if (inside && argmax[src + c] == local) {
+            g = dy[src + c];
+            if (GATE && !(y[src + c] > 0.0)) {
+                g = 0.0;
+            }
         }
+        dx[out + c] = g;
     }
-    dx[idx] = g;
 }

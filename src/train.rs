@@ -164,6 +164,13 @@ impl<'a> Trainer<'a> {
         if batch_size == 0 {
             return Err(Error::Config("batch size must be at least 1".into()));
         }
+        let max_rows = ctx.limits.max_compute_workgroups_per_dimension as usize;
+        if batch_size > max_rows {
+            return Err(Error::Config(format!(
+                "batch size {batch_size} is above the adapter's max_compute_workgroups_per_dimension ({max_rows}), \
+                 which bounds a batch: lower --batch-size"
+            )));
+        }
         if !(hyper.lr > 0.0 && hyper.lr.is_finite()) {
             return Err(Error::Config(format!(
                 "learning rate must be a positive number, got {}",
@@ -356,8 +363,15 @@ impl<'a> Trainer<'a> {
         Ok(t)
     }
 
-    fn groups(&self, invocations: usize) -> (u32, u32) {
-        self.ctx.fold(invocations.div_ceil(64) as u32)
+    /// 1-D grid of `invocations`, folded above the per-dimension limit.
+    fn groups(&self, invocations: usize) -> (u32, u32, u32) {
+        let (x, y) = self.ctx.fold(invocations.div_ceil(64) as u32);
+        (x, y, 1)
+    }
+
+    /// Grid of `per_item` invocations (64 per workgroup) for each of `items` (batch rows) in y.
+    fn grid(per_item: usize, items: usize) -> (u32, u32, u32) {
+        (per_item.div_ceil(64) as u32, items as u32, 1)
     }
 
     fn reg_dispatch(&self, w: &Work) -> Dispatch {
@@ -365,6 +379,7 @@ impl<'a> Trainer<'a> {
         let bind_group = self.pipes.bind(
             self.ctx,
             k,
+            false,
             &[
                 (0, whole(&w.adam_uniform)),
                 (2, whole(&w.segments)),
@@ -374,8 +389,9 @@ impl<'a> Trainer<'a> {
         );
         Dispatch {
             kernel: k,
+            gate: false,
             bind_group,
-            groups: (1, 1),
+            groups: (1, 1, 1),
         }
     }
 
@@ -407,9 +423,11 @@ impl<'a> Trainer<'a> {
         let u = ctx.uniform("gather", &gp);
         out.push(Dispatch {
             kernel: Kernel::GatherBatch,
+            gate: false,
             bind_group: pipes.bind(
                 ctx,
                 Kernel::GatherBatch,
+                false,
                 &[
                     (0, whole(&u)),
                     (1, whole(&split.images)),
@@ -420,7 +438,7 @@ impl<'a> Trainer<'a> {
                     (6, whole(&w.y)),
                 ],
             ),
-            groups: self.groups(rows * self.model.input_len()),
+            groups: Self::grid(self.model.input_len(), rows),
         });
 
         let input_of = |i: usize| -> &wgpu::Buffer {
@@ -441,8 +459,34 @@ impl<'a> Trainer<'a> {
             Dense(wgpu::Buffer, U::DenseParams),
             None,
         }
+        // A max-pool right after a relu layer applies relu' in its backward (the window maximum is the
+        // relu output at argmax), so that layer's backward reads an already-gated gradient.
+        let layers = &self.model.layers;
+        let is_relu = |i: usize| {
+            matches!(
+                layers[i].spec,
+                LayerSpec::Conv2d {
+                    activation: Activation::Relu,
+                    ..
+                } | LayerSpec::Dense {
+                    activation: Activation::Relu,
+                    ..
+                }
+            )
+        };
+        let pool_gates = |i: usize| {
+            i > 0 && matches!(layers[i].spec, LayerSpec::MaxPool2d { .. }) && is_relu(i - 1)
+        };
         let mut lus = Vec::new();
-        for l in &self.model.layers {
+        // gate_of[i]: layer i's backward applies relu'(y) itself (the GATE pipeline variant)
+        let mut gate_of = Vec::new();
+        for (li, l) in layers.iter().enumerate() {
+            let gated_by_next = li + 1 < layers.len() && pool_gates(li + 1);
+            gate_of.push(if matches!(l.spec, LayerSpec::MaxPool2d { .. }) {
+                pool_gates(li)
+            } else {
+                is_relu(li) && !gated_by_next
+            });
             lus.push(match (&l.spec, l.input, l.output) {
                 (
                     LayerSpec::Conv2d {
@@ -458,6 +502,8 @@ impl<'a> Trainer<'a> {
                         c: oc,
                     },
                 ) => {
+                    // weight gradient: chunks of `rows_per` output rows, about 256 chunks per step
+                    let rows_per = (rows * oh).div_ceil(256).clamp(1, oh) as u32;
                     let cp = U::ConvParams {
                         batch: rows_u,
                         in_h: h as u32,
@@ -473,6 +519,8 @@ impl<'a> Trainer<'a> {
                             0
                         },
                         relu: (*activation == Activation::Relu) as u32,
+                        rows_per,
+                        chunks: rows_u * oh.div_ceil(rows_per as usize) as u32,
                         ..Default::default()
                     };
                     LU::Conv(ctx.uniform(&l.name, &cp), cp)
@@ -519,9 +567,11 @@ impl<'a> Trainer<'a> {
                     };
                     out.push(Dispatch {
                         kernel: k,
+                        gate: false,
                         bind_group: pipes.bind(
                             ctx,
                             k,
+                            false,
                             &[
                                 (0, whole(u)),
                                 (1, whole(input_of(i))),
@@ -530,14 +580,25 @@ impl<'a> Trainer<'a> {
                                 (4, whole(output_of(i))),
                             ],
                         ),
-                        groups: self.groups(rows * l.output.len()),
+                        groups: match (&lus[i], l.output) {
+                            (LU::Conv(..), Shape::Spatial { h, w, c }) => {
+                                ((h * w).div_ceil(256) as u32, rows_u, c.div_ceil(8) as u32)
+                            }
+                            _ => (
+                                rows.div_ceil(256) as u32,
+                                l.output.len().div_ceil(8) as u32,
+                                1,
+                            ),
+                        },
                     });
                 }
                 LU::Pool(u) => out.push(Dispatch {
                     kernel: Kernel::MaxPoolForward,
+                    gate: false,
                     bind_group: pipes.bind(
                         ctx,
                         Kernel::MaxPoolForward,
+                        false,
                         &[
                             (0, whole(u)),
                             (1, whole(input_of(i))),
@@ -545,7 +606,10 @@ impl<'a> Trainer<'a> {
                             (3, whole(w.argmax[i].as_ref().unwrap())),
                         ],
                     ),
-                    groups: self.groups(rows * l.output.len()),
+                    groups: match l.output {
+                        Shape::Spatial { h, w, .. } => Self::grid(h * w, rows),
+                        Shape::Flat(_) => unreachable!("pool output is spatial"),
+                    },
                 }),
                 LU::None => {}
             }
@@ -563,9 +627,11 @@ impl<'a> Trainer<'a> {
         let lu = ctx.uniform("loss", &lp);
         out.push(Dispatch {
             kernel: Kernel::SoftmaxXent,
+            gate: false,
             bind_group: pipes.bind(
                 ctx,
                 Kernel::SoftmaxXent,
+                false,
                 &[
                     (0, whole(&lu)),
                     (1, whole(output_of(last))),
@@ -574,7 +640,7 @@ impl<'a> Trainer<'a> {
                     (4, whole(&w.per_example)),
                 ],
             ),
-            groups: (rows.div_ceil(64) as u32, 1),
+            groups: (rows.div_ceil(64) as u32, 1, 1),
         });
 
         if training {
@@ -591,41 +657,60 @@ impl<'a> Trainer<'a> {
                 match &lus[i] {
                     LU::Conv(u, cp) => {
                         let (kern, bias) = l.params.unwrap();
+                        let kkc = p(kern).len / cp.out_c as usize;
+                        let taps = conv_taps(cp);
+                        let taps = ctx
+                            .storage_init(&format!("{} taps", l.name), bytemuck::cast_slice(&taps));
+                        let partials = ctx.storage_zeroed(
+                            &format!("{} weight-gradient partials", l.name),
+                            (cp.chunks as usize * (kkc + 1) * cp.out_c as usize * 4) as u64,
+                        );
                         out.push(Dispatch {
-                            kernel: Kernel::Conv2dBackwardWeight,
+                            kernel: Kernel::Conv2dWeightPartials,
+                            gate: gate_of[i],
                             bind_group: pipes.bind(
                                 ctx,
-                                Kernel::Conv2dBackwardWeight,
+                                Kernel::Conv2dWeightPartials,
+                                gate_of[i],
                                 &[
                                     (0, whole(u)),
                                     (1, whole(input_of(i))),
                                     (4, whole(output_of(i))),
                                     (5, whole(dout_of(i))),
-                                    (6, span(&w.grads, p(kern).offset, p(kern).len)),
+                                    (9, whole(&partials)),
+                                    (10, whole(&taps)),
                                 ],
                             ),
-                            groups: ctx.fold(p(kern).len as u32),
+                            groups: (
+                                (cp.chunks as usize).div_ceil(64) as u32,
+                                (kkc + 1).div_ceil(8) as u32,
+                                cp.out_c.div_ceil(8),
+                            ),
                         });
                         out.push(Dispatch {
-                            kernel: Kernel::Conv2dBackwardBias,
+                            kernel: Kernel::Conv2dWeightReduce,
+                            gate: gate_of[i],
                             bind_group: pipes.bind(
                                 ctx,
-                                Kernel::Conv2dBackwardBias,
+                                Kernel::Conv2dWeightReduce,
+                                gate_of[i],
                                 &[
                                     (0, whole(u)),
-                                    (4, whole(output_of(i))),
-                                    (5, whole(dout_of(i))),
+                                    (6, span(&w.grads, p(kern).offset, p(kern).len)),
                                     (7, span(&w.grads, p(bias).offset, p(bias).len)),
+                                    (9, whole(&partials)),
                                 ],
                             ),
-                            groups: ctx.fold(cp.out_c),
+                            groups: self.groups((kkc + 1) * cp.out_c as usize),
                         });
                         if need_dx {
                             out.push(Dispatch {
                                 kernel: Kernel::Conv2dBackwardInput,
+                                gate: gate_of[i],
                                 bind_group: pipes.bind(
                                     ctx,
                                     Kernel::Conv2dBackwardInput,
+                                    gate_of[i],
                                     &[
                                         (0, whole(u)),
                                         (2, span(&self.params, p(kern).offset, p(kern).len)),
@@ -634,7 +719,10 @@ impl<'a> Trainer<'a> {
                                         (8, whole(dout_of(i - 1))),
                                     ],
                                 ),
-                                groups: self.groups(rows * l.input.len()),
+                                groups: match l.input {
+                                    Shape::Spatial { h, w, .. } => Self::grid(h * w, rows),
+                                    Shape::Flat(_) => unreachable!("conv input is spatial"),
+                                },
                             });
                         }
                     }
@@ -642,9 +730,11 @@ impl<'a> Trainer<'a> {
                         let (kern, bias) = l.params.unwrap();
                         out.push(Dispatch {
                             kernel: Kernel::DenseBackwardWeight,
+                            gate: gate_of[i],
                             bind_group: pipes.bind(
                                 ctx,
                                 Kernel::DenseBackwardWeight,
+                                gate_of[i],
                                 &[
                                     (0, whole(u)),
                                     (1, whole(input_of(i))),
@@ -653,13 +743,19 @@ impl<'a> Trainer<'a> {
                                     (6, span(&w.grads, p(kern).offset, p(kern).len)),
                                 ],
                             ),
-                            groups: self.groups(p(kern).len),
+                            groups: (
+                                (dp.in_n as usize).div_ceil(256) as u32,
+                                (dp.out_n as usize).div_ceil(8) as u32,
+                                1,
+                            ),
                         });
                         out.push(Dispatch {
                             kernel: Kernel::DenseBackwardBias,
+                            gate: gate_of[i],
                             bind_group: pipes.bind(
                                 ctx,
                                 Kernel::DenseBackwardBias,
+                                gate_of[i],
                                 &[
                                     (0, whole(u)),
                                     (4, whole(output_of(i))),
@@ -672,9 +768,11 @@ impl<'a> Trainer<'a> {
                         if need_dx {
                             out.push(Dispatch {
                                 kernel: Kernel::DenseBackwardInput,
+                                gate: gate_of[i],
                                 bind_group: pipes.bind(
                                     ctx,
                                     Kernel::DenseBackwardInput,
+                                    gate_of[i],
                                     &[
                                         (0, whole(u)),
                                         (2, span(&self.params, p(kern).offset, p(kern).len)),
@@ -683,7 +781,7 @@ impl<'a> Trainer<'a> {
                                         (8, whole(dout_of(i - 1))),
                                     ],
                                 ),
-                                groups: self.groups(rows * l.input.len()),
+                                groups: ((dp.in_n as usize).div_ceil(256) as u32, 1, 1),
                             });
                         }
                     }
@@ -691,17 +789,23 @@ impl<'a> Trainer<'a> {
                         if need_dx {
                             out.push(Dispatch {
                                 kernel: Kernel::MaxPoolBackward,
+                                gate: gate_of[i],
                                 bind_group: pipes.bind(
                                     ctx,
                                     Kernel::MaxPoolBackward,
+                                    gate_of[i],
                                     &[
                                         (0, whole(u)),
+                                        (2, whole(output_of(i))),
                                         (3, whole(w.argmax[i].as_ref().unwrap())),
                                         (4, whole(dout_of(i))),
                                         (5, whole(dout_of(i - 1))),
                                     ],
                                 ),
-                                groups: self.groups(rows * l.input.len()),
+                                groups: match l.input {
+                                    Shape::Spatial { h, w, .. } => Self::grid(h * w, rows),
+                                    Shape::Flat(_) => unreachable!("pool input is spatial"),
+                                },
                             });
                         }
                     }
@@ -714,9 +818,11 @@ impl<'a> Trainer<'a> {
             }
             out.push(Dispatch {
                 kernel: Kernel::AdamUpdate,
+                gate: false,
                 bind_group: pipes.bind(
                     ctx,
                     Kernel::AdamUpdate,
+                    false,
                     &[
                         (0, whole(&w.adam_uniform)),
                         (1, whole(&w.grads)),
@@ -734,9 +840,11 @@ impl<'a> Trainer<'a> {
 
         out.push(Dispatch {
             kernel: Kernel::Accumulate,
+            gate: false,
             bind_group: pipes.bind(
                 ctx,
                 Kernel::Accumulate,
+                false,
                 &[
                     (0, whole(&lu)),
                     (4, whole(&w.per_example)),
@@ -745,7 +853,7 @@ impl<'a> Trainer<'a> {
                     (7, whole(state)),
                 ],
             ),
-            groups: (1, 1),
+            groups: (1, 1, 1),
         });
         out
     }
@@ -771,9 +879,11 @@ impl<'a> Trainer<'a> {
                     );
                     Dispatch {
                         kernel: Kernel::ClipByValue,
+                        gate: false,
                         bind_group: self.pipes.bind(
                             ctx,
                             Kernel::ClipByValue,
+                            false,
                             &[(0, whole(&u)), (2, whole(&self.params))],
                         ),
                         groups: self.groups(p.len),
@@ -800,12 +910,14 @@ impl<'a> Trainer<'a> {
                         let u = ctx.uniform("norm", &np);
                         Dispatch {
                             kernel: Kernel::NormConstraint,
+                            gate: false,
                             bind_group: self.pipes.bind(
                                 ctx,
                                 Kernel::NormConstraint,
+                                false,
                                 &[(1, whole(&u)), (2, whole(&self.params))],
                             ),
-                            groups: (n_groups.div_ceil(64), 1),
+                            groups: (n_groups.div_ceil(64), 1, 1),
                         }
                     };
                 out.push(match c {
@@ -996,6 +1108,34 @@ impl<'a> Trainer<'a> {
         Ok(to_pass(bytemuck::pod_read_unaligned(&bytes)))
     }
 
+    /// Time every dispatch of the full training step on its own: `reps` back-to-back copies of it in one
+    /// compute pass, one submit, wall-clock to completion. Returns (kernel, seconds per dispatch). Used by
+    /// `clampnet bench`; the dispatches overwrite the work buffers, so call it outside an epoch.
+    pub fn profile_step(&self, reps: usize) -> Result<Vec<(Kernel, f64)>> {
+        let mut out = Vec::new();
+        for d in &self.train_full {
+            let run = |n: usize| -> Result<f64> {
+                let mut enc = self.ctx.device.create_command_encoder(&Default::default());
+                {
+                    let mut pass = enc.begin_compute_pass(&Default::default());
+                    for _ in 0..n {
+                        d.encode(&mut pass, &self.pipes);
+                    }
+                }
+                let t = Instant::now();
+                self.ctx.queue.submit([enc.finish()]);
+                self.ctx
+                    .device
+                    .poll(wgpu::PollType::wait_indefinitely())
+                    .map_err(|e| Error::gpu("profiling", e))?;
+                Ok(t.elapsed().as_secs_f64())
+            };
+            run(1)?;
+            out.push((d.kernel, run(reps)? / reps as f64));
+        }
+        Ok(out)
+    }
+
     /// The weights, in the model's parameter order and Keras layout.
     pub fn weights(&self) -> Result<Weights> {
         let flat = self
@@ -1034,6 +1174,29 @@ impl<'a> Trainer<'a> {
             })
             .collect())
     }
+}
+
+/// The patch-row table of a conv layer for its weight gradient: one (di, dj, input offset, kind) per row
+/// t = (di*k + dj)*IC + c, then the bias row (kind 1), padded to a multiple of 8 with kind 2 (no row).
+fn conv_taps(cp: &U::ConvParams) -> Vec<[i32; 4]> {
+    let mut taps = Vec::new();
+    for di in 0..cp.k {
+        for dj in 0..cp.k {
+            for c in 0..cp.in_c {
+                taps.push([
+                    di as i32,
+                    dj as i32,
+                    ((di * cp.in_w + dj) * cp.in_c + c) as i32,
+                    0,
+                ]);
+            }
+        }
+    }
+    taps.push([0, 0, 0, 1]);
+    while taps.len() % 8 != 0 {
+        taps.push([0, 0, 0, 2]);
+    }
+    taps
 }
 
 fn to_pass(m: U::Metrics) -> PassMetrics {

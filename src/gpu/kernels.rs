@@ -22,8 +22,8 @@ pub const SHADERS: &[(&str, &str)] = &[
 pub enum Kernel {
     GatherBatch,
     Conv2dForward,
-    Conv2dBackwardWeight,
-    Conv2dBackwardBias,
+    Conv2dWeightPartials,
+    Conv2dWeightReduce,
     Conv2dBackwardInput,
     MaxPoolForward,
     MaxPoolBackward,
@@ -43,8 +43,8 @@ impl Kernel {
     pub const ALL: [Kernel; 17] = [
         Kernel::GatherBatch,
         Kernel::Conv2dForward,
-        Kernel::Conv2dBackwardWeight,
-        Kernel::Conv2dBackwardBias,
+        Kernel::Conv2dWeightPartials,
+        Kernel::Conv2dWeightReduce,
         Kernel::Conv2dBackwardInput,
         Kernel::MaxPoolForward,
         Kernel::MaxPoolBackward,
@@ -66,8 +66,8 @@ impl Kernel {
         match self {
             GatherBatch => ("gather.wgsl", "gather_batch"),
             Conv2dForward => ("conv2d.wgsl", "conv2d_forward"),
-            Conv2dBackwardWeight => ("conv2d.wgsl", "conv2d_backward_weight"),
-            Conv2dBackwardBias => ("conv2d.wgsl", "conv2d_backward_bias"),
+            Conv2dWeightPartials => ("conv2d.wgsl", "conv2d_weight_partials"),
+            Conv2dWeightReduce => ("conv2d.wgsl", "conv2d_weight_reduce"),
             Conv2dBackwardInput => ("conv2d.wgsl", "conv2d_backward_input"),
             MaxPoolForward => ("pool.wgsl", "maxpool_forward"),
             MaxPoolBackward => ("pool.wgsl", "maxpool_backward"),
@@ -82,6 +82,20 @@ impl Kernel {
             ClipByValue => ("constraints.wgsl", "clip_by_value"),
             NormConstraint => ("constraints.wgsl", "norm_constraint"),
         }
+    }
+
+    /// Kernels with a `GATE` override (apply relu'(y) to the incoming gradient): built in two variants.
+    pub fn has_gate(self) -> bool {
+        use Kernel::*;
+        matches!(
+            self,
+            Conv2dWeightPartials
+                | Conv2dBackwardInput
+                | MaxPoolBackward
+                | DenseBackwardWeight
+                | DenseBackwardBias
+                | DenseBackwardInput
+        )
     }
 
     pub fn source_text(self) -> &'static str {
@@ -120,8 +134,12 @@ pub mod uniforms {
         pub k: u32,
         pub pad: u32,
         pub relu: u32,
+        pub rows_per: u32,
+        pub chunks: u32,
         pub _pad0: u32,
         pub _pad1: u32,
+        pub _pad2: u32,
+        pub _pad3: u32,
     }
 
     #[repr(C)]
@@ -228,7 +246,7 @@ pub mod uniforms {
     }
 
     const _: () = assert!(std::mem::size_of::<GatherParams>() == 16);
-    const _: () = assert!(std::mem::size_of::<ConvParams>() == 48);
+    const _: () = assert!(std::mem::size_of::<ConvParams>() == 64);
     const _: () = assert!(std::mem::size_of::<PoolParams>() == 32);
     const _: () = assert!(std::mem::size_of::<DenseParams>() == 16);
     const _: () = assert!(std::mem::size_of::<LossParams>() == 16);

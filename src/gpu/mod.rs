@@ -223,9 +223,10 @@ impl Context {
 }
 
 /// Every compute pipeline, built once. Layouts are derived from each entry point (only the bindings an
-/// entry point uses appear in its layout), and bind groups are made against `layout(kernel)`.
+/// entry point uses appear in its layout), and bind groups are made against the pipeline's layout.
+/// Kernels with a `GATE` override exist in two variants (false, true).
 pub struct Pipelines {
-    pipelines: HashMap<Kernel, wgpu::ComputePipeline>,
+    pipelines: HashMap<(Kernel, bool), wgpu::ComputePipeline>,
 }
 
 impl Pipelines {
@@ -234,47 +235,60 @@ impl Pipelines {
         let mut pipelines = HashMap::new();
         for kernel in Kernel::ALL {
             let (file, entry) = kernel.source();
-            let scope = ctx.device.push_error_scope(wgpu::ErrorFilter::Validation);
-            let module = modules.entry(file).or_insert_with(|| {
-                ctx.device
-                    .create_shader_module(wgpu::ShaderModuleDescriptor {
-                        label: Some(file),
-                        source: wgpu::ShaderSource::Wgsl(kernel.source_text().into()),
-                    })
-            });
-            let pipeline = ctx
-                .device
-                .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                    label: Some(entry),
-                    layout: None,
-                    module,
-                    entry_point: Some(entry),
-                    compilation_options: Default::default(),
-                    cache: None,
+            let variants: &[bool] = if kernel.has_gate() {
+                &[false, true]
+            } else {
+                &[false]
+            };
+            for &gate in variants {
+                let scope = ctx.device.push_error_scope(wgpu::ErrorFilter::Validation);
+                let module = modules.entry(file).or_insert_with(|| {
+                    ctx.device
+                        .create_shader_module(wgpu::ShaderModuleDescriptor {
+                            label: Some(file),
+                            source: wgpu::ShaderSource::Wgsl(kernel.source_text().into()),
+                        })
                 });
-            if let Some(err) = pollster::block_on(scope.pop()) {
-                return Err(Error::gpu(
-                    format!("building shaders/{file} entry point {entry}"),
-                    err,
-                ));
+                let constants = [("GATE", if gate { 1.0 } else { 0.0 })];
+                let pipeline =
+                    ctx.device
+                        .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                            label: Some(entry),
+                            layout: None,
+                            module,
+                            entry_point: Some(entry),
+                            compilation_options: wgpu::PipelineCompilationOptions {
+                                constants: if kernel.has_gate() { &constants } else { &[] },
+                                ..Default::default()
+                            },
+                            cache: None,
+                        });
+                if let Some(err) = pollster::block_on(scope.pop()) {
+                    return Err(Error::gpu(
+                        format!("building shaders/{file} entry point {entry}"),
+                        err,
+                    ));
+                }
+                pipelines.insert((kernel, gate), pipeline);
             }
-            pipelines.insert(kernel, pipeline);
         }
         Ok(Pipelines { pipelines })
     }
 
-    pub fn get(&self, kernel: Kernel) -> &wgpu::ComputePipeline {
-        &self.pipelines[&kernel]
+    pub fn get(&self, kernel: Kernel, gate: bool) -> &wgpu::ComputePipeline {
+        &self.pipelines[&(kernel, gate && kernel.has_gate())]
     }
 
-    /// A bind group for `kernel` from (binding number, buffer range) pairs.
+    /// A bind group for `kernel` (variant `gate`) from (binding number, buffer range) pairs.
     pub fn bind(
         &self,
         ctx: &Context,
         kernel: Kernel,
+        gate: bool,
         entries: &[(u32, wgpu::BufferBinding<'_>)],
     ) -> wgpu::BindGroup {
-        let layout = self.get(kernel).get_bind_group_layout(0);
+        let gate = gate && kernel.has_gate();
+        let layout = self.get(kernel, gate).get_bind_group_layout(0);
         let entries: Vec<wgpu::BindGroupEntry> = entries
             .iter()
             .map(|(binding, b)| wgpu::BindGroupEntry {
@@ -307,14 +321,16 @@ pub fn span(buffer: &wgpu::Buffer, offset: usize, len: usize) -> wgpu::BufferBin
 /// One recorded dispatch of a step: the pipeline, its bind group (built once), the workgroup grid.
 pub struct Dispatch {
     pub kernel: Kernel,
+    /// the `GATE` variant of a gated kernel
+    pub gate: bool,
     pub bind_group: wgpu::BindGroup,
-    pub groups: (u32, u32),
+    pub groups: (u32, u32, u32),
 }
 
 impl Dispatch {
     pub fn encode(&self, pass: &mut wgpu::ComputePass<'_>, pipelines: &Pipelines) {
-        pass.set_pipeline(pipelines.get(self.kernel));
+        pass.set_pipeline(pipelines.get(self.kernel, self.gate));
         pass.set_bind_group(0, &self.bind_group, &[]);
-        pass.dispatch_workgroups(self.groups.0, self.groups.1, 1);
+        pass.dispatch_workgroups(self.groups.0, self.groups.1, self.groups.2);
     }
 }
