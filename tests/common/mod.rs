@@ -1,0 +1,134 @@
+//! Shared test helpers: one GPU context per test binary (tests take a lock, so they never fight over a
+//! software adapter), the tolerance rule, fixtures.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard, OnceLock};
+
+use clampnet::gpu::{Context, GpuOptions};
+
+static CTX: OnceLock<Context> = OnceLock::new();
+static LOCK: Mutex<()> = Mutex::new(());
+
+/// The GPU context (WGPU_BACKEND / WGPU_ADAPTER_NAME respected) and a lock held for the test's duration.
+pub fn gpu() -> (&'static Context, MutexGuard<'static, ()>) {
+    let guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let ctx = CTX.get_or_init(|| match Context::new(&GpuOptions::default()) {
+        Ok(c) => c,
+        Err(e) => panic!("GPU tests need an adapter (CI installs Mesa lavapipe): {e}"),
+    });
+    (ctx, guard)
+}
+
+pub fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+}
+
+/// Tensors of a safetensors file by name.
+pub fn load(name: &str) -> std::collections::HashMap<String, (Vec<usize>, Vec<f32>)> {
+    let (w, _) = clampnet::checkpoint::load(&fixture(name)).expect("fixture loads");
+    w.into_iter().map(|(n, s, v)| (n, (s, v))).collect()
+}
+
+/// The one tolerance rule: |a - e| <= atol + rtol * |e|. On failure, prints the first differing elements
+/// and the largest difference.
+#[track_caller]
+pub fn assert_close(what: &str, actual: &[f32], expected: &[f32], atol: f64, rtol: f64) {
+    assert_eq!(actual.len(), expected.len(), "{what}: length");
+    let mut bad = Vec::new();
+    let mut max_diff = 0f64;
+    for (i, (&a, &e)) in actual.iter().zip(expected).enumerate() {
+        let d = (a as f64 - e as f64).abs();
+        max_diff = max_diff.max(d);
+        if !(d <= atol + rtol * (e as f64).abs()) {
+            bad.push((i, a, e));
+        }
+    }
+    if !bad.is_empty() {
+        let first: Vec<String> = bad.iter().take(6).map(|(i, a, e)| format!("[{i}] got {a} expected {e}")).collect();
+        panic!(
+            "{what}: {} of {} elements outside {atol} + {rtol}*|e| (max |diff| {max_diff:.3e}); first: {}",
+            bad.len(),
+            actual.len(),
+            first.join(", ")
+        );
+    }
+}
+
+pub fn assert_close64(what: &str, actual: &[f64], expected: &[f64], atol: f64, rtol: f64) {
+    let a: Vec<f32> = actual.iter().map(|&v| v as f32).collect();
+    let e: Vec<f32> = expected.iter().map(|&v| v as f32).collect();
+    assert_close(what, &a, &e, atol, rtol);
+}
+
+/// Deterministic pseudo-random numbers for test data (no dependency on the library's RNG).
+pub struct TestRng(u64);
+impl TestRng {
+    pub fn new(seed: u64) -> Self {
+        TestRng(seed.wrapping_mul(0x9E3779B97F4A7C15) | 1)
+    }
+    pub fn next_u32(&mut self) -> u32 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 >> 16) as u32
+    }
+    /// uniform in [-a, a)
+    pub fn sym(&mut self, a: f32) -> f32 {
+        (self.next_u32() as f32 / u32::MAX as f32 * 2.0 - 1.0) * a
+    }
+}
+
+/// A buffer for `run_kernel`: input data, or an output of `n` 4-byte elements (zero-filled).
+pub enum Buf<'a> {
+    In(&'a [u8]),
+    Out(usize),
+}
+
+/// Run one entry point once on the given bindings (binding 0 or 1 is the uniform, passed as `uniform`
+/// at `uniform_binding`) and read every `Out` buffer back, in order.
+pub fn run_kernel(
+    ctx: &Context,
+    pipes: &clampnet::gpu::Pipelines,
+    kernel: clampnet::gpu::Kernel,
+    gate: bool,
+    uniform_binding: u32,
+    uniform: &[u8],
+    bindings: &[(u32, Buf)],
+    groups: (u32, u32, u32),
+) -> Vec<Vec<u8>> {
+    use clampnet::gpu::whole;
+    let u = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some("test uniform"),
+        size: uniform.len().max(16) as u64,
+        usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: false,
+    });
+    ctx.queue.write_buffer(&u, 0, uniform);
+    let bufs: Vec<(u32, wgpu::Buffer, bool)> = bindings
+        .iter()
+        .map(|(b, buf)| match buf {
+            Buf::In(data) => (*b, ctx.storage_init("test in", data), false),
+            Buf::Out(n) => (*b, ctx.storage_zeroed("test out", (*n * 4) as u64), true),
+        })
+        .collect();
+    let mut entries = vec![(uniform_binding, whole(&u))];
+    entries.extend(bufs.iter().map(|(b, buf, _)| (*b, whole(buf))));
+    let bind_group = pipes.bind(ctx, kernel, gate, &entries);
+    let d = clampnet::gpu::Dispatch { kernel, gate, bind_group, groups };
+    let mut enc = ctx.device.create_command_encoder(&Default::default());
+    {
+        let mut pass = enc.begin_compute_pass(&Default::default());
+        d.encode(&mut pass, pipes);
+    }
+    ctx.queue.submit([enc.finish()]);
+    bufs.iter().filter(|(_, _, out)| *out).map(|(_, buf, _)| ctx.read_bytes(buf, 0, buf.size()).unwrap()).collect()
+}
+
+pub fn f32s(v: &[f32]) -> &[u8] {
+    bytemuck::cast_slice(v)
+}
+
+pub fn to_f32(b: &[u8]) -> Vec<f32> {
+    bytemuck::pod_collect_to_vec(b)
+}
