@@ -6,7 +6,9 @@
 //   g += l1 * sign(w) + 2 * l2 * w            (the penalty gradient; sign(0) = 0)
 //   w -= w * weight_decay * lr                (decoupled weight decay, Keras 3 order: before Adam)
 //   m += (g - m) * (1 - beta1);  v += (g^2 - v) * (1 - beta2)
-//   alpha = lr * sqrt(1 - beta2^t) / (1 - beta1^t),  t = step + 1
+//   alpha = lr * sqrt(1 - beta2^t) / (1 - beta1^t),  t = step + 1, from `alphas[state.batch]`: the host
+//           computes it per step exactly as Keras does (float32 powf; the GPU's pow is an exp2/log2
+//           approximation, and 1 - beta2^t cancels), one table per epoch
 //   w -= m * alpha / (sqrt(v) + eps)          (eps on the uncorrected sqrt(v): Keras' form, not PyTorch's)
 // The penalty of element i comes from the segment table: a handful of {start, len, l1, l2} rows.
 
@@ -33,6 +35,7 @@ struct State {
 @group(0) @binding(5) var<storage, read_write> m: array<f32>;
 @group(0) @binding(6) var<storage, read_write> v: array<f32>;
 @group(0) @binding(7) var<storage, read_write> reg: array<f32>;
+@group(0) @binding(8) var<storage, read> alphas: array<f32>;     // [steps of this epoch]
 
 var<workgroup> partial: array<f32, 256>;
 
@@ -77,10 +80,9 @@ fn adam_update(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw
     if (P.weight_decay != 0.0) {
         w -= w * P.weight_decay * P.lr;
     }
-    let t = f32(state.step + 1u);
     let mi = m[i] + (g - m[i]) * P.one_minus_beta1;
     let vi = v[i] + (g * g - v[i]) * P.one_minus_beta2;
-    let alpha = P.lr * sqrt(1.0 - pow(P.beta2, t)) / (1.0 - pow(P.beta1, t));
+    let alpha = alphas[state.batch];
     m[i] = mi;
     v[i] = vi;
     params[i] = w - (mi * alpha) / (sqrt(vi) + P.eps);

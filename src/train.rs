@@ -29,6 +29,15 @@ pub struct Hyper {
     pub weight_decay: f32,
 }
 
+impl Hyper {
+    /// Adam's step size for step t (1-based), in float32 and in Keras' order:
+    /// `lr * sqrt(1 - beta2^t) / (1 - beta1^t)` with `powf`.
+    pub fn alpha(&self, t: u64) -> f32 {
+        let tf = t as f32;
+        self.lr * (1.0 - self.beta2.powf(tf)).sqrt() / (1.0 - self.beta1.powf(tf))
+    }
+}
+
 impl Default for Hyper {
     fn default() -> Self {
         Hyper {
@@ -115,6 +124,8 @@ pub struct Trainer<'a> {
     params: wgpu::Buffer,
     m: wgpu::Buffer,
     v: wgpu::Buffer,
+    /// Adam's alpha for each step of the current epoch
+    alphas: wgpu::Buffer,
     grads: wgpu::Buffer,
     train: GpuSplit,
     test: GpuSplit,
@@ -339,6 +350,8 @@ impl<'a> Trainer<'a> {
             params,
             m,
             v,
+            alphas: ctx
+                .storage_zeroed("adam alphas", (train.len().div_ceil(batch_size) * 4) as u64),
             grads: work.grads.clone(),
             train: train_gpu,
             test: test_gpu,
@@ -831,6 +844,7 @@ impl<'a> Trainer<'a> {
                         (4, whole(&self.params)),
                         (5, whole(&self.m)),
                         (6, whole(&self.v)),
+                        (8, whole(&self.alphas)),
                     ],
                 ),
                 groups: self.groups(self.model.flat_len),
@@ -953,8 +967,20 @@ impl<'a> Trainer<'a> {
         on_tick: &mut dyn FnMut(Progress),
     ) -> Result<EpochStats> {
         let ctx = self.ctx;
+        if order.len() != self.train.n {
+            return Err(Error::Config(format!(
+                "epoch order has {} entries for {} examples",
+                order.len(),
+                self.train.n
+            )));
+        }
         ctx.queue
             .write_buffer(&self.train.perm, 0, bytemuck::cast_slice(order));
+        let alphas: Vec<f32> = (1..=self.steps_per_epoch() as u64)
+            .map(|i| self.hyper.alpha(self.step + i))
+            .collect();
+        ctx.queue
+            .write_buffer(&self.alphas, 0, bytemuck::cast_slice(&alphas));
         ctx.queue.write_buffer(
             &self.train_state,
             0,

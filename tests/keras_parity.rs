@@ -13,8 +13,13 @@ use clampnet::restrict::{Preset, Restrictions};
 use clampnet::train::{epoch_order, Hyper, Trainer};
 use common::*;
 
-const PRESETS: [(Preset, &str); 5] =
-    [(Preset::None, "none"), (Preset::L1l2, "l1l2"), (Preset::Clip, "clip"), (Preset::Unitnorm, "unitnorm"), (Preset::Combo, "combo")];
+const PRESETS: [(Preset, &str); 5] = [
+    (Preset::None, "none"),
+    (Preset::L1l2, "l1l2"),
+    (Preset::Clip, "clip"),
+    (Preset::Unitnorm, "unitnorm"),
+    (Preset::Combo, "combo"),
+];
 const NAMES: [&str; 4] = ["conv2d.kernel", "conv2d.bias", "dense.kernel", "dense.bias"];
 
 fn batch() -> Split {
@@ -25,7 +30,13 @@ fn batch() -> Split {
     for (i, &v) in x.iter().enumerate() {
         assert_eq!(images[i] as f32 / 255.0, v);
     }
-    Split { images, labels: c["y"].1.iter().map(|&v| v as u32).collect(), height: 28, width: 28, channels: 1 }
+    Split {
+        images,
+        labels: c["y"].1.iter().map(|&v| v as u32).collect(),
+        height: 28,
+        width: 28,
+        channels: 1,
+    }
 }
 
 fn weights(file: &str) -> Vec<Vec<f32>> {
@@ -33,11 +44,29 @@ fn weights(file: &str) -> Vec<Vec<f32>> {
     NAMES.iter().map(|n| w[*n].1.clone()).collect()
 }
 
-fn trainer<'a>(ctx: &'a clampnet::gpu::Context, preset: Preset, init: &str, lr: f32) -> Trainer<'a> {
+fn trainer<'a>(
+    ctx: &'a clampnet::gpu::Context,
+    preset: Preset,
+    init: &str,
+    lr: f32,
+) -> Trainer<'a> {
     let plan = ModelPlan::new(&ModelSpec::reference()).unwrap();
     let r = Restrictions::preset(preset, &plan);
     let data = batch();
-    Trainer::new(ctx, plan, r, Hyper { lr, ..Hyper::default() }, 8, &data, &data, &weights(init)).unwrap()
+    Trainer::new(
+        ctx,
+        plan,
+        r,
+        Hyper {
+            lr,
+            ..Hyper::default()
+        },
+        8,
+        &data,
+        &data,
+        &weights(init),
+    )
+    .unwrap()
 }
 
 #[test]
@@ -47,7 +76,13 @@ fn forward_loss_and_gradients_match_keras() {
     let mut t = trainer(ctx, Preset::None, "keras_init.safetensors", 1e-3);
     // forward: the evaluation loss at the initial weights is Keras' data loss
     let eval = t.evaluate().unwrap();
-    assert_close64("data loss at init", &[eval.loss], &[c["data_loss"].1[0] as f64], 1e-6, 1e-6);
+    assert_close64(
+        "data loss at init",
+        &[eval.loss],
+        &[c["data_loss"].1[0] as f64],
+        1e-6,
+        1e-6,
+    );
     let probs = &c["probs"].1;
     let keras_correct = (0..8)
         .filter(|&n| {
@@ -56,11 +91,22 @@ fn forward_loss_and_gradients_match_keras() {
             arg as f32 == c["y"].1[n]
         })
         .count();
-    assert_eq!((eval.accuracy * 8.0).round() as usize, keras_correct, "accuracy at init");
+    assert_eq!(
+        (eval.accuracy * 8.0).round() as usize,
+        keras_correct,
+        "accuracy at init"
+    );
     // one step; the gradients it used are those of the initial weights
-    t.train_epoch(1, &epoch_order(8, 0, 1, false), &mut |_| {}).unwrap();
+    t.train_epoch(1, &epoch_order(8, 0, 1, false), &mut |_| {})
+        .unwrap();
     for (name, _, g) in t.gradients().unwrap() {
-        assert_close(&format!("gradient {name}"), &g, &c[&format!("grad/{name}")].1, 1e-6, 1e-4);
+        assert_close(
+            &format!("gradient {name}"),
+            &g,
+            &c[&format!("grad/{name}")].1,
+            1e-6,
+            1e-4,
+        );
     }
 }
 
@@ -72,17 +118,31 @@ fn weights_after_one_and_three_steps_match_keras_for_every_preset() {
         let mut t = trainer(ctx, preset, "keras_init.safetensors", 1e-3);
         let mut losses = Vec::new();
         for epoch in 1..=3 {
-            let s = t.train_epoch(epoch, &epoch_order(8, 0, epoch, false), &mut |_| {}).unwrap();
+            let s = t
+                .train_epoch(epoch, &epoch_order(8, 0, epoch, false), &mut |_| {})
+                .unwrap();
             losses.push(s.train.loss as f32);
             if epoch == 1 || epoch == 3 {
                 for (n, _, w) in t.weights().unwrap() {
-                    assert_close(&format!("{name} step {epoch} {n}"), &w, &k[&format!("step{epoch}/{n}")].1, 2e-5, 0.0);
+                    assert_close(
+                        &format!("{name} step {epoch} {n}"),
+                        &w,
+                        &k[&format!("step{epoch}/{n}")].1,
+                        2e-5,
+                        0.0,
+                    );
                 }
             }
         }
         // The loss Keras reports, regularization included. Relative 1e-4: after unit_norm the loss moves
         // 5e-5 for a 6e-7 change of the conv kernel (the twin evaluated on our weights gives our loss).
-        assert_close(&format!("{name} losses"), &losses, &k["losses"].1, 1e-5, 1e-4);
+        assert_close(
+            &format!("{name} losses"),
+            &losses,
+            &k["losses"].1,
+            1e-5,
+            1e-4,
+        );
     }
 }
 
@@ -94,11 +154,18 @@ fn constraints_that_bind_match_keras() {
         let k = load(&format!("keras_hot_{name}.safetensors"));
         let mut t = trainer(ctx, preset, "keras_hot_init.safetensors", 1e-2);
         for epoch in 1..=3 {
-            t.train_epoch(epoch, &epoch_order(8, 0, epoch, false), &mut |_| {}).unwrap();
+            t.train_epoch(epoch, &epoch_order(8, 0, epoch, false), &mut |_| {})
+                .unwrap();
         }
         for (n, _, w) in t.weights().unwrap() {
             // 10x the learning rate: Adam's float noise scales with it
-            assert_close(&format!("hot {name} step 3 {n}"), &w, &k[&format!("step3/{n}")].1, 2e-5, 1e-5);
+            assert_close(
+                &format!("hot {name} step 3 {n}"),
+                &w,
+                &k[&format!("step3/{n}")].1,
+                2e-5,
+                1e-5,
+            );
         }
         let conv = &t.weights().unwrap()[0].2;
         let max_abs = conv.iter().fold(0f32, |m, v| m.max(v.abs()));
@@ -106,7 +173,10 @@ fn constraints_that_bind_match_keras() {
             Preset::Clip | Preset::Combo => assert_eq!(max_abs, 1.0, "clip binds"),
             Preset::Unitnorm => {
                 for o in 0..32 {
-                    let n: f32 = (0..9).map(|t| conv[t * 32 + o] * conv[t * 32 + o]).sum::<f32>().sqrt();
+                    let n: f32 = (0..9)
+                        .map(|t| conv[t * 32 + o] * conv[t * 32 + o])
+                        .sum::<f32>()
+                        .sqrt();
                     assert!((n - 1.0).abs() < 1e-5, "filter {o} norm {n}");
                 }
             }
@@ -120,22 +190,50 @@ fn cpu_twin_matches_keras_for_every_preset() {
     let plan = ModelPlan::new(&ModelSpec::reference()).unwrap();
     let data = batch();
     let x: Vec<f32> = data.images.iter().map(|&v| v as f32 / 255.0).collect();
-    for (init, lr, prefix) in [("keras_init.safetensors", 1e-3, "keras"), ("keras_hot_init.safetensors", 1e-2, "keras_hot")] {
+    for (init, lr, prefix) in [
+        ("keras_init.safetensors", 1e-3, "keras"),
+        ("keras_hot_init.safetensors", 1e-2, "keras_hot"),
+    ] {
         for (preset, name) in PRESETS {
             let k = load(&format!("{prefix}_{name}.safetensors"));
             let r = Restrictions::preset(preset, &plan);
-            let h = Hyper { lr, ..Hyper::default() };
+            let h = Hyper {
+                lr,
+                ..Hyper::default()
+            };
             let mut w = weights(init);
             let mut m: Vec<Vec<f32>> = w.iter().map(|v| vec![0.0; v.len()]).collect();
             let mut v = m.clone();
             let mut losses = Vec::new();
             for t in 1..=3 {
-                losses.push(reference::reference_step(&plan, &r, &h, &mut w, &mut m, &mut v, t, &x, &data.labels) as f32);
+                losses.push(reference::reference_step(
+                    &plan,
+                    &r,
+                    &h,
+                    &mut w,
+                    &mut m,
+                    &mut v,
+                    t,
+                    &x,
+                    &data.labels,
+                ) as f32);
             }
             for (i, n) in NAMES.iter().enumerate() {
-                assert_close(&format!("twin {prefix} {name} {n}"), &w[i], &k[&format!("step3/{n}")].1, 2e-5, 1e-5);
+                assert_close(
+                    &format!("twin {prefix} {name} {n}"),
+                    &w[i],
+                    &k[&format!("step3/{n}")].1,
+                    2e-5,
+                    1e-5,
+                );
             }
-            assert_close(&format!("twin {prefix} {name} losses"), &losses, &k["losses"].1, 1e-5, 1e-5);
+            assert_close(
+                &format!("twin {prefix} {name} losses"),
+                &losses,
+                &k["losses"].1,
+                1e-5,
+                1e-5,
+            );
         }
     }
 }
@@ -153,7 +251,19 @@ fn cli_three_steps_from_keras_weights_match_keras() {
         let status = std::process::Command::new(env!("CARGO_BIN_EXE_clampnet"))
             .args(["train", "--preset", name, "--init"])
             .arg(fixture("keras_init.safetensors"))
-            .args(["--limit-train", "8", "--limit-test", "8", "--batch-size", "8", "--no-shuffle", "--epochs", "3", "--quiet", "--save"])
+            .args([
+                "--limit-train",
+                "8",
+                "--limit-test",
+                "8",
+                "--batch-size",
+                "8",
+                "--no-shuffle",
+                "--epochs",
+                "3",
+                "--quiet",
+                "--save",
+            ])
             .arg(&out)
             .status()
             .unwrap();
@@ -162,10 +272,19 @@ fn cli_three_steps_from_keras_weights_match_keras() {
         let k = load(&format!("keras_{name}.safetensors"));
         assert_eq!(got.len(), 4);
         for (n, shape, w) in got {
-            assert_eq!(shape, k[&format!("step3/{n}")].0, "{n} shape (Keras layout)");
-            assert_close(&format!("cli {name} {n}"), &w, &k[&format!("step3/{n}")].1, 2e-5, 0.0);
+            assert_eq!(
+                shape,
+                k[&format!("step3/{n}")].0,
+                "{n} shape (Keras layout)"
+            );
+            assert_close(
+                &format!("cli {name} {n}"),
+                &w,
+                &k[&format!("step3/{n}")].1,
+                2e-5,
+                0.0,
+            );
         }
     }
     std::fs::remove_dir_all(&dir).ok();
 }
-

@@ -22,8 +22,15 @@ fn softmax_xent_matches_twin() {
     let mut rng = TestRng::new(1);
     for (batch, classes, scale) in [(7usize, 10usize, 3.0f32), (5, 3, 30.0), (67, 10, 12.0)] {
         let logits = rand_vec(&mut rng, batch * classes, scale);
-        let labels: Vec<u32> = (0..batch).map(|_| rng.next_u32() % classes as u32).collect();
-        let p = U::LossParams { batch: batch as u32, classes: classes as u32, advance: 0, _pad: 0 };
+        let labels: Vec<u32> = (0..batch)
+            .map(|_| rng.next_u32() % classes as u32)
+            .collect();
+        let p = U::LossParams {
+            batch: batch as u32,
+            classes: classes as u32,
+            advance: 0,
+            _pad: 0,
+        };
         let out = run_kernel(
             ctx,
             &pipes,
@@ -31,7 +38,12 @@ fn softmax_xent_matches_twin() {
             false,
             0,
             bytemuck::bytes_of(&p),
-            &[(1, Buf::In(f32s(&logits))), (2, Buf::In(bytemuck::cast_slice(&labels))), (3, Buf::Out(batch * classes)), (4, Buf::Out(batch * 2))],
+            &[
+                (1, Buf::In(f32s(&logits))),
+                (2, Buf::In(bytemuck::cast_slice(&labels))),
+                (3, Buf::Out(batch * classes)),
+                (4, Buf::Out(batch * 2)),
+            ],
             (batch.div_ceil(64) as u32, 1, 1),
         );
         let (ce, dl, correct) = r::softmax_xent(batch, classes, &to64(&logits), &labels);
@@ -39,9 +51,27 @@ fn softmax_xent_matches_twin() {
         let ce_gpu: Vec<f32> = per.iter().step_by(2).copied().collect();
         let ok_gpu: Vec<f32> = per.iter().skip(1).step_by(2).copied().collect();
         // f32 logsumexp: a few ulp of the largest logit
-        assert_close64("cross-entropy", &ce_gpu.iter().map(|&v| v as f64).collect::<Vec<_>>(), &ce, 1e-6 * scale as f64, 1e-6);
-        assert_close64("dlogits", &to_f32(&out[0]).iter().map(|&v| v as f64).collect::<Vec<_>>(), &dl, 1e-7, 1e-5);
-        assert_eq!(ok_gpu, correct.iter().map(|&c| c as u8 as f32).collect::<Vec<_>>());
+        assert_close64(
+            "cross-entropy",
+            &ce_gpu.iter().map(|&v| v as f64).collect::<Vec<_>>(),
+            &ce,
+            1e-6 * scale as f64,
+            1e-6,
+        );
+        assert_close64(
+            "dlogits",
+            &to_f32(&out[0])
+                .iter()
+                .map(|&v| v as f64)
+                .collect::<Vec<_>>(),
+            &dl,
+            1e-7,
+            1e-5,
+        );
+        assert_eq!(
+            ok_gpu,
+            correct.iter().map(|&c| c as u8 as f32).collect::<Vec<_>>()
+        );
     }
 }
 
@@ -65,11 +95,11 @@ fn conv_params(d: &r::ConvDims, relu: bool, rows_per: usize) -> U::ConvParams {
 
 /// (batch, h, w, in_c, out_c, k, same, relu, rows_per)
 const CONV_CASES: [(usize, usize, usize, usize, usize, usize, bool, bool, usize); 5] = [
-    (3, 28, 28, 1, 32, 3, false, true, 4),   // the reference layer
-    (2, 9, 7, 3, 5, 3, true, true, 2),       // RGB, same padding, 5 channels (not a multiple of 8)
-    (3, 6, 5, 4, 11, 2, false, false, 3),    // even kernel, linear, 11 channels
-    (1, 5, 9, 2, 9, 5, true, true, 5),       // 5x5 same
-    (2, 7, 7, 1, 1, 1, false, true, 1),      // 1x1 kernel, one filter
+    (3, 28, 28, 1, 32, 3, false, true, 4), // the reference layer
+    (2, 9, 7, 3, 5, 3, true, true, 2),     // RGB, same padding, 5 channels (not a multiple of 8)
+    (3, 6, 5, 4, 11, 2, false, false, 3),  // even kernel, linear, 11 channels
+    (1, 5, 9, 2, 9, 5, true, true, 5),     // 5x5 same
+    (2, 7, 7, 1, 1, 1, false, true, 1),    // 1x1 kernel, one filter
 ];
 
 #[test]
@@ -90,11 +120,29 @@ fn conv2d_forward_matches_twin() {
             false,
             0,
             bytemuck::bytes_of(&p),
-            &[(1, Buf::In(f32s(&x))), (2, Buf::In(f32s(&kern))), (3, Buf::In(f32s(&bias))), (4, Buf::Out(b * d.out_h * d.out_w * oc))],
-            ((d.out_h * d.out_w).div_ceil(256) as u32, b as u32, oc.div_ceil(8) as u32),
+            &[
+                (1, Buf::In(f32s(&x))),
+                (2, Buf::In(f32s(&kern))),
+                (3, Buf::In(f32s(&bias))),
+                (4, Buf::Out(b * d.out_h * d.out_w * oc)),
+            ],
+            (
+                (d.out_h * d.out_w).div_ceil(256) as u32,
+                b as u32,
+                oc.div_ceil(8) as u32,
+            ),
         );
         let want = r::conv2d_forward(&d, &to64(&x), &to64(&kern), &to64(&bias), relu);
-        assert_close64(&format!("conv forward {d:?}"), &to_f32(&out[0]).iter().map(|&v| v as f64).collect::<Vec<_>>(), &want, 1e-5, 1e-5);
+        assert_close64(
+            &format!("conv forward {d:?}"),
+            &to_f32(&out[0])
+                .iter()
+                .map(|&v| v as f64)
+                .collect::<Vec<_>>(),
+            &want,
+            1e-5,
+            1e-5,
+        );
     }
 }
 
@@ -103,11 +151,21 @@ fn dense_forward_matches_twin() {
     let (ctx, _g) = gpu();
     let pipes = Pipelines::new(ctx).unwrap();
     let mut rng = TestRng::new(3);
-    for (batch, in_n, out_n, relu, xs) in [(5usize, 5408usize, 10usize, false, 3.0f32), (13, 37, 19, true, 1.0), (1, 3, 1, false, 1.0), (67, 129, 8, true, 1.0)] {
+    for (batch, in_n, out_n, relu, xs) in [
+        (5usize, 5408usize, 10usize, false, 3.0f32),
+        (13, 37, 19, true, 1.0),
+        (1, 3, 1, false, 1.0),
+        (67, 129, 8, true, 1.0),
+    ] {
         let x = rand_vec(&mut rng, batch * in_n, xs);
         let kern = rand_vec(&mut rng, in_n * out_n, 0.1);
         let bias = rand_vec(&mut rng, out_n, 0.3);
-        let p = U::DenseParams { batch: batch as u32, in_n: in_n as u32, out_n: out_n as u32, relu: relu as u32 };
+        let p = U::DenseParams {
+            batch: batch as u32,
+            in_n: in_n as u32,
+            out_n: out_n as u32,
+            relu: relu as u32,
+        };
         let out = run_kernel(
             ctx,
             &pipes,
@@ -115,10 +173,726 @@ fn dense_forward_matches_twin() {
             false,
             0,
             bytemuck::bytes_of(&p),
-            &[(1, Buf::In(f32s(&x))), (2, Buf::In(f32s(&kern))), (3, Buf::In(f32s(&bias))), (4, Buf::Out(batch * out_n))],
+            &[
+                (1, Buf::In(f32s(&x))),
+                (2, Buf::In(f32s(&kern))),
+                (3, Buf::In(f32s(&bias))),
+                (4, Buf::Out(batch * out_n)),
+            ],
             (batch.div_ceil(256) as u32, out_n.div_ceil(8) as u32, 1),
         );
-        let want = r::dense_forward(batch, in_n, out_n, &to64(&x), &to64(&kern), &to64(&bias), relu);
-        assert_close64(&format!("dense forward {batch}x{in_n}x{out_n}"), &to_f32(&out[0]).iter().map(|&v| v as f64).collect::<Vec<_>>(), &want, 2e-6, 2e-6);
+        let want = r::dense_forward(
+            batch,
+            in_n,
+            out_n,
+            &to64(&x),
+            &to64(&kern),
+            &to64(&bias),
+            relu,
+        );
+        assert_close64(
+            &format!("dense forward {batch}x{in_n}x{out_n}"),
+            &to_f32(&out[0])
+                .iter()
+                .map(|&v| v as f64)
+                .collect::<Vec<_>>(),
+            &want,
+            2e-6,
+            2e-6,
+        );
     }
+}
+
+fn f64s(b: &[u8]) -> Vec<f64> {
+    to_f32(b).iter().map(|&v| v as f64).collect()
+}
+
+#[test]
+fn conv2d_weight_gradient_and_input_gradient_match_twin() {
+    let (ctx, _g) = gpu();
+    let pipes = Pipelines::new(ctx).unwrap();
+    let mut rng = TestRng::new(4);
+    for (b, h, w, ic, oc, k, same, relu, rows_per) in CONV_CASES {
+        let d = r::ConvDims::new(b, h, w, ic, oc, k, same);
+        let x = rand_vec(&mut rng, b * h * w * ic, 1.0);
+        let kern = rand_vec(&mut rng, k * k * ic * oc, 0.7);
+        let bias = rand_vec(&mut rng, oc, 0.3);
+        let y = r::conv2d_forward(&d, &to64(&x), &to64(&kern), &to64(&bias), relu);
+        let y32: Vec<f32> = y.iter().map(|&v| v as f32).collect();
+        let dy = rand_vec(&mut rng, y.len(), 1.0);
+        let p = conv_params(&d, relu, rows_per);
+        let kkc = k * k * ic;
+        let mut taps = Vec::new();
+        for di in 0..k {
+            for dj in 0..k {
+                for c in 0..ic {
+                    taps.push([di as i32, dj as i32, ((di * w + dj) * ic + c) as i32, 0]);
+                }
+            }
+        }
+        taps.push([0, 0, 0, 1]);
+        while taps.len() % 8 != 0 {
+            taps.push([0, 0, 0, 2]);
+        }
+        // gate = true (relu layers only): the kernel applies relu'(y); gate = false: dy arrives gated
+        let gates: &[bool] = if relu { &[true, false] } else { &[false] };
+        for &gate in gates {
+            let (want_dk, want_db, want_dx) =
+                r::conv2d_backward(&d, &to64(&x), &to64(&kern), &y, &to64(&dy), relu && gate);
+            let partials = run_kernel(
+                ctx,
+                &pipes,
+                Kernel::Conv2dWeightPartials,
+                gate,
+                0,
+                bytemuck::bytes_of(&p),
+                &[
+                    (1, Buf::In(f32s(&x))),
+                    (4, Buf::In(f32s(&y32))),
+                    (5, Buf::In(f32s(&dy))),
+                    (9, Buf::Out(p.chunks as usize * (kkc + 1) * oc)),
+                    (10, Buf::In(bytemuck::cast_slice(&taps))),
+                ],
+                (
+                    (p.chunks as usize).div_ceil(64) as u32,
+                    (kkc + 1).div_ceil(8) as u32,
+                    oc.div_ceil(8) as u32,
+                ),
+            );
+            let reduced = run_kernel(
+                ctx,
+                &pipes,
+                Kernel::Conv2dWeightReduce,
+                false,
+                0,
+                bytemuck::bytes_of(&p),
+                &[
+                    (6, Buf::Out(kkc * oc)),
+                    (7, Buf::Out(oc)),
+                    (9, Buf::In(&partials[0])),
+                ],
+                (((kkc + 1) * oc).div_ceil(64) as u32, 1, 1),
+            );
+            let what = format!("conv {d:?} gate {gate}");
+            assert_close64(
+                &format!("{what} dK"),
+                &f64s(&reduced[0]),
+                &want_dk,
+                1e-5,
+                1e-5,
+            );
+            assert_close64(
+                &format!("{what} db"),
+                &f64s(&reduced[1]),
+                &want_db,
+                1e-5,
+                1e-5,
+            );
+            let dx = run_kernel(
+                ctx,
+                &pipes,
+                Kernel::Conv2dBackwardInput,
+                gate,
+                0,
+                bytemuck::bytes_of(&p),
+                &[
+                    (2, Buf::In(f32s(&kern))),
+                    (4, Buf::In(f32s(&y32))),
+                    (5, Buf::In(f32s(&dy))),
+                    (8, Buf::Out(x.len())),
+                ],
+                ((h * w).div_ceil(64) as u32, b as u32, 1),
+            );
+            assert_close64(&format!("{what} dx"), &f64s(&dx[0]), &want_dx, 1e-5, 1e-5);
+        }
+    }
+}
+
+#[test]
+fn maxpool_forward_and_backward_match_twin() {
+    let (ctx, _g) = gpu();
+    let pipes = Pipelines::new(ctx).unwrap();
+    let mut rng = TestRng::new(5);
+    // odd sizes leave rows/columns outside every window; ties are made on purpose (values from a small set)
+    for (batch, h, w, c, k) in [
+        (3usize, 26usize, 26usize, 32usize, 2usize),
+        (2, 7, 9, 3, 2),
+        (1, 10, 11, 5, 3),
+        (2, 4, 4, 1, 4),
+    ] {
+        let d = r::PoolDims {
+            batch,
+            in_h: h,
+            in_w: w,
+            c,
+            k,
+        };
+        let x: Vec<f32> = (0..batch * h * w * c)
+            .map(|_| (rng.next_u32() % 7) as f32 * 0.5 - 1.5)
+            .collect();
+        let p = U::PoolParams {
+            batch: batch as u32,
+            in_h: h as u32,
+            in_w: w as u32,
+            c: c as u32,
+            out_h: d.out_h() as u32,
+            out_w: d.out_w() as u32,
+            k: k as u32,
+            _pad: 0,
+        };
+        let n_out = batch * d.out_h() * d.out_w() * c;
+        let out = run_kernel(
+            ctx,
+            &pipes,
+            Kernel::MaxPoolForward,
+            false,
+            0,
+            bytemuck::bytes_of(&p),
+            &[
+                (1, Buf::In(f32s(&x))),
+                (2, Buf::Out(n_out)),
+                (3, Buf::Out(n_out)),
+            ],
+            ((d.out_h() * d.out_w()).div_ceil(64) as u32, batch as u32, 1),
+        );
+        let (want_y, want_arg) = r::maxpool_forward(&d, &to64(&x));
+        assert_close64("pool y", &f64s(&out[0]), &want_y, 0.0, 0.0);
+        let arg: Vec<u32> = bytemuck::pod_collect_to_vec(&out[1]);
+        assert_eq!(arg, want_arg, "argmax: first maximum in row-major order");
+        let dy = rand_vec(&mut rng, n_out, 1.0);
+        for gate in [false, true] {
+            let dx = run_kernel(
+                ctx,
+                &pipes,
+                Kernel::MaxPoolBackward,
+                gate,
+                0,
+                bytemuck::bytes_of(&p),
+                &[
+                    (2, Buf::In(&out[0])),
+                    (3, Buf::In(&out[1])),
+                    (4, Buf::In(f32s(&dy))),
+                    (5, Buf::Out(x.len())),
+                ],
+                ((h * w).div_ceil(64) as u32, batch as u32, 1),
+            );
+            // gate: relu' of the layer before, i.e. no gradient where the window maximum is <= 0
+            let dy_gated: Vec<f64> = dy
+                .iter()
+                .zip(&want_y)
+                .map(|(&g, &y)| if !gate || y > 0.0 { g as f64 } else { 0.0 })
+                .collect();
+            let want_dx = r::maxpool_backward(&d, &want_arg, &dy_gated);
+            assert_close64(
+                &format!("pool dx gate {gate}"),
+                &f64s(&dx[0]),
+                &want_dx,
+                0.0,
+                0.0,
+            );
+        }
+    }
+}
+
+#[test]
+fn dense_backward_matches_twin() {
+    let (ctx, _g) = gpu();
+    let pipes = Pipelines::new(ctx).unwrap();
+    let mut rng = TestRng::new(6);
+    for (batch, in_n, out_n, relu) in [
+        (32usize, 5408usize, 10usize, false),
+        (13, 37, 19, true),
+        (1, 3, 1, true),
+        (67, 129, 8, true),
+    ] {
+        let x = rand_vec(&mut rng, batch * in_n, 1.0);
+        let kern = rand_vec(&mut rng, in_n * out_n, 0.3);
+        let bias = rand_vec(&mut rng, out_n, 0.3);
+        let y = r::dense_forward(
+            batch,
+            in_n,
+            out_n,
+            &to64(&x),
+            &to64(&kern),
+            &to64(&bias),
+            relu,
+        );
+        let y32: Vec<f32> = y.iter().map(|&v| v as f32).collect();
+        let dy = rand_vec(&mut rng, batch * out_n, 1.0);
+        let p = U::DenseParams {
+            batch: batch as u32,
+            in_n: in_n as u32,
+            out_n: out_n as u32,
+            relu: relu as u32,
+        };
+        for gate in [relu, false] {
+            let (dw, db, dx) = r::dense_backward(
+                batch,
+                in_n,
+                out_n,
+                &to64(&x),
+                &to64(&kern),
+                &y,
+                &to64(&dy),
+                gate,
+            );
+            let common = [
+                (1, Buf::In(f32s(&x))),
+                (2, Buf::In(f32s(&kern))),
+                (4, Buf::In(f32s(&y32))),
+                (5, Buf::In(f32s(&dy))),
+            ];
+            let run = |k: Kernel, out: (u32, usize), groups| {
+                let mut b: Vec<(u32, Buf)> = common
+                    .iter()
+                    .map(|(n, b)| {
+                        (
+                            *n,
+                            match b {
+                                Buf::In(d) => Buf::In(d),
+                                _ => unreachable!(),
+                            },
+                        )
+                    })
+                    .collect();
+                b.retain(|(n, _)| match k {
+                    Kernel::DenseBackwardWeight => *n != 2,
+                    Kernel::DenseBackwardBias => *n == 4 || *n == 5,
+                    _ => *n != 1,
+                });
+                b.push((out.0, Buf::Out(out.1)));
+                run_kernel(ctx, &pipes, k, gate, 0, bytemuck::bytes_of(&p), &b, groups).remove(0)
+            };
+            let what = format!("dense {batch}x{in_n}x{out_n} gate {gate}");
+            let got = run(
+                Kernel::DenseBackwardWeight,
+                (6, in_n * out_n),
+                (in_n.div_ceil(256) as u32, out_n.div_ceil(8) as u32, 1),
+            );
+            assert_close64(&format!("{what} dW"), &f64s(&got), &dw, 1e-5, 1e-5);
+            let got = run(
+                Kernel::DenseBackwardBias,
+                (7, out_n),
+                (out_n.div_ceil(64) as u32, 1, 1),
+            );
+            assert_close64(&format!("{what} db"), &f64s(&got), &db, 1e-5, 1e-5);
+            let got = run(
+                Kernel::DenseBackwardInput,
+                (8, batch * in_n),
+                (in_n.div_ceil(256) as u32, 1, 1),
+            );
+            assert_close64(&format!("{what} dx"), &f64s(&got), &dx, 1e-5, 1e-5);
+        }
+    }
+}
+
+#[test]
+fn gather_matches_twin() {
+    let (ctx, _g) = gpu();
+    let pipes = Pipelines::new(ctx).unwrap();
+    let mut rng = TestRng::new(7);
+    let (n, per_image, full_batch) = (23usize, 13usize, 5usize); // odd: byte packing crosses u32 words
+    let images: Vec<u8> = (0..n * per_image)
+        .map(|_| (rng.next_u32() % 256) as u8)
+        .collect();
+    let labels: Vec<u32> = (0..n).map(|_| rng.next_u32() % 10).collect();
+    let mut order: Vec<u32> = (0..n as u32).collect();
+    order.reverse();
+    order.swap(3, 17);
+    for (batch_index, rows) in [(0usize, 5usize), (2, 5), (4, 3)] {
+        let p = U::GatherParams {
+            rows: rows as u32,
+            full_batch: full_batch as u32,
+            per_image: per_image as u32,
+            _pad: 0,
+        };
+        let state = U::State {
+            step: 0,
+            batch: batch_index as u32,
+        };
+        let mut packed = images.clone();
+        packed.resize(images.len().div_ceil(4) * 4, 0);
+        let out = run_kernel(
+            ctx,
+            &pipes,
+            Kernel::GatherBatch,
+            false,
+            0,
+            bytemuck::bytes_of(&p),
+            &[
+                (1, Buf::In(&packed)),
+                (2, Buf::In(bytemuck::cast_slice(&labels))),
+                (3, Buf::In(bytemuck::cast_slice(&order))),
+                (4, Buf::In(bytemuck::bytes_of(&state))),
+                (5, Buf::Out(rows * per_image)),
+                (6, Buf::Out(rows)),
+            ],
+            (per_image.div_ceil(64) as u32, rows as u32, 1),
+        );
+        let (x, y) = r::gather_batch(
+            &images,
+            &labels,
+            &order,
+            batch_index,
+            full_batch,
+            rows,
+            per_image,
+        );
+        assert_eq!(to_f32(&out[0]), x, "gathered pixels (u8 / 255, exact)");
+        assert_eq!(
+            bytemuck::pod_collect_to_vec::<u8, u32>(&out[1]),
+            y,
+            "gathered labels"
+        );
+    }
+}
+
+#[test]
+fn adam_with_penalties_and_regularization_loss_match_twin() {
+    let (ctx, _g) = gpu();
+    let pipes = Pipelines::new(ctx).unwrap();
+    let mut rng = TestRng::new(8);
+    let n = 301usize;
+    // three segments with different penalties; elements outside them have none; w has exact zeros
+    let segs = [
+        U::Segment {
+            start: 0,
+            len: 64,
+            l1: 0.01,
+            l2: 0.0,
+        },
+        U::Segment {
+            start: 64,
+            len: 100,
+            l1: 0.0,
+            l2: 0.02,
+        },
+        U::Segment {
+            start: 192,
+            len: 77,
+            l1: 0.003,
+            l2: 0.005,
+        },
+    ];
+    let mut w = rand_vec(&mut rng, n, 0.5);
+    for i in (0..n).step_by(17) {
+        w[i] = 0.0;
+    }
+    let m = rand_vec(&mut rng, n, 0.01);
+    let v: Vec<f32> = rand_vec(&mut rng, n, 0.001)
+        .iter()
+        .map(|x| x.abs())
+        .collect();
+    let mut g = rand_vec(&mut rng, n, 0.1);
+    for i in (0..n).step_by(5) {
+        g[i] *= 1e-6; // tiny gradients, where eps matters
+    }
+    for (wd, step) in [(0.0f32, 0u32), (0.004, 6), (0.0, 999)] {
+        let h = clampnet::train::Hyper {
+            lr: 3e-3,
+            weight_decay: wd,
+            ..Default::default()
+        };
+        let p = U::AdamParams {
+            n: n as u32,
+            n_segments: segs.len() as u32,
+            lr: h.lr,
+            beta1: h.beta1,
+            beta2: h.beta2,
+            one_minus_beta1: (1.0 - h.beta1 as f64) as f32,
+            one_minus_beta2: (1.0 - h.beta2 as f64) as f32,
+            eps: h.eps,
+            weight_decay: wd,
+            ..Default::default()
+        };
+        // the alpha table of an epoch; state.batch picks this step's entry
+        let state = U::State { step, batch: 2 };
+        let alphas = [0.0, 0.0, h.alpha(step as u64 + 1), 0.0];
+        let out = run_kernel(
+            ctx,
+            &pipes,
+            Kernel::AdamUpdate,
+            false,
+            0,
+            bytemuck::bytes_of(&p),
+            &[
+                (1, Buf::In(f32s(&g))),
+                (2, Buf::In(bytemuck::cast_slice(&segs))),
+                (3, Buf::In(bytemuck::bytes_of(&state))),
+                (4, Buf::InOut(f32s(&w))),
+                (5, Buf::InOut(f32s(&m))),
+                (6, Buf::InOut(f32s(&v))),
+                (8, Buf::In(f32s(&alphas))),
+            ],
+            (n.div_ceil(64) as u32, 1, 1),
+        );
+        // twin, per segment (and the unpenalised elements)
+        let (mut tw, mut tm, mut tv) = (w.clone(), m.clone(), v.clone());
+        let mut covered = vec![false; n];
+        for s in &segs {
+            let rg = s.start as usize..(s.start + s.len) as usize;
+            rg.clone().for_each(|i| covered[i] = true);
+            r::adam_update(
+                &mut tw[rg.clone()],
+                &g[rg.clone()],
+                &mut tm[rg.clone()],
+                &mut tv[rg.clone()],
+                step as u64 + 1,
+                &h,
+                s.l1,
+                s.l2,
+            );
+        }
+        for i in (0..n).filter(|&i| !covered[i]) {
+            r::adam_update(
+                &mut tw[i..i + 1],
+                &g[i..i + 1],
+                &mut tm[i..i + 1],
+                &mut tv[i..i + 1],
+                step as u64 + 1,
+                &h,
+                0.0,
+                0.0,
+            );
+        }
+        assert_close(
+            &format!("adam w (step {step}, wd {wd})"),
+            &to_f32(&out[0]),
+            &tw,
+            1e-9,
+            1e-6,
+        );
+        assert_close("adam m", &to_f32(&out[1]), &tm, 1e-9, 1e-6);
+        assert_close("adam v", &to_f32(&out[2]), &tv, 1e-10, 1e-6);
+    }
+    let p = U::AdamParams {
+        n: n as u32,
+        n_segments: segs.len() as u32,
+        ..Default::default()
+    };
+    let reg = run_kernel(
+        ctx,
+        &pipes,
+        Kernel::RegularizationLoss,
+        false,
+        0,
+        bytemuck::bytes_of(&p),
+        &[
+            (2, Buf::In(bytemuck::cast_slice(&segs))),
+            (4, Buf::In(f32s(&w))),
+            (7, Buf::Out(1)),
+        ],
+        (1, 1, 1),
+    );
+    let want: f64 = segs
+        .iter()
+        .map(|s| {
+            r::regularization_loss(&w[s.start as usize..(s.start + s.len) as usize], s.l1, s.l2)
+        })
+        .sum();
+    assert_close64("regularization loss", &f64s(&reg[0]), &[want], 1e-6, 1e-5);
+}
+
+#[test]
+fn constraints_match_twin_over_keras_axes() {
+    use clampnet::restrict::{norm_layout, Constraint};
+    let (ctx, _g) = gpu();
+    let pipes = Pipelines::new(ctx).unwrap();
+    let mut rng = TestRng::new(9);
+    let shape = [3usize, 2, 5, 7]; // a conv kernel (kh, kw, in, out) of odd sizes
+    let len: usize = shape.iter().product();
+    let offset = 64usize; // the tensor sits inside a larger flat buffer, as in the trainer
+    let w = rand_vec(&mut rng, len, 1.5);
+    let mut flat = rand_vec(&mut rng, offset + len + 64, 9.0);
+    flat[offset..offset + len].copy_from_slice(&w);
+    let cases = vec![
+        Constraint::ClipByValue { lo: -0.5, hi: 0.75 },
+        Constraint::NonNeg,
+        Constraint::UnitNorm { axes: vec![0] },
+        Constraint::UnitNorm {
+            axes: vec![0, 1, 2],
+        },
+        Constraint::UnitNorm { axes: vec![3] },
+        Constraint::MaxNorm {
+            max_value: 1.3,
+            axes: vec![0, 1, 2],
+        },
+        Constraint::MaxNorm {
+            max_value: 2.0,
+            axes: vec![1, 3],
+        },
+        Constraint::MinMaxNorm {
+            min_value: 0.5,
+            max_value: 1.0,
+            rate: 0.7,
+            axes: vec![0, 1, 2],
+        },
+        Constraint::MinMaxNorm {
+            min_value: 2.5,
+            max_value: 4.0,
+            rate: 1.0,
+            axes: vec![2],
+        },
+    ];
+    for c in cases {
+        let out = match &c {
+            Constraint::ClipByValue { .. } | Constraint::NonNeg => {
+                let (lo, hi, kind) = match c {
+                    Constraint::ClipByValue { lo, hi } => (lo, hi, 0),
+                    _ => (0.0, 0.0, 1),
+                };
+                let p = U::ClipParams {
+                    start: offset as u32,
+                    len: len as u32,
+                    lo,
+                    hi,
+                    kind,
+                    ..Default::default()
+                };
+                run_kernel(
+                    ctx,
+                    &pipes,
+                    Kernel::ClipByValue,
+                    false,
+                    0,
+                    bytemuck::bytes_of(&p),
+                    &[(2, Buf::InOut(f32s(&flat)))],
+                    (len.div_ceil(64) as u32, 1, 1),
+                )
+            }
+            Constraint::UnitNorm { axes }
+            | Constraint::MaxNorm { axes, .. }
+            | Constraint::MinMaxNorm { axes, .. } => {
+                let (ks, kst, rs, rst) = norm_layout(&shape, axes);
+                let (kind, min_value, max_value, rate) = match c {
+                    Constraint::UnitNorm { .. } => (0, 0.0, 0.0, 0.0),
+                    Constraint::MaxNorm { max_value, .. } => (1, 0.0, max_value, 0.0),
+                    Constraint::MinMaxNorm {
+                        min_value,
+                        max_value,
+                        rate,
+                        ..
+                    } => (2, min_value, max_value, rate),
+                    _ => unreachable!(),
+                };
+                let groups: u32 = ks.iter().product();
+                let p = U::NormParams {
+                    start: offset as u32,
+                    n_groups: groups,
+                    n_reduce: rs.iter().product(),
+                    kind,
+                    min_value,
+                    max_value,
+                    rate,
+                    eps: 1e-7,
+                    kept_size: ks,
+                    kept_stride: kst,
+                    red_size: rs,
+                    red_stride: rst,
+                };
+                run_kernel(
+                    ctx,
+                    &pipes,
+                    Kernel::NormConstraint,
+                    false,
+                    1,
+                    bytemuck::bytes_of(&p),
+                    &[(2, Buf::InOut(f32s(&flat)))],
+                    (groups.div_ceil(64), 1, 1),
+                )
+            }
+        };
+        let got = to_f32(&out[0]);
+        let mut want = w.clone();
+        r::apply_constraint(&mut want, &shape, &c);
+        assert_close(
+            &format!("{c:?}"),
+            &got[offset..offset + len],
+            &want,
+            1e-6,
+            1e-6,
+        );
+        assert_eq!(
+            &got[..offset],
+            &flat[..offset],
+            "{c:?} touched elements before the tensor"
+        );
+        assert_eq!(
+            &got[offset + len..],
+            &flat[offset + len..],
+            "{c:?} touched elements after the tensor"
+        );
+    }
+}
+
+#[test]
+fn accumulate_sums_metrics_and_advances_state() {
+    let (ctx, _g) = gpu();
+    let pipes = Pipelines::new(ctx).unwrap();
+    let per: Vec<f32> = vec![0.5, 1.0, 2.0, 0.0, 1.5, 1.0]; // (ce, correct) x 3
+    let reg = [0.25f32];
+    let metrics = U::Metrics {
+        loss_sum: 10.0,
+        correct: 4.0,
+        count: 8.0,
+        nonfinite: 0,
+    };
+    for (advance, want_state) in [(3u32, (8u32, 3u32)), (2, (7, 3))] {
+        let p = U::LossParams {
+            batch: 3,
+            classes: 10,
+            advance,
+            _pad: 0,
+        };
+        let state = U::State { step: 7, batch: 2 };
+        let out = run_kernel(
+            ctx,
+            &pipes,
+            Kernel::Accumulate,
+            false,
+            0,
+            bytemuck::bytes_of(&p),
+            &[
+                (4, Buf::In(f32s(&per))),
+                (5, Buf::In(f32s(&reg))),
+                (6, Buf::InOut(bytemuck::bytes_of(&metrics))),
+                (7, Buf::InOut(bytemuck::bytes_of(&state))),
+            ],
+            (1, 1, 1),
+        );
+        let m: U::Metrics = bytemuck::pod_read_unaligned(&out[0]);
+        // mean ce = 4/3, plus reg 0.25, weighted by the batch of 3
+        assert!(
+            (m.loss_sum - (10.0 + (4.0 / 3.0 + 0.25) * 3.0)).abs() < 1e-5,
+            "{m:?}"
+        );
+        assert_eq!((m.correct, m.count, m.nonfinite), (6.0, 11.0, 0));
+        let s: U::State = bytemuck::pod_read_unaligned(&out[1]);
+        assert_eq!((s.step, s.batch), want_state);
+    }
+    // a NaN loss raises the flag
+    let bad = vec![f32::NAN, 0.0];
+    let p = U::LossParams {
+        batch: 1,
+        classes: 10,
+        advance: 3,
+        _pad: 0,
+    };
+    let out = run_kernel(
+        ctx,
+        &pipes,
+        Kernel::Accumulate,
+        false,
+        0,
+        bytemuck::bytes_of(&p),
+        &[
+            (4, Buf::In(f32s(&bad))),
+            (5, Buf::In(f32s(&[0.0]))),
+            (6, Buf::Out(4)),
+            (7, Buf::Out(2)),
+        ],
+        (1, 1, 1),
+    );
+    let m: U::Metrics = bytemuck::pod_read_unaligned(&out[0]);
+    assert_eq!(m.nonfinite, 1);
 }

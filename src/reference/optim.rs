@@ -19,8 +19,7 @@ pub fn adam_update(
 ) {
     let one_minus_b1 = (1.0 - h.beta1 as f64) as f32;
     let one_minus_b2 = (1.0 - h.beta2 as f64) as f32;
-    let tf = t as f32;
-    let alpha = h.lr * (1.0 - h.beta2.powf(tf)).sqrt() / (1.0 - h.beta1.powf(tf));
+    let alpha = h.alpha(t);
     for i in 0..w.len() {
         let mut wi = w[i];
         let sign = if wi > 0.0 {

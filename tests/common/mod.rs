@@ -21,7 +21,9 @@ pub fn gpu() -> (&'static Context, MutexGuard<'static, ()>) {
 }
 
 pub fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
 }
 
 /// Tensors of a safetensors file by name.
@@ -45,7 +47,11 @@ pub fn assert_close(what: &str, actual: &[f32], expected: &[f32], atol: f64, rto
         }
     }
     if !bad.is_empty() {
-        let first: Vec<String> = bad.iter().take(6).map(|(i, a, e)| format!("[{i}] got {a} expected {e}")).collect();
+        let first: Vec<String> = bad
+            .iter()
+            .take(6)
+            .map(|(i, a, e)| format!("[{i}] got {a} expected {e}"))
+            .collect();
         panic!(
             "{what}: {} of {} elements outside {atol} + {rtol}*|e| (max |diff| {max_diff:.3e}); first: {}",
             bad.len(),
@@ -79,14 +85,16 @@ impl TestRng {
     }
 }
 
-/// A buffer for `run_kernel`: input data, or an output of `n` 4-byte elements (zero-filled).
+/// A buffer for `run_kernel`: input data, an output of `n` 4-byte elements (zero-filled), or data
+/// updated in place (uploaded, then read back like an output).
 pub enum Buf<'a> {
     In(&'a [u8]),
     Out(usize),
+    InOut(&'a [u8]),
 }
 
 /// Run one entry point once on the given bindings (binding 0 or 1 is the uniform, passed as `uniform`
-/// at `uniform_binding`) and read every `Out` buffer back, in order.
+/// at `uniform_binding`) and read every `Out` and `InOut` buffer back, in order.
 pub fn run_kernel(
     ctx: &Context,
     pipes: &clampnet::gpu::Pipelines,
@@ -110,19 +118,28 @@ pub fn run_kernel(
         .map(|(b, buf)| match buf {
             Buf::In(data) => (*b, ctx.storage_init("test in", data), false),
             Buf::Out(n) => (*b, ctx.storage_zeroed("test out", (*n * 4) as u64), true),
+            Buf::InOut(data) => (*b, ctx.storage_init("test in-out", data), true),
         })
         .collect();
     let mut entries = vec![(uniform_binding, whole(&u))];
     entries.extend(bufs.iter().map(|(b, buf, _)| (*b, whole(buf))));
     let bind_group = pipes.bind(ctx, kernel, gate, &entries);
-    let d = clampnet::gpu::Dispatch { kernel, gate, bind_group, groups };
+    let d = clampnet::gpu::Dispatch {
+        kernel,
+        gate,
+        bind_group,
+        groups,
+    };
     let mut enc = ctx.device.create_command_encoder(&Default::default());
     {
         let mut pass = enc.begin_compute_pass(&Default::default());
         d.encode(&mut pass, pipes);
     }
     ctx.queue.submit([enc.finish()]);
-    bufs.iter().filter(|(_, _, out)| *out).map(|(_, buf, _)| ctx.read_bytes(buf, 0, buf.size()).unwrap()).collect()
+    bufs.iter()
+        .filter(|(_, _, out)| *out)
+        .map(|(_, buf, _)| ctx.read_bytes(buf, 0, buf.size()).unwrap())
+        .collect()
 }
 
 pub fn f32s(v: &[f32]) -> &[u8] {
@@ -131,4 +148,80 @@ pub fn f32s(v: &[f32]) -> &[u8] {
 
 pub fn to_f32(b: &[u8]) -> Vec<f32> {
     bytemuck::pod_collect_to_vec(b)
+}
+
+use clampnet::model::{Activation, LayerSpec, ModelSpec, Padding};
+
+/// Small models of odd sizes that use every layer kind: valid and same padding, stacked convs, RGB,
+/// pooling with leftover rows, relu and linear, dense relu, softmax.
+pub fn odd_models() -> Vec<ModelSpec> {
+    use Activation::*;
+    vec![
+        ModelSpec {
+            input: [9, 7, 1],
+            layers: vec![
+                LayerSpec::Conv2d {
+                    filters: 5,
+                    kernel_size: 3,
+                    padding: Padding::Valid,
+                    activation: Relu,
+                },
+                LayerSpec::MaxPool2d { pool_size: 2 },
+                LayerSpec::Flatten,
+                LayerSpec::Dense {
+                    units: 3,
+                    activation: Softmax,
+                },
+            ],
+        },
+        ModelSpec {
+            input: [8, 9, 3],
+            layers: vec![
+                LayerSpec::Conv2d {
+                    filters: 6,
+                    kernel_size: 3,
+                    padding: Padding::Same,
+                    activation: Relu,
+                },
+                LayerSpec::MaxPool2d { pool_size: 2 },
+                LayerSpec::Conv2d {
+                    filters: 11,
+                    kernel_size: 3,
+                    padding: Padding::Valid,
+                    activation: Linear,
+                },
+                LayerSpec::Flatten,
+                LayerSpec::Dense {
+                    units: 7,
+                    activation: Relu,
+                },
+                LayerSpec::Dense {
+                    units: 4,
+                    activation: Softmax,
+                },
+            ],
+        },
+        ModelSpec {
+            input: [6, 5, 1],
+            layers: vec![
+                LayerSpec::Conv2d {
+                    filters: 4,
+                    kernel_size: 3,
+                    padding: Padding::Same,
+                    activation: Relu,
+                },
+                LayerSpec::Conv2d {
+                    filters: 3,
+                    kernel_size: 2,
+                    padding: Padding::Valid,
+                    activation: Relu,
+                },
+                LayerSpec::Flatten,
+                LayerSpec::Dense {
+                    units: 5,
+                    activation: Softmax,
+                },
+            ],
+        },
+    ]
 }

@@ -1,0 +1,243 @@
+//! The whole GPU trainer against the CPU twin on models of odd sizes: several steps with a shuffled
+//! order and a short last batch, every regularizer and constraint kind, then the evaluation metrics.
+
+mod common;
+
+use clampnet::data::Split;
+use clampnet::model::ModelPlan;
+use clampnet::reference as r;
+use clampnet::restrict::{Constraint, Regularizer, Restrictions};
+use clampnet::train::{epoch_order, init_weights, Hyper, Trainer};
+use common::*;
+
+fn random_split(rng: &mut TestRng, n: usize, plan: &ModelPlan) -> Split {
+    let [h, w, c] = plan.spec.input;
+    Split {
+        images: (0..n * h * w * c)
+            .map(|_| (rng.next_u32() % 256) as u8)
+            .collect(),
+        labels: (0..n)
+            .map(|_| rng.next_u32() % plan.classes as u32)
+            .collect(),
+        height: h,
+        width: w,
+        channels: c,
+    }
+}
+
+/// A restriction of every kind, spread over the model's tensors.
+fn restrictions(plan: &ModelPlan) -> Restrictions {
+    let mut res = Restrictions::default();
+    let kinds = [
+        (
+            Some(Regularizer { l1: 0.01, l2: 0.0 }),
+            vec![Constraint::UnitNorm {
+                axes: vec![0, 1, 2],
+            }],
+        ),
+        (
+            Some(Regularizer { l1: 0.0, l2: 0.02 }),
+            vec![Constraint::NonNeg],
+        ),
+        (
+            Some(Regularizer {
+                l1: 0.003,
+                l2: 0.004,
+            }),
+            vec![Constraint::ClipByValue {
+                lo: -0.05,
+                hi: 0.05,
+            }],
+        ),
+        (
+            None,
+            vec![Constraint::MaxNorm {
+                max_value: 0.5,
+                axes: vec![0],
+            }],
+        ),
+        (
+            None,
+            vec![Constraint::MinMaxNorm {
+                min_value: 0.2,
+                max_value: 0.4,
+                rate: 0.6,
+                axes: vec![0],
+            }],
+        ),
+    ];
+    for (i, p) in plan.params.iter().enumerate() {
+        let (reg, cons) = kinds[i % kinds.len()].clone();
+        let e = res.entry(&p.name);
+        e.regularizer = reg;
+        // norm constraints with axes valid for this tensor's rank only
+        e.constraints = cons
+            .into_iter()
+            .filter(|c| !matches!(c, Constraint::UnitNorm { .. }) || p.shape.len() == 4)
+            .collect();
+    }
+    res
+}
+
+#[test]
+fn trainer_matches_twin_on_odd_models() {
+    let (ctx, _g) = gpu();
+    let mut rng = TestRng::new(21);
+    for (mi, spec) in odd_models().into_iter().enumerate() {
+        let plan = ModelPlan::new(&spec).unwrap();
+        let (n_train, n_test, batch) = (13usize, 11usize, 5usize); // 3 steps, the last of 3 rows
+        let train = random_split(&mut rng, n_train, &plan);
+        let test = random_split(&mut rng, n_test, &plan);
+        let res = restrictions(&plan);
+        let h = Hyper {
+            lr: 3e-3,
+            ..Hyper::default()
+        };
+        let w0 = init_weights(&plan, mi as u64);
+        let mut t =
+            Trainer::new(ctx, plan.clone(), res.clone(), h, batch, &train, &test, &w0).unwrap();
+
+        let mut w = w0.clone();
+        let mut m: Vec<Vec<f32>> = w.iter().map(|v| vec![0.0; v.len()]).collect();
+        let mut v = m.clone();
+        let mut step = 0u64;
+        for epoch in 1..=2 {
+            let order = epoch_order(n_train, 7, epoch, true);
+            let stats = t.train_epoch(epoch, &order, &mut |_| {}).unwrap();
+            let mut loss_sum = 0.0;
+            let mut last_grads = Vec::new();
+            for b in 0..n_train.div_ceil(batch) {
+                let rows = batch.min(n_train - b * batch);
+                let (x, y) = r::gather_batch(
+                    &train.images,
+                    &train.labels,
+                    &order,
+                    b,
+                    batch,
+                    rows,
+                    plan.input_len(),
+                );
+                step += 1;
+                let w64: Vec<Vec<f64>> = w
+                    .iter()
+                    .map(|t| t.iter().map(|&a| a as f64).collect())
+                    .collect();
+                let x64: Vec<f64> = x.iter().map(|&a| a as f64).collect();
+                last_grads = r::model_loss_grads(&plan, &w64, &x64, &y).1;
+                loss_sum +=
+                    r::reference_step(&plan, &res, &h, &mut w, &mut m, &mut v, step, &x, &y)
+                        * rows as f64;
+            }
+            let what = format!("model {mi} epoch {epoch}");
+            assert_close64(
+                &format!("{what} train loss"),
+                &[stats.train.loss],
+                &[loss_sum / n_train as f64],
+                1e-5,
+                1e-4,
+            );
+            assert_eq!(stats.train.count, n_train);
+            for (i, (name, _, got)) in t.weights().unwrap().into_iter().enumerate() {
+                assert_close(&format!("{what} {name}"), &got, &w[i], 2e-5, 1e-4);
+            }
+            // gradients of the last (short) batch
+            for (i, (name, _, got)) in t.gradients().unwrap().into_iter().enumerate() {
+                assert_close64(
+                    &format!("{what} last-batch gradient {name}"),
+                    &got.iter().map(|&a| a as f64).collect::<Vec<_>>(),
+                    &last_grads[i],
+                    1e-5,
+                    1e-4,
+                );
+            }
+        }
+        // evaluation: data loss + regularization loss, accuracy, over the test set in batches of 5
+        let e = t.evaluate().unwrap();
+        let w64: Vec<Vec<f64>> = t
+            .weights()
+            .unwrap()
+            .into_iter()
+            .map(|(_, _, v)| v.iter().map(|&a| a as f64).collect())
+            .collect();
+        let x: Vec<f64> = test.images.iter().map(|&p| p as f64 / 255.0).collect();
+        let (data_loss, _, _, correct) = r::model_loss_grads(&plan, &w64, &x, &test.labels);
+        let reg: f64 = plan
+            .params
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let g = res
+                    .get(&p.name)
+                    .and_then(|t| t.regularizer)
+                    .unwrap_or_default();
+                let w32: Vec<f32> = w64[i].iter().map(|&a| a as f32).collect();
+                r::regularization_loss(&w32, g.l1, g.l2)
+            })
+            .sum();
+        assert_close64(
+            &format!("model {mi} eval loss"),
+            &[e.loss],
+            &[data_loss + reg],
+            1e-5,
+            1e-4,
+        );
+        assert_eq!(
+            (e.accuracy * n_test as f64).round() as usize,
+            correct,
+            "model {mi} eval accuracy"
+        );
+    }
+}
+
+#[test]
+fn constraints_hold_after_every_step_and_never_touch_initial_weights() {
+    // Keras applies constraints after each optimizer step, never to the initial weights.
+    let (ctx, _g) = gpu();
+    let mut rng = TestRng::new(22);
+    let plan = ModelPlan::new(&clampnet::model::ModelSpec::reference()).unwrap();
+    let data = random_split(&mut rng, 40, &plan);
+    let mut res = Restrictions::default();
+    res.entry("conv2d.kernel")
+        .constraints
+        .push(Constraint::UnitNorm {
+            axes: vec![0, 1, 2],
+        });
+    res.entry("conv2d.bias")
+        .constraints
+        .push(Constraint::ClipByValue {
+            lo: -0.001,
+            hi: 0.001,
+        });
+    let mut w0 = init_weights(&plan, 3);
+    w0[1].iter_mut().for_each(|b| *b = 0.5); // outside the clip range
+    let t = Trainer::new(
+        ctx,
+        plan.clone(),
+        res.clone(),
+        Hyper::default(),
+        8,
+        &data,
+        &data,
+        &w0,
+    )
+    .unwrap();
+    let before = t.weights().unwrap();
+    assert_eq!(
+        before[1].2,
+        vec![0.5; 32],
+        "initial weights are not constrained"
+    );
+    let mut t = t;
+    t.train_epoch(1, &epoch_order(40, 0, 1, true), &mut |_| {})
+        .unwrap();
+    let after = t.weights().unwrap();
+    assert!(after[1].2.iter().all(|b| b.abs() <= 0.001));
+    let k = &after[0].2;
+    for o in 0..32 {
+        let n: f32 = (0..9)
+            .map(|i| k[i * 32 + o] * k[i * 32 + o])
+            .sum::<f32>()
+            .sqrt();
+        assert!((n - 1.0).abs() < 1e-5, "filter {o}: norm {n}");
+    }
+}
