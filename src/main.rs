@@ -257,6 +257,17 @@ fn info(g: GpuArgs) -> Result<()> {
             l.max_compute_workgroups_per_dimension
         );
     }
+    match gpu::portability::check_all() {
+        Ok(n) => println!(
+            "shaders: {n} kernel variants validated by naga and translated to {}",
+            gpu::portability::TARGETS.join(", ")
+        ),
+        Err(errors) => println!(
+            "shaders: {} kernel variants fail to translate:\n  {}",
+            errors.len(),
+            errors.join("\n  ")
+        ),
+    }
     match Context::new(&g.options()) {
         Ok(ctx) => println!("train would use: {}", gpu::describe(&ctx.info)),
         Err(e) => println!("train would fail: {e}"),

@@ -9,6 +9,7 @@
 //!   workgroups per dimension, and one generic readback.
 
 pub mod kernels;
+pub mod portability;
 
 use std::collections::HashMap;
 

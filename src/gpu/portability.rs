@@ -1,0 +1,132 @@
+//! Portability checks with naga, no GPU needed: every entry point (both `GATE` variants where a kernel
+//! has them) validated with baseline capabilities and translated to SPIR-V, MSL, HLSL (SM 5.1) and GLSL
+//! (ES 3.10 and 4.30). Used by the test suite and by `clampnet info`.
+
+use naga::back::{glsl, hlsl, msl, spv};
+
+use super::Kernel;
+
+/// The backends every shader is translated to.
+pub const TARGETS: [&str; 5] = ["SPIR-V", "MSL", "HLSL 5.1", "GLSL ES 3.10", "GLSL 4.30"];
+
+/// Parse and validate one WGSL source with naga's default (baseline) capabilities.
+pub fn validate(file: &str, src: &str) -> Result<(naga::Module, naga::valid::ModuleInfo), String> {
+    let module = naga::front::wgsl::parse_str(src)
+        .map_err(|e| format!("shaders/{file}: {}", e.emit_to_string(src)))?;
+    let info = naga::valid::Validator::new(
+        naga::valid::ValidationFlags::all(),
+        naga::valid::Capabilities::default(),
+    )
+    .validate(&module)
+    .map_err(|e| {
+        format!(
+            "shaders/{file}: validation with baseline capabilities: {}",
+            e.emit_to_string(src)
+        )
+    })?;
+    Ok((module, info))
+}
+
+/// Translate one kernel variant to every target; the error names shader, entry point, variant and backend.
+pub fn translate(kernel: Kernel, gate: bool) -> Result<(), String> {
+    let (file, entry) = kernel.source();
+    let (module, info) = validate(file, kernel.source_text())?;
+    let mut constants = naga::back::PipelineConstants::default();
+    if kernel.has_gate() {
+        constants.insert("GATE".to_string(), if gate { 1.0 } else { 0.0 });
+    }
+    let stage = naga::ShaderStage::Compute;
+    let at = |backend: &str, e: &dyn std::fmt::Display| {
+        format!("shaders/{file} entry point {entry} (GATE {gate}) -> {backend}: {e}")
+    };
+    let (module, info) = naga::back::pipeline_constants::process_overrides(
+        &module,
+        &info,
+        Some((stage, entry)),
+        &constants,
+    )
+    .map_err(|e| at("pipeline constants", &e))?;
+
+    let spv_pipe = spv::PipelineOptions {
+        shader_stage: stage,
+        entry_point: entry.into(),
+    };
+    spv::write_vec(&module, &info, &spv::Options::default(), Some(&spv_pipe))
+        .map_err(|e| at(TARGETS[0], &e))?;
+
+    let msl_pipe = msl::PipelineOptions {
+        entry_point: Some((stage, entry.into())),
+        ..Default::default()
+    };
+    msl::write_string(&module, &info, &msl::Options::default(), &msl_pipe)
+        .map_err(|e| at(TARGETS[1], &e))?;
+
+    let hlsl_opts = hlsl::Options {
+        shader_model: hlsl::ShaderModel::V5_1,
+        ..Default::default()
+    };
+    let hlsl_pipe = hlsl::PipelineOptions {
+        entry_point: Some((stage, entry.into())),
+    };
+    let mut out = String::new();
+    hlsl::Writer::new(&mut out, &hlsl_opts, &hlsl_pipe)
+        .write(&module, &info, None)
+        .map_err(|e| at(TARGETS[2], &e))?;
+
+    for (version, name) in [
+        (
+            glsl::Version::Embedded {
+                version: 310,
+                is_webgl: false,
+            },
+            TARGETS[3],
+        ),
+        (glsl::Version::Desktop(430), TARGETS[4]),
+    ] {
+        let opts = glsl::Options {
+            version,
+            ..Default::default()
+        };
+        let pipe = glsl::PipelineOptions {
+            shader_stage: stage,
+            entry_point: entry.into(),
+            multiview: None,
+        };
+        let mut out = String::new();
+        glsl::Writer::new(
+            &mut out,
+            &module,
+            &info,
+            &opts,
+            &pipe,
+            naga::proc::BoundsCheckPolicies::default(),
+        )
+        .and_then(|mut w| w.write().map(|_| ()))
+        .map_err(|e| at(name, &e))?;
+    }
+    Ok(())
+}
+
+/// Every kernel variant: the number translated, or every failure.
+pub fn check_all() -> Result<usize, Vec<String>> {
+    let mut errors = Vec::new();
+    let mut n = 0;
+    for kernel in Kernel::ALL {
+        let gates: &[bool] = if kernel.has_gate() {
+            &[false, true]
+        } else {
+            &[false]
+        };
+        for &gate in gates {
+            match translate(kernel, gate) {
+                Ok(()) => n += 1,
+                Err(e) => errors.push(e),
+            }
+        }
+    }
+    if errors.is_empty() {
+        Ok(n)
+    } else {
+        Err(errors)
+    }
+}

@@ -1,0 +1,333 @@
+//! The `clampnet` binary end to end: it learns, its JSON has the promised fields, runs are
+//! reproducible, and bad input gives a clear error and a non-zero exit, never a panic.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn clampnet(args: &[&str]) -> Output {
+    let _gpu = common::gpu().1; // one GPU user at a time, also across the binary's processes
+    Command::new(env!("CARGO_BIN_EXE_clampnet"))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn tempdir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("clampnet-cli-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+#[track_caller]
+fn assert_fails_with(o: &Output, needles: &[&str]) {
+    let e = stderr(o);
+    assert!(
+        !o.status.success(),
+        "expected failure, got success; stderr: {e}"
+    );
+    assert_eq!(o.status.code(), Some(1), "exit code; stderr: {e}");
+    assert!(!e.contains("panicked"), "panicked: {e}");
+    for n in needles {
+        assert!(e.contains(n), "stderr lacks {n:?}: {e}");
+    }
+}
+
+#[test]
+fn learns_on_a_subset_and_reports_json_per_epoch() {
+    // 2,000 real training images, one epoch: well above the 10% of chance
+    let o = clampnet(&[
+        "train",
+        "--limit-train",
+        "2000",
+        "--limit-test",
+        "1000",
+        "--epochs",
+        "2",
+        "--json",
+        "--quiet",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let lines: Vec<serde_json::Value> = String::from_utf8(o.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    for (i, l) in lines.iter().enumerate() {
+        assert_eq!(l["epoch"], i + 1);
+        for key in [
+            "train_loss",
+            "train_accuracy",
+            "test_loss",
+            "test_accuracy",
+            "seconds",
+            "train_seconds",
+            "images_per_second",
+        ] {
+            assert!(
+                l[key].as_f64().is_some_and(|v| v.is_finite() && v >= 0.0),
+                "{key} in {l}"
+            );
+        }
+    }
+    let acc1 = lines[0]["test_accuracy"].as_f64().unwrap();
+    let acc2 = lines[1]["test_accuracy"].as_f64().unwrap();
+    assert!(
+        acc1 > 0.6,
+        "test accuracy after one epoch on 2,000 images: {acc1}"
+    );
+    assert!(acc2 > acc1 - 0.02, "second epoch: {acc2} after {acc1}");
+    assert!(lines[1]["train_loss"].as_f64() < lines[0]["train_loss"].as_f64());
+}
+
+#[test]
+fn same_seed_gives_bit_identical_weights_and_init_continues_from_a_checkpoint() {
+    let dir = tempdir("repro");
+    let run = |out: &Path, extra: &[&str]| {
+        let mut args = vec![
+            "train",
+            "--limit-train",
+            "300",
+            "--limit-test",
+            "100",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "32",
+            "--seed",
+            "7",
+            "--quiet",
+            "--save",
+        ];
+        args.push(out.to_str().unwrap());
+        args.extend_from_slice(extra);
+        let o = clampnet(&args);
+        assert!(o.status.success(), "{}", stderr(&o));
+        clampnet::checkpoint::load(out).unwrap().0
+    };
+    let a = run(&dir.join("a.safetensors"), &[]);
+    let b = run(&dir.join("b.safetensors"), &[]);
+    assert!(a == b, "same seed, same adapter: bit-identical weights");
+    let c = run(&dir.join("c.safetensors"), &["--preset", "l1l2"]);
+    assert!(a != c, "a restriction changes the result");
+    // --init starts from the saved weights (a fresh optimizer), in Keras names and layouts
+    let d = run(
+        &dir.join("d.safetensors"),
+        &["--init", dir.join("a.safetensors").to_str().unwrap()],
+    );
+    assert!(a != d, "--init continues training from the checkpoint");
+    assert_eq!(
+        d.iter()
+            .map(|t| (t.0.as_str(), t.1.clone()))
+            .collect::<Vec<_>>(),
+        a.iter()
+            .map(|t| (t.0.as_str(), t.1.clone()))
+            .collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn bad_settings_are_refused_with_a_clear_error() {
+    assert_fails_with(
+        &clampnet(&["train", "--epochs", "0"]),
+        &["--epochs must be at least 1"],
+    );
+    assert_fails_with(
+        &clampnet(&["train", "--batch-size", "0"]),
+        &["--batch-size must be at least 1"],
+    );
+    assert_fails_with(
+        &clampnet(&["train", "--lr=-0.1"]),
+        &["--lr must be a positive number"],
+    );
+    assert_fails_with(
+        &clampnet(&[
+            "train",
+            "--limit-train",
+            "10",
+            "--batch-size",
+            "32",
+            "--epochs",
+            "1",
+        ]),
+        &["batch size 32 is larger than the 10 training examples"],
+    );
+    assert_fails_with(
+        &clampnet(&["train", "--data", "/nonexistent/fmnist"]),
+        &["/nonexistent/fmnist", "no such data folder"],
+    );
+    assert_fails_with(
+        &clampnet(&["train", "--backend", "opengl-es9"]),
+        &["unknown backend 'opengl-es9'"],
+    );
+    assert_fails_with(
+        &clampnet(&[
+            "train",
+            "--adapter",
+            "no-such-gpu-name",
+            "--limit-train",
+            "64",
+        ]),
+        &[
+            "no GPU adapter found named like 'no-such-gpu-name'",
+            "mesa-vulkan-drivers",
+        ],
+    );
+    // an unknown preset is clap's error (exit 2), listing the choices
+    let o = clampnet(&["train", "--preset", "maxnorm"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("none, l1l2, clip, unitnorm, combo"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn bad_checkpoints_and_data_are_refused_and_good_checkpoints_survive() {
+    let dir = tempdir("bad");
+    // a checkpoint of another model
+    let small = clampnet::model::ModelPlan::new(&clampnet::model::ModelSpec {
+        input: [28, 28, 1],
+        layers: vec![
+            clampnet::model::LayerSpec::Conv2d {
+                filters: 8,
+                kernel_size: 3,
+                padding: clampnet::model::Padding::Valid,
+                activation: clampnet::model::Activation::Relu,
+            },
+            clampnet::model::LayerSpec::Flatten,
+            clampnet::model::LayerSpec::Dense {
+                units: 10,
+                activation: clampnet::model::Activation::Softmax,
+            },
+        ],
+    })
+    .unwrap();
+    let w = clampnet::train::init_weights(&small, 0);
+    let named = small
+        .params
+        .iter()
+        .zip(&w)
+        .map(|(p, v)| (p.name.clone(), p.shape.clone(), v.clone()))
+        .collect();
+    let other = dir.join("other.safetensors");
+    clampnet::checkpoint::save(&other, &named, None).unwrap();
+    assert_fails_with(
+        &clampnet(&[
+            "train",
+            "--init",
+            other.to_str().unwrap(),
+            "--limit-train",
+            "64",
+        ]),
+        &[
+            "other.safetensors",
+            "conv2d.kernel has shape [3, 3, 1, 8], the model needs [3, 3, 1, 32]",
+        ],
+    );
+    std::fs::write(dir.join("junk.safetensors"), b"not a checkpoint").unwrap();
+    assert_fails_with(
+        &clampnet(&[
+            "train",
+            "--init",
+            dir.join("junk.safetensors").to_str().unwrap(),
+        ]),
+        &["junk.safetensors", "not a readable safetensors file"],
+    );
+    assert_fails_with(
+        &clampnet(&[
+            "train",
+            "--init",
+            dir.join("missing.safetensors").to_str().unwrap(),
+        ]),
+        &["missing.safetensors", "No such file"],
+    );
+
+    // images that do not fit the model (4x3 instead of 28x28)
+    let data = dir.join("tiny");
+    std::fs::create_dir_all(&data).unwrap();
+    let idx = |m: u8, dims: &[u32], body: &[u8]| {
+        let mut v = vec![0, 0, 8, m];
+        dims.iter()
+            .for_each(|d| v.extend_from_slice(&d.to_be_bytes()));
+        v.extend_from_slice(body);
+        v
+    };
+    std::fs::write(
+        data.join("train-images-idx3-ubyte"),
+        idx(3, &[2, 4, 3], &[0; 24]),
+    )
+    .unwrap();
+    std::fs::write(data.join("train-labels-idx1-ubyte"), idx(1, &[2], &[0, 1])).unwrap();
+    std::fs::write(
+        data.join("t10k-images-idx3-ubyte"),
+        idx(3, &[2, 4, 3], &[0; 24]),
+    )
+    .unwrap();
+    std::fs::write(data.join("t10k-labels-idx1-ubyte"), idx(1, &[2], &[0, 1])).unwrap();
+    assert_fails_with(
+        &clampnet(&[
+            "train",
+            "--data",
+            data.to_str().unwrap(),
+            "--batch-size",
+            "2",
+        ]),
+        &["training images are 4x3x1, but the model's input is 28x28x1"],
+    );
+    // the same folder through $CLAMPNET_DATA
+    let _g = common::gpu().1;
+    let o = Command::new(env!("CARGO_BIN_EXE_clampnet"))
+        .args(["train", "--batch-size", "2"])
+        .env("CLAMPNET_DATA", &data)
+        .output()
+        .unwrap();
+    drop(_g);
+    assert_fails_with(&o, &["4x3x1"]);
+
+    // a diverging run stops with a non-finite-loss error and leaves the existing checkpoint alone
+    let good = dir.join("good.safetensors");
+    let o = clampnet(&[
+        "train",
+        "--limit-train",
+        "64",
+        "--limit-test",
+        "32",
+        "--epochs",
+        "1",
+        "--quiet",
+        "--save",
+        good.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let before = std::fs::read(&good).unwrap();
+    let o = clampnet(&[
+        "train",
+        "--limit-train",
+        "640",
+        "--limit-test",
+        "32",
+        "--epochs",
+        "2",
+        "--lr",
+        "1e30",
+        "--quiet",
+        "--save",
+        good.to_str().unwrap(),
+    ]);
+    assert_fails_with(&o, &["non-finite", "epoch 1"]);
+    assert_eq!(
+        std::fs::read(&good).unwrap(),
+        before,
+        "the good checkpoint is untouched"
+    );
+}
