@@ -367,12 +367,17 @@ impl<'a> Trainer<'a> {
             eval_reg: None,
             step: 0,
         };
+        let scope = ctx.device.push_error_scope(wgpu::ErrorFilter::Validation);
         t.train_full = t.record(&work, b, true);
         t.train_last = (t.train.n % b != 0).then(|| t.record(&work, t.train.n % b, true));
         t.eval_full = t.record(&work, b.min(t.test.n), false);
         let eb = b.min(t.test.n);
         t.eval_last = (t.test.n % eb != 0).then(|| t.record(&work, t.test.n % eb, false));
         t.eval_reg = (work.n_segments > 0).then(|| t.reg_dispatch(&work));
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            return Err(Error::gpu("recording the training step", e));
+        }
+        ctx.check()?;
         Ok(t)
     }
 
@@ -1080,6 +1085,7 @@ impl<'a> Trainer<'a> {
             bytemuck::pod_read_unaligned(&view[..16])
         };
         staging.unmap();
+        self.ctx.check()?;
         if m.nonfinite != 0 {
             return Err(Error::NonFinite {
                 epoch,

@@ -44,6 +44,8 @@ pub fn parse_backends(name: &str) -> Result<wgpu::Backends> {
 }
 
 pub struct Context {
+    /// the first uncaptured device error or device loss, reported by `check()` instead of a panic
+    failure: std::sync::Arc<std::sync::Mutex<Option<String>>>,
     pub instance: wgpu::Instance,
     pub adapter: wgpu::Adapter,
     pub device: wgpu::Device,
@@ -120,7 +122,26 @@ impl Context {
             ..Default::default()
         }))
         .map_err(|e| Error::gpu(format!("opening device on {}", describe(&info)), e))?;
+        // wgpu's default handler panics on an uncaptured error; keep the first one and report it as an
+        // error at the next sync point instead.
+        let failure: std::sync::Arc<std::sync::Mutex<Option<String>>> = Default::default();
+        let f = failure.clone();
+        device.on_uncaptured_error(std::sync::Arc::new(move |e: wgpu::Error| {
+            log::error!("GPU error: {e}");
+            f.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get_or_insert_with(|| e.to_string());
+        }));
+        let f = failure.clone();
+        device.set_device_lost_callback(move |reason, msg| {
+            if reason != wgpu::DeviceLostReason::Destroyed {
+                f.lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get_or_insert_with(|| format!("device lost ({reason:?}): {msg}"));
+            }
+        });
         Ok(Context {
+            failure,
             instance,
             adapter,
             device,
@@ -128,6 +149,19 @@ impl Context {
             info,
             limits,
         })
+    }
+
+    /// The first uncaptured GPU error or device loss since start-up, as an error.
+    pub fn check(&self) -> Result<()> {
+        match self
+            .failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+        {
+            None => Ok(()),
+            Some(msg) => Err(Error::gpu(format!("on {}", self.info.name), msg)),
+        }
     }
 
     pub fn storage_init(&self, label: &str, bytes: &[u8]) -> wgpu::Buffer {
@@ -203,6 +237,7 @@ impl Context {
         rx.recv()
             .map_err(|e| Error::gpu("readback", e))?
             .map_err(|e| Error::gpu("mapping a readback buffer", e))?;
+        self.check()?;
         let bytes = staging
             .slice(..)
             .get_mapped_range()
