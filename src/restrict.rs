@@ -131,7 +131,11 @@ impl Restrictions {
             for c in &t.constraints {
                 match c {
                     Constraint::ClipByValue { lo, hi } => {
-                        if !(lo <= hi) {
+                        // also rejects NaN bounds
+                        if lo
+                            .partial_cmp(hi)
+                            .is_none_or(|o| o == std::cmp::Ordering::Greater)
+                        {
                             return Err(Error::Config(format!(
                                 "{name}: clip min ({lo}) must not exceed max ({hi})"
                             )));

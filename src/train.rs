@@ -161,6 +161,7 @@ struct Work {
 
 impl<'a> Trainer<'a> {
     /// Upload the data once, allocate every buffer and record the step plans.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         ctx: &'a Context,
         model: ModelPlan,
