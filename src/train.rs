@@ -208,7 +208,7 @@ impl<'a> Trainer<'a> {
             )));
         }
         let pipes = Pipelines::new(ctx)?;
-        let max_binding = ctx.limits.max_storage_buffer_binding_size as u64;
+        let max_binding = ctx.limits.max_storage_buffer_binding_size;
         let check = |what: &str, bytes: u64| -> Result<()> {
             if bytes > max_binding {
                 Err(Error::gpu(
@@ -370,10 +370,10 @@ impl<'a> Trainer<'a> {
         };
         let scope = ctx.device.push_error_scope(wgpu::ErrorFilter::Validation);
         t.train_full = t.record(&work, b, true);
-        t.train_last = (t.train.n % b != 0).then(|| t.record(&work, t.train.n % b, true));
+        t.train_last = (!t.train.n.is_multiple_of(b)).then(|| t.record(&work, t.train.n % b, true));
         t.eval_full = t.record(&work, b.min(t.test.n), false);
         let eb = b.min(t.test.n);
-        t.eval_last = (t.test.n % eb != 0).then(|| t.record(&work, t.test.n % eb, false));
+        t.eval_last = (!t.test.n.is_multiple_of(eb)).then(|| t.record(&work, t.test.n % eb, false));
         t.eval_reg = (work.n_segments > 0).then(|| t.reg_dispatch(&work));
         if let Some(e) = pollster::block_on(scope.pop()) {
             return Err(Error::gpu("recording the training step", e));

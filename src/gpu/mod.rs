@@ -167,7 +167,7 @@ impl Context {
     pub fn storage_init(&self, label: &str, bytes: &[u8]) -> wgpu::Buffer {
         // wgpu requires a non-zero, 4-byte multiple size for storage bindings.
         let mut data = bytes.to_vec();
-        while data.is_empty() || data.len() % 4 != 0 {
+        while data.is_empty() || !data.len().is_multiple_of(4) {
             data.push(0);
         }
         self.device
