@@ -885,72 +885,35 @@ impl<'a> Trainer<'a> {
         for (name, t) in &self.restrictions.tensors {
             let p = self.model.param(name).expect("validated");
             for c in &t.constraints {
-                let clip = |lo: f32, hi: f32, kind: u32| {
-                    let u = ctx.uniform(
-                        "clip",
-                        &U::ClipParams {
-                            start: p.offset as u32,
-                            len: p.len as u32,
-                            lo,
-                            hi,
-                            kind,
-                            ..Default::default()
-                        },
-                    );
-                    Dispatch {
+                out.push(match constraint_uniform(c, p.offset, &p.shape) {
+                    ConstraintUniform::Clip(cp) => Dispatch {
                         kernel: Kernel::ClipByValue,
                         gate: false,
                         bind_group: self.pipes.bind(
                             ctx,
                             Kernel::ClipByValue,
                             false,
-                            &[(0, whole(&u)), (2, whole(&self.params))],
+                            &[
+                                (0, whole(&ctx.uniform("clip", &cp))),
+                                (2, whole(&self.params)),
+                            ],
                         ),
                         groups: self.groups(p.len),
-                    }
-                };
-                let norm =
-                    |axes: &[usize], kind: u32, min_value: f32, max_value: f32, rate: f32| {
-                        let (ks, kst, rs, rst) = norm_layout(&p.shape, axes);
-                        let n_groups: u32 = ks.iter().product();
-                        let np = U::NormParams {
-                            start: p.offset as u32,
-                            n_groups,
-                            n_reduce: rs.iter().product(),
-                            kind,
-                            min_value,
-                            max_value,
-                            rate,
-                            eps: 1e-7,
-                            kept_size: ks,
-                            kept_stride: kst,
-                            red_size: rs,
-                            red_stride: rst,
-                        };
-                        let u = ctx.uniform("norm", &np);
-                        Dispatch {
-                            kernel: Kernel::NormConstraint,
-                            gate: false,
-                            bind_group: self.pipes.bind(
-                                ctx,
-                                Kernel::NormConstraint,
-                                false,
-                                &[(1, whole(&u)), (2, whole(&self.params))],
-                            ),
-                            groups: (n_groups.div_ceil(64), 1, 1),
-                        }
-                    };
-                out.push(match c {
-                    Constraint::ClipByValue { lo, hi } => clip(*lo, *hi, 0),
-                    Constraint::NonNeg => clip(0.0, 0.0, 1),
-                    Constraint::UnitNorm { axes } => norm(axes, 0, 0.0, 0.0, 0.0),
-                    Constraint::MaxNorm { max_value, axes } => norm(axes, 1, 0.0, *max_value, 0.0),
-                    Constraint::MinMaxNorm {
-                        min_value,
-                        max_value,
-                        rate,
-                        axes,
-                    } => norm(axes, 2, *min_value, *max_value, *rate),
+                    },
+                    ConstraintUniform::Norm(np) => Dispatch {
+                        kernel: Kernel::NormConstraint,
+                        gate: false,
+                        bind_group: self.pipes.bind(
+                            ctx,
+                            Kernel::NormConstraint,
+                            false,
+                            &[
+                                (1, whole(&ctx.uniform("norm", &np))),
+                                (2, whole(&self.params)),
+                            ],
+                        ),
+                        groups: (np.n_groups.div_ceil(64), 1, 1),
+                    },
                 });
             }
         }
@@ -1209,9 +1172,60 @@ impl<'a> Trainer<'a> {
     }
 }
 
+/// The uniform of one constraint pass over the tensor at element `offset` of the flat parameters.
+pub enum ConstraintUniform {
+    /// clip_by_value (kind 0) or non_neg (kind 1): `clip_by_value` in constraints.wgsl
+    Clip(U::ClipParams),
+    /// unit_norm (kind 0), max_norm (1), min_max_norm (2): `norm_constraint` in constraints.wgsl
+    Norm(U::NormParams),
+}
+
+pub fn constraint_uniform(c: &Constraint, offset: usize, shape: &[usize]) -> ConstraintUniform {
+    let len: usize = shape.iter().product();
+    let clip = |lo, hi, kind| {
+        ConstraintUniform::Clip(U::ClipParams {
+            start: offset as u32,
+            len: len as u32,
+            lo,
+            hi,
+            kind,
+            ..Default::default()
+        })
+    };
+    let norm = |axes: &[usize], kind, min_value, max_value, rate| {
+        let (ks, kst, rs, rst) = norm_layout(shape, axes);
+        ConstraintUniform::Norm(U::NormParams {
+            start: offset as u32,
+            n_groups: ks.iter().product(),
+            n_reduce: rs.iter().product(),
+            kind,
+            min_value,
+            max_value,
+            rate,
+            eps: 1e-7,
+            kept_size: ks,
+            kept_stride: kst,
+            red_size: rs,
+            red_stride: rst,
+        })
+    };
+    match c {
+        Constraint::ClipByValue { lo, hi } => clip(*lo, *hi, 0),
+        Constraint::NonNeg => clip(0.0, 0.0, 1),
+        Constraint::UnitNorm { axes } => norm(axes, 0, 0.0, 0.0, 0.0),
+        Constraint::MaxNorm { max_value, axes } => norm(axes, 1, 0.0, *max_value, 0.0),
+        Constraint::MinMaxNorm {
+            min_value,
+            max_value,
+            rate,
+            axes,
+        } => norm(axes, 2, *min_value, *max_value, *rate),
+    }
+}
+
 /// The patch-row table of a conv layer for its weight gradient: one (di, dj, input offset, kind) per row
 /// t = (di*k + dj)*IC + c, then the bias row (kind 1), padded to a multiple of 8 with kind 2 (no row).
-fn conv_taps(cp: &U::ConvParams) -> Vec<[i32; 4]> {
+pub fn conv_taps(cp: &U::ConvParams) -> Vec<[i32; 4]> {
     let mut taps = Vec::new();
     for di in 0..cp.k {
         for dj in 0..cp.k {

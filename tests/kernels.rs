@@ -222,18 +222,7 @@ fn conv2d_weight_gradient_and_input_gradient_match_twin() {
         let dy = rand_vec(&mut rng, y.len(), 1.0);
         let p = conv_params(&d, relu, rows_per);
         let kkc = k * k * ic;
-        let mut taps = Vec::new();
-        for di in 0..k {
-            for dj in 0..k {
-                for c in 0..ic {
-                    taps.push([di as i32, dj as i32, ((di * w + dj) * ic + c) as i32, 0]);
-                }
-            }
-        }
-        taps.push([0, 0, 0, 1]);
-        while taps.len() % 8 != 0 {
-            taps.push([0, 0, 0, 2]);
-        }
+        let taps = clampnet::train::conv_taps(&p);
         // gate = true (relu layers only): the kernel applies relu'(y); gate = false: dy arrives gated
         let gates: &[bool] = if relu { &[true, false] } else { &[false] };
         for &gate in gates {
@@ -695,7 +684,8 @@ fn adam_with_penalties_and_regularization_loss_match_twin() {
 
 #[test]
 fn constraints_match_twin_over_keras_axes() {
-    use clampnet::restrict::{norm_layout, Constraint};
+    use clampnet::restrict::Constraint;
+    use clampnet::train::{constraint_uniform, ConstraintUniform};
     let (ctx, _g) = gpu();
     let pipes = Pipelines::new(ctx).unwrap();
     let mut rng = TestRng::new(9);
@@ -735,72 +725,27 @@ fn constraints_match_twin_over_keras_axes() {
         },
     ];
     for c in cases {
-        let out = match &c {
-            Constraint::ClipByValue { .. } | Constraint::NonNeg => {
-                let (lo, hi, kind) = match c {
-                    Constraint::ClipByValue { lo, hi } => (lo, hi, 0),
-                    _ => (0.0, 0.0, 1),
-                };
-                let p = U::ClipParams {
-                    start: offset as u32,
-                    len: len as u32,
-                    lo,
-                    hi,
-                    kind,
-                    ..Default::default()
-                };
-                run_kernel(
-                    ctx,
-                    &pipes,
-                    Kernel::ClipByValue,
-                    false,
-                    0,
-                    bytemuck::bytes_of(&p),
-                    &[(2, Buf::InOut(f32s(&flat)))],
-                    (len.div_ceil(64) as u32, 1, 1),
-                )
-            }
-            Constraint::UnitNorm { axes }
-            | Constraint::MaxNorm { axes, .. }
-            | Constraint::MinMaxNorm { axes, .. } => {
-                let (ks, kst, rs, rst) = norm_layout(&shape, axes);
-                let (kind, min_value, max_value, rate) = match c {
-                    Constraint::UnitNorm { .. } => (0, 0.0, 0.0, 0.0),
-                    Constraint::MaxNorm { max_value, .. } => (1, 0.0, max_value, 0.0),
-                    Constraint::MinMaxNorm {
-                        min_value,
-                        max_value,
-                        rate,
-                        ..
-                    } => (2, min_value, max_value, rate),
-                    _ => unreachable!(),
-                };
-                let groups: u32 = ks.iter().product();
-                let p = U::NormParams {
-                    start: offset as u32,
-                    n_groups: groups,
-                    n_reduce: rs.iter().product(),
-                    kind,
-                    min_value,
-                    max_value,
-                    rate,
-                    eps: 1e-7,
-                    kept_size: ks,
-                    kept_stride: kst,
-                    red_size: rs,
-                    red_stride: rst,
-                };
-                run_kernel(
-                    ctx,
-                    &pipes,
-                    Kernel::NormConstraint,
-                    false,
-                    1,
-                    bytemuck::bytes_of(&p),
-                    &[(2, Buf::InOut(f32s(&flat)))],
-                    (groups.div_ceil(64), 1, 1),
-                )
-            }
+        let out = match constraint_uniform(&c, offset, &shape) {
+            ConstraintUniform::Clip(p) => run_kernel(
+                ctx,
+                &pipes,
+                Kernel::ClipByValue,
+                false,
+                0,
+                bytemuck::bytes_of(&p),
+                &[(2, Buf::InOut(f32s(&flat)))],
+                (len.div_ceil(64) as u32, 1, 1),
+            ),
+            ConstraintUniform::Norm(p) => run_kernel(
+                ctx,
+                &pipes,
+                Kernel::NormConstraint,
+                false,
+                1,
+                bytemuck::bytes_of(&p),
+                &[(2, Buf::InOut(f32s(&flat)))],
+                (p.n_groups.div_ceil(64), 1, 1),
+            ),
         };
         let got = to_f32(&out[0]);
         let mut want = w.clone();
