@@ -251,10 +251,34 @@ fn info(g: GpuArgs) -> Result<()> {
         let l = a.limits();
         println!("  {}", gpu::describe(&a.get_info()));
         println!(
-            "    max_storage_buffer_binding_size {} MiB, max_storage_buffers_per_shader_stage {}, max_compute_workgroups_per_dimension {}",
+            "    limits: storage binding {} MiB (needs the data: 47 MiB for Fashion-MNIST), buffer {} MiB, \
+             {} storage buffers per stage (needs 8), {} workgroups per dimension, {} invocations per workgroup (needs 256), \
+             {} KiB workgroup memory",
             l.max_storage_buffer_binding_size / (1 << 20),
+            l.max_buffer_size / (1 << 20),
             l.max_storage_buffers_per_shader_stage,
-            l.max_compute_workgroups_per_dimension
+            l.max_compute_workgroups_per_dimension,
+            l.max_compute_invocations_per_workgroup,
+            l.max_compute_workgroup_storage_size / 1024,
+        );
+        let f = a.features();
+        let optional = [
+            (wgpu::Features::TIMESTAMP_QUERY, "timestamp-query"),
+            (wgpu::Features::SUBGROUP, "subgroup"),
+            (wgpu::Features::SHADER_F16, "shader-f16"),
+        ];
+        let found: Vec<&str> = optional
+            .iter()
+            .filter(|(flag, _)| f.contains(*flag))
+            .map(|(_, n)| *n)
+            .collect();
+        println!(
+            "    optional features present: {} (clampnet requests none: baseline WebGPU only)",
+            if found.is_empty() {
+                "none".to_string()
+            } else {
+                found.join(", ")
+            }
         );
     }
     match gpu::portability::check_all() {

@@ -331,3 +331,49 @@ fn bad_checkpoints_and_data_are_refused_and_good_checkpoints_survive() {
         "the good checkpoint is untouched"
     );
 }
+
+#[test]
+fn vulkan_and_gl_backends_agree() {
+    // The same short run (63 shuffled steps from the same weights) on the two backends that Mesa provides
+    // headless: lavapipe (Vulkan) and llvmpipe through EGL (GL). Skipped where a backend is absent or
+    // WGPU_BACKEND pins one.
+    if std::env::var_os("WGPU_BACKEND").is_some() {
+        return;
+    }
+    let dir = tempdir("backends");
+    let init = common::fixture("keras_init.safetensors");
+    let mut weights = Vec::new();
+    for backend in ["vulkan", "gl"] {
+        let out = dir.join(format!("{backend}.safetensors"));
+        let o = clampnet(&[
+            "train",
+            "--backend",
+            backend,
+            "--init",
+            init.to_str().unwrap(),
+            "--limit-train",
+            "2000",
+            "--limit-test",
+            "500",
+            "--epochs",
+            "1",
+            "--seed",
+            "3",
+            "--quiet",
+            "--json",
+            "--save",
+            out.to_str().unwrap(),
+        ]);
+        assert!(o.status.success(), "{backend}: {}", stderr(&o));
+        let json: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        weights.push((json, clampnet::checkpoint::load(&out).unwrap().0));
+    }
+    let (vk, gl) = (&weights[0], &weights[1]);
+    for ((name, _, a), (_, _, b)) in vk.1.iter().zip(&gl.1) {
+        common::assert_close(&format!("{name}: vulkan vs gl"), a, b, 1e-4, 0.0);
+    }
+    for key in ["train_loss", "test_loss"] {
+        let (a, b) = (vk.0[key].as_f64().unwrap(), gl.0[key].as_f64().unwrap());
+        assert!((a - b).abs() <= 1e-4 * a.abs(), "{key}: vulkan {a}, gl {b}");
+    }
+}

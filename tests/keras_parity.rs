@@ -137,7 +137,13 @@ fn weights_after_one_and_three_steps_match_keras_for_every_preset() {
         // The loss Keras reports, regularization included. It is sensitive: after unit_norm it moves
         // 5e-5 for a 6e-7 change of the conv kernel, which an approximate GPU pow() in Adam's alpha
         // caused before alpha came from the host.
-        assert_close(&format!("{name} losses"), &losses, &k["losses"].1, 1e-5, 1e-5);
+        assert_close(
+            &format!("{name} losses"),
+            &losses,
+            &k["losses"].1,
+            1e-5,
+            1e-5,
+        );
     }
 }
 

@@ -841,3 +841,45 @@ fn accumulate_sums_metrics_and_advances_state() {
     let m: U::Metrics = bytemuck::pod_read_unaligned(&out[0]);
     assert_eq!(m.nonfinite, 1);
 }
+
+#[test]
+fn grids_above_65535_workgroups_fold_into_a_second_dimension() {
+    let (ctx, _g) = gpu();
+    let pipes = Pipelines::new(ctx).unwrap();
+    let len: usize = 65_535 * 64 + 1_000; // one more workgroup than a dimension holds, and a ragged end
+    let groups = ctx.fold(len.div_ceil(64) as u32);
+    assert!(groups.1 > 1, "{groups:?}");
+    let w: Vec<f32> = (0..len + 64)
+        .map(|i| if i % 2 == 0 { 5.0 } else { -5.0 })
+        .collect();
+    let p = U::ClipParams {
+        start: 0,
+        len: len as u32,
+        lo: -1.0,
+        hi: 1.0,
+        kind: 0,
+        ..Default::default()
+    };
+    let out = run_kernel(
+        ctx,
+        &pipes,
+        Kernel::ClipByValue,
+        false,
+        0,
+        bytemuck::bytes_of(&p),
+        &[(2, Buf::InOut(f32s(&w)))],
+        (groups.0, groups.1, 1),
+    );
+    let got = to_f32(&out[0]);
+    assert!(
+        got[..len]
+            .iter()
+            .enumerate()
+            .all(|(i, &v)| v == if i % 2 == 0 { 1.0 } else { -1.0 }),
+        "every element reached"
+    );
+    assert!(
+        got[len..].iter().all(|v| v.abs() == 5.0),
+        "nothing past the end"
+    );
+}

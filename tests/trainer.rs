@@ -241,3 +241,43 @@ fn constraints_hold_after_every_step_and_never_touch_initial_weights() {
         assert!((n - 1.0).abs() < 1e-5, "filter {o}: norm {n}");
     }
 }
+
+#[test]
+fn data_larger_than_a_storage_binding_is_refused_before_any_upload() {
+    let (ctx, _g) = gpu();
+    let plan = ModelPlan::new(&clampnet::model::ModelSpec::reference()).unwrap();
+    let limit = ctx.limits.max_storage_buffer_binding_size as usize;
+    let n = limit / 784 + 1;
+    let big = Split {
+        images: vec![0; n * 784],
+        labels: vec![0; n],
+        height: 28,
+        width: 28,
+        channels: 1,
+    };
+    let small = Split {
+        images: vec![0; 784],
+        labels: vec![0],
+        height: 28,
+        width: 28,
+        channels: 1,
+    };
+    let w = init_weights(&plan, 0);
+    let e = Trainer::new(
+        ctx,
+        plan,
+        Restrictions::default(),
+        Hyper::default(),
+        32,
+        &big,
+        &small,
+        &w,
+    )
+    .err()
+    .expect("refused")
+    .to_string();
+    assert!(
+        e.contains("max_storage_buffer_binding_size") && e.contains("train images"),
+        "{e}"
+    );
+}

@@ -14,7 +14,10 @@ static LOCK: Mutex<()> = Mutex::new(());
 pub fn gpu() -> (&'static Context, MutexGuard<'static, ()>) {
     let guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let ctx = CTX.get_or_init(|| match Context::new(&GpuOptions::default()) {
-        Ok(c) => c,
+        Ok(c) => {
+            eprintln!("GPU tests on {}", clampnet::gpu::describe(&c.info));
+            c
+        }
         Err(e) => panic!("GPU tests need an adapter (CI installs Mesa lavapipe): {e}"),
     });
     (ctx, guard)
