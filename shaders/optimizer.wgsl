@@ -1,25 +1,32 @@
 // The parameter update, over the flat parameter buffer (every tensor of the model, 64-float aligned).
+// `segments` has one row per tensor: {start, len, l1, l2, proximal}.
 //
 // regularization_loss, one workgroup: reg[0] = sum over segments of l1 * sum|w| + l2 * sum w^2
 //   (Keras' l1 / l2 / l1_l2 regularizers: a sum, no 1/2, not divided by the batch size).
-// adam_update, one invocation per parameter element, fuses:
-//   g += l1 * sign(w) + 2 * l2 * w            (the penalty gradient; sign(0) = 0)
-//   w -= w * weight_decay * lr                (decoupled weight decay, Keras 3 order: before Adam)
+// gradient_sumsq, one workgroup per segment (only with clipnorm / global_clipnorm):
+//   sumsq[s] = sum over the tensor of g_total^2, g_total = g + the penalty gradient (what Keras clips)
+// adam_update, one invocation per parameter element, fuses, in Keras 3's order:
+//   g += l1 * sign(w) + 2 * l2 * w            penalty gradient (sign(0) = 0; no l1 term when proximal)
+//   g = clip(g)                               clipnorm:   g * c / max(||g_tensor||, c)
+//                                             global:     g * c * min(1 / ||g_all||, 1 / c)
+//                                             clipvalue:  min(max(g, -c), c)
+//   w -= w * weight_decay * lr                decoupled weight decay, before the Adam update
 //   m += (g - m) * (1 - beta1);  v += (g^2 - v) * (1 - beta2)
-//   alpha = lr * sqrt(1 - beta2^t) / (1 - beta1^t),  t = step + 1, from `alphas[state.batch]`: the host
-//           computes it per step exactly as Keras does (float32 powf; the GPU's pow is an exp2/log2
-//           approximation, and 1 - beta2^t cancels), one table per epoch
-//   w -= m * alpha / (sqrt(v) + eps)          (eps on the uncorrected sqrt(v): Keras' form, not PyTorch's)
-// The penalty of element i comes from the segment table: a handful of {start, len, l1, l2} rows.
+//   w -= m * alpha / (sqrt(v) + eps)          eps on the uncorrected sqrt(v): Keras' form, not PyTorch's
+//   w = sign(w) * max(|w| - l1 * alpha / (sqrt(v) + eps), 0)     proximal L1 only
+// alpha = lr * sqrt(1 - beta2^t) / (1 - beta1^t) comes from `alphas[state.batch]`: the host computes it
+// per step exactly as Keras does (float32 powf; the GPU's pow is an exp2/log2 approximation, and
+// 1 - beta2^t cancels), one table per epoch.
 
 struct Segment {
     start: u32, len: u32, l1: f32, l2: f32,
+    proximal: u32, _pad0: u32, _pad1: u32, _pad2: u32,
 }
 
 struct AdamParams {
     n: u32, n_segments: u32, lr: f32, beta1: f32,
     beta2: f32, one_minus_beta1: f32, one_minus_beta2: f32, eps: f32,
-    weight_decay: f32, _pad0: u32, _pad1: u32, _pad2: u32,
+    weight_decay: f32, clip_mode: u32, clip_value: f32, _pad0: u32,   // clip_mode: 0 none, 1 norm, 2 global, 3 value
 }
 
 struct State {
@@ -36,8 +43,30 @@ struct State {
 @group(0) @binding(6) var<storage, read_write> v: array<f32>;
 @group(0) @binding(7) var<storage, read_write> reg: array<f32>;
 @group(0) @binding(8) var<storage, read> alphas: array<f32>;     // [steps of this epoch]
+@group(0) @binding(9) var<storage, read_write> sumsq: array<f32>; // [segments]
 
 var<workgroup> partial: array<f32, 256>;
+
+fn workgroup_sum(lid: u32, value: f32) -> f32 {
+    partial[lid] = value;
+    workgroupBarrier();
+    for (var s = 128u; s > 0u; s >>= 1u) {
+        if (lid < s) {
+            partial[lid] += partial[lid + s];
+        }
+        workgroupBarrier();
+    }
+    return partial[0];
+}
+
+// The gradient Keras' optimizer sees for element i of segment seg (weights w): data + penalty.
+fn total_gradient(seg: Segment, g: f32, w: f32) -> f32 {
+    var l1 = seg.l1;
+    if (seg.proximal != 0u) {
+        l1 = 0.0;
+    }
+    return g + l1 * sign(w) + 2.0 * seg.l2 * w;
+}
 
 @compute @workgroup_size(256)
 fn regularization_loss(@builtin(local_invocation_index) lid: u32) {
@@ -49,16 +78,27 @@ fn regularization_loss(@builtin(local_invocation_index) lid: u32) {
             acc += seg.l1 * abs(w) + seg.l2 * w * w;
         }
     }
-    partial[lid] = acc;
-    workgroupBarrier();
-    for (var s = 128u; s > 0u; s >>= 1u) {
-        if (lid < s) {
-            partial[lid] += partial[lid + s];
-        }
-        workgroupBarrier();
-    }
+    let total = workgroup_sum(lid, acc);
     if (lid == 0u) {
-        reg[0] = partial[0];
+        reg[0] = total;
+    }
+}
+
+// grid (n_segments): one workgroup per tensor
+@compute @workgroup_size(256)
+fn gradient_sumsq(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    if (wg.x >= P.n_segments) {
+        return;
+    }
+    let seg = segments[wg.x];
+    var acc = 0.0;
+    for (var i = lid; i < seg.len; i += 256u) {
+        let g = total_gradient(seg, grads[seg.start + i], params[seg.start + i]);
+        acc += g * g;
+    }
+    let total = workgroup_sum(lid, acc);
+    if (lid == 0u) {
+        sumsq[wg.x] = total;
     }
 }
 
@@ -71,11 +111,36 @@ fn adam_update(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw
     }
     var w = params[i];
     var g = grads[i];
-    for (var s = 0u; s < P.n_segments; s++) {
-        let seg = segments[s];
+    var s = 0u;
+    var in_tensor = false;
+    for (var k = 0u; k < P.n_segments; k++) {
+        let seg = segments[k];
         if (i >= seg.start && i < seg.start + seg.len) {
-            g += seg.l1 * sign(w) + 2.0 * seg.l2 * w;
+            s = k;
+            in_tensor = true;
         }
+    }
+    if (!in_tensor) {
+        return;   // alignment padding between tensors
+    }
+    let seg = segments[s];
+    g = total_gradient(seg, g, w);
+    if (P.clip_mode == 1u) {
+        let l2sum = sumsq[s];
+        var l2norm = l2sum;
+        if (l2sum > 0.0) {
+            l2norm = sqrt(l2sum);
+        }
+        g = (g * P.clip_value) / max(l2norm, P.clip_value);
+    } else if (P.clip_mode == 2u) {
+        var total = 0.0;
+        for (var k = 0u; k < P.n_segments; k++) {
+            total += sumsq[k];
+        }
+        let use_norm = sqrt(total);
+        g = g * (P.clip_value * min(1.0 / use_norm, 1.0 / P.clip_value));
+    } else if (P.clip_mode == 3u) {
+        g = min(max(g, -P.clip_value), P.clip_value);
     }
     if (P.weight_decay != 0.0) {
         w -= w * P.weight_decay * P.lr;
@@ -85,5 +150,10 @@ fn adam_update(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw
     let alpha = alphas[state.batch];
     m[i] = mi;
     v[i] = vi;
-    params[i] = w - (mi * alpha) / (sqrt(vi) + P.eps);
+    w = w - (mi * alpha) / (sqrt(vi) + P.eps);
+    if (seg.proximal != 0u) {
+        let threshold = seg.l1 * (alpha / (sqrt(vi) + P.eps));
+        w = sign(w) * max(abs(w) - threshold, 0.0);
+    }
+    params[i] = w;
 }

@@ -5,10 +5,15 @@ use crate::error::{Error, Result};
 use crate::model::{LayerSpec, ModelPlan, Role};
 
 /// `l1 * sum|w| + l2 * sum w^2` (Keras `l1`, `l2`, `l1_l2`).
+///
+/// `proximal` (beyond Keras): the L1 term is not added to the gradient; instead, after the Adam step,
+/// `w <- sign(w) * max(|w| - lr_eff * l1, 0)` with `lr_eff = alpha_t / (sqrt(v) + eps)`, Adam's own
+/// per-element step size, so that L1 produces weights that are exactly zero. The L2 term stays a gradient.
 #[derive(Clone, Copy, Debug, PartialEq, Default)]
 pub struct Regularizer {
     pub l1: f32,
     pub l2: f32,
+    pub proximal: bool,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -34,7 +39,10 @@ pub enum Constraint {
 #[derive(Clone, Debug, PartialEq, Default)]
 pub struct TensorRestriction {
     pub regularizer: Option<Regularizer>,
+    /// applied after every optimizer step (Keras' kernel_constraint / bias_constraint)
     pub constraints: Vec<Constraint>,
+    /// applied once after each epoch (the Keras tutorial's `clip_weights` loop)
+    pub epoch_constraints: Vec<Constraint>,
 }
 
 /// Restrictions by Keras tensor name ("conv2d.kernel", ...).
@@ -82,10 +90,18 @@ impl Restrictions {
                 Preset::None => {}
                 Preset::L1l2 => {
                     if is_conv && kernel {
-                        r.entry(&p.name).regularizer = Some(Regularizer { l1: 0.01, l2: 0.0 });
+                        r.entry(&p.name).regularizer = Some(Regularizer {
+                            l1: 0.01,
+                            l2: 0.0,
+                            proximal: false,
+                        });
                     }
                     if is_dense && kernel {
-                        r.entry(&p.name).regularizer = Some(Regularizer { l1: 0.0, l2: 0.01 });
+                        r.entry(&p.name).regularizer = Some(Regularizer {
+                            l1: 0.0,
+                            l2: 0.01,
+                            proximal: false,
+                        });
                     }
                 }
                 Preset::Clip | Preset::Combo => {
@@ -94,7 +110,11 @@ impl Restrictions {
                             .constraints
                             .push(Constraint::ClipByValue { lo: -1.0, hi: 1.0 });
                         if preset == Preset::Combo && kernel {
-                            r.entry(&p.name).regularizer = Some(Regularizer { l1: 0.0, l2: 0.01 });
+                            r.entry(&p.name).regularizer = Some(Regularizer {
+                                l1: 0.0,
+                                l2: 0.01,
+                                proximal: false,
+                            });
                         }
                     }
                 }
@@ -128,7 +148,7 @@ impl Restrictions {
                     )));
                 }
             }
-            for c in &t.constraints {
+            for c in t.constraints.iter().chain(&t.epoch_constraints) {
                 match c {
                     Constraint::ClipByValue { lo, hi } => {
                         // also rejects NaN bounds

@@ -19,7 +19,20 @@ use crate::gpu::{span, uniforms as U, whole, Context, Dispatch, Kernel, Pipeline
 use crate::model::{Activation, LayerSpec, ModelPlan, Padding, Role, Shape};
 use crate::restrict::{norm_layout, Constraint, Restrictions};
 
-/// Adam hyper-parameters (Keras defaults) and decoupled weight decay.
+/// Gradient clipping, as Keras optimizers take it (at most one of the three).
+#[derive(Clone, Copy, Debug, PartialEq, Default)]
+pub enum GradClip {
+    #[default]
+    None,
+    /// `clipnorm`: each tensor's gradient scaled to L2 norm <= c
+    Norm(f32),
+    /// `global_clipnorm`: all gradients scaled together to global L2 norm <= c
+    GlobalNorm(f32),
+    /// `clipvalue`: each element clipped to [-c, c]
+    Value(f32),
+}
+
+/// Adam hyper-parameters (Keras defaults), decoupled weight decay and gradient clipping.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Hyper {
     pub lr: f32,
@@ -27,6 +40,7 @@ pub struct Hyper {
     pub beta2: f32,
     pub eps: f32,
     pub weight_decay: f32,
+    pub clip: GradClip,
 }
 
 impl Hyper {
@@ -46,6 +60,7 @@ impl Default for Hyper {
             beta2: 0.999,
             eps: 1e-7,
             weight_decay: 0.0,
+            clip: GradClip::None,
         }
     }
 }
@@ -139,6 +154,8 @@ pub struct Trainer<'a> {
     eval_full: Vec<Dispatch>,
     eval_last: Option<Vec<Dispatch>>,
     eval_reg: Option<Dispatch>,
+    /// constraints applied once after each epoch
+    epoch_end: Vec<Dispatch>,
     /// optimizer steps done (Keras `iterations`)
     pub step: u64,
 }
@@ -156,7 +173,10 @@ struct Work {
     grads: wgpu::Buffer,
     segments: wgpu::Buffer,
     adam_uniform: wgpu::Buffer,
+    sumsq: wgpu::Buffer,
     n_segments: u32,
+    any_penalty: bool,
+    clip_by_norm: bool,
 }
 
 impl<'a> Trainer<'a> {
@@ -286,23 +306,43 @@ impl<'a> Trainer<'a> {
             });
         }
         check("input batch", (b * model.input_len() * 4) as u64)?;
-        let mut segs: Vec<U::Segment> = Vec::new();
-        for (name, t) in &restrictions.tensors {
-            if let Some(r) = t.regularizer {
-                if r.l1 != 0.0 || r.l2 != 0.0 {
-                    let p = model.param(name).expect("validated");
-                    segs.push(U::Segment {
-                        start: p.offset as u32,
-                        len: p.len as u32,
-                        l1: r.l1,
-                        l2: r.l2,
-                    });
+        // one segment per tensor: its span and penalties
+        let segs: Vec<U::Segment> = model
+            .params
+            .iter()
+            .map(|p| {
+                let r = restrictions
+                    .get(&p.name)
+                    .and_then(|t| t.regularizer)
+                    .unwrap_or_default();
+                U::Segment {
+                    start: p.offset as u32,
+                    len: p.len as u32,
+                    l1: r.l1,
+                    l2: r.l2,
+                    proximal: r.proximal as u32,
+                    ..Default::default()
                 }
-            }
-        }
+            })
+            .collect();
         let n_segments = segs.len() as u32;
-        if segs.is_empty() {
-            segs.push(U::Segment::default());
+        let any_penalty = segs.iter().any(|s| s.l1 != 0.0 || s.l2 != 0.0);
+        let (clip_mode, clip_value) = match hyper.clip {
+            GradClip::None => (0, 0.0),
+            GradClip::Norm(c) => (1, c),
+            GradClip::GlobalNorm(c) => (2, c),
+            GradClip::Value(c) => (3, c),
+        };
+        if clip_mode != 0 && !(clip_value > 0.0 && clip_value.is_finite()) {
+            return Err(Error::Config(format!(
+                "gradient clipping value must be a positive number, got {clip_value}"
+            )));
+        }
+        if !(hyper.weight_decay >= 0.0 && hyper.weight_decay.is_finite()) {
+            return Err(Error::Config(format!(
+                "weight_decay must be >= 0, got {}",
+                hyper.weight_decay
+            )));
         }
         let adam = U::AdamParams {
             n: flat as u32,
@@ -315,6 +355,8 @@ impl<'a> Trainer<'a> {
             one_minus_beta2: (1.0 - hyper.beta2 as f64) as f32,
             eps: hyper.eps,
             weight_decay: hyper.weight_decay,
+            clip_mode,
+            clip_value,
             ..Default::default()
         };
         let work = Work {
@@ -329,7 +371,10 @@ impl<'a> Trainer<'a> {
             grads: ctx.storage_zeroed("grads", (flat * 4) as u64),
             segments: ctx.storage_init("penalty segments", bytemuck::cast_slice(&segs)),
             adam_uniform: ctx.uniform("adam params", &adam),
+            sumsq: ctx.storage_zeroed("gradient sums of squares", (n_segments * 4) as u64),
             n_segments,
+            any_penalty,
+            clip_by_norm: clip_mode == 1 || clip_mode == 2,
         };
         let state = |label| ctx.storage_zeroed(label, 8);
         let metrics = |label| ctx.storage_zeroed(label, 16);
@@ -366,6 +411,7 @@ impl<'a> Trainer<'a> {
             eval_full: Vec::new(),
             eval_last: None,
             eval_reg: None,
+            epoch_end: Vec::new(),
             step: 0,
         };
         let scope = ctx.device.push_error_scope(wgpu::ErrorFilter::Validation);
@@ -374,7 +420,8 @@ impl<'a> Trainer<'a> {
         t.eval_full = t.record(&work, b.min(t.test.n), false);
         let eb = b.min(t.test.n);
         t.eval_last = (!t.test.n.is_multiple_of(eb)).then(|| t.record(&work, t.test.n % eb, false));
-        t.eval_reg = (work.n_segments > 0).then(|| t.reg_dispatch(&work));
+        t.eval_reg = work.any_penalty.then(|| t.reg_dispatch(&work));
+        t.epoch_end = t.constraint_dispatches(true);
         if let Some(e) = pollster::block_on(scope.pop()) {
             return Err(Error::gpu("recording the training step", e));
         }
@@ -832,8 +879,27 @@ impl<'a> Trainer<'a> {
                 }
             }
             // regularization loss on the pre-update weights, then Adam (+penalty), then constraints
-            if w.n_segments > 0 {
+            if w.any_penalty {
                 out.push(self.reg_dispatch(w));
+            }
+            if w.clip_by_norm {
+                out.push(Dispatch {
+                    kernel: Kernel::GradientSumsq,
+                    gate: false,
+                    bind_group: pipes.bind(
+                        ctx,
+                        Kernel::GradientSumsq,
+                        false,
+                        &[
+                            (0, whole(&w.adam_uniform)),
+                            (1, whole(&w.grads)),
+                            (2, whole(&w.segments)),
+                            (4, whole(&self.params)),
+                            (9, whole(&w.sumsq)),
+                        ],
+                    ),
+                    groups: (w.n_segments, 1, 1),
+                });
             }
             out.push(Dispatch {
                 kernel: Kernel::AdamUpdate,
@@ -851,11 +917,12 @@ impl<'a> Trainer<'a> {
                         (5, whole(&self.m)),
                         (6, whole(&self.v)),
                         (8, whole(&self.alphas)),
+                        (9, whole(&w.sumsq)),
                     ],
                 ),
                 groups: self.groups(self.model.flat_len),
             });
-            out.extend(self.constraint_dispatches());
+            out.extend(self.constraint_dispatches(false));
         }
 
         out.push(Dispatch {
@@ -878,13 +945,19 @@ impl<'a> Trainer<'a> {
         out
     }
 
-    /// The fused constraint passes, in the order the restrictions list them.
-    fn constraint_dispatches(&self) -> Vec<Dispatch> {
+    /// The fused constraint passes, in the order the restrictions list them: those after every step, or
+    /// (`epoch_end`) those after each epoch.
+    fn constraint_dispatches(&self, epoch_end: bool) -> Vec<Dispatch> {
         let ctx = self.ctx;
         let mut out = Vec::new();
         for (name, t) in &self.restrictions.tensors {
             let p = self.model.param(name).expect("validated");
-            for c in &t.constraints {
+            let list = if epoch_end {
+                &t.epoch_constraints
+            } else {
+                &t.constraints
+            };
+            for c in list {
                 out.push(match constraint_uniform(c, p.offset, &p.shape) {
                     ConstraintUniform::Clip(cp) => Dispatch {
                         kernel: Kernel::ClipByValue,
@@ -1003,6 +1076,16 @@ impl<'a> Trainer<'a> {
         }
         if let Some((pslot, pidx, pdone)) = pending.take() {
             last = self.read_metrics(pslot, pidx, epoch, pdone)?;
+        }
+        if !self.epoch_end.is_empty() {
+            let mut enc = ctx.device.create_command_encoder(&Default::default());
+            {
+                let mut pass = enc.begin_compute_pass(&Default::default());
+                for d in &self.epoch_end {
+                    d.encode(&mut pass, &self.pipes);
+                }
+            }
+            ctx.queue.submit([enc.finish()]);
         }
         let train_seconds = start.elapsed().as_secs_f64();
         self.step += steps as u64;

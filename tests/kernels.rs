@@ -537,35 +537,51 @@ fn gather_matches_twin() {
 }
 
 #[test]
-fn adam_with_penalties_and_regularization_loss_match_twin() {
+fn adam_with_penalties_clipping_and_proximal_l1_matches_twin() {
+    use clampnet::restrict::Regularizer;
+    use clampnet::train::{GradClip, Hyper};
     let (ctx, _g) = gpu();
     let pipes = Pipelines::new(ctx).unwrap();
     let mut rng = TestRng::new(8);
     let n = 301usize;
-    // three segments with different penalties; elements outside them have none; w has exact zeros
-    let segs = [
-        U::Segment {
-            start: 0,
-            len: 64,
+    // four tensors with different penalties (one proximal), and alignment padding between two of them
+    let regs = [
+        Regularizer {
             l1: 0.01,
             l2: 0.0,
+            proximal: false,
         },
-        U::Segment {
-            start: 64,
-            len: 100,
+        Regularizer {
             l1: 0.0,
             l2: 0.02,
+            proximal: false,
         },
-        U::Segment {
-            start: 192,
-            len: 77,
+        Regularizer {
             l1: 0.003,
             l2: 0.005,
+            proximal: true,
         },
+        Regularizer::default(),
     ];
+    let spans = [(0usize, 64usize), (64, 100), (192, 77), (269, 32)];
+    let segs: Vec<U::Segment> = spans
+        .iter()
+        .zip(&regs)
+        .map(|(&(start, len), r)| U::Segment {
+            start: start as u32,
+            len: len as u32,
+            l1: r.l1,
+            l2: r.l2,
+            proximal: r.proximal as u32,
+            ..Default::default()
+        })
+        .collect();
     let mut w = rand_vec(&mut rng, n, 0.5);
     for i in (0..n).step_by(17) {
         w[i] = 0.0;
+    }
+    for i in (192..269).step_by(3) {
+        w[i] *= 1e-4; // below the proximal threshold
     }
     let m = rand_vec(&mut rng, n, 0.01);
     let v: Vec<f32> = rand_vec(&mut rng, n, 0.001)
@@ -576,11 +592,24 @@ fn adam_with_penalties_and_regularization_loss_match_twin() {
     for i in (0..n).step_by(5) {
         g[i] *= 1e-6; // tiny gradients, where eps matters
     }
-    for (wd, step) in [(0.0f32, 0u32), (0.004, 6), (0.0, 999)] {
-        let h = clampnet::train::Hyper {
+    let cases = [
+        (0.0f32, GradClip::None, 0u32),
+        (0.004, GradClip::Norm(0.3), 6),
+        (0.0, GradClip::GlobalNorm(0.4), 999),
+        (0.01, GradClip::Value(0.02), 2),
+    ];
+    for (wd, clip, step) in cases {
+        let h = Hyper {
             lr: 3e-3,
             weight_decay: wd,
+            clip,
             ..Default::default()
+        };
+        let (clip_mode, clip_value) = match clip {
+            GradClip::None => (0, 0.0),
+            GradClip::Norm(c) => (1, c),
+            GradClip::GlobalNorm(c) => (2, c),
+            GradClip::Value(c) => (3, c),
         };
         let p = U::AdamParams {
             n: n as u32,
@@ -592,8 +621,45 @@ fn adam_with_penalties_and_regularization_loss_match_twin() {
             one_minus_beta2: (1.0 - h.beta2 as f64) as f32,
             eps: h.eps,
             weight_decay: wd,
+            clip_mode,
+            clip_value,
             ..Default::default()
         };
+        // gradient sums of squares per tensor (what clipnorm and global_clipnorm read)
+        let sumsq = run_kernel(
+            ctx,
+            &pipes,
+            Kernel::GradientSumsq,
+            false,
+            0,
+            bytemuck::bytes_of(&p),
+            &[
+                (1, Buf::In(f32s(&g))),
+                (2, Buf::In(bytemuck::cast_slice(&segs))),
+                (4, Buf::In(f32s(&w))),
+                (9, Buf::Out(segs.len())),
+            ],
+            (segs.len() as u32, 1, 1),
+        )
+        .remove(0);
+        // twin: penalty gradient per tensor, Keras' clipping over all of them, then Adam (+ prox)
+        let mut total: Vec<Vec<f32>> = spans
+            .iter()
+            .zip(&regs)
+            .map(|(&(s, l), r)| r::total_gradient(&w[s..s + l], &g[s..s + l], r))
+            .collect();
+        let want_sumsq: Vec<f64> = total
+            .iter()
+            .map(|t| t.iter().map(|&x| x as f64 * x as f64).sum())
+            .collect();
+        assert_close64(
+            "gradient sums of squares",
+            &f64s(&sumsq),
+            &want_sumsq,
+            1e-9,
+            1e-5,
+        );
+        r::clip_gradients(&mut total, clip);
         // the alpha table of an epoch; state.batch picks this step's entry
         let state = U::State { step, batch: 2 };
         let alphas = [0.0, 0.0, h.alpha(step as u64 + 1), 0.0];
@@ -612,47 +678,39 @@ fn adam_with_penalties_and_regularization_loss_match_twin() {
                 (5, Buf::InOut(f32s(&m))),
                 (6, Buf::InOut(f32s(&v))),
                 (8, Buf::In(f32s(&alphas))),
+                (9, Buf::In(&sumsq)),
             ],
             (n.div_ceil(64) as u32, 1, 1),
         );
-        // twin, per segment (and the unpenalised elements)
         let (mut tw, mut tm, mut tv) = (w.clone(), m.clone(), v.clone());
-        let mut covered = vec![false; n];
-        for s in &segs {
-            let rg = s.start as usize..(s.start + s.len) as usize;
-            rg.clone().for_each(|i| covered[i] = true);
+        for (k, &(s, l)) in spans.iter().enumerate() {
+            let prox = if regs[k].proximal { regs[k].l1 } else { 0.0 };
             r::adam_update(
-                &mut tw[rg.clone()],
-                &g[rg.clone()],
-                &mut tm[rg.clone()],
-                &mut tv[rg.clone()],
+                &mut tw[s..s + l],
+                &total[k],
+                &mut tm[s..s + l],
+                &mut tv[s..s + l],
                 step as u64 + 1,
                 &h,
-                s.l1,
-                s.l2,
+                prox,
             );
         }
-        for i in (0..n).filter(|&i| !covered[i]) {
-            r::adam_update(
-                &mut tw[i..i + 1],
-                &g[i..i + 1],
-                &mut tm[i..i + 1],
-                &mut tv[i..i + 1],
-                step as u64 + 1,
-                &h,
-                0.0,
-                0.0,
-            );
-        }
-        assert_close(
-            &format!("adam w (step {step}, wd {wd})"),
-            &to_f32(&out[0]),
-            &tw,
-            1e-9,
-            1e-6,
+        let what = format!("adam (step {step}, wd {wd}, {clip:?})");
+        assert_close(&format!("{what} w"), &to_f32(&out[0]), &tw, 1e-8, 1e-5);
+        assert_close(&format!("{what} m"), &to_f32(&out[1]), &tm, 1e-9, 1e-5);
+        assert_close(&format!("{what} v"), &to_f32(&out[2]), &tv, 1e-10, 1e-5);
+        let zeros = to_f32(&out[0])[192..269]
+            .iter()
+            .filter(|&&x| x == 0.0)
+            .count();
+        assert!(
+            zeros >= 5,
+            "{what}: proximal L1 leaves exact zeros ({zeros})"
         );
-        assert_close("adam m", &to_f32(&out[1]), &tm, 1e-9, 1e-6);
-        assert_close("adam v", &to_f32(&out[2]), &tv, 1e-10, 1e-6);
+        assert!(
+            to_f32(&out[0])[0..64].iter().filter(|&&x| x == 0.0).count() == 0,
+            "{what}: plain L1 leaves none"
+        );
     }
     let p = U::AdamParams {
         n: n as u32,
@@ -673,11 +731,10 @@ fn adam_with_penalties_and_regularization_loss_match_twin() {
         ],
         (1, 1, 1),
     );
-    let want: f64 = segs
+    let want: f64 = spans
         .iter()
-        .map(|s| {
-            r::regularization_loss(&w[s.start as usize..(s.start + s.len) as usize], s.l1, s.l2)
-        })
+        .zip(&regs)
+        .map(|(&(s, l), r)| r::regularization_loss(&w[s..s + l], r.l1, r.l2))
         .sum();
     assert_close64("regularization loss", &f64s(&reg[0]), &[want], 1e-6, 1e-5);
 }

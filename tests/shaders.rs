@@ -70,10 +70,13 @@ fn uniform_structs_match_their_rust_twins() {
             "LossParams",
             layout!(U::LossParams; batch, classes, advance, _pad),
         ),
-        ("Segment", layout!(U::Segment; start, len, l1, l2)),
+        (
+            "Segment",
+            layout!(U::Segment; start, len, l1, l2, proximal, _pad0, _pad1, _pad2),
+        ),
         (
             "AdamParams",
-            layout!(U::AdamParams; n, n_segments, lr, beta1, beta2, one_minus_beta1, one_minus_beta2, eps, weight_decay, _pad0, _pad1, _pad2),
+            layout!(U::AdamParams; n, n_segments, lr, beta1, beta2, one_minus_beta1, one_minus_beta2, eps, weight_decay, clip_mode, clip_value, _pad0),
         ),
         (
             "ClipParams",

@@ -7,7 +7,7 @@ use clampnet::data::Split;
 use clampnet::model::ModelPlan;
 use clampnet::reference as r;
 use clampnet::restrict::{Constraint, Regularizer, Restrictions};
-use clampnet::train::{epoch_order, init_weights, Hyper, Trainer};
+use clampnet::train::{epoch_order, init_weights, GradClip, Hyper, Trainer};
 use common::*;
 
 fn random_split(rng: &mut TestRng, n: usize, plan: &ModelPlan) -> Split {
@@ -30,19 +30,28 @@ fn restrictions(plan: &ModelPlan) -> Restrictions {
     let mut res = Restrictions::default();
     let kinds = [
         (
-            Some(Regularizer { l1: 0.01, l2: 0.0 }),
+            Some(Regularizer {
+                l1: 0.01,
+                l2: 0.0,
+                proximal: false,
+            }),
             vec![Constraint::UnitNorm {
                 axes: vec![0, 1, 2],
             }],
         ),
         (
-            Some(Regularizer { l1: 0.0, l2: 0.02 }),
+            Some(Regularizer {
+                l1: 0.0,
+                l2: 0.02,
+                proximal: false,
+            }),
             vec![Constraint::NonNeg],
         ),
         (
             Some(Regularizer {
                 l1: 0.003,
                 l2: 0.004,
+                proximal: true,
             }),
             vec![Constraint::ClipByValue {
                 lo: -0.05,
@@ -67,6 +76,15 @@ fn restrictions(plan: &ModelPlan) -> Restrictions {
         ),
     ];
     for (i, p) in plan.params.iter().enumerate() {
+        if i == 1 {
+            // the tutorial's once-per-epoch clip, on the first bias
+            res.entry(&p.name)
+                .epoch_constraints
+                .push(Constraint::ClipByValue {
+                    lo: -0.002,
+                    hi: 0.002,
+                });
+        }
         let (reg, cons) = kinds[i % kinds.len()].clone();
         let e = res.entry(&p.name);
         e.regularizer = reg;
@@ -89,8 +107,16 @@ fn trainer_matches_twin_on_odd_models() {
         let train = random_split(&mut rng, n_train, &plan);
         let test = random_split(&mut rng, n_test, &plan);
         let res = restrictions(&plan);
+        // each model also exercises one of Keras' gradient clippings, and weight decay
+        let clip = [
+            GradClip::Norm(0.05),
+            GradClip::GlobalNorm(0.1),
+            GradClip::Value(0.002),
+        ][mi % 3];
         let h = Hyper {
             lr: 3e-3,
+            weight_decay: 0.05,
+            clip,
             ..Hyper::default()
         };
         let w0 = init_weights(&plan, mi as u64);
@@ -128,6 +154,7 @@ fn trainer_matches_twin_on_odd_models() {
                     r::reference_step(&plan, &res, &h, &mut w, &mut m, &mut v, step, &x, &y)
                         * rows as f64;
             }
+            r::reference_epoch_end(&plan, &res, &mut w);
             let what = format!("model {mi} epoch {epoch}");
             assert_close64(
                 &format!("{what} train loss"),

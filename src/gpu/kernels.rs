@@ -34,13 +34,14 @@ pub enum Kernel {
     SoftmaxXent,
     Accumulate,
     RegularizationLoss,
+    GradientSumsq,
     AdamUpdate,
     ClipByValue,
     NormConstraint,
 }
 
 impl Kernel {
-    pub const ALL: [Kernel; 17] = [
+    pub const ALL: [Kernel; 18] = [
         Kernel::GatherBatch,
         Kernel::Conv2dForward,
         Kernel::Conv2dWeightPartials,
@@ -55,6 +56,7 @@ impl Kernel {
         Kernel::SoftmaxXent,
         Kernel::Accumulate,
         Kernel::RegularizationLoss,
+        Kernel::GradientSumsq,
         Kernel::AdamUpdate,
         Kernel::ClipByValue,
         Kernel::NormConstraint,
@@ -78,6 +80,7 @@ impl Kernel {
             SoftmaxXent => ("loss.wgsl", "softmax_xent"),
             Accumulate => ("loss.wgsl", "accumulate"),
             RegularizationLoss => ("optimizer.wgsl", "regularization_loss"),
+            GradientSumsq => ("optimizer.wgsl", "gradient_sumsq"),
             AdamUpdate => ("optimizer.wgsl", "adam_update"),
             ClipByValue => ("constraints.wgsl", "clip_by_value"),
             NormConstraint => ("constraints.wgsl", "norm_constraint"),
@@ -180,6 +183,10 @@ pub mod uniforms {
         pub len: u32,
         pub l1: f32,
         pub l2: f32,
+        pub proximal: u32,
+        pub _pad0: u32,
+        pub _pad1: u32,
+        pub _pad2: u32,
     }
 
     #[repr(C)]
@@ -194,9 +201,9 @@ pub mod uniforms {
         pub one_minus_beta2: f32,
         pub eps: f32,
         pub weight_decay: f32,
+        pub clip_mode: u32,
+        pub clip_value: f32,
         pub _pad0: u32,
-        pub _pad1: u32,
-        pub _pad2: u32,
     }
 
     #[repr(C)]
@@ -250,7 +257,7 @@ pub mod uniforms {
     const _: () = assert!(std::mem::size_of::<PoolParams>() == 32);
     const _: () = assert!(std::mem::size_of::<DenseParams>() == 16);
     const _: () = assert!(std::mem::size_of::<LossParams>() == 16);
-    const _: () = assert!(std::mem::size_of::<Segment>() == 16);
+    const _: () = assert!(std::mem::size_of::<Segment>() == 32);
     const _: () = assert!(std::mem::size_of::<AdamParams>() == 48);
     const _: () = assert!(std::mem::size_of::<ClipParams>() == 32);
     const _: () = assert!(std::mem::size_of::<NormParams>() == 96);

@@ -151,13 +151,13 @@ impl Context {
         })
     }
 
-    /// The first uncaptured GPU error or device loss since start-up, as an error.
+    /// The first uncaptured GPU error or device loss since the last check, as an error (reported once).
     pub fn check(&self) -> Result<()> {
         match self
             .failure
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .as_ref()
+            .take()
         {
             None => Ok(()),
             Some(msg) => Err(Error::gpu(format!("on {}", self.info.name), msg)),

@@ -4,7 +4,7 @@
 use super::layers::*;
 use super::optim::*;
 use crate::model::{Activation, LayerSpec, ModelPlan, Padding, Shape};
-use crate::restrict::Restrictions;
+use crate::restrict::{Regularizer, Restrictions};
 use crate::train::Hyper;
 
 pub struct Forward {
@@ -166,7 +166,8 @@ pub fn model_loss_grads(
 }
 
 /// One full training step, the GPU order: loss and gradients, regularization loss on the pre-update
-/// weights, Adam with the penalty folded in, then constraints. Returns the loss Keras reports.
+/// weights, penalty gradients, gradient clipping, weight decay + Adam (+ proximal L1), then the
+/// per-step constraints. Returns the loss Keras reports.
 #[allow(clippy::too_many_arguments)]
 pub fn reference_step(
     plan: &ModelPlan,
@@ -185,16 +186,26 @@ pub fn reference_step(
         .collect();
     let x64: Vec<f64> = x.iter().map(|&v| v as f64).collect();
     let (loss, grads, _, _) = model_loss_grads(plan, &w64, &x64, labels);
+    let regs: Vec<Regularizer> = plan
+        .params
+        .iter()
+        .map(|p| {
+            r.get(&p.name)
+                .and_then(|t| t.regularizer)
+                .unwrap_or_default()
+        })
+        .collect();
     let mut reg = 0.0;
-    for (i, p) in plan.params.iter().enumerate() {
-        let tr = r.get(&p.name);
-        let (l1, l2) = tr
-            .and_then(|t| t.regularizer)
-            .map(|g| (g.l1, g.l2))
-            .unwrap_or((0.0, 0.0));
-        reg += regularization_loss(&weights[i], l1, l2);
-        let g32: Vec<f32> = grads[i].iter().map(|&g| g as f32).collect();
-        adam_update(&mut weights[i], &g32, &mut m[i], &mut v[i], t, h, l1, l2);
+    let mut total: Vec<Vec<f32>> = Vec::new();
+    for (i, g) in grads.iter().enumerate() {
+        reg += regularization_loss(&weights[i], regs[i].l1, regs[i].l2);
+        let g32: Vec<f32> = g.iter().map(|&g| g as f32).collect();
+        total.push(total_gradient(&weights[i], &g32, &regs[i]));
+    }
+    clip_gradients(&mut total, h.clip);
+    for i in 0..plan.params.len() {
+        let prox = if regs[i].proximal { regs[i].l1 } else { 0.0 };
+        adam_update(&mut weights[i], &total[i], &mut m[i], &mut v[i], t, h, prox);
     }
     for (i, p) in plan.params.iter().enumerate() {
         if let Some(tr) = r.get(&p.name) {
@@ -204,4 +215,15 @@ pub fn reference_step(
         }
     }
     loss + reg
+}
+
+/// The constraints that run once after each epoch.
+pub fn reference_epoch_end(plan: &ModelPlan, r: &Restrictions, weights: &mut [Vec<f32>]) {
+    for (i, p) in plan.params.iter().enumerate() {
+        if let Some(tr) = r.get(&p.name) {
+            for c in &tr.epoch_constraints {
+                apply_constraint(&mut weights[i], &p.shape, c);
+            }
+        }
+    }
 }

@@ -1,11 +1,54 @@
 //! Optimizer and restriction twins: Adam with the penalty gradient folded in (f32, Keras' float32
 //! arithmetic and order), regularization loss, and the constraints over Keras axes.
 
-use crate::restrict::Constraint;
-use crate::train::Hyper;
+use crate::restrict::{Constraint, Regularizer};
+use crate::train::{GradClip, Hyper};
 
-/// One Adam step on a tensor, `t` = step number starting at 1. `g` is the data-loss gradient; the
-/// penalty gradient `l1 * sign(w) + 2 * l2 * w` is added here, as the shader does.
+/// The gradient Keras' optimizer sees: the data gradient plus the penalty gradient
+/// `l1 * sign(w) + 2 * l2 * w` (no L1 term in proximal mode, where a soft-threshold replaces it).
+pub fn total_gradient(w: &[f32], g: &[f32], reg: &Regularizer) -> Vec<f32> {
+    let l1 = if reg.proximal { 0.0 } else { reg.l1 };
+    w.iter()
+        .zip(g)
+        .map(|(&wi, &gi)| {
+            let sign = if wi > 0.0 {
+                1.0
+            } else if wi < 0.0 {
+                -1.0
+            } else {
+                0.0
+            };
+            gi + l1 * sign + 2.0 * reg.l2 * wi
+        })
+        .collect()
+}
+
+/// Keras' gradient clipping over all tensors' gradients (`BaseOptimizer._clip_gradients`).
+pub fn clip_gradients(grads: &mut [Vec<f32>], clip: GradClip) {
+    let sumsq = |g: &[f32]| g.iter().map(|&x| x as f64 * x as f64).sum::<f64>();
+    match clip {
+        GradClip::None => {}
+        GradClip::Norm(c) => {
+            for g in grads.iter_mut() {
+                let l2norm = sumsq(g).sqrt() as f32;
+                g.iter_mut().for_each(|x| *x = (*x * c) / l2norm.max(c));
+            }
+        }
+        GradClip::GlobalNorm(c) => {
+            let use_norm = grads.iter().map(|g| sumsq(g)).sum::<f64>().sqrt() as f32;
+            let scale = c * (1.0 / use_norm).min(1.0 / c);
+            grads
+                .iter_mut()
+                .for_each(|g| g.iter_mut().for_each(|x| *x *= scale));
+        }
+        GradClip::Value(c) => grads
+            .iter_mut()
+            .for_each(|g| g.iter_mut().for_each(|x| *x = x.max(-c).min(c))),
+    }
+}
+
+/// One Adam step on a tensor, `t` = step number starting at 1, `g` the (penalised, clipped) gradient;
+/// decoupled weight decay first, and the proximal L1 soft-threshold after, when `prox_l1` > 0.
 #[allow(clippy::too_many_arguments)]
 pub fn adam_update(
     w: &mut [f32],
@@ -14,28 +57,25 @@ pub fn adam_update(
     v: &mut [f32],
     t: u64,
     h: &Hyper,
-    l1: f32,
-    l2: f32,
+    prox_l1: f32,
 ) {
     let one_minus_b1 = (1.0 - h.beta1 as f64) as f32;
     let one_minus_b2 = (1.0 - h.beta2 as f64) as f32;
     let alpha = h.alpha(t);
     for i in 0..w.len() {
         let mut wi = w[i];
-        let sign = if wi > 0.0 {
-            1.0
-        } else if wi < 0.0 {
-            -1.0
-        } else {
-            0.0
-        };
-        let gi = g[i] + l1 * sign + 2.0 * l2 * wi;
+        let gi = g[i];
         if h.weight_decay != 0.0 {
             wi -= wi * h.weight_decay * h.lr;
         }
         m[i] += (gi - m[i]) * one_minus_b1;
         v[i] += (gi * gi - v[i]) * one_minus_b2;
-        w[i] = wi - (m[i] * alpha) / (v[i].sqrt() + h.eps);
+        wi -= (m[i] * alpha) / (v[i].sqrt() + h.eps);
+        if prox_l1 > 0.0 {
+            let threshold = prox_l1 * (alpha / (v[i].sqrt() + h.eps));
+            wi = wi.signum() * (wi.abs() - threshold).max(0.0);
+        }
+        w[i] = wi;
     }
 }
 
