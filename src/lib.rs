@@ -6,16 +6,19 @@
 //! - [`gpu`]: the only module that talks to wgpu (context, pipelines, kernel table, uniforms)
 //! - [`model`]: the sequential model description and its parameter table
 //! - [`restrict`]: regularizers, constraints, presets
+//! - [`config`]: model and training configuration files (TOML, Keras vocabulary)
 //! - [`train`]: the GPU trainer
 //! - [`reference`]: plain-Rust twins of every shader, used by the tests
 //! - [`data`], [`checkpoint`]: IDX datasets and safetensors checkpoints in Keras layout
 
 pub mod checkpoint;
+pub mod config;
 pub mod data;
 pub mod error;
 pub mod gpu;
 pub mod model;
 pub mod reference;
+pub mod report;
 pub mod restrict;
 pub mod train;
 

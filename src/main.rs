@@ -9,9 +9,10 @@ use serde_json::json;
 use clampnet::checkpoint;
 use clampnet::data;
 use clampnet::gpu::{self, Context, GpuOptions};
-use clampnet::model::{ModelPlan, ModelSpec};
+use clampnet::model::ModelPlan;
 use clampnet::restrict::{Preset, Restrictions};
-use clampnet::train::{epoch_order, init_weights, Hyper, Trainer};
+use clampnet::config::Config;
+use clampnet::train::{epoch_order, init_weights, Trainer};
 use clampnet::{Error, Result};
 
 #[derive(Parser)]
@@ -50,6 +51,14 @@ enum Command {
     Train(TrainArgs),
     /// List the GPU adapters and the one `train` would pick
     Info(GpuArgs),
+    /// Print per-tensor statistics of a checkpoint: max |w|, fraction of exact zeros, filter norms
+    Inspect {
+        /// a safetensors checkpoint
+        file: PathBuf,
+        /// {"tensors": [{"name", "shape", "max_abs", "zero_fraction", "filter_norm_min", "filter_norm_max"}]}
+        #[arg(long)]
+        json: bool,
+    },
     /// Cut the embedded sample (first N train / test images, gzip IDX) from a full Fashion-MNIST folder
     MakeSample {
         /// folder with the four IDX files
@@ -66,23 +75,29 @@ enum Command {
 
 #[derive(Args)]
 struct TrainArgs {
+    /// Model, restrictions, optimizer and training settings (TOML, Keras vocabulary; see configs/).
+    /// Flags given beside it override its values
+    #[arg(long)]
+    config: Option<PathBuf>,
     /// Folder with the four IDX files (raw or .gz). Default: $CLAMPNET_DATA, then
     /// /usr/share/datasets/fashion-mnist, then the embedded 4,000-image sample
     #[arg(long)]
     data: Option<PathBuf>,
-    /// Kernel restrictions: none, l1l2, clip, unitnorm, combo
-    #[arg(long, value_enum, default_value_t = Preset::None)]
-    preset: Preset,
-    #[arg(long, default_value_t = 3)]
-    epochs: usize,
-    #[arg(long, default_value_t = 32)]
-    batch_size: usize,
-    /// Adam learning rate
-    #[arg(long, default_value_t = 1e-3)]
-    lr: f32,
-    /// Seed for the initial weights and the epoch shuffles
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
+    /// Kernel restrictions on the reference model: none, l1l2, clip, unitnorm, combo [default: none]
+    #[arg(long, value_enum, conflicts_with = "config")]
+    preset: Option<Preset>,
+    /// Epochs to train [default: 3]
+    #[arg(long)]
+    epochs: Option<usize>,
+    /// [default: 32]
+    #[arg(long)]
+    batch_size: Option<usize>,
+    /// Adam learning rate [default: 0.001]
+    #[arg(long)]
+    lr: Option<f32>,
+    /// Seed for the initial weights and the epoch shuffles [default: 0]
+    #[arg(long)]
+    seed: Option<u64>,
     /// Keep the file order (no shuffling between epochs)
     #[arg(long)]
     no_shuffle: bool,
@@ -115,6 +130,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Train(a) => train(a),
         Command::Info(g) => info(g),
+        Command::Inspect { file, json } => inspect(&file, json),
         Command::MakeSample {
             from,
             train,
@@ -132,21 +148,37 @@ fn main() -> ExitCode {
 }
 
 fn train(a: TrainArgs) -> Result<()> {
-    if a.epochs == 0 {
+    // the file (or the reference model with a preset), then the flags
+    let mut cfg = match &a.config {
+        Some(path) => Config::load(path)?,
+        None => Config::reference(),
+    };
+    let plan = ModelPlan::new(&cfg.model)?;
+    if let Some(p) = a.preset {
+        cfg.restrictions = Restrictions::preset(p, &plan);
+    }
+    cfg.epochs = a.epochs.unwrap_or(cfg.epochs);
+    cfg.batch_size = a.batch_size.unwrap_or(cfg.batch_size);
+    cfg.hyper.lr = a.lr.unwrap_or(cfg.hyper.lr);
+    cfg.seed = a.seed.unwrap_or(cfg.seed);
+    cfg.shuffle = cfg.shuffle && !a.no_shuffle;
+    if cfg.epochs == 0 {
         return Err(Error::Config("--epochs must be at least 1".into()));
     }
-    if a.batch_size == 0 {
+    if cfg.batch_size == 0 {
         return Err(Error::Config("--batch-size must be at least 1".into()));
     }
-    if !(a.lr > 0.0 && a.lr.is_finite()) {
-        return Err(Error::Config(format!(
-            "--lr must be a positive number, got {}",
-            a.lr
-        )));
+    if !(cfg.hyper.lr > 0.0 && cfg.hyper.lr.is_finite()) {
+        return Err(Error::Config(format!("--lr must be a positive number, got {}", cfg.hyper.lr)));
     }
-    let spec = ModelSpec::reference();
-    let plan = ModelPlan::new(&spec)?;
-    let restrictions = Restrictions::preset(a.preset, &plan);
+    for w in &cfg.warnings {
+        log::warn!("{w}");
+    }
+    let restrictions = cfg.restrictions.clone();
+    let what = match (&a.config, a.preset) {
+        (Some(p), _) => format!("config {}", p.display()),
+        (None, p) => format!("preset {:?}", p.unwrap_or(Preset::None)).to_lowercase(),
+    };
     let mut ds = data::find_dataset(a.data.as_deref())?;
     if let Some(n) = a.limit_train {
         ds.train.truncate(n);
@@ -165,40 +197,28 @@ fn train(a: TrainArgs) -> Result<()> {
             let (w, _) = checkpoint::load(path)?;
             checkpoint::match_model(path, &w, &plan)?
         }
-        None => init_weights(&plan, a.seed),
+        None => init_weights(&plan, cfg.seed),
     };
     let ctx = Context::new(&a.gpu.options())?;
-    let hyper = Hyper {
-        lr: a.lr,
-        ..Hyper::default()
-    };
-    let mut trainer = Trainer::new(
-        &ctx,
-        plan,
-        restrictions,
-        hyper,
-        a.batch_size,
-        &ds.train,
-        &ds.test,
-        &weights,
-    )?;
+    let mut trainer = Trainer::new(&ctx, plan, restrictions, cfg.hyper, cfg.batch_size, &ds.train, &ds.test, &weights)?;
     if !a.quiet {
         eprintln!(
-            "training {} parameters, preset {:?}, batch {}, {} steps/epoch on {}",
+            "training {} parameters ({what}), batch {}, {} steps/epoch on {}",
             trainer.model.param_count(),
-            a.preset,
-            a.batch_size,
+            cfg.batch_size,
             trainer.steps_per_epoch(),
             ctx.info.name
         );
     }
-    for epoch in 1..=a.epochs {
-        let order = epoch_order(trainer.train_examples(), a.seed, epoch, !a.no_shuffle);
+    let mut report = Vec::new();
+    for epoch in 1..=cfg.epochs {
+        let order = epoch_order(trainer.train_examples(), cfg.seed, epoch, cfg.shuffle);
         let started = std::time::Instant::now();
         let stats = trainer.train_epoch(epoch, &order, &mut |_| {})?;
         let test = trainer.evaluate()?;
         let seconds = started.elapsed().as_secs_f64();
         let ips = stats.train.count as f64 / stats.train_seconds.max(1e-9);
+        report = clampnet::report::restriction_report(&trainer.weights()?, &trainer.restrictions);
         if a.json {
             println!(
                 "{}",
@@ -212,28 +232,43 @@ fn train(a: TrainArgs) -> Result<()> {
                     "train_seconds": stats.train_seconds,
                     "images_per_second": ips,
                     "steps": stats.steps,
+                    "restrictions": report,
                 })
             );
         }
         if !a.quiet {
             eprintln!(
                 "epoch {epoch}/{}: loss {:.4} accuracy {:.4} | test loss {:.4} accuracy {:.4} | {:.1} s ({:.1} s training, {:.0} images/s)",
-                a.epochs, stats.train.loss, stats.train.accuracy, test.loss, test.accuracy, seconds, stats.train_seconds, ips
+                cfg.epochs, stats.train.loss, stats.train.accuracy, test.loss, test.accuracy, seconds, stats.train_seconds, ips
             );
         }
+    }
+    if !a.quiet && !report.is_empty() {
+        eprint!("restrictions after training:\n{}", clampnet::report::table(&report));
     }
     if let Some(path) = &a.save {
         let mut meta = std::collections::HashMap::new();
         meta.insert("format".to_string(), "clampnet-keras-v1".to_string());
-        meta.insert(
-            "preset".to_string(),
-            format!("{:?}", a.preset).to_lowercase(),
-        );
+        meta.insert("trained_with".to_string(), what.clone());
         meta.insert("optimizer_steps".to_string(), trainer.step.to_string());
         checkpoint::save(path, &trainer.weights()?, Some(meta))?;
         if !a.quiet {
             eprintln!("saved {}", path.display());
         }
+    }
+    Ok(())
+}
+
+fn inspect(file: &std::path::Path, as_json: bool) -> Result<()> {
+    let (weights, meta) = checkpoint::load(file)?;
+    let stats: Vec<_> = weights.iter().map(|(n, s, w)| clampnet::report::tensor_stats(n, s, w)).collect();
+    if as_json {
+        println!("{}", json!({ "tensors": stats }));
+    } else {
+        if let Some(t) = meta.get("trained_with") {
+            println!("{}: trained with {t}, {} optimizer steps", file.display(), meta.get("optimizer_steps").map_or("?", |s| s));
+        }
+        print!("{}", clampnet::report::table(&stats));
     }
     Ok(())
 }

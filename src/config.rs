@@ -1,0 +1,463 @@
+//! Model and training configuration files (TOML), in Keras' vocabulary.
+//!
+//! ```toml
+//! [model]
+//! input = [28, 28, 1]
+//!
+//! [[model.layers]]
+//! type = "conv2d"
+//! filters = 32
+//! kernel_size = 3
+//! activation = "relu"
+//! kernel_regularizer = { l1 = 0.01 }
+//! kernel_constraint = { unit_norm = { axis = [0, 1, 2] } }
+//!
+//! [[model.layers]]
+//! type = "max_pool2d"
+//! pool_size = 2
+//!
+//! [[model.layers]]
+//! type = "flatten"
+//!
+//! [[model.layers]]
+//! type = "dense"
+//! units = 10
+//! activation = "softmax"
+//!
+//! [optimizer]          # Adam, Keras defaults
+//! learning_rate = 0.001
+//!
+//! [training]
+//! epochs = 3
+//! batch_size = 32
+//! ```
+//!
+//! Unknown keys and bad values are errors naming the key, the line and what is allowed (serde + toml
+//! report the position; the value checks run inside deserialization so they carry it too).
+
+use std::path::Path;
+
+use serde::{Deserialize, Deserializer};
+
+use crate::error::{Error, Result};
+use crate::model::{Activation, LayerSpec, ModelPlan, ModelSpec, Padding};
+use crate::restrict::{Constraint, Regularizer, Restrictions};
+use crate::train::{GradClip, Hyper};
+
+fn positive_f32<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<f32, D::Error> {
+    let v = f64::deserialize(d)?;
+    if v > 0.0 && v.is_finite() {
+        Ok(v as f32)
+    } else {
+        Err(serde::de::Error::custom(format!("must be a positive number, got {v}")))
+    }
+}
+
+fn opt_positive_f32<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Option<f32>, D::Error> {
+    positive_f32(d).map(Some)
+}
+
+fn non_negative_f32<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<f32, D::Error> {
+    let v = f64::deserialize(d)?;
+    if v >= 0.0 && v.is_finite() {
+        Ok(v as f32)
+    } else {
+        Err(serde::de::Error::custom(format!("must be a number >= 0, got {v}")))
+    }
+}
+
+fn positive_usize<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<usize, D::Error> {
+    let v = usize::deserialize(d)?;
+    if v > 0 {
+        Ok(v)
+    } else {
+        Err(serde::de::Error::custom("must be at least 1"))
+    }
+}
+
+fn opt_positive_usize<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Option<usize>, D::Error> {
+    positive_usize(d).map(Some)
+}
+
+fn beta<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Option<f32>, D::Error> {
+    let v = f64::deserialize(d)?;
+    if (0.0..1.0).contains(&v) {
+        Ok(Some(v as f32))
+    } else {
+        Err(serde::de::Error::custom(format!("must be in [0, 1), got {v}")))
+    }
+}
+
+/// The whole file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    #[serde(default)]
+    pub model: Option<ModelSection>,
+    #[serde(default)]
+    pub optimizer: OptimizerSection,
+    #[serde(default)]
+    pub training: TrainingSection,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSection {
+    /// (H, W, C)
+    #[serde(default = "default_input")]
+    pub input: [usize; 3],
+    pub layers: Vec<LayerConfig>,
+}
+
+fn default_input() -> [usize; 3] {
+    [28, 28, 1]
+}
+
+fn default_pool() -> usize {
+    2
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum LayerConfig {
+    Conv2d {
+        #[serde(deserialize_with = "positive_usize")]
+        filters: usize,
+        #[serde(deserialize_with = "positive_usize")]
+        kernel_size: usize,
+        #[serde(default = "valid")]
+        padding: Padding,
+        #[serde(default = "linear")]
+        activation: Activation,
+        #[serde(default)]
+        kernel_regularizer: Option<RegularizerConfig>,
+        #[serde(default)]
+        bias_regularizer: Option<RegularizerConfig>,
+        #[serde(default)]
+        kernel_constraint: Option<ConstraintConfig>,
+        #[serde(default)]
+        bias_constraint: Option<ConstraintConfig>,
+    },
+    #[serde(rename = "max_pool2d", alias = "max_pooling2d")]
+    MaxPool2d {
+        #[serde(default = "default_pool", deserialize_with = "positive_usize")]
+        pool_size: usize,
+    },
+    Flatten {},
+    Dense {
+        #[serde(deserialize_with = "positive_usize")]
+        units: usize,
+        #[serde(default = "linear")]
+        activation: Activation,
+        #[serde(default)]
+        kernel_regularizer: Option<RegularizerConfig>,
+        #[serde(default)]
+        bias_regularizer: Option<RegularizerConfig>,
+        #[serde(default)]
+        kernel_constraint: Option<ConstraintConfig>,
+        #[serde(default)]
+        bias_constraint: Option<ConstraintConfig>,
+    },
+}
+
+fn valid() -> Padding {
+    Padding::Valid
+}
+
+fn linear() -> Activation {
+    Activation::Linear
+}
+
+/// `{ l1 = .. }`, `{ l2 = .. }`, `{ l1 = .., l2 = .. }`, optionally `proximal = true` (exact-zero L1).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegularizerConfig {
+    #[serde(default, deserialize_with = "non_negative_f32")]
+    pub l1: f32,
+    #[serde(default, deserialize_with = "non_negative_f32")]
+    pub l2: f32,
+    #[serde(default)]
+    pub proximal: bool,
+}
+
+/// Keras' `axis`: one axis or a list.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum Axis {
+    One(usize),
+    Many(Vec<usize>),
+}
+
+impl Axis {
+    fn axes(&self) -> Vec<usize> {
+        match self {
+            Axis::One(a) => vec![*a],
+            Axis::Many(v) => v.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Every {
+    #[default]
+    Step,
+    Epoch,
+}
+
+fn two() -> f32 {
+    2.0
+}
+fn one() -> f32 {
+    1.0
+}
+
+/// A Keras constraint: `{ max_norm = { max_value = 3, axis = [0, 1, 2] } }`, `{ unit_norm = {} }`,
+/// `{ min_max_norm = { .. } }`, `"non_neg"`, `{ clip = { min = -1, max = 1, every = "epoch" } }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum ConstraintConfig {
+    MaxNorm {
+        #[serde(default = "two", deserialize_with = "non_negative_f32")]
+        max_value: f32,
+        #[serde(default)]
+        axis: Option<Axis>,
+    },
+    MinMaxNorm {
+        #[serde(default, deserialize_with = "non_negative_f32")]
+        min_value: f32,
+        #[serde(default = "one", deserialize_with = "non_negative_f32")]
+        max_value: f32,
+        #[serde(default = "one", deserialize_with = "non_negative_f32")]
+        rate: f32,
+        #[serde(default)]
+        axis: Option<Axis>,
+    },
+    UnitNorm {
+        #[serde(default)]
+        axis: Option<Axis>,
+    },
+    NonNeg,
+    Clip(ClipConfig),
+}
+
+/// `{ min = .., max = .., every = "step" | "epoch" }`, checked while parsing (so errors carry the line).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(try_from = "ClipRaw")]
+pub struct ClipConfig {
+    pub min: f32,
+    pub max: f32,
+    pub every: Every,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClipRaw {
+    min: f32,
+    max: f32,
+    #[serde(default)]
+    every: Every,
+}
+
+impl TryFrom<ClipRaw> for ClipConfig {
+    type Error = String;
+    fn try_from(r: ClipRaw) -> std::result::Result<Self, String> {
+        if r.min.partial_cmp(&r.max).is_none_or(|o| o == std::cmp::Ordering::Greater) {
+            return Err(format!("clip min ({}) must not exceed max ({})", r.min, r.max));
+        }
+        Ok(ClipConfig { min: r.min, max: r.max, every: r.every })
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OptimizerSection {
+    /// only "adam"
+    #[serde(default, rename = "type")]
+    pub kind: Option<OptimizerKind>,
+    #[serde(default, deserialize_with = "opt_positive_f32")]
+    pub learning_rate: Option<f32>,
+    #[serde(default, deserialize_with = "beta")]
+    pub beta_1: Option<f32>,
+    #[serde(default, deserialize_with = "beta")]
+    pub beta_2: Option<f32>,
+    #[serde(default, deserialize_with = "opt_positive_f32")]
+    pub epsilon: Option<f32>,
+    #[serde(default, deserialize_with = "non_negative_f32")]
+    pub weight_decay: f32,
+    #[serde(default, deserialize_with = "opt_positive_f32")]
+    pub clipnorm: Option<f32>,
+    #[serde(default, deserialize_with = "opt_positive_f32")]
+    pub global_clipnorm: Option<f32>,
+    #[serde(default, deserialize_with = "opt_positive_f32")]
+    pub clipvalue: Option<f32>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OptimizerKind {
+    Adam,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainingSection {
+    #[serde(default, deserialize_with = "opt_positive_usize")]
+    pub epochs: Option<usize>,
+    #[serde(default, deserialize_with = "opt_positive_usize")]
+    pub batch_size: Option<usize>,
+    #[serde(default)]
+    pub seed: Option<u64>,
+    #[serde(default)]
+    pub shuffle: Option<bool>,
+}
+
+/// A configuration resolved into what the trainer takes.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub model: ModelSpec,
+    pub restrictions: Restrictions,
+    pub hyper: Hyper,
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub seed: u64,
+    pub shuffle: bool,
+    /// notes for the user (e.g. Keras' default constraint axis on a conv kernel)
+    pub warnings: Vec<String>,
+}
+
+impl Config {
+    /// The reference model, no restriction, Keras defaults.
+    pub fn reference() -> Self {
+        Config {
+            model: ModelSpec::reference(),
+            restrictions: Restrictions::default(),
+            hyper: Hyper::default(),
+            epochs: 3,
+            batch_size: 32,
+            seed: 0,
+            shuffle: true,
+            warnings: Vec::new(),
+        }
+    }
+
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        Self::parse(&text).map_err(|msg| Error::Config(format!("{}: {msg}", path.display())))
+    }
+
+    /// Parse a TOML text; the error names the key and the line.
+    pub fn parse(text: &str) -> std::result::Result<Self, String> {
+        let file: ConfigFile = toml::from_str(text).map_err(|e| e.to_string().trim_end().to_string())?;
+        let mut c = Config::reference();
+        if let Some(m) = file.model {
+            c.model = ModelSpec { input: m.input, layers: Vec::new() };
+            let mut pending = Vec::new();
+            for l in m.layers {
+                let (spec, regs) = match l {
+                    LayerConfig::Conv2d {
+                        filters,
+                        kernel_size,
+                        padding,
+                        activation,
+                        kernel_regularizer,
+                        bias_regularizer,
+                        kernel_constraint,
+                        bias_constraint,
+                    } => (
+                        LayerSpec::Conv2d { filters, kernel_size, padding, activation },
+                        Some((kernel_regularizer, bias_regularizer, kernel_constraint, bias_constraint)),
+                    ),
+                    LayerConfig::MaxPool2d { pool_size } => (LayerSpec::MaxPool2d { pool_size }, None),
+                    LayerConfig::Flatten {} => (LayerSpec::Flatten, None),
+                    LayerConfig::Dense {
+                        units,
+                        activation,
+                        kernel_regularizer,
+                        bias_regularizer,
+                        kernel_constraint,
+                        bias_constraint,
+                    } => (
+                        LayerSpec::Dense { units, activation },
+                        Some((kernel_regularizer, bias_regularizer, kernel_constraint, bias_constraint)),
+                    ),
+                };
+                pending.push(regs);
+                c.model.layers.push(spec);
+            }
+            let plan = ModelPlan::new(&c.model).map_err(|e| e.to_string())?;
+            for (layer, regs) in plan.layers.iter().zip(pending) {
+                let (Some((kr, br, kc, bc)), Some((k, b))) = (regs, layer.params) else { continue };
+                for (param, reg, cons) in [(k, kr, kc), (b, br, bc)] {
+                    let p = &plan.params[param];
+                    if let Some(r) = reg {
+                        if r.proximal && r.l1 == 0.0 {
+                            return Err(format!("{}: `proximal = true` needs an l1 factor", p.name));
+                        }
+                        c.restrictions.entry(&p.name).regularizer = Some(Regularizer { l1: r.l1, l2: r.l2, proximal: r.proximal });
+                    }
+                    if let Some(cc) = cons {
+                        let (constraint, every) = resolve_constraint(&cc, &p.name, &p.shape, &mut c.warnings)?;
+                        let e = c.restrictions.entry(&p.name);
+                        match every {
+                            Every::Step => e.constraints.push(constraint),
+                            Every::Epoch => e.epoch_constraints.push(constraint),
+                        }
+                    }
+                }
+            }
+            c.restrictions.validate(&plan).map_err(|e| e.to_string())?;
+        }
+        let o = file.optimizer;
+        c.hyper.lr = o.learning_rate.unwrap_or(c.hyper.lr);
+        c.hyper.beta1 = o.beta_1.unwrap_or(c.hyper.beta1);
+        c.hyper.beta2 = o.beta_2.unwrap_or(c.hyper.beta2);
+        c.hyper.eps = o.epsilon.unwrap_or(c.hyper.eps);
+        c.hyper.weight_decay = o.weight_decay;
+        c.hyper.clip = match (o.clipnorm, o.global_clipnorm, o.clipvalue) {
+            (None, None, None) => GradClip::None,
+            (Some(v), None, None) => GradClip::Norm(v),
+            (None, Some(v), None) => GradClip::GlobalNorm(v),
+            (None, None, Some(v)) => GradClip::Value(v),
+            _ => return Err("optimizer: only one of clipnorm, global_clipnorm, clipvalue can be set (as in Keras)".into()),
+        };
+        let t = file.training;
+        c.epochs = t.epochs.unwrap_or(c.epochs);
+        c.batch_size = t.batch_size.unwrap_or(c.batch_size);
+        c.seed = t.seed.unwrap_or(c.seed);
+        c.shuffle = t.shuffle.unwrap_or(c.shuffle);
+        Ok(c)
+    }
+}
+
+/// A constraint config for the tensor `name` of Keras `shape`. Keras' default axis is 0; on a conv
+/// kernel (kh, kw, in, out) that normalises columns along kh, not filters: say so.
+fn resolve_constraint(c: &ConstraintConfig, name: &str, shape: &[usize], warnings: &mut Vec<String>) -> std::result::Result<(Constraint, Every), String> {
+    let mut axes = |axis: &Option<Axis>, what: &str| -> Vec<usize> {
+        match axis {
+            Some(a) => a.axes(),
+            None => {
+                if shape.len() == 4 {
+                    warnings.push(format!(
+                        "{name}: {what} uses Keras' default axis = 0, which on a conv kernel (kh, kw, in, out) normalises each \
+                         column along kh, not each filter (a 3x3 filter ends with squared norm 3). For per-filter norms set \
+                         axis = [0, 1, 2]."
+                    ));
+                }
+                vec![0]
+            }
+        }
+    };
+    Ok(match c {
+        ConstraintConfig::MaxNorm { max_value, axis } => (Constraint::MaxNorm { max_value: *max_value, axes: axes(axis, "max_norm") }, Every::Step),
+        ConstraintConfig::MinMaxNorm { min_value, max_value, rate, axis } => {
+            if min_value > max_value {
+                return Err(format!("{name}: min_max_norm min_value ({min_value}) must not exceed max_value ({max_value})"));
+            }
+            (Constraint::MinMaxNorm { min_value: *min_value, max_value: *max_value, rate: *rate, axes: axes(axis, "min_max_norm") }, Every::Step)
+        }
+        ConstraintConfig::UnitNorm { axis } => (Constraint::UnitNorm { axes: axes(axis, "unit_norm") }, Every::Step),
+        ConstraintConfig::NonNeg => (Constraint::NonNeg, Every::Step),
+        ConstraintConfig::Clip(c) => (Constraint::ClipByValue { lo: c.min, hi: c.max }, c.every),
+    })
+}
