@@ -1,6 +1,7 @@
 // Dense: y = act(x @ W + b), Keras layouts.
 //   x [B, IN], W [IN, OUT], b [OUT], y [B, OUT], dy [B, OUT], dx [B, IN]
-// Softmax on the last layer is not applied here: the layer emits logits and loss.wgsl fuses
+// The forward is split over the inputs (dense_forward: partial sums per chunk of 128 inputs;
+// dense_forward_reduce: bias + activation). Softmax on the last layer is not applied here: the layer emits logits and loss.wgsl fuses
 // softmax + cross-entropy, as Keras does when it computes the loss from logits.
 // Backward fuses relu'(y) (relu'(0) = 0); every gradient element is written by one invocation.
 // Invocations handle 8 outputs at a time in vec4 registers, so that W (forward) and dy (backward) are
@@ -8,6 +9,7 @@
 
 struct DenseParams {
     batch: u32, in_n: u32, out_n: u32, relu: u32,
+    chunk: u32, chunks: u32, _pad0: u32, _pad1: u32,   // forward split-K: inputs per chunk, chunk count
 }
 
 @group(0) @binding(0) var<uniform> P: DenseParams;
@@ -19,6 +21,7 @@ struct DenseParams {
 @group(0) @binding(6) var<storage, read_write> dkernel: array<f32>;
 @group(0) @binding(7) var<storage, read_write> dbias: array<f32>;
 @group(0) @binding(8) var<storage, read_write> dx: array<f32>;
+@group(0) @binding(9) var<storage, read_write> partials: array<f32>;   // forward: [chunks, B, OUT]
 
 // GATE (pipeline-overridable, so the unused branch compiles away): the backward applies relu'(y).
 override GATE: bool = false;
@@ -76,12 +79,25 @@ fn activate(v: vec4<f32>) -> vec4<f32> {
     return select(v, max(v, vec4<f32>(0.0)), P.relu != 0u);
 }
 
-// grid (ceil(B/256), ceil(OUT/8)): one invocation per (4 examples, 8 outputs): per input, 4 loads of x
-// and 8 of W feed 32 multiply-adds.
+fn store8_partial(at: u32, o0: u32, lo: vec4<f32>, hi: vec4<f32>) {
+    for (var q = 0u; q < 4u; q++) {
+        if (o0 + q < P.out_n) {
+            partials[at + q] = lo[q];
+        }
+        if (o0 + 4u + q < P.out_n) {
+            partials[at + 4u + q] = hi[q];
+        }
+    }
+}
+
+// Forward, split over the inputs (split-K) so that a small batch still fills the GPU:
+// grid (ceil(B/256), ceil(OUT/8), chunks): one invocation per (4 examples, 8 outputs, chunk of `chunk`
+// inputs); per input, 4 loads of x and 8 of W feed 32 multiply-adds. Partial sums, no bias.
 @compute @workgroup_size(64)
 fn dense_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let n0 = (wg.x * 64u + lid) * 4u;
     let o0 = wg.y * 8u;
+    let c = wg.z;
     if (n0 >= P.batch) {
         return;
     }
@@ -90,32 +106,42 @@ fn dense_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation
     let x1 = min(n0 + 1u, nl) * P.in_n;
     let x2 = min(n0 + 2u, nl) * P.in_n;
     let x3 = min(n0 + 3u, nl) * P.in_n;
-    let l = P.out_n - 1u;
-    let b0 = vec4<f32>(bias[min(o0, l)], bias[min(o0 + 1u, l)], bias[min(o0 + 2u, l)], bias[min(o0 + 3u, l)]);
-    let b1 = vec4<f32>(bias[min(o0 + 4u, l)], bias[min(o0 + 5u, l)], bias[min(o0 + 6u, l)], bias[min(o0 + 7u, l)]);
-    var a0 = b0; var a1 = b1; var a2 = b0; var a3 = b1;
-    var a4 = b0; var a5 = b1; var a6 = b0; var a7 = b1;
-    // Two-level summation: blocks of 64 products summed on their own, then added to the total, so the
-    // float32 rounding error grows like (64 + IN/64) instead of IN (IN = 5408 for the reference model).
-    for (var i0 = 0u; i0 < P.in_n; i0 += 64u) {
-        var c0 = vec4<f32>(0.0); var c1 = vec4<f32>(0.0); var c2 = vec4<f32>(0.0); var c3 = vec4<f32>(0.0);
-        var c4 = vec4<f32>(0.0); var c5 = vec4<f32>(0.0); var c6 = vec4<f32>(0.0); var c7 = vec4<f32>(0.0);
-        let i1 = min(i0 + 64u, P.in_n);
-        for (var i = i0; i < i1; i++) {
-            let k = kernel8(i, o0);
-            let v = vec4<f32>(x[x0 + i], x[x1 + i], x[x2 + i], x[x3 + i]);
-            c0 += v.x * k[0]; c1 += v.x * k[1];
-            c2 += v.y * k[0]; c3 += v.y * k[1];
-            c4 += v.z * k[0]; c5 += v.z * k[1];
-            c6 += v.w * k[0]; c7 += v.w * k[1];
-        }
-        a0 += c0; a1 += c1; a2 += c2; a3 += c3;
-        a4 += c4; a5 += c5; a6 += c6; a7 += c7;
+    var a0 = vec4<f32>(0.0); var a1 = vec4<f32>(0.0); var a2 = vec4<f32>(0.0); var a3 = vec4<f32>(0.0);
+    var a4 = vec4<f32>(0.0); var a5 = vec4<f32>(0.0); var a6 = vec4<f32>(0.0); var a7 = vec4<f32>(0.0);
+    let end = min((c + 1u) * P.chunk, P.in_n);
+    for (var i = c * P.chunk; i < end; i++) {
+        let k = kernel8(i, o0);
+        let v = vec4<f32>(x[x0 + i], x[x1 + i], x[x2 + i], x[x3 + i]);
+        a0 += v.x * k[0]; a1 += v.x * k[1];
+        a2 += v.y * k[0]; a3 += v.y * k[1];
+        a4 += v.z * k[0]; a5 += v.z * k[1];
+        a6 += v.w * k[0]; a7 += v.w * k[1];
     }
-    store8_y(n0 * P.out_n + o0, o0, activate(a0), activate(a1));
-    if (n0 + 1u < P.batch) { store8_y((n0 + 1u) * P.out_n + o0, o0, activate(a2), activate(a3)); }
-    if (n0 + 2u < P.batch) { store8_y((n0 + 2u) * P.out_n + o0, o0, activate(a4), activate(a5)); }
-    if (n0 + 3u < P.batch) { store8_y((n0 + 3u) * P.out_n + o0, o0, activate(a6), activate(a7)); }
+    let base = c * P.batch * P.out_n;
+    store8_partial(base + n0 * P.out_n + o0, o0, a0, a1);
+    if (n0 + 1u < P.batch) { store8_partial(base + (n0 + 1u) * P.out_n + o0, o0, a2, a3); }
+    if (n0 + 2u < P.batch) { store8_partial(base + (n0 + 2u) * P.out_n + o0, o0, a4, a5); }
+    if (n0 + 3u < P.batch) { store8_partial(base + (n0 + 3u) * P.out_n + o0, o0, a6, a7); }
+}
+
+// grid (ceil(B*OUT/64)): y[n, o] = act(b[o] + sum over chunks of the partial sums), chunks in order.
+@compute @workgroup_size(64)
+fn dense_forward_reduce(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                        @builtin(local_invocation_index) lid: u32) {
+    let e = (wg.y * nwg.x + wg.x) * 64u + lid;
+    let total = P.batch * P.out_n;
+    if (e >= total) {
+        return;
+    }
+    var s = 0.0;
+    for (var c = 0u; c < P.chunks; c++) {
+        s += partials[c * total + e];
+    }
+    var r = bias[e % P.out_n] + s;
+    if (P.relu != 0u) {
+        r = max(r, 0.0);
+    }
+    y[e] = r;
 }
 
 // grid (ceil(IN/256), ceil(OUT/8)): one invocation per (4 input rows, 8 outputs):

@@ -49,7 +49,9 @@ fn positive_f32<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<f32, D::
     if v > 0.0 && v.is_finite() {
         Ok(v as f32)
     } else {
-        Err(serde::de::Error::custom(format!("must be a positive number, got {v}")))
+        Err(serde::de::Error::custom(format!(
+            "must be a positive number, got {v}"
+        )))
     }
 }
 
@@ -62,7 +64,9 @@ fn non_negative_f32<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<f32,
     if v >= 0.0 && v.is_finite() {
         Ok(v as f32)
     } else {
-        Err(serde::de::Error::custom(format!("must be a number >= 0, got {v}")))
+        Err(serde::de::Error::custom(format!(
+            "must be a number >= 0, got {v}"
+        )))
     }
 }
 
@@ -75,7 +79,9 @@ fn positive_usize<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<usize,
     }
 }
 
-fn opt_positive_usize<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Option<usize>, D::Error> {
+fn opt_positive_usize<'de, D: Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Option<usize>, D::Error> {
     positive_usize(d).map(Some)
 }
 
@@ -84,7 +90,9 @@ fn beta<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Option<f32>, D::
     if (0.0..1.0).contains(&v) {
         Ok(Some(v as f32))
     } else {
-        Err(serde::de::Error::custom(format!("must be in [0, 1), got {v}")))
+        Err(serde::de::Error::custom(format!(
+            "must be in [0, 1), got {v}"
+        )))
     }
 }
 
@@ -262,10 +270,20 @@ struct ClipRaw {
 impl TryFrom<ClipRaw> for ClipConfig {
     type Error = String;
     fn try_from(r: ClipRaw) -> std::result::Result<Self, String> {
-        if r.min.partial_cmp(&r.max).is_none_or(|o| o == std::cmp::Ordering::Greater) {
-            return Err(format!("clip min ({}) must not exceed max ({})", r.min, r.max));
+        if r.min
+            .partial_cmp(&r.max)
+            .is_none_or(|o| o == std::cmp::Ordering::Greater)
+        {
+            return Err(format!(
+                "clip min ({}) must not exceed max ({})",
+                r.min, r.max
+            ));
         }
-        Ok(ClipConfig { min: r.min, max: r.max, every: r.every })
+        Ok(ClipConfig {
+            min: r.min,
+            max: r.max,
+            every: r.every,
+        })
     }
 }
 
@@ -348,10 +366,14 @@ impl Config {
 
     /// Parse a TOML text; the error names the key and the line.
     pub fn parse(text: &str) -> std::result::Result<Self, String> {
-        let file: ConfigFile = toml::from_str(text).map_err(|e| e.to_string().trim_end().to_string())?;
+        let file: ConfigFile =
+            toml::from_str(text).map_err(|e| e.to_string().trim_end().to_string())?;
         let mut c = Config::reference();
         if let Some(m) = file.model {
-            c.model = ModelSpec { input: m.input, layers: Vec::new() };
+            c.model = ModelSpec {
+                input: m.input,
+                layers: Vec::new(),
+            };
             let mut pending = Vec::new();
             for l in m.layers {
                 let (spec, regs) = match l {
@@ -365,10 +387,22 @@ impl Config {
                         kernel_constraint,
                         bias_constraint,
                     } => (
-                        LayerSpec::Conv2d { filters, kernel_size, padding, activation },
-                        Some((kernel_regularizer, bias_regularizer, kernel_constraint, bias_constraint)),
+                        LayerSpec::Conv2d {
+                            filters,
+                            kernel_size,
+                            padding,
+                            activation,
+                        },
+                        Some((
+                            kernel_regularizer,
+                            bias_regularizer,
+                            kernel_constraint,
+                            bias_constraint,
+                        )),
                     ),
-                    LayerConfig::MaxPool2d { pool_size } => (LayerSpec::MaxPool2d { pool_size }, None),
+                    LayerConfig::MaxPool2d { pool_size } => {
+                        (LayerSpec::MaxPool2d { pool_size }, None)
+                    }
                     LayerConfig::Flatten {} => (LayerSpec::Flatten, None),
                     LayerConfig::Dense {
                         units,
@@ -379,7 +413,12 @@ impl Config {
                         bias_constraint,
                     } => (
                         LayerSpec::Dense { units, activation },
-                        Some((kernel_regularizer, bias_regularizer, kernel_constraint, bias_constraint)),
+                        Some((
+                            kernel_regularizer,
+                            bias_regularizer,
+                            kernel_constraint,
+                            bias_constraint,
+                        )),
                     ),
                 };
                 pending.push(regs);
@@ -387,17 +426,27 @@ impl Config {
             }
             let plan = ModelPlan::new(&c.model).map_err(|e| e.to_string())?;
             for (layer, regs) in plan.layers.iter().zip(pending) {
-                let (Some((kr, br, kc, bc)), Some((k, b))) = (regs, layer.params) else { continue };
+                let (Some((kr, br, kc, bc)), Some((k, b))) = (regs, layer.params) else {
+                    continue;
+                };
                 for (param, reg, cons) in [(k, kr, kc), (b, br, bc)] {
                     let p = &plan.params[param];
                     if let Some(r) = reg {
                         if r.proximal && r.l1 == 0.0 {
-                            return Err(format!("{}: `proximal = true` needs an l1 factor", p.name));
+                            return Err(format!(
+                                "{}: `proximal = true` needs an l1 factor",
+                                p.name
+                            ));
                         }
-                        c.restrictions.entry(&p.name).regularizer = Some(Regularizer { l1: r.l1, l2: r.l2, proximal: r.proximal });
+                        c.restrictions.entry(&p.name).regularizer = Some(Regularizer {
+                            l1: r.l1,
+                            l2: r.l2,
+                            proximal: r.proximal,
+                        });
                     }
                     if let Some(cc) = cons {
-                        let (constraint, every) = resolve_constraint(&cc, &p.name, &p.shape, &mut c.warnings)?;
+                        let (constraint, every) =
+                            resolve_constraint(&cc, &p.name, &p.shape, &mut c.warnings)?;
                         let e = c.restrictions.entry(&p.name);
                         match every {
                             Every::Step => e.constraints.push(constraint),
@@ -432,7 +481,12 @@ impl Config {
 
 /// A constraint config for the tensor `name` of Keras `shape`. Keras' default axis is 0; on a conv
 /// kernel (kh, kw, in, out) that normalises columns along kh, not filters: say so.
-fn resolve_constraint(c: &ConstraintConfig, name: &str, shape: &[usize], warnings: &mut Vec<String>) -> std::result::Result<(Constraint, Every), String> {
+fn resolve_constraint(
+    c: &ConstraintConfig,
+    name: &str,
+    shape: &[usize],
+    warnings: &mut Vec<String>,
+) -> std::result::Result<(Constraint, Every), String> {
     let mut axes = |axis: &Option<Axis>, what: &str| -> Vec<usize> {
         match axis {
             Some(a) => a.axes(),
@@ -449,15 +503,45 @@ fn resolve_constraint(c: &ConstraintConfig, name: &str, shape: &[usize], warning
         }
     };
     Ok(match c {
-        ConstraintConfig::MaxNorm { max_value, axis } => (Constraint::MaxNorm { max_value: *max_value, axes: axes(axis, "max_norm") }, Every::Step),
-        ConstraintConfig::MinMaxNorm { min_value, max_value, rate, axis } => {
+        ConstraintConfig::MaxNorm { max_value, axis } => (
+            Constraint::MaxNorm {
+                max_value: *max_value,
+                axes: axes(axis, "max_norm"),
+            },
+            Every::Step,
+        ),
+        ConstraintConfig::MinMaxNorm {
+            min_value,
+            max_value,
+            rate,
+            axis,
+        } => {
             if min_value > max_value {
                 return Err(format!("{name}: min_max_norm min_value ({min_value}) must not exceed max_value ({max_value})"));
             }
-            (Constraint::MinMaxNorm { min_value: *min_value, max_value: *max_value, rate: *rate, axes: axes(axis, "min_max_norm") }, Every::Step)
+            (
+                Constraint::MinMaxNorm {
+                    min_value: *min_value,
+                    max_value: *max_value,
+                    rate: *rate,
+                    axes: axes(axis, "min_max_norm"),
+                },
+                Every::Step,
+            )
         }
-        ConstraintConfig::UnitNorm { axis } => (Constraint::UnitNorm { axes: axes(axis, "unit_norm") }, Every::Step),
+        ConstraintConfig::UnitNorm { axis } => (
+            Constraint::UnitNorm {
+                axes: axes(axis, "unit_norm"),
+            },
+            Every::Step,
+        ),
         ConstraintConfig::NonNeg => (Constraint::NonNeg, Every::Step),
-        ConstraintConfig::Clip(c) => (Constraint::ClipByValue { lo: c.min, hi: c.max }, c.every),
+        ConstraintConfig::Clip(c) => (
+            Constraint::ClipByValue {
+                lo: c.min,
+                hi: c.max,
+            },
+            c.every,
+        ),
     })
 }

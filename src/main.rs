@@ -7,11 +7,11 @@ use clap::{Args, Parser, Subcommand};
 use serde_json::json;
 
 use clampnet::checkpoint;
+use clampnet::config::Config;
 use clampnet::data;
 use clampnet::gpu::{self, Context, GpuOptions};
 use clampnet::model::ModelPlan;
 use clampnet::restrict::{Preset, Restrictions};
-use clampnet::config::Config;
 use clampnet::train::{epoch_order, init_weights, Trainer};
 use clampnet::{Error, Result};
 
@@ -169,7 +169,10 @@ fn train(a: TrainArgs) -> Result<()> {
         return Err(Error::Config("--batch-size must be at least 1".into()));
     }
     if !(cfg.hyper.lr > 0.0 && cfg.hyper.lr.is_finite()) {
-        return Err(Error::Config(format!("--lr must be a positive number, got {}", cfg.hyper.lr)));
+        return Err(Error::Config(format!(
+            "--lr must be a positive number, got {}",
+            cfg.hyper.lr
+        )));
     }
     for w in &cfg.warnings {
         log::warn!("{w}");
@@ -200,7 +203,16 @@ fn train(a: TrainArgs) -> Result<()> {
         None => init_weights(&plan, cfg.seed),
     };
     let ctx = Context::new(&a.gpu.options())?;
-    let mut trainer = Trainer::new(&ctx, plan, restrictions, cfg.hyper, cfg.batch_size, &ds.train, &ds.test, &weights)?;
+    let mut trainer = Trainer::new(
+        &ctx,
+        plan,
+        restrictions,
+        cfg.hyper,
+        cfg.batch_size,
+        &ds.train,
+        &ds.test,
+        &weights,
+    )?;
     if !a.quiet {
         eprintln!(
             "training {} parameters ({what}), batch {}, {} steps/epoch on {}",
@@ -244,7 +256,10 @@ fn train(a: TrainArgs) -> Result<()> {
         }
     }
     if !a.quiet && !report.is_empty() {
-        eprint!("restrictions after training:\n{}", clampnet::report::table(&report));
+        eprint!(
+            "restrictions after training:\n{}",
+            clampnet::report::table(&report)
+        );
     }
     if let Some(path) = &a.save {
         let mut meta = std::collections::HashMap::new();
@@ -261,12 +276,19 @@ fn train(a: TrainArgs) -> Result<()> {
 
 fn inspect(file: &std::path::Path, as_json: bool) -> Result<()> {
     let (weights, meta) = checkpoint::load(file)?;
-    let stats: Vec<_> = weights.iter().map(|(n, s, w)| clampnet::report::tensor_stats(n, s, w)).collect();
+    let stats: Vec<_> = weights
+        .iter()
+        .map(|(n, s, w)| clampnet::report::tensor_stats(n, s, w))
+        .collect();
     if as_json {
         println!("{}", json!({ "tensors": stats }));
     } else {
         if let Some(t) = meta.get("trained_with") {
-            println!("{}: trained with {t}, {} optimizer steps", file.display(), meta.get("optimizer_steps").map_or("?", |s| s));
+            println!(
+                "{}: trained with {t}, {} optimizer steps",
+                file.display(),
+                meta.get("optimizer_steps").map_or("?", |s| s)
+            );
         }
         print!("{}", clampnet::report::table(&stats));
     }

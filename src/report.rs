@@ -42,7 +42,11 @@ pub fn tensor_stats(name: &str, shape: &[usize], w: &[f32]) -> TensorStats {
         name: name.to_string(),
         shape: shape.to_vec(),
         max_abs,
-        zero_fraction: if w.is_empty() { 0.0 } else { zeros as f64 / w.len() as f64 },
+        zero_fraction: if w.is_empty() {
+            0.0
+        } else {
+            zeros as f64 / w.len() as f64
+        },
         filter_norm_min: lo,
         filter_norm_max: hi,
         restriction: None,
@@ -53,7 +57,11 @@ pub fn tensor_stats(name: &str, shape: &[usize], w: &[f32]) -> TensorStats {
 fn describe_regularizer(r: &Regularizer) -> String {
     let mut parts = Vec::new();
     if r.l1 != 0.0 {
-        parts.push(format!("l1({}{})", r.l1, if r.proximal { ", proximal" } else { "" }));
+        parts.push(format!(
+            "l1({}{})",
+            r.l1,
+            if r.proximal { ", proximal" } else { "" }
+        ));
     }
     if r.l2 != 0.0 {
         parts.push(format!("l2({})", r.l2));
@@ -66,7 +74,12 @@ pub fn describe_constraint(c: &Constraint) -> String {
         Constraint::ClipByValue { lo, hi } => format!("clip({lo}, {hi})"),
         Constraint::UnitNorm { axes } => format!("unit_norm(axis={axes:?})"),
         Constraint::MaxNorm { max_value, axes } => format!("max_norm({max_value}, axis={axes:?})"),
-        Constraint::MinMaxNorm { min_value, max_value, rate, axes } => {
+        Constraint::MinMaxNorm {
+            min_value,
+            max_value,
+            rate,
+            axes,
+        } => {
             format!("min_max_norm({min_value}, {max_value}, rate={rate}, axis={axes:?})")
         }
         Constraint::NonNeg => "non_neg".into(),
@@ -79,13 +92,20 @@ pub fn describe(t: &TensorRestriction) -> String {
         parts.push(describe_regularizer(r));
     }
     parts.extend(t.constraints.iter().map(describe_constraint));
-    parts.extend(t.epoch_constraints.iter().map(|c| format!("{} after each epoch", describe_constraint(c))));
+    parts.extend(
+        t.epoch_constraints
+            .iter()
+            .map(|c| format!("{} after each epoch", describe_constraint(c))),
+    );
     parts.retain(|p| !p.is_empty());
     parts.join(", ")
 }
 
 /// Stats of every restricted tensor of `weights` (name, Keras shape, values).
-pub fn restriction_report(weights: &[(String, Vec<usize>, Vec<f32>)], r: &Restrictions) -> Vec<TensorStats> {
+pub fn restriction_report(
+    weights: &[(String, Vec<usize>, Vec<f32>)],
+    r: &Restrictions,
+) -> Vec<TensorStats> {
     let mut out = Vec::new();
     for (name, shape, w) in weights {
         let Some(t) = r.get(name) else { continue };
@@ -94,9 +114,11 @@ pub fn restriction_report(weights: &[(String, Vec<usize>, Vec<f32>)], r: &Restri
         }
         let mut s = tensor_stats(name, shape, w);
         s.restriction = Some(describe(t));
-        s.regularization_loss = t
-            .regularizer
-            .map(|g| w.iter().map(|&v| g.l1 as f64 * (v as f64).abs() + g.l2 as f64 * (v as f64) * (v as f64)).sum());
+        s.regularization_loss = t.regularizer.map(|g| {
+            w.iter()
+                .map(|&v| g.l1 as f64 * (v as f64).abs() + g.l2 as f64 * (v as f64) * (v as f64))
+                .sum()
+        });
         out.push(s);
     }
     out

@@ -65,6 +65,9 @@ impl Default for Hyper {
     }
 }
 
+/// Inputs per chunk of the dense forward's split-K.
+const DENSE_CHUNK: u32 = 128;
+
 /// Steps recorded into one command buffer; the metrics of a chunk are read while the next one runs.
 const CHUNK_STEPS: usize = 64;
 
@@ -609,11 +612,15 @@ impl<'a> Trainer<'a> {
                     LU::Pool(ctx.uniform(&l.name, &pp))
                 }
                 (LayerSpec::Dense { activation, .. }, Shape::Flat(n), Shape::Flat(o)) => {
+                    // forward split over the inputs in chunks of DENSE_CHUNK
                     let dp = U::DenseParams {
                         batch: rows_u,
                         in_n: n as u32,
                         out_n: o as u32,
                         relu: (*activation == Activation::Relu) as u32,
+                        chunk: DENSE_CHUNK,
+                        chunks: (n as u32).div_ceil(DENSE_CHUNK),
+                        ..Default::default()
                     };
                     LU::Dense(ctx.uniform(&l.name, &dp), dp)
                 }
@@ -624,19 +631,17 @@ impl<'a> Trainer<'a> {
         // forward
         for (i, l) in self.model.layers.iter().enumerate() {
             match &lus[i] {
-                LU::Conv(u, _) | LU::Dense(u, _) => {
+                LU::Conv(u, _) => {
                     let (kern, bias) = l.params.expect("layer with weights");
-                    let k = if matches!(lus[i], LU::Conv(..)) {
-                        Kernel::Conv2dForward
-                    } else {
-                        Kernel::DenseForward
+                    let Shape::Spatial { h, w: ow, c } = l.output else {
+                        unreachable!("conv output is spatial")
                     };
                     out.push(Dispatch {
-                        kernel: k,
+                        kernel: Kernel::Conv2dForward,
                         gate: false,
                         bind_group: pipes.bind(
                             ctx,
-                            k,
+                            Kernel::Conv2dForward,
                             false,
                             &[
                                 (0, whole(u)),
@@ -646,16 +651,46 @@ impl<'a> Trainer<'a> {
                                 (4, whole(output_of(i))),
                             ],
                         ),
-                        groups: match (&lus[i], l.output) {
-                            (LU::Conv(..), Shape::Spatial { h, w, c }) => {
-                                ((h * w).div_ceil(256) as u32, rows_u, c.div_ceil(8) as u32)
-                            }
-                            _ => (
-                                rows.div_ceil(256) as u32,
-                                l.output.len().div_ceil(8) as u32,
-                                1,
-                            ),
-                        },
+                        groups: ((h * ow).div_ceil(256) as u32, rows_u, c.div_ceil(8) as u32),
+                    });
+                }
+                LU::Dense(u, dp) => {
+                    let (kern, bias) = l.params.expect("layer with weights");
+                    let partials = ctx.storage_zeroed(
+                        &format!("{} forward partials", l.name),
+                        (dp.chunks as usize * rows * dp.out_n as usize * 4) as u64,
+                    );
+                    out.push(Dispatch {
+                        kernel: Kernel::DenseForward,
+                        gate: false,
+                        bind_group: pipes.bind(
+                            ctx,
+                            Kernel::DenseForward,
+                            false,
+                            &[
+                                (0, whole(u)),
+                                (1, whole(input_of(i))),
+                                (2, span(&self.params, p(kern).offset, p(kern).len)),
+                                (9, whole(&partials)),
+                            ],
+                        ),
+                        groups: (rows.div_ceil(256) as u32, dp.out_n.div_ceil(8), dp.chunks),
+                    });
+                    out.push(Dispatch {
+                        kernel: Kernel::DenseForwardReduce,
+                        gate: false,
+                        bind_group: pipes.bind(
+                            ctx,
+                            Kernel::DenseForwardReduce,
+                            false,
+                            &[
+                                (0, whole(u)),
+                                (3, span(&self.params, p(bias).offset, p(bias).len)),
+                                (4, whole(output_of(i))),
+                                (9, whole(&partials)),
+                            ],
+                        ),
+                        groups: self.groups(rows * dp.out_n as usize),
                     });
                 }
                 LU::Pool(u) => out.push(Dispatch {

@@ -160,13 +160,18 @@ fn dense_forward_matches_twin() {
         let x = rand_vec(&mut rng, batch * in_n, xs);
         let kern = rand_vec(&mut rng, in_n * out_n, 0.1);
         let bias = rand_vec(&mut rng, out_n, 0.3);
+        let chunk = 128u32;
+        let chunks = (in_n as u32).div_ceil(chunk);
         let p = U::DenseParams {
             batch: batch as u32,
             in_n: in_n as u32,
             out_n: out_n as u32,
             relu: relu as u32,
+            chunk,
+            chunks,
+            ..Default::default()
         };
-        let out = run_kernel(
+        let partials = run_kernel(
             ctx,
             &pipes,
             Kernel::DenseForward,
@@ -176,10 +181,23 @@ fn dense_forward_matches_twin() {
             &[
                 (1, Buf::In(f32s(&x))),
                 (2, Buf::In(f32s(&kern))),
+                (9, Buf::Out(chunks as usize * batch * out_n)),
+            ],
+            (batch.div_ceil(256) as u32, out_n.div_ceil(8) as u32, chunks),
+        );
+        let out = run_kernel(
+            ctx,
+            &pipes,
+            Kernel::DenseForwardReduce,
+            false,
+            0,
+            bytemuck::bytes_of(&p),
+            &[
                 (3, Buf::In(f32s(&bias))),
                 (4, Buf::Out(batch * out_n)),
+                (9, Buf::In(&partials[0])),
             ],
-            (batch.div_ceil(256) as u32, out_n.div_ceil(8) as u32, 1),
+            ((batch * out_n).div_ceil(64) as u32, 1, 1),
         );
         let want = r::dense_forward(
             batch,
@@ -413,6 +431,7 @@ fn dense_backward_matches_twin() {
             in_n: in_n as u32,
             out_n: out_n as u32,
             relu: relu as u32,
+            ..Default::default()
         };
         for gate in [relu, false] {
             let (dw, db, dx) = r::dense_backward(

@@ -20,49 +20,124 @@ const NAMES: [&str; 4] = ["conv2d.kernel", "conv2d.bias", "dense.kernel", "dense
 #[test]
 fn every_restriction_matches_keras_on_gpu_and_twin() {
     let (ctx, _g) = gpu();
-    let (tensors, meta) = clampnet::checkpoint::load(&fixture("keras_restrictions.safetensors")).unwrap();
-    let t: std::collections::HashMap<String, Vec<f32>> = tensors.into_iter().map(|(n, _, v)| (n, v)).collect();
+    let (tensors, meta) =
+        clampnet::checkpoint::load(&fixture("keras_restrictions.safetensors")).unwrap();
+    let t: std::collections::HashMap<String, Vec<f32>> =
+        tensors.into_iter().map(|(n, _, v)| (n, v)).collect();
     let images: Vec<u8> = t["images"].iter().map(|&v| v as u8).collect();
     let labels: Vec<u32> = t["y"].iter().map(|&v| v as u32).collect();
-    let data = Split { images, labels, height: 10, width: 10, channels: 1 };
+    let data = Split {
+        images,
+        labels,
+        height: 10,
+        width: 10,
+        channels: 1,
+    };
     let x: Vec<f32> = data.images.iter().map(|&p| p as f32 / 255.0).collect();
-    let init: Vec<Vec<f32>> = NAMES.iter().map(|n| t[&format!("init/{n}")].clone()).collect();
+    let init: Vec<Vec<f32>> = NAMES
+        .iter()
+        .map(|n| t[&format!("init/{n}")].clone())
+        .collect();
     let mut cases: Vec<&String> = meta.keys().filter(|k| k.starts_with("config/")).collect();
     cases.sort();
     assert_eq!(cases.len(), 14, "{cases:?}");
     for key in cases {
         let case = key.trim_start_matches("config/");
         let cfg = Config::parse(&meta[key]).unwrap_or_else(|e| panic!("{case}: {e}"));
-        assert_eq!(cfg.warnings.is_empty(), !case.ends_with("default_axis"), "{case}: warnings {:?}", cfg.warnings);
+        assert_eq!(
+            cfg.warnings.is_empty(),
+            !case.ends_with("default_axis"),
+            "{case}: warnings {:?}",
+            cfg.warnings
+        );
         let plan = ModelPlan::new(&cfg.model).unwrap();
-        let mut trainer = Trainer::new(ctx, plan.clone(), cfg.restrictions.clone(), cfg.hyper, 8, &data, &data, &init).unwrap();
-        let (mut w, mut m, mut v) = (init.clone(), init.iter().map(|t| vec![0.0; t.len()]).collect::<Vec<_>>(), Vec::new());
+        let mut trainer = Trainer::new(
+            ctx,
+            plan.clone(),
+            cfg.restrictions.clone(),
+            cfg.hyper,
+            8,
+            &data,
+            &data,
+            &init,
+        )
+        .unwrap();
+        let (mut w, mut m, mut v) = (
+            init.clone(),
+            init.iter().map(|t| vec![0.0; t.len()]).collect::<Vec<_>>(),
+            Vec::new(),
+        );
         v.clone_from(&m);
         let mut losses = Vec::new();
         for step in 1..=3u64 {
-            let s = trainer.train_epoch(step as usize, &epoch_order(8, 0, 1, false), &mut |_| {}).unwrap();
+            let s = trainer
+                .train_epoch(step as usize, &epoch_order(8, 0, 1, false), &mut |_| {})
+                .unwrap();
             losses.push(s.train.loss as f32);
-            let twin_loss = r::reference_step(&plan, &cfg.restrictions, &cfg.hyper, &mut w, &mut m, &mut v, step, &x, &data.labels);
-            assert_close64(&format!("{case} twin loss {step}"), &[twin_loss], &[t[&format!("{case}/losses")][step as usize - 1] as f64], 1e-5, 1e-5);
+            let twin_loss = r::reference_step(
+                &plan,
+                &cfg.restrictions,
+                &cfg.hyper,
+                &mut w,
+                &mut m,
+                &mut v,
+                step,
+                &x,
+                &data.labels,
+            );
+            assert_close64(
+                &format!("{case} twin loss {step}"),
+                &[twin_loss],
+                &[t[&format!("{case}/losses")][step as usize - 1] as f64],
+                1e-5,
+                1e-5,
+            );
             if step == 1 || step == 3 {
                 for (i, (name, _, got)) in trainer.weights().unwrap().into_iter().enumerate() {
                     let want = &t[&format!("{case}/step{step}/{name}")];
-                    assert_close(&format!("{case} step {step} {name} (GPU)"), &got, want, 2e-5, 1e-5);
-                    assert_close(&format!("{case} step {step} {name} (twin)"), &w[i], want, 2e-5, 1e-5);
+                    assert_close(
+                        &format!("{case} step {step} {name} (GPU)"),
+                        &got,
+                        want,
+                        2e-5,
+                        1e-5,
+                    );
+                    assert_close(
+                        &format!("{case} step {step} {name} (twin)"),
+                        &w[i],
+                        want,
+                        2e-5,
+                        1e-5,
+                    );
                 }
             }
         }
-        assert_close(&format!("{case} losses"), &losses, &t[&format!("{case}/losses")], 1e-5, 1e-5);
+        assert_close(
+            &format!("{case} losses"),
+            &losses,
+            &t[&format!("{case}/losses")],
+            1e-5,
+            1e-5,
+        );
     }
 }
 
 fn clampnet_cli(args: &[&str]) -> std::process::Output {
     let _g = gpu().1;
-    Command::new(env!("CARGO_BIN_EXE_clampnet")).args(args).env("RUST_LOG", "warn").output().unwrap()
+    Command::new(env!("CARGO_BIN_EXE_clampnet"))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap()
 }
 
 fn config(name: &str) -> String {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("configs").join(name).to_str().unwrap().to_string()
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("configs")
+        .join(name)
+        .to_str()
+        .unwrap()
+        .to_string()
 }
 
 fn tmp(name: &str) -> std::path::PathBuf {
@@ -77,32 +152,83 @@ fn shipped_configs_for_the_tutorials_clip_loop_and_keras_default_unit_norm_match
     let out = tmp("clip_per_epoch.safetensors");
     let hot = fixture("keras_hot_init.safetensors");
     let o = clampnet_cli(&[
-        "train", "--config", &config("clip_per_epoch.toml"), "--init", hot.to_str().unwrap(), "--lr", "0.01", "--limit-train", "24",
-        "--limit-test", "8", "--batch-size", "8", "--no-shuffle", "--epochs", "1", "--quiet", "--save", out.to_str().unwrap(),
+        "train",
+        "--config",
+        &config("clip_per_epoch.toml"),
+        "--init",
+        hot.to_str().unwrap(),
+        "--lr",
+        "0.01",
+        "--limit-train",
+        "24",
+        "--limit-test",
+        "8",
+        "--batch-size",
+        "8",
+        "--no-shuffle",
+        "--epochs",
+        "1",
+        "--quiet",
+        "--save",
+        out.to_str().unwrap(),
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let k = load("keras_clip_per_epoch.safetensors");
     let got = clampnet::checkpoint::load(&out).unwrap().0;
     for (n, _, w) in &got {
-        assert_close(&format!("clip per epoch {n}"), w, &k[&format!("step3/{n}")].1, 2e-5, 1e-5);
+        assert_close(
+            &format!("clip per epoch {n}"),
+            w,
+            &k[&format!("step3/{n}")].1,
+            2e-5,
+            1e-5,
+        );
     }
     let conv = &got.iter().find(|t| t.0 == "conv2d.kernel").unwrap().2;
-    assert_eq!(conv.iter().fold(0f32, |a, v| a.max(v.abs())), 1.0, "the epoch-end clip bound");
+    assert_eq!(
+        conv.iter().fold(0f32, |a, v| a.max(v.abs())),
+        1.0,
+        "the epoch-end clip bound"
+    );
 
     // Keras' UnitNorm() default axis 0 on a conv kernel: matches Keras, warns, filters end with squared norm 3
     let out = tmp("unitnorm_default.safetensors");
     let init = fixture("keras_init.safetensors");
     let o = clampnet_cli(&[
-        "train", "--config", &config("unitnorm_keras_default.toml"), "--init", init.to_str().unwrap(), "--limit-train", "8",
-        "--limit-test", "8", "--batch-size", "8", "--no-shuffle", "--epochs", "3", "--quiet", "--save", out.to_str().unwrap(),
+        "train",
+        "--config",
+        &config("unitnorm_keras_default.toml"),
+        "--init",
+        init.to_str().unwrap(),
+        "--limit-train",
+        "8",
+        "--limit-test",
+        "8",
+        "--batch-size",
+        "8",
+        "--no-shuffle",
+        "--epochs",
+        "3",
+        "--quiet",
+        "--save",
+        out.to_str().unwrap(),
     ]);
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "{stderr}");
-    assert!(stderr.contains("default axis = 0") && stderr.contains("axis = [0, 1, 2]"), "the warning: {stderr}");
+    assert!(
+        stderr.contains("default axis = 0") && stderr.contains("axis = [0, 1, 2]"),
+        "the warning: {stderr}"
+    );
     let k = load("keras_unitnorm_default.safetensors");
     let got = clampnet::checkpoint::load(&out).unwrap().0;
     for (n, _, w) in &got {
-        assert_close(&format!("unit_norm default axis {n}"), w, &k[&format!("step3/{n}")].1, 2e-5, 1e-5);
+        assert_close(
+            &format!("unit_norm default axis {n}"),
+            w,
+            &k[&format!("step3/{n}")].1,
+            2e-5,
+            1e-5,
+        );
     }
     let conv = &got.iter().find(|t| t.0 == "conv2d.kernel").unwrap().2;
     for o in 0..32 {
@@ -123,22 +249,62 @@ fn proximal_l1_gives_exact_zeros_where_plain_l1_gives_none() {
     for (cfg, tag) in [("l1l2.toml", "plain"), ("proximal_l1.toml", "proximal")] {
         let out = tmp(&format!("{tag}.safetensors"));
         let o = clampnet_cli(&[
-            "train", "--config", &config(cfg), "--limit-train", "2000", "--limit-test", "1000", "--epochs", "2", "--quiet", "--json",
-            "--save", out.to_str().unwrap(),
+            "train",
+            "--config",
+            &config(cfg),
+            "--limit-train",
+            "2000",
+            "--limit-test",
+            "1000",
+            "--epochs",
+            "2",
+            "--quiet",
+            "--json",
+            "--save",
+            out.to_str().unwrap(),
         ]);
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        let last: serde_json::Value = serde_json::from_str(String::from_utf8_lossy(&o.stdout).lines().last().unwrap()).unwrap();
-        let report = last["restrictions"].as_array().unwrap().iter().find(|t| t["name"] == "conv2d.kernel").unwrap().clone();
+        let last: serde_json::Value =
+            serde_json::from_str(String::from_utf8_lossy(&o.stdout).lines().last().unwrap())
+                .unwrap();
+        let report = last["restrictions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["name"] == "conv2d.kernel")
+            .unwrap()
+            .clone();
         let inspected = inspect(&out);
-        let conv = inspected["tensors"].as_array().unwrap().iter().find(|t| t["name"] == "conv2d.kernel").unwrap().clone();
-        assert_eq!(conv["zero_fraction"], report["zero_fraction"], "inspect and the training report agree");
+        let conv = inspected["tensors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["name"] == "conv2d.kernel")
+            .unwrap()
+            .clone();
+        assert_eq!(
+            conv["zero_fraction"], report["zero_fraction"],
+            "inspect and the training report agree"
+        );
         assert_eq!(conv["shape"], serde_json::json!([3, 3, 1, 32]));
-        results.push((last["test_accuracy"].as_f64().unwrap(), conv["zero_fraction"].as_f64().unwrap()));
+        results.push((
+            last["test_accuracy"].as_f64().unwrap(),
+            conv["zero_fraction"].as_f64().unwrap(),
+        ));
     }
     let ((plain_acc, plain_zeros), (prox_acc, prox_zeros)) = (results[0], results[1]);
-    assert!(plain_zeros < 0.01, "plain L1 leaves (almost) no exact zeros: {plain_zeros}");
-    assert!(prox_zeros > 0.15, "proximal L1 zeroes many weights: {prox_zeros}");
-    assert!((prox_acc - plain_acc).abs() < 0.08, "similar accuracy: plain {plain_acc}, proximal {prox_acc}");
+    assert!(
+        plain_zeros < 0.01,
+        "plain L1 leaves (almost) no exact zeros: {plain_zeros}"
+    );
+    assert!(
+        prox_zeros > 0.15,
+        "proximal L1 zeroes many weights: {prox_zeros}"
+    );
+    assert!(
+        (prox_acc - plain_acc).abs() < 0.08,
+        "similar accuracy: plain {plain_acc}, proximal {prox_acc}"
+    );
 }
 
 #[test]
@@ -146,7 +312,12 @@ fn inspect_reports_every_tensor_and_refuses_bad_files() {
     let plan = ModelPlan::new(&clampnet::model::ModelSpec::reference()).unwrap();
     let mut w = clampnet::train::init_weights(&plan, 1);
     w[0][..100].iter_mut().for_each(|v| *v = 0.0);
-    let named = plan.params.iter().zip(&w).map(|(p, v)| (p.name.clone(), p.shape.clone(), v.clone())).collect();
+    let named = plan
+        .params
+        .iter()
+        .zip(&w)
+        .map(|(p, v)| (p.name.clone(), p.shape.clone(), v.clone()))
+        .collect();
     let path = tmp("inspect.safetensors");
     clampnet::checkpoint::save(&path, &named, None).unwrap();
     let j = inspect(&path);
@@ -158,7 +329,10 @@ fn inspect_reports_every_tensor_and_refuses_bad_files() {
         assert!(conv[key].as_f64().is_some(), "{key}");
     }
     let bias = t.iter().find(|t| t["name"] == "dense.bias").unwrap();
-    assert!(bias["filter_norm_min"].is_null(), "no filter norms for a bias");
+    assert!(
+        bias["filter_norm_min"].is_null(),
+        "no filter norms for a bias"
+    );
     std::fs::write(tmp("junk.safetensors"), b"junk").unwrap();
     let o = clampnet_cli(&["inspect", tmp("junk.safetensors").to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(1));
@@ -205,9 +379,18 @@ fn config_errors_name_the_key_the_line_and_the_allowed_values() {
     let o = clampnet_cli(&["train", "--config", path.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(1));
     let e = String::from_utf8_lossy(&o.stderr);
-    assert!(e.contains("bad.toml") && e.contains("line 2") && e.contains("must be a positive number"), "{e}");
+    assert!(
+        e.contains("bad.toml") && e.contains("line 2") && e.contains("must be a positive number"),
+        "{e}"
+    );
     // --preset and --config together are refused
-    let o = clampnet_cli(&["train", "--config", &config("none.toml"), "--preset", "clip"]);
+    let o = clampnet_cli(&[
+        "train",
+        "--config",
+        &config("none.toml"),
+        "--preset",
+        "clip",
+    ]);
     assert_eq!(o.status.code(), Some(2));
 }
 
@@ -215,7 +398,13 @@ fn config_errors_name_the_key_the_line_and_the_allowed_values() {
 fn shipped_configs_parse_and_the_presets_mean_the_same_as_the_flags() {
     use clampnet::restrict::{Preset, Restrictions};
     let plan = ModelPlan::new(&clampnet::model::ModelSpec::reference()).unwrap();
-    for (file, preset) in [("none", Preset::None), ("l1l2", Preset::L1l2), ("clip", Preset::Clip), ("unitnorm", Preset::Unitnorm), ("combo", Preset::Combo)] {
+    for (file, preset) in [
+        ("none", Preset::None),
+        ("l1l2", Preset::L1l2),
+        ("clip", Preset::Clip),
+        ("unitnorm", Preset::Unitnorm),
+        ("combo", Preset::Combo),
+    ] {
         let c = Config::load(std::path::Path::new(&config(&format!("{file}.toml")))).unwrap();
         assert_eq!(c.model, clampnet::model::ModelSpec::reference(), "{file}");
         let mut want = Restrictions::preset(preset, &plan);
@@ -225,10 +414,15 @@ fn shipped_configs_parse_and_the_presets_mean_the_same_as_the_flags() {
         assert_eq!(got, want, "{file}.toml means the {preset:?} preset");
         assert_eq!((c.epochs, c.batch_size, c.hyper.lr), (3, 32, 1e-3));
     }
-    for entry in std::fs::read_dir(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("configs")).unwrap() {
+    for entry in
+        std::fs::read_dir(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("configs")).unwrap()
+    {
         let p = entry.unwrap().path();
         let text = std::fs::read_to_string(&p).unwrap();
-        assert!(text.starts_with('#'), "{p:?} starts with a comment saying what it restricts");
+        assert!(
+            text.starts_with('#'),
+            "{p:?} starts with a comment saying what it restricts"
+        );
         Config::parse(&text).unwrap_or_else(|e| panic!("{p:?}: {e}"));
     }
 }

@@ -64,7 +64,7 @@ fn uniform_structs_match_their_rust_twins() {
         ),
         (
             "DenseParams",
-            layout!(U::DenseParams; batch, in_n, out_n, relu),
+            layout!(U::DenseParams; batch, in_n, out_n, relu, chunk, chunks, _pad0, _pad1),
         ),
         (
             "LossParams",

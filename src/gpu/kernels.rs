@@ -28,6 +28,7 @@ pub enum Kernel {
     MaxPoolForward,
     MaxPoolBackward,
     DenseForward,
+    DenseForwardReduce,
     DenseBackwardWeight,
     DenseBackwardBias,
     DenseBackwardInput,
@@ -41,7 +42,7 @@ pub enum Kernel {
 }
 
 impl Kernel {
-    pub const ALL: [Kernel; 18] = [
+    pub const ALL: [Kernel; 19] = [
         Kernel::GatherBatch,
         Kernel::Conv2dForward,
         Kernel::Conv2dWeightPartials,
@@ -50,6 +51,7 @@ impl Kernel {
         Kernel::MaxPoolForward,
         Kernel::MaxPoolBackward,
         Kernel::DenseForward,
+        Kernel::DenseForwardReduce,
         Kernel::DenseBackwardWeight,
         Kernel::DenseBackwardBias,
         Kernel::DenseBackwardInput,
@@ -74,6 +76,7 @@ impl Kernel {
             MaxPoolForward => ("pool.wgsl", "maxpool_forward"),
             MaxPoolBackward => ("pool.wgsl", "maxpool_backward"),
             DenseForward => ("dense.wgsl", "dense_forward"),
+            DenseForwardReduce => ("dense.wgsl", "dense_forward_reduce"),
             DenseBackwardWeight => ("dense.wgsl", "dense_backward_weight"),
             DenseBackwardBias => ("dense.wgsl", "dense_backward_bias"),
             DenseBackwardInput => ("dense.wgsl", "dense_backward_input"),
@@ -165,6 +168,10 @@ pub mod uniforms {
         pub in_n: u32,
         pub out_n: u32,
         pub relu: u32,
+        pub chunk: u32,
+        pub chunks: u32,
+        pub _pad0: u32,
+        pub _pad1: u32,
     }
 
     #[repr(C)]
@@ -255,7 +262,7 @@ pub mod uniforms {
     const _: () = assert!(std::mem::size_of::<GatherParams>() == 16);
     const _: () = assert!(std::mem::size_of::<ConvParams>() == 64);
     const _: () = assert!(std::mem::size_of::<PoolParams>() == 32);
-    const _: () = assert!(std::mem::size_of::<DenseParams>() == 16);
+    const _: () = assert!(std::mem::size_of::<DenseParams>() == 32);
     const _: () = assert!(std::mem::size_of::<LossParams>() == 16);
     const _: () = assert!(std::mem::size_of::<Segment>() == 32);
     const _: () = assert!(std::mem::size_of::<AdamParams>() == 48);
