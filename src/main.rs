@@ -51,6 +51,8 @@ enum Command {
     Train(TrainArgs),
     /// List the GPU adapters and the one `train` would pick
     Info(GpuArgs),
+    /// Time training steps of the reference model (or a config) with the data on the GPU
+    Bench(BenchArgs),
     /// Print per-tensor statistics of a checkpoint: max |w|, fraction of exact zeros, filter norms
     Inspect {
         /// a safetensors checkpoint
@@ -71,6 +73,33 @@ enum Command {
         #[arg(long, default_value = "assets/fashion-mnist-sample")]
         out: PathBuf,
     },
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    /// Batch sizes to time
+    #[arg(long, value_delimiter = ',', default_value = "32,128,512")]
+    batch_sizes: Vec<usize>,
+    /// Timed steps per batch size (after the warm-up)
+    #[arg(long, default_value_t = 200)]
+    steps: usize,
+    /// Untimed warm-up steps (pipeline compilation, caches)
+    #[arg(long, default_value_t = 20)]
+    warmup: usize,
+    /// Conv filters of the reference model (32 is the reference; 64, 128 show how cost grows)
+    #[arg(long, default_value_t = 32, conflicts_with = "config")]
+    filters: usize,
+    /// A model/restriction config instead of the reference model
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Also time each kernel of a step on its own
+    #[arg(long)]
+    kernels: bool,
+    /// One JSON object on stdout
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    gpu: GpuArgs,
 }
 
 #[derive(Args)]
@@ -130,6 +159,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Train(a) => train(a),
         Command::Info(g) => info(g),
+        Command::Bench(b) => bench(b),
         Command::Inspect { file, json } => inspect(&file, json),
         Command::MakeSample {
             from,
@@ -270,6 +300,123 @@ fn train(a: TrainArgs) -> Result<()> {
         if !a.quiet {
             eprintln!("saved {}", path.display());
         }
+    }
+    Ok(())
+}
+
+/// Peak resident memory of this process (VmHWM), in bytes; None where /proc is absent.
+fn peak_rss() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse::<u64>().ok().map(|kb| kb * 1024)
+}
+
+fn bench(b: BenchArgs) -> Result<()> {
+    let mut cfg = match &b.config {
+        Some(p) => Config::load(p)?,
+        None => Config::reference(),
+    };
+    if b.config.is_none() {
+        if let Some(clampnet::model::LayerSpec::Conv2d { filters, .. }) = cfg.model.layers.first_mut() {
+            *filters = b.filters;
+        }
+    }
+    let plan = ModelPlan::new(&cfg.model)?;
+    if b.steps == 0 || b.batch_sizes.is_empty() || b.batch_sizes.contains(&0) {
+        return Err(Error::Config("--steps and every --batch-sizes value must be at least 1".into()));
+    }
+    // synthetic images of the model's input shape: timing does not depend on their values
+    let [h, w, c] = cfg.model.input;
+    let largest = *b.batch_sizes.iter().max().unwrap();
+    let n = largest * (b.steps + b.warmup).min(64);
+    let mut rng = 0x9e37_79b9u32;
+    let images: Vec<u8> = (0..n * h * w * c)
+        .map(|_| {
+            rng ^= rng << 13;
+            rng ^= rng >> 17;
+            rng ^= rng << 5;
+            (rng >> 24) as u8
+        })
+        .collect();
+    let labels: Vec<u32> = (0..n as u32).map(|i| i % plan.classes as u32).collect();
+    let split = data::Split { images, labels, height: h, width: w, channels: c };
+    let ctx = Context::new(&b.gpu.options())?;
+    let flops = plan.train_flops_per_image();
+    let mut rows = Vec::new();
+    for &bs in &b.batch_sizes {
+        let weights = init_weights(&plan, 0);
+        let mut t = Trainer::new(&ctx, plan.clone(), cfg.restrictions.clone(), cfg.hyper, bs, &split, &split, &weights)?;
+        let order: Vec<u32> = (0..n as u32).collect();
+        let per_epoch = t.steps_per_epoch();
+        let run = |t: &mut Trainer, mut steps: usize| -> Result<f64> {
+            let start = std::time::Instant::now();
+            let mut e = 1;
+            while steps > 0 {
+                let k = steps.min(per_epoch);
+                t.train_steps(e, &order, k, &mut |_| {})?;
+                steps -= k;
+                e += 1;
+            }
+            Ok(start.elapsed().as_secs_f64())
+        };
+        run(&mut t, b.warmup.max(1))?;
+        let secs = run(&mut t, b.steps)?;
+        let ms_step = 1e3 * secs / b.steps as f64;
+        let ips = (b.steps * bs) as f64 / secs;
+        let kernels = if b.kernels {
+            t.profile_step(10)?.into_iter().map(|(k, s)| json!({ "kernel": format!("{k:?}"), "microseconds": s * 1e6 })).collect()
+        } else {
+            Vec::new()
+        };
+        rows.push(json!({
+            "batch_size": bs,
+            "images_per_second": ips,
+            "ms_per_step": ms_step,
+            "seconds_per_60k_epoch": 60_000.0 / ips,
+            "gflops": flops * ips / 1e9,
+            "dispatches_per_step": t.dispatches_per_step(),
+            "submits_per_step": 1.0 / t.steps_per_submit() as f64,
+            "kernels": kernels,
+        }));
+    }
+    let out = json!({
+        "adapter": gpu::describe(&ctx.info),
+        "model_parameters": plan.param_count(),
+        "train_mflops_per_image": flops / 1e6,
+        "steps": b.steps,
+        "warmup": b.warmup,
+        "gpu_bytes_allocated": ctx.allocated_bytes(),
+        "host_peak_rss_bytes": peak_rss(),
+        "results": rows,
+    });
+    if b.json {
+        println!("{out}");
+    } else {
+        println!("adapter: {}", out["adapter"].as_str().unwrap_or("?"));
+        println!(
+            "model: {} parameters, {:.2} MFLOP per image per training step; {} timed steps after {} warm-up",
+            plan.param_count(),
+            flops / 1e6,
+            b.steps,
+            b.warmup
+        );
+        println!("{:>6} {:>12} {:>10} {:>12} {:>8} {:>11} {:>13}", "batch", "images/s", "ms/step", "s/60k epoch", "GFLOP/s", "dispatches", "submits/step");
+        for r in &rows {
+            println!(
+                "{:>6} {:>12.0} {:>10.3} {:>12.1} {:>8.2} {:>11} {:>13.4}",
+                r["batch_size"].as_u64().unwrap_or(0), r["images_per_second"].as_f64().unwrap_or(0.0), r["ms_per_step"].as_f64().unwrap_or(0.0),
+                r["seconds_per_60k_epoch"].as_f64().unwrap_or(0.0), r["gflops"].as_f64().unwrap_or(0.0), r["dispatches_per_step"].as_u64().unwrap_or(0),
+                r["submits_per_step"].as_f64().unwrap_or(0.0)
+            );
+            for k in r["kernels"].as_array().into_iter().flatten() {
+                println!("         {:<24} {:>10.1} us (alone, repeated)", k["kernel"].as_str().unwrap_or(""), k["microseconds"].as_f64().unwrap_or(0.0));
+            }
+        }
+        println!(
+            "GPU memory allocated: {:.1} MiB; host peak RSS: {}",
+            ctx.allocated_bytes() as f64 / (1 << 20) as f64,
+            peak_rss().map_or("unknown".into(), |b| format!("{:.0} MiB", b as f64 / (1 << 20) as f64))
+        );
     }
     Ok(())
 }

@@ -343,6 +343,25 @@ impl ModelPlan {
         h * w * c
     }
 
+    /// Floating-point operations (multiply and add counted as 2) of one training step per image:
+    /// forward, weight and bias gradients, and input gradients where an earlier layer has weights.
+    pub fn train_flops_per_image(&self) -> f64 {
+        let first = self.layers.iter().position(|l| l.params.is_some()).unwrap_or(0);
+        let mut flops = 0.0;
+        for (i, l) in self.layers.iter().enumerate() {
+            let macs = match (&l.spec, l.input, l.output) {
+                (LayerSpec::Conv2d { kernel_size, .. }, Shape::Spatial { c, .. }, out) => {
+                    (out.len() * kernel_size * kernel_size * c) as f64
+                }
+                (LayerSpec::Dense { .. }, input, out) => (input.len() * out.len()) as f64,
+                _ => 0.0,
+            };
+            let passes = if i > first { 3.0 } else { 2.0 };
+            flops += 2.0 * macs * passes;
+        }
+        flops
+    }
+
     /// Keras' glorot-uniform fans for a kernel: conv fan_in = kh*kw*in, fan_out = kh*kw*out.
     pub fn fans(p: &ParamSpec) -> (usize, usize) {
         match p.shape.as_slice() {

@@ -1032,6 +1032,16 @@ impl<'a> Trainer<'a> {
         self.train.n
     }
 
+    /// Dispatches in one full training step.
+    pub fn dispatches_per_step(&self) -> usize {
+        self.train_full.len()
+    }
+
+    /// Training steps recorded into one submit.
+    pub fn steps_per_submit(&self) -> usize {
+        CHUNK_STEPS
+    }
+
     pub fn steps_per_epoch(&self) -> usize {
         self.train.n.div_ceil(self.batch_size)
     }
@@ -1041,6 +1051,18 @@ impl<'a> Trainer<'a> {
         &mut self,
         epoch: usize,
         order: &[u32],
+        on_tick: &mut dyn FnMut(Progress),
+    ) -> Result<EpochStats> {
+        self.train_steps(epoch, order, self.steps_per_epoch(), on_tick)
+    }
+
+    /// The first `limit` steps of an epoch in `order` (all of them when `limit` is the epoch's length;
+    /// epoch-end constraints run only then). `clampnet bench` times steps with it.
+    pub fn train_steps(
+        &mut self,
+        epoch: usize,
+        order: &[u32],
+        limit: usize,
         on_tick: &mut dyn FnMut(Progress),
     ) -> Result<EpochStats> {
         let ctx = self.ctx;
@@ -1071,7 +1093,8 @@ impl<'a> Trainer<'a> {
             0,
             bytemuck::bytes_of(&U::Metrics::default()),
         );
-        let steps = self.steps_per_epoch();
+        let full_epoch = limit >= self.steps_per_epoch();
+        let steps = limit.min(self.steps_per_epoch());
         let start = Instant::now();
         let mut pending: Option<(usize, wgpu::SubmissionIndex, usize)> = None;
         let mut last = PassMetrics::default();
@@ -1112,7 +1135,7 @@ impl<'a> Trainer<'a> {
         if let Some((pslot, pidx, pdone)) = pending.take() {
             last = self.read_metrics(pslot, pidx, epoch, pdone)?;
         }
-        if !self.epoch_end.is_empty() {
+        if full_epoch && !self.epoch_end.is_empty() {
             let mut enc = ctx.device.create_command_encoder(&Default::default());
             {
                 let mut pass = enc.begin_compute_pass(&Default::default());

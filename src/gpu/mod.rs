@@ -44,6 +44,8 @@ pub fn parse_backends(name: &str) -> Result<wgpu::Backends> {
 }
 
 pub struct Context {
+    /// bytes of every buffer created through this context
+    allocated: std::sync::atomic::AtomicU64,
     /// the first uncaptured device error or device loss, reported by `check()` instead of a panic
     failure: std::sync::Arc<std::sync::Mutex<Option<String>>>,
     pub instance: wgpu::Instance,
@@ -141,6 +143,7 @@ impl Context {
             }
         });
         Ok(Context {
+            allocated: Default::default(),
             failure,
             instance,
             adapter,
@@ -164,12 +167,22 @@ impl Context {
         }
     }
 
+    /// Bytes of every buffer created through this context so far.
+    pub fn allocated_bytes(&self) -> u64 {
+        self.allocated.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn count(&self, bytes: u64) {
+        self.allocated.fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
+    }
+
     pub fn storage_init(&self, label: &str, bytes: &[u8]) -> wgpu::Buffer {
         // wgpu requires a non-zero, 4-byte multiple size for storage bindings.
         let mut data = bytes.to_vec();
         while data.is_empty() || !data.len().is_multiple_of(4) {
             data.push(0);
         }
+        self.count(data.len() as u64);
         self.device
             .create_buffer_init(&wgpu::util::BufferInitDescriptor {
                 label: Some(label),
@@ -181,6 +194,7 @@ impl Context {
     }
 
     pub fn storage_zeroed(&self, label: &str, bytes: u64) -> wgpu::Buffer {
+        self.count(bytes.max(4).div_ceil(4) * 4);
         self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(label),
             size: bytes.max(4).div_ceil(4) * 4,
