@@ -308,7 +308,11 @@ fn train(a: TrainArgs) -> Result<()> {
 fn peak_rss() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    line.split_whitespace().nth(1)?.parse::<u64>().ok().map(|kb| kb * 1024)
+    line.split_whitespace()
+        .nth(1)?
+        .parse::<u64>()
+        .ok()
+        .map(|kb| kb * 1024)
 }
 
 fn bench(b: BenchArgs) -> Result<()> {
@@ -317,13 +321,17 @@ fn bench(b: BenchArgs) -> Result<()> {
         None => Config::reference(),
     };
     if b.config.is_none() {
-        if let Some(clampnet::model::LayerSpec::Conv2d { filters, .. }) = cfg.model.layers.first_mut() {
+        if let Some(clampnet::model::LayerSpec::Conv2d { filters, .. }) =
+            cfg.model.layers.first_mut()
+        {
             *filters = b.filters;
         }
     }
     let plan = ModelPlan::new(&cfg.model)?;
     if b.steps == 0 || b.batch_sizes.is_empty() || b.batch_sizes.contains(&0) {
-        return Err(Error::Config("--steps and every --batch-sizes value must be at least 1".into()));
+        return Err(Error::Config(
+            "--steps and every --batch-sizes value must be at least 1".into(),
+        ));
     }
     // synthetic images of the model's input shape: timing does not depend on their values
     let [h, w, c] = cfg.model.input;
@@ -339,13 +347,28 @@ fn bench(b: BenchArgs) -> Result<()> {
         })
         .collect();
     let labels: Vec<u32> = (0..n as u32).map(|i| i % plan.classes as u32).collect();
-    let split = data::Split { images, labels, height: h, width: w, channels: c };
+    let split = data::Split {
+        images,
+        labels,
+        height: h,
+        width: w,
+        channels: c,
+    };
     let ctx = Context::new(&b.gpu.options())?;
     let flops = plan.train_flops_per_image();
     let mut rows = Vec::new();
     for &bs in &b.batch_sizes {
         let weights = init_weights(&plan, 0);
-        let mut t = Trainer::new(&ctx, plan.clone(), cfg.restrictions.clone(), cfg.hyper, bs, &split, &split, &weights)?;
+        let mut t = Trainer::new(
+            &ctx,
+            plan.clone(),
+            cfg.restrictions.clone(),
+            cfg.hyper,
+            bs,
+            &split,
+            &split,
+            &weights,
+        )?;
         let order: Vec<u32> = (0..n as u32).collect();
         let per_epoch = t.steps_per_epoch();
         let run = |t: &mut Trainer, mut steps: usize| -> Result<f64> {
@@ -364,7 +387,10 @@ fn bench(b: BenchArgs) -> Result<()> {
         let ms_step = 1e3 * secs / b.steps as f64;
         let ips = (b.steps * bs) as f64 / secs;
         let kernels = if b.kernels {
-            t.profile_step(10)?.into_iter().map(|(k, s)| json!({ "kernel": format!("{k:?}"), "microseconds": s * 1e6 })).collect()
+            t.profile_step(10)?
+                .into_iter()
+                .map(|(k, s)| json!({ "kernel": format!("{k:?}"), "microseconds": s * 1e6 }))
+                .collect()
         } else {
             Vec::new()
         };
@@ -400,22 +426,36 @@ fn bench(b: BenchArgs) -> Result<()> {
             b.steps,
             b.warmup
         );
-        println!("{:>6} {:>12} {:>10} {:>12} {:>8} {:>11} {:>13}", "batch", "images/s", "ms/step", "s/60k epoch", "GFLOP/s", "dispatches", "submits/step");
+        println!(
+            "{:>6} {:>12} {:>10} {:>12} {:>8} {:>11} {:>13}",
+            "batch", "images/s", "ms/step", "s/60k epoch", "GFLOP/s", "dispatches", "submits/step"
+        );
         for r in &rows {
             println!(
                 "{:>6} {:>12.0} {:>10.3} {:>12.1} {:>8.2} {:>11} {:>13.4}",
-                r["batch_size"].as_u64().unwrap_or(0), r["images_per_second"].as_f64().unwrap_or(0.0), r["ms_per_step"].as_f64().unwrap_or(0.0),
-                r["seconds_per_60k_epoch"].as_f64().unwrap_or(0.0), r["gflops"].as_f64().unwrap_or(0.0), r["dispatches_per_step"].as_u64().unwrap_or(0),
+                r["batch_size"].as_u64().unwrap_or(0),
+                r["images_per_second"].as_f64().unwrap_or(0.0),
+                r["ms_per_step"].as_f64().unwrap_or(0.0),
+                r["seconds_per_60k_epoch"].as_f64().unwrap_or(0.0),
+                r["gflops"].as_f64().unwrap_or(0.0),
+                r["dispatches_per_step"].as_u64().unwrap_or(0),
                 r["submits_per_step"].as_f64().unwrap_or(0.0)
             );
             for k in r["kernels"].as_array().into_iter().flatten() {
-                println!("         {:<24} {:>10.1} us (alone, repeated)", k["kernel"].as_str().unwrap_or(""), k["microseconds"].as_f64().unwrap_or(0.0));
+                println!(
+                    "         {:<24} {:>10.1} us (alone, repeated)",
+                    k["kernel"].as_str().unwrap_or(""),
+                    k["microseconds"].as_f64().unwrap_or(0.0)
+                );
             }
         }
         println!(
             "GPU memory allocated: {:.1} MiB; host peak RSS: {}",
             ctx.allocated_bytes() as f64 / (1 << 20) as f64,
-            peak_rss().map_or("unknown".into(), |b| format!("{:.0} MiB", b as f64 / (1 << 20) as f64))
+            peak_rss().map_or("unknown".into(), |b| format!(
+                "{:.0} MiB",
+                b as f64 / (1 << 20) as f64
+            ))
         );
     }
     Ok(())

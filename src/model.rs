@@ -346,7 +346,11 @@ impl ModelPlan {
     /// Floating-point operations (multiply and add counted as 2) of one training step per image:
     /// forward, weight and bias gradients, and input gradients where an earlier layer has weights.
     pub fn train_flops_per_image(&self) -> f64 {
-        let first = self.layers.iter().position(|l| l.params.is_some()).unwrap_or(0);
+        let first = self
+            .layers
+            .iter()
+            .position(|l| l.params.is_some())
+            .unwrap_or(0);
         let mut flops = 0.0;
         for (i, l) in self.layers.iter().enumerate() {
             let macs = match (&l.spec, l.input, l.output) {

@@ -377,3 +377,46 @@ fn vulkan_and_gl_backends_agree() {
         assert!((a - b).abs() <= 1e-4 * a.abs(), "{key}: vulkan {a}, gl {b}");
     }
 }
+
+#[test]
+fn bench_reports_speed_and_resources_as_json() {
+    let o = clampnet(&[
+        "bench",
+        "--json",
+        "--batch-sizes",
+        "8,16",
+        "--steps",
+        "3",
+        "--warmup",
+        "1",
+        "--kernels",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(j["model_parameters"], 54410);
+    assert!(
+        (j["train_mflops_per_image"].as_f64().unwrap() - 1.1).abs() < 0.05,
+        "{j}"
+    );
+    assert!(j["gpu_bytes_allocated"].as_u64().unwrap() > 54410 * 4 * 3);
+    let rows = j["results"].as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    for (r, bs) in rows.iter().zip([8, 16]) {
+        assert_eq!(r["batch_size"], bs);
+        for key in [
+            "images_per_second",
+            "ms_per_step",
+            "gflops",
+            "seconds_per_60k_epoch",
+        ] {
+            assert!(
+                r[key].as_f64().is_some_and(|v| v > 0.0 && v.is_finite()),
+                "{key}: {r}"
+            );
+        }
+        // gather, conv, pool, dense (2), loss, dense backward (3), pool backward, conv weight gradient (2),
+        // Adam, metrics: no regularization-loss pass without a regularizer
+        assert_eq!(r["dispatches_per_step"], 14);
+        assert_eq!(r["kernels"].as_array().unwrap().len(), 14);
+    }
+}

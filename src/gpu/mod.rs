@@ -173,7 +173,8 @@ impl Context {
     }
 
     fn count(&self, bytes: u64) {
-        self.allocated.fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
+        self.allocated
+            .fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
     }
 
     pub fn storage_init(&self, label: &str, bytes: &[u8]) -> wgpu::Buffer {
