@@ -15,6 +15,8 @@
 //                           partial sums of dK and db (the bias is patch row k*k*IC)
 //   conv2d_weight_reduce    sums the partials of all chunks
 //   conv2d_backward_input   one invocation per input pixel, all IC channels
+//   conv2d_relu_maxpool2_forward  conv + relu + 2x2 max-pool in one pass (the conv output is never stored);
+//                           the weight and input gradients then read the pool's gradient (POOLED variants)
 
 struct ConvParams {
     batch: u32, in_h: u32, in_w: u32, in_c: u32,
@@ -34,10 +36,16 @@ struct ConvParams {
 @group(0) @binding(8) var<storage, read_write> dx: array<f32>;
 @group(0) @binding(9) var<storage, read_write> partials: array<f32>;   // [chunks, k*k*IC + 1, OC]
 @group(0) @binding(10) var<storage, read> taps: array<vec4<i32>>;      // patch rows, padded to 8: (di, dj, offset, kind)
+@group(0) @binding(11) var<storage, read_write> argmax: array<u32>;    // fused with a 2x2 max-pool: [B, OH/2, OW/2, OC]
 
 // GATE (a pipeline-overridable constant, so the unused branch compiles away): the backward applies
 // relu'(y) to dy itself. It is false when a max-pool follows, because the pool backward already did.
 override GATE: bool = false;
+
+// POOLED (pipeline-overridable): this relu conv is fused with the 2x2 max-pool after it. The conv output is
+// never stored: `y` is the pooled output, `dy` the pool's incoming gradient, `argmax` the pool's choice,
+// and dL/dpre at conv position (i, j) is routed through the pool (relu' = pooled value > 0).
+override POOLED: bool = false;
 
 // dL/dpre at output element `at`.
 fn dpre(at: u32) -> f32 {
@@ -45,6 +53,29 @@ fn dpre(at: u32) -> f32 {
         return select(0.0, dy[at], y[at] > 0.0);
     }
     return dy[at];
+}
+
+// dL/dpre at conv output (n, i, j, o) when fused with the pool: the pool's gradient where (i, j) is the
+// first maximum of its window and that maximum is > 0; 0 elsewhere and in rows/columns outside every window.
+fn dpre_pooled(n: u32, i: u32, j: u32, o: u32) -> f32 {
+    let ph = i / 2u;
+    let pw = j / 2u;
+    let out_ph = P.out_h / 2u;
+    let out_pw = P.out_w / 2u;
+    if (ph >= out_ph || pw >= out_pw) {
+        return 0.0;
+    }
+    let at = ((n * out_ph + ph) * out_pw + pw) * P.out_c + o;
+    let local = (i % 2u) * 2u + (j % 2u);
+    return select(0.0, dy[at], argmax[at] == local && y[at] > 0.0);
+}
+
+// dL/dpre at conv output (n, i, j, o), whose flat index is at + o.
+fn grad_at(n: u32, i: u32, j: u32, at: u32, o: u32) -> f32 {
+    if (POOLED) {
+        return dpre_pooled(n, i, j, o);
+    }
+    return dpre(at + o);
 }
 
 // Four consecutive kernel values of a row (reads past the row end only feed outputs that are not stored).
@@ -131,6 +162,81 @@ fn conv2d_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocatio
     if (p0 + 3u < hw) { store8(out + 3u * P.out_c, o0, activate(a6), activate(a7)); }
 }
 
+// conv2d (relu) fused with the 2x2 max-pool after it.
+// grid (ceil((OH/2)*(OW/2)/64), B, ceil(OC/8)): one invocation per (pooled pixel, 8 channels); the 4 conv
+// outputs of its window are the 4-pixel register tile of conv2d_forward. Writes the pooled output (`y`) and
+// the index (di * 2 + dj) of the first maximum of each window in row-major order (`argmax`); the conv
+// output itself is never stored.
+@compute @workgroup_size(64)
+fn conv2d_relu_maxpool2_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let pp = wg.x * 64u + lid;
+    let n = wg.y;
+    let o0 = wg.z * 8u;
+    let out_ph = P.out_h / 2u;
+    let out_pw = P.out_w / 2u;
+    if (pp >= out_ph * out_pw) {
+        return;
+    }
+    let ph = pp / out_pw;
+    let pw = pp % out_pw;
+    // the window's conv positions in row-major order: (0,0), (0,1), (1,0), (1,1)
+    let ih = vec4<i32>(i32(2u * ph)) + vec4<i32>(0, 0, 1, 1) - vec4<i32>(i32(P.pad));
+    let iw = vec4<i32>(i32(2u * pw)) + vec4<i32>(0, 1, 0, 1) - vec4<i32>(i32(P.pad));
+    let base = ((vec4<i32>(i32(n * P.in_h)) + ih) * i32(P.in_w) + iw) * i32(P.in_c);
+    let b0 = bias4(o0);
+    let b1 = bias4(o0 + 4u);
+    var a0 = b0; var a1 = b1; var a2 = b0; var a3 = b1;
+    var a4 = b0; var a5 = b1; var a6 = b0; var a7 = b1;
+    var t = 0u;
+    for (var di = 0u; di < P.k; di++) {
+        let hok = (ih + i32(di) >= vec4<i32>(0)) & (ih + i32(di) < vec4<i32>(i32(P.in_h)));
+        for (var dj = 0u; dj < P.k; dj++) {
+            let ok = hok & (iw + i32(dj) >= vec4<i32>(0)) & (iw + i32(dj) < vec4<i32>(i32(P.in_w)));
+            let tap = i32((di * P.in_w + dj) * P.in_c);
+            for (var c = 0u; c < P.in_c; c++) {
+                let kb = t * P.out_c + o0;
+                let k0 = kernel4(kb);
+                let k1 = kernel4(kb + 4u);
+                let off = tap + i32(c);
+                let v = vec4<f32>(xval(base.x + off, ok.x), xval(base.y + off, ok.y),
+                                  xval(base.z + off, ok.z), xval(base.w + off, ok.w));
+                a0 += v.x * k0; a1 += v.x * k1;
+                a2 += v.y * k0; a3 += v.y * k1;
+                a4 += v.z * k0; a5 += v.z * k1;
+                a6 += v.w * k0; a7 += v.w * k1;
+                t++;
+            }
+        }
+    }
+    // relu, then the first maximum of the window (strict >, row-major), 4 channels at a time
+    let zero = vec4<f32>(0.0);
+    var best_lo = max(a0, zero);
+    var best_hi = max(a1, zero);
+    var arg_lo = vec4<u32>(0u);
+    var arg_hi = vec4<u32>(0u);
+    let cand_lo = array<vec4<f32>, 3>(max(a2, zero), max(a4, zero), max(a6, zero));
+    let cand_hi = array<vec4<f32>, 3>(max(a3, zero), max(a5, zero), max(a7, zero));
+    for (var q = 0u; q < 3u; q++) {
+        let m_lo = cand_lo[q] > best_lo;
+        let m_hi = cand_hi[q] > best_hi;
+        best_lo = select(best_lo, cand_lo[q], m_lo);
+        best_hi = select(best_hi, cand_hi[q], m_hi);
+        arg_lo = select(arg_lo, vec4<u32>(q + 1u), m_lo);
+        arg_hi = select(arg_hi, vec4<u32>(q + 1u), m_hi);
+    }
+    let out = (n * out_ph * out_pw + pp) * P.out_c + o0;
+    for (var q = 0u; q < 4u; q++) {
+        if (o0 + q < P.out_c) {
+            y[out + q] = best_lo[q];
+            argmax[out + q] = arg_lo[q];
+        }
+        if (o0 + 4u + q < P.out_c) {
+            y[out + 4u + q] = best_hi[q];
+            argmax[out + 4u + q] = arg_hi[q];
+        }
+    }
+}
+
 // Patch-row value for one output position: tap = (di, dj, offset from the position's input origin,
 // kind: 0 input, 1 the bias row (constant 1), 2 no row).
 fn row_value(tap: vec4<i32>, origin: i32, ih: i32, iw: i32) -> f32 {
@@ -169,10 +275,10 @@ fn conv2d_weight_partials(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_i
         var origin = ((i32(n * P.in_h) + ih) * i32(P.in_w) - i32(P.pad)) * i32(P.in_c);
         for (var j = 0u; j < P.out_w; j++) {
             let iw = i32(j) - i32(P.pad);
-            let g0 = vec4<f32>(dpre(at + min(o0, lo)), dpre(at + min(o0 + 1u, lo)),
-                               dpre(at + min(o0 + 2u, lo)), dpre(at + min(o0 + 3u, lo)));
-            let g1 = vec4<f32>(dpre(at + min(o0 + 4u, lo)), dpre(at + min(o0 + 5u, lo)),
-                               dpre(at + min(o0 + 6u, lo)), dpre(at + min(o0 + 7u, lo)));
+            let g0 = vec4<f32>(grad_at(n, i, j, at, min(o0, lo)), grad_at(n, i, j, at, min(o0 + 1u, lo)),
+                               grad_at(n, i, j, at, min(o0 + 2u, lo)), grad_at(n, i, j, at, min(o0 + 3u, lo)));
+            let g1 = vec4<f32>(grad_at(n, i, j, at, min(o0 + 4u, lo)), grad_at(n, i, j, at, min(o0 + 5u, lo)),
+                               grad_at(n, i, j, at, min(o0 + 6u, lo)), grad_at(n, i, j, at, min(o0 + 7u, lo)));
             let v0 = row_value(r0, origin, ih, iw); a0 += v0 * g0; b0 += v0 * g1;
             let v1 = row_value(r1, origin, ih, iw); a1 += v1 * g0; b1 += v1 * g1;
             let v2 = row_value(r2, origin, ih, iw); a2 += v2 * g0; b2 += v2 * g1;
@@ -258,7 +364,7 @@ fn conv2d_backward_input(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_in
                 let ob = ((n * P.out_h + u32(i)) * P.out_w + u32(j)) * P.out_c;
                 let kb = ((di * P.k + dj) * P.in_c + c) * P.out_c;
                 for (var o = 0u; o < P.out_c; o++) {
-                    acc += dpre(ob + o) * kernel[kb + o];
+                    acc += grad_at(n, u32(i), u32(j), ob, o) * kernel[kb + o];
                 }
             }
         }

@@ -159,6 +159,8 @@ pub struct Trainer<'a> {
     eval_reg: Option<Dispatch>,
     /// constraints applied once after each epoch
     epoch_end: Vec<Dispatch>,
+    /// per layer: a relu conv that runs fused with the 2x2 max-pool after it
+    fused: Vec<bool>,
     /// optimizer steps done (Keras `iterations`)
     pub step: u64,
 }
@@ -177,6 +179,8 @@ struct Work {
     segments: wgpu::Buffer,
     adam_uniform: wgpu::Buffer,
     sumsq: wgpu::Buffer,
+    /// bound where a kernel variant declares a buffer it never reads
+    placeholder: wgpu::Buffer,
     n_segments: u32,
     any_penalty: bool,
     clip_by_norm: bool,
@@ -195,7 +199,39 @@ impl<'a> Trainer<'a> {
         test: &Split,
         weights: &[Vec<f32>],
     ) -> Result<Self> {
+        Self::with_fusion(
+            ctx,
+            model,
+            restrictions,
+            hyper,
+            batch_size,
+            train,
+            test,
+            weights,
+            true,
+        )
+    }
+
+    /// `new`, choosing whether a relu conv followed by a 2x2 max-pool runs as one fused pass (the
+    /// default) or as the separate kernels (kept as the reference the fused path is tested against).
+    #[allow(clippy::too_many_arguments)]
+    pub fn with_fusion(
+        ctx: &'a Context,
+        model: ModelPlan,
+        restrictions: Restrictions,
+        hyper: Hyper,
+        batch_size: usize,
+        train: &Split,
+        test: &Split,
+        weights: &[Vec<f32>],
+        fuse: bool,
+    ) -> Result<Self> {
         restrictions.validate(&model)?;
+        let fused = if fuse {
+            fused_conv_pool(&model)
+        } else {
+            vec![false; model.layers.len()]
+        };
         if batch_size == 0 {
             return Err(Error::Config("batch size must be at least 1".into()));
         }
@@ -297,7 +333,12 @@ impl<'a> Trainer<'a> {
                 argmax.push(None);
                 continue;
             }
-            let bytes = (b * l.output.len() * 4) as u64;
+            // a conv fused with its pool never stores its output or the output's gradient
+            let bytes = if fused[i] {
+                4
+            } else {
+                (b * l.output.len() * 4) as u64
+            };
             check(&format!("{} output", l.name), bytes)?;
             acts.push(ctx.storage_zeroed(&format!("{} out", l.name), bytes));
             dacts.push(ctx.storage_zeroed(&format!("{} dout", l.name), bytes));
@@ -375,6 +416,7 @@ impl<'a> Trainer<'a> {
             segments: ctx.storage_init("penalty segments", bytemuck::cast_slice(&segs)),
             adam_uniform: ctx.uniform("adam params", &adam),
             sumsq: ctx.storage_zeroed("gradient sums of squares", (n_segments * 4) as u64),
+            placeholder: ctx.storage_zeroed("placeholder", 4),
             n_segments,
             any_penalty,
             clip_by_norm: clip_mode == 1 || clip_mode == 2,
@@ -415,6 +457,7 @@ impl<'a> Trainer<'a> {
             eval_last: None,
             eval_reg: None,
             epoch_end: Vec::new(),
+            fused,
             step: 0,
         };
         let scope = ctx.device.push_error_scope(wgpu::ErrorFilter::Validation);
@@ -631,6 +674,37 @@ impl<'a> Trainer<'a> {
         // forward
         for (i, l) in self.model.layers.iter().enumerate() {
             match &lus[i] {
+                LU::Conv(u, _) if self.fused[i] => {
+                    // conv + relu + 2x2 max-pool: writes the pool's output and argmax
+                    let (kern, bias) = l.params.expect("layer with weights");
+                    let Shape::Spatial { h, w: ow, c } = l.output else {
+                        unreachable!("conv output is spatial")
+                    };
+                    let k = Kernel::Conv2dReluMaxPool2Forward;
+                    out.push(Dispatch {
+                        kernel: k,
+                        gate: false,
+                        bind_group: pipes.bind(
+                            ctx,
+                            k,
+                            false,
+                            &[
+                                (0, whole(u)),
+                                (1, whole(input_of(i))),
+                                (2, span(&self.params, p(kern).offset, p(kern).len)),
+                                (3, span(&self.params, p(bias).offset, p(bias).len)),
+                                (4, whole(output_of(i + 1))),
+                                (11, whole(w.argmax[i + 1].as_ref().unwrap())),
+                            ],
+                        ),
+                        groups: (
+                            ((h / 2) * (ow / 2)).div_ceil(64) as u32,
+                            rows_u,
+                            c.div_ceil(8) as u32,
+                        ),
+                    });
+                }
+                LU::Pool(_) if i > 0 && self.fused[i - 1] => {}
                 LU::Conv(u, _) => {
                     let (kern, bias) = l.params.expect("layer with weights");
                     let Shape::Spatial { h, w: ow, c } = l.output else {
@@ -759,6 +833,32 @@ impl<'a> Trainer<'a> {
                     LU::Conv(u, cp) => {
                         let (kern, bias) = l.params.unwrap();
                         let kkc = p(kern).len / cp.out_c as usize;
+                        // fused with its pool: the gradients read the pool's output, gradient and argmax
+                        let fused = self.fused[i];
+                        let (partials_kernel, input_kernel, gate) = if fused {
+                            (
+                                Kernel::Conv2dWeightPartialsPooled,
+                                Kernel::Conv2dBackwardInputPooled,
+                                false,
+                            )
+                        } else {
+                            (
+                                Kernel::Conv2dWeightPartials,
+                                Kernel::Conv2dBackwardInput,
+                                gate_of[i],
+                            )
+                        };
+                        let (y_of, dy_of) = if fused {
+                            (output_of(i + 1), dout_of(i + 1))
+                        } else {
+                            (output_of(i), dout_of(i))
+                        };
+                        // the unfused variants still declare the argmax binding (dead code under POOLED = false)
+                        let pool_argmax = Some(if fused {
+                            w.argmax[i + 1].as_ref().unwrap()
+                        } else {
+                            &w.placeholder
+                        });
                         let taps = conv_taps(cp);
                         let taps = ctx
                             .storage_init(&format!("{} taps", l.name), bytemuck::cast_slice(&taps));
@@ -766,22 +866,19 @@ impl<'a> Trainer<'a> {
                             &format!("{} weight-gradient partials", l.name),
                             (cp.chunks as usize * (kkc + 1) * cp.out_c as usize * 4) as u64,
                         );
+                        let mut entries = vec![
+                            (0, whole(u)),
+                            (1, whole(input_of(i))),
+                            (4, whole(y_of)),
+                            (5, whole(dy_of)),
+                            (9, whole(&partials)),
+                            (10, whole(&taps)),
+                        ];
+                        entries.extend(pool_argmax.map(|a| (11, whole(a))));
                         out.push(Dispatch {
-                            kernel: Kernel::Conv2dWeightPartials,
-                            gate: gate_of[i],
-                            bind_group: pipes.bind(
-                                ctx,
-                                Kernel::Conv2dWeightPartials,
-                                gate_of[i],
-                                &[
-                                    (0, whole(u)),
-                                    (1, whole(input_of(i))),
-                                    (4, whole(output_of(i))),
-                                    (5, whole(dout_of(i))),
-                                    (9, whole(&partials)),
-                                    (10, whole(&taps)),
-                                ],
-                            ),
+                            kernel: partials_kernel,
+                            gate,
+                            bind_group: pipes.bind(ctx, partials_kernel, gate, &entries),
                             groups: (
                                 (cp.chunks as usize).div_ceil(64) as u32,
                                 (kkc + 1).div_ceil(8) as u32,
@@ -790,11 +887,11 @@ impl<'a> Trainer<'a> {
                         });
                         out.push(Dispatch {
                             kernel: Kernel::Conv2dWeightReduce,
-                            gate: gate_of[i],
+                            gate: false,
                             bind_group: pipes.bind(
                                 ctx,
                                 Kernel::Conv2dWeightReduce,
-                                gate_of[i],
+                                false,
                                 &[
                                     (0, whole(u)),
                                     (6, span(&w.grads, p(kern).offset, p(kern).len)),
@@ -805,21 +902,18 @@ impl<'a> Trainer<'a> {
                             groups: self.groups((kkc + 1) * cp.out_c as usize),
                         });
                         if need_dx {
+                            let mut entries = vec![
+                                (0, whole(u)),
+                                (2, span(&self.params, p(kern).offset, p(kern).len)),
+                                (4, whole(y_of)),
+                                (5, whole(dy_of)),
+                                (8, whole(dout_of(i - 1))),
+                            ];
+                            entries.extend(pool_argmax.map(|a| (11, whole(a))));
                             out.push(Dispatch {
-                                kernel: Kernel::Conv2dBackwardInput,
-                                gate: gate_of[i],
-                                bind_group: pipes.bind(
-                                    ctx,
-                                    Kernel::Conv2dBackwardInput,
-                                    gate_of[i],
-                                    &[
-                                        (0, whole(u)),
-                                        (2, span(&self.params, p(kern).offset, p(kern).len)),
-                                        (4, whole(output_of(i))),
-                                        (5, whole(dout_of(i))),
-                                        (8, whole(dout_of(i - 1))),
-                                    ],
-                                ),
+                                kernel: input_kernel,
+                                gate,
+                                bind_group: pipes.bind(ctx, input_kernel, gate, &entries),
                                 groups: match l.input {
                                     Shape::Spatial { h, w, .. } => Self::grid(h * w, rows),
                                     Shape::Flat(_) => unreachable!("conv input is spatial"),
@@ -887,7 +981,8 @@ impl<'a> Trainer<'a> {
                         }
                     }
                     LU::Pool(u) => {
-                        if need_dx {
+                        // a pool fused with the conv before it has no backward pass of its own
+                        if need_dx && !self.fused[i - 1] {
                             out.push(Dispatch {
                                 kernel: Kernel::MaxPoolBackward,
                                 gate: gate_of[i],
@@ -1311,6 +1406,25 @@ impl<'a> Trainer<'a> {
             })
             .collect())
     }
+}
+
+/// Per layer: true for a relu conv2d followed by a 2x2 max-pool, which run as one fused pass.
+pub fn fused_conv_pool(model: &ModelPlan) -> Vec<bool> {
+    let l = &model.layers;
+    (0..l.len())
+        .map(|i| {
+            matches!(
+                l[i].spec,
+                LayerSpec::Conv2d {
+                    activation: Activation::Relu,
+                    ..
+                }
+            ) && matches!(
+                l.get(i + 1).map(|n| &n.spec),
+                Some(LayerSpec::MaxPool2d { pool_size: 2 })
+            )
+        })
+        .collect()
 }
 
 /// The uniform of one constraint pass over the tensor at element `offset` of the flat parameters.

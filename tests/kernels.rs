@@ -259,6 +259,7 @@ fn conv2d_weight_gradient_and_input_gradient_match_twin() {
                     (5, Buf::In(f32s(&dy))),
                     (9, Buf::Out(p.chunks as usize * (kkc + 1) * oc)),
                     (10, Buf::In(bytemuck::cast_slice(&taps))),
+                    (11, Buf::In(&[0u8; 4])),
                 ],
                 (
                     (p.chunks as usize).div_ceil(64) as u32,
@@ -307,6 +308,7 @@ fn conv2d_weight_gradient_and_input_gradient_match_twin() {
                     (4, Buf::In(f32s(&y32))),
                     (5, Buf::In(f32s(&dy))),
                     (8, Buf::Out(x.len())),
+                    (11, Buf::In(&[0u8; 4])),
                 ],
                 ((h * w).div_ceil(64) as u32, b as u32, 1),
             );
@@ -958,4 +960,153 @@ fn grids_above_65535_workgroups_fold_into_a_second_dimension() {
         got[len..].iter().all(|v| v.abs() == 5.0),
         "nothing past the end"
     );
+}
+
+#[test]
+fn conv_relu_maxpool_fusion_matches_the_unfused_twins() {
+    let (ctx, _g) = gpu();
+    let pipes = Pipelines::new(ctx).unwrap();
+    let mut rng = TestRng::new(12);
+    // (batch, h, w, in_c, out_c, k, same, rows_per): odd conv outputs leave a row/column outside every window
+    for (b, h, w, ic, oc, k, same, rows_per) in [
+        (
+            3usize, 28usize, 28usize, 1usize, 32usize, 3usize, false, 4usize,
+        ),
+        (2, 9, 8, 3, 5, 3, true, 2),
+        (2, 7, 7, 2, 11, 2, false, 3),
+    ] {
+        let d = r::ConvDims::new(b, h, w, ic, oc, k, same);
+        let pd = r::PoolDims {
+            batch: b,
+            in_h: d.out_h,
+            in_w: d.out_w,
+            c: oc,
+            k: 2,
+        };
+        let x = rand_vec(&mut rng, b * h * w * ic, 1.0);
+        let kern = rand_vec(&mut rng, k * k * ic * oc, 0.7);
+        let bias = rand_vec(&mut rng, oc, 0.3);
+        let p = conv_params(&d, true, rows_per);
+        let n_pool = b * pd.out_h() * pd.out_w() * oc;
+        let fwd = run_kernel(
+            ctx,
+            &pipes,
+            Kernel::Conv2dReluMaxPool2Forward,
+            false,
+            0,
+            bytemuck::bytes_of(&p),
+            &[
+                (1, Buf::In(f32s(&x))),
+                (2, Buf::In(f32s(&kern))),
+                (3, Buf::In(f32s(&bias))),
+                (4, Buf::Out(n_pool)),
+                (11, Buf::Out(n_pool)),
+            ],
+            (
+                (pd.out_h() * pd.out_w()).div_ceil(64) as u32,
+                b as u32,
+                oc.div_ceil(8) as u32,
+            ),
+        );
+        let conv_y = r::conv2d_forward(&d, &to64(&x), &to64(&kern), &to64(&bias), true);
+        let (want_y, want_arg) = r::maxpool_forward(&pd, &conv_y);
+        let what = format!("fused {d:?}");
+        assert_close64(
+            &format!("{what} pooled"),
+            &f64s(&fwd[0]),
+            &want_y,
+            1e-5,
+            1e-5,
+        );
+        let arg: Vec<u32> = bytemuck::pod_collect_to_vec(&fwd[1]);
+        // ties (a window of zeros after relu) go to the first position, as unfused; elsewhere the same choice
+        let mismatched = arg
+            .iter()
+            .zip(&want_arg)
+            .zip(&want_y)
+            .filter(|((a, e), y)| a != e && **y != 0.0)
+            .count();
+        assert_eq!(mismatched, 0, "{what}: argmax");
+
+        // backward through the pool: the weight gradient and the input gradient read the pool's gradient
+        let dpool = rand_vec(&mut rng, n_pool, 1.0);
+        let pooled_y: Vec<f32> = want_y.iter().map(|&v| v as f32).collect();
+        let gated: Vec<f64> = dpool
+            .iter()
+            .zip(&want_y)
+            .map(|(&g, &y)| if y > 0.0 { g as f64 } else { 0.0 })
+            .collect();
+        let dconv = r::maxpool_backward(&pd, &want_arg, &gated);
+        let (want_dk, want_db, want_dx) =
+            r::conv2d_backward(&d, &to64(&x), &to64(&kern), &conv_y, &dconv, false);
+        let kkc = k * k * ic;
+        let taps = clampnet::train::conv_taps(&p);
+        let argb: Vec<u32> = want_arg.clone();
+        let partials = run_kernel(
+            ctx,
+            &pipes,
+            Kernel::Conv2dWeightPartialsPooled,
+            false,
+            0,
+            bytemuck::bytes_of(&p),
+            &[
+                (1, Buf::In(f32s(&x))),
+                (4, Buf::In(f32s(&pooled_y))),
+                (5, Buf::In(f32s(&dpool))),
+                (9, Buf::Out(p.chunks as usize * (kkc + 1) * oc)),
+                (10, Buf::In(bytemuck::cast_slice(&taps))),
+                (11, Buf::In(bytemuck::cast_slice(&argb))),
+            ],
+            (
+                (p.chunks as usize).div_ceil(64) as u32,
+                (kkc + 1).div_ceil(8) as u32,
+                oc.div_ceil(8) as u32,
+            ),
+        );
+        let reduced = run_kernel(
+            ctx,
+            &pipes,
+            Kernel::Conv2dWeightReduce,
+            false,
+            0,
+            bytemuck::bytes_of(&p),
+            &[
+                (6, Buf::Out(kkc * oc)),
+                (7, Buf::Out(oc)),
+                (9, Buf::In(&partials[0])),
+            ],
+            (((kkc + 1) * oc).div_ceil(64) as u32, 1, 1),
+        );
+        assert_close64(
+            &format!("{what} dK"),
+            &f64s(&reduced[0]),
+            &want_dk,
+            1e-5,
+            1e-5,
+        );
+        assert_close64(
+            &format!("{what} db"),
+            &f64s(&reduced[1]),
+            &want_db,
+            1e-5,
+            1e-5,
+        );
+        let dx = run_kernel(
+            ctx,
+            &pipes,
+            Kernel::Conv2dBackwardInputPooled,
+            false,
+            0,
+            bytemuck::bytes_of(&p),
+            &[
+                (2, Buf::In(f32s(&kern))),
+                (4, Buf::In(f32s(&pooled_y))),
+                (5, Buf::In(f32s(&dpool))),
+                (8, Buf::Out(x.len())),
+                (11, Buf::In(bytemuck::cast_slice(&argb))),
+            ],
+            ((h * w).div_ceil(64) as u32, b as u32, 1),
+        );
+        assert_close64(&format!("{what} dx"), &f64s(&dx[0]), &want_dx, 1e-5, 1e-5);
+    }
 }

@@ -308,3 +308,59 @@ fn data_larger_than_a_storage_binding_is_refused_before_any_upload() {
         "{e}"
     );
 }
+
+#[test]
+fn fused_conv_pool_trains_like_the_separate_kernels() {
+    let (ctx, _g) = gpu();
+    let mut rng = TestRng::new(23);
+    let mut specs = odd_models();
+    specs.push(clampnet::model::ModelSpec::reference());
+    for (mi, spec) in specs.into_iter().enumerate() {
+        let plan = ModelPlan::new(&spec).unwrap();
+        let fused = clampnet::train::fused_conv_pool(&plan);
+        let train = random_split(&mut rng, 29, &plan);
+        let res = restrictions(&plan);
+        let h = Hyper {
+            lr: 3e-3,
+            ..Hyper::default()
+        };
+        let w0 = init_weights(&plan, 5);
+        let mut results = Vec::new();
+        for fuse in [true, false] {
+            let mut t = Trainer::with_fusion(
+                ctx,
+                plan.clone(),
+                res.clone(),
+                h,
+                8,
+                &train,
+                &train,
+                &w0,
+                fuse,
+            )
+            .unwrap();
+            let s = t
+                .train_epoch(1, &epoch_order(29, 1, 1, true), &mut |_| {})
+                .unwrap();
+            let e = t.evaluate().unwrap();
+            results.push((s.train.loss, e.loss, e.accuracy, t.weights().unwrap()));
+        }
+        let (a, b) = (&results[0], &results[1]);
+        assert_close64(
+            &format!("model {mi} losses"),
+            &[a.0, a.1, a.2],
+            &[b.0, b.1, b.2],
+            1e-6,
+            1e-5,
+        );
+        for ((name, _, x), (_, _, y)) in a.3.iter().zip(&b.3) {
+            assert_close(
+                &format!("model {mi} {name} fused {fused:?}"),
+                x,
+                y,
+                1e-6,
+                1e-5,
+            );
+        }
+    }
+}

@@ -25,6 +25,9 @@ pub enum Kernel {
     Conv2dWeightPartials,
     Conv2dWeightReduce,
     Conv2dBackwardInput,
+    Conv2dReluMaxPool2Forward,
+    Conv2dWeightPartialsPooled,
+    Conv2dBackwardInputPooled,
     MaxPoolForward,
     MaxPoolBackward,
     DenseForward,
@@ -42,12 +45,15 @@ pub enum Kernel {
 }
 
 impl Kernel {
-    pub const ALL: [Kernel; 19] = [
+    pub const ALL: [Kernel; 22] = [
         Kernel::GatherBatch,
         Kernel::Conv2dForward,
         Kernel::Conv2dWeightPartials,
         Kernel::Conv2dWeightReduce,
         Kernel::Conv2dBackwardInput,
+        Kernel::Conv2dReluMaxPool2Forward,
+        Kernel::Conv2dWeightPartialsPooled,
+        Kernel::Conv2dBackwardInputPooled,
         Kernel::MaxPoolForward,
         Kernel::MaxPoolBackward,
         Kernel::DenseForward,
@@ -73,6 +79,9 @@ impl Kernel {
             Conv2dWeightPartials => ("conv2d.wgsl", "conv2d_weight_partials"),
             Conv2dWeightReduce => ("conv2d.wgsl", "conv2d_weight_reduce"),
             Conv2dBackwardInput => ("conv2d.wgsl", "conv2d_backward_input"),
+            Conv2dReluMaxPool2Forward => ("conv2d.wgsl", "conv2d_relu_maxpool2_forward"),
+            Conv2dWeightPartialsPooled => ("conv2d.wgsl", "conv2d_weight_partials"),
+            Conv2dBackwardInputPooled => ("conv2d.wgsl", "conv2d_backward_input"),
             MaxPoolForward => ("pool.wgsl", "maxpool_forward"),
             MaxPoolBackward => ("pool.wgsl", "maxpool_backward"),
             DenseForward => ("dense.wgsl", "dense_forward"),
@@ -102,6 +111,21 @@ impl Kernel {
                 | DenseBackwardBias
                 | DenseBackwardInput
         )
+    }
+
+    /// Pipeline-overridable constants of this kernel variant (`gate`: the GATE variant).
+    pub fn constants(self, gate: bool) -> Vec<(&'static str, f64)> {
+        let mut c = Vec::new();
+        if self.has_gate() {
+            c.push(("GATE", if gate { 1.0 } else { 0.0 }));
+        }
+        if matches!(
+            self,
+            Kernel::Conv2dWeightPartialsPooled | Kernel::Conv2dBackwardInputPooled
+        ) {
+            c.push(("POOLED", 1.0));
+        }
+        c
     }
 
     pub fn source_text(self) -> &'static str {

@@ -300,7 +300,7 @@ impl Pipelines {
                             source: wgpu::ShaderSource::Wgsl(kernel.source_text().into()),
                         })
                 });
-                let constants = [("GATE", if gate { 1.0 } else { 0.0 })];
+                let constants = kernel.constants(gate);
                 let pipeline =
                     ctx.device
                         .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
@@ -309,7 +309,7 @@ impl Pipelines {
                             module,
                             entry_point: Some(entry),
                             compilation_options: wgpu::PipelineCompilationOptions {
-                                constants: if kernel.has_gate() { &constants } else { &[] },
+                                constants: &constants,
                                 ..Default::default()
                             },
                             cache: None,

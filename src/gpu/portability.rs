@@ -32,8 +32,8 @@ pub fn translate(kernel: Kernel, gate: bool) -> Result<(), String> {
     let (file, entry) = kernel.source();
     let (module, info) = validate(file, kernel.source_text())?;
     let mut constants = naga::back::PipelineConstants::default();
-    if kernel.has_gate() {
-        constants.insert("GATE".to_string(), if gate { 1.0 } else { 0.0 });
+    for (name, value) in kernel.constants(gate) {
+        constants.insert(name.to_string(), value);
     }
     let stage = naga::ShaderStage::Compute;
     let at = |backend: &str, e: &dyn std::fmt::Display| {
