@@ -256,7 +256,29 @@ fn train(a: TrainArgs) -> Result<()> {
     for epoch in 1..=cfg.epochs {
         let order = epoch_order(trainer.train_examples(), cfg.seed, epoch, cfg.shuffle);
         let started = std::time::Instant::now();
-        let stats = trainer.train_epoch(epoch, &order, &mut |_| {})?;
+        let bar = if a.quiet {
+            indicatif::ProgressBar::hidden()
+        } else {
+            let b = indicatif::ProgressBar::new(trainer.steps_per_epoch() as u64);
+            b.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "epoch {prefix} [{bar:30}] {pos}/{len} steps | {msg} | {elapsed_precise} < {eta_precise}",
+                )
+                .expect("a valid template")
+                .progress_chars("=> "),
+            );
+            b.set_prefix(format!("{epoch}/{}", cfg.epochs));
+            b
+        };
+        // the trainer reads metrics once per 64 steps; the bar shows those ticks
+        let stats = trainer.train_epoch(epoch, &order, &mut |p| {
+            bar.set_position(p.step as u64);
+            bar.set_message(format!(
+                "loss {:.4} accuracy {:.4} | {:.0} images/s",
+                p.metrics.loss, p.metrics.accuracy, p.images_per_second
+            ));
+        })?;
+        bar.finish_and_clear();
         let test = trainer.evaluate()?;
         let seconds = started.elapsed().as_secs_f64();
         let ips = stats.train.count as f64 / stats.train_seconds.max(1e-9);

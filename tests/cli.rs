@@ -417,7 +417,11 @@ fn bench_reports_speed_and_resources_as_json() {
         // gather, conv+relu+pool (fused on CPU adapters; conv and pool on GPUs), dense (2), loss, dense
         // backward (3), (pool backward on GPUs), conv weight gradient (2), Adam, metrics; no
         // regularization-loss pass without a regularizer
-        let expected = if j["adapter"].as_str().unwrap().contains(", Cpu,") { 12 } else { 14 };
+        let expected = if j["adapter"].as_str().unwrap().contains(", Cpu,") {
+            12
+        } else {
+            14
+        };
         assert_eq!(r["dispatches_per_step"], expected);
         assert_eq!(r["kernels"].as_array().unwrap().len(), expected);
     }
