@@ -139,9 +139,16 @@ struct TrainArgs {
     /// Start from these weights (safetensors, Keras names and layouts)
     #[arg(long)]
     init: Option<PathBuf>,
-    /// Write the trained weights here (safetensors, Keras names and layouts), atomically
+    /// Write the trained weights here (safetensors, Keras names and layouts; with Adam's state and the
+    /// run's settings, for --resume), atomically
     #[arg(long)]
     save: Option<PathBuf>,
+    /// Also save after every N epochs
+    #[arg(long)]
+    save_every: Option<usize>,
+    /// Continue a run from a checkpoint written by --save (or by Ctrl-C); --epochs is the total to reach
+    #[arg(long, conflicts_with_all = ["config", "preset"])]
+    resume: Option<PathBuf>,
     /// One JSON object per epoch on stdout
     #[arg(long)]
     json: bool,
@@ -157,7 +164,10 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Train(a) => train(a),
+        Command::Train(a) => match train(a) {
+            Ok(Outcome::Interrupted) => return ExitCode::from(130),
+            other => other.map(|_| ()),
+        },
         Command::Info(g) => info(g),
         Command::Bench(b) => bench(b),
         Command::Inspect { file, json } => inspect(&file, json),
@@ -177,21 +187,146 @@ fn main() -> ExitCode {
     }
 }
 
-fn train(a: TrainArgs) -> Result<()> {
-    // the file (or the reference model with a preset), then the flags
-    let mut cfg = match &a.config {
-        Some(path) => Config::load(path)?,
+/// How a training run ended.
+enum Outcome {
+    Done,
+    /// Ctrl-C: a checkpoint was written
+    Interrupted,
+}
+
+/// What a checkpoint records so that `--resume` continues exactly where it stopped.
+struct RunState<'a> {
+    cfg: &'a Config,
+    config_text: Option<&'a str>,
+    preset: Option<Preset>,
+    limit_train: Option<usize>,
+    limit_test: Option<usize>,
+    /// epochs completed, and steps done in the next one
+    epoch: usize,
+    epoch_step: usize,
+}
+
+/// Weights (Keras names), Adam's moments (`optimizer/m/<name>`, `optimizer/v/<name>`) and the run's
+/// settings as metadata, written atomically.
+fn save_checkpoint(
+    path: &std::path::Path,
+    trainer: &Trainer,
+    what: &str,
+    s: &RunState,
+) -> Result<()> {
+    let mut tensors = trainer.weights()?;
+    let (m, v) = trainer.optimizer_state()?;
+    for (p, (m, v)) in trainer.model.params.iter().zip(m.into_iter().zip(v)) {
+        tensors.push((format!("optimizer/m/{}", p.name), p.shape.clone(), m));
+        tensors.push((format!("optimizer/v/{}", p.name), p.shape.clone(), v));
+    }
+    let mut meta = std::collections::HashMap::new();
+    let mut put = |k: &str, v: String| {
+        meta.insert(k.to_string(), v);
+    };
+    put("format", "clampnet-keras-v1".into());
+    put("trained_with", what.into());
+    put("optimizer_steps", trainer.step.to_string());
+    put("epoch", s.epoch.to_string());
+    put("epoch_step", s.epoch_step.to_string());
+    put("epochs", s.cfg.epochs.to_string());
+    put("seed", s.cfg.seed.to_string());
+    put("batch_size", s.cfg.batch_size.to_string());
+    put("learning_rate", s.cfg.hyper.lr.to_string());
+    put("shuffle", s.cfg.shuffle.to_string());
+    if let Some(t) = s.config_text {
+        put("config_toml", t.to_string());
+    }
+    if let Some(p) = s.preset {
+        put("preset", format!("{p:?}").to_lowercase());
+    }
+    if let Some(n) = s.limit_train {
+        put("limit_train", n.to_string());
+    }
+    if let Some(n) = s.limit_test {
+        put("limit_test", n.to_string());
+    }
+    checkpoint::save(path, &tensors, Some(meta))
+}
+
+fn train(a: TrainArgs) -> Result<Outcome> {
+    // Settings: a resumed run takes them from its checkpoint (--epochs is the total to reach);
+    // otherwise the config file (or the reference model with a preset), then the flags.
+    let resumed = match &a.resume {
+        Some(path) => Some(checkpoint::load(path)?),
+        None => None,
+    };
+    let meta = resumed.as_ref().map(|r| &r.1);
+    let meta_get = |k: &str| meta.and_then(|m| m.get(k)).cloned();
+    let bad_meta = |k: &str| {
+        Error::Checkpoint {
+        path: a.resume.clone().unwrap_or_default(),
+        msg: format!("metadata `{k}` is missing or invalid: only checkpoints written by `clampnet train --save` can be resumed"),
+    }
+    };
+    let config_text = match (&a.config, meta_get("config_toml")) {
+        (Some(path), _) => Some(std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?),
+        (None, t) => t,
+    };
+    let mut cfg = match &config_text {
+        Some(text) => Config::parse(text).map_err(|msg| {
+            Error::Config(format!(
+                "{}: {msg}",
+                a.config
+                    .as_ref()
+                    .map_or("the checkpoint's config".into(), |p| p
+                        .display()
+                        .to_string())
+            ))
+        })?,
         None => Config::reference(),
     };
     let plan = ModelPlan::new(&cfg.model)?;
-    if let Some(p) = a.preset {
+    let preset = a.preset.or_else(|| {
+        meta_get("preset").and_then(|p| <Preset as clap::ValueEnum>::from_str(&p, true).ok())
+    });
+    if let Some(p) = preset {
         cfg.restrictions = Restrictions::preset(p, &plan);
     }
+    let (mut limit_train, mut limit_test) = (a.limit_train, a.limit_test);
+    let mut start = (1usize, 0usize);
+    if let Some(m) = meta {
+        let num = |k: &str| {
+            m.get(k)
+                .and_then(|v| v.parse::<u64>().ok())
+                .ok_or_else(|| bad_meta(k))
+        };
+        cfg.batch_size = num("batch_size")? as usize;
+        cfg.seed = num("seed")?;
+        cfg.hyper.lr = m
+            .get("learning_rate")
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| bad_meta("learning_rate"))?;
+        cfg.shuffle = m
+            .get("shuffle")
+            .map(|v| v == "true")
+            .ok_or_else(|| bad_meta("shuffle"))?;
+        cfg.epochs = num("epochs")? as usize;
+        limit_train = limit_train.or(m.get("limit_train").and_then(|v| v.parse().ok()));
+        limit_test = limit_test.or(m.get("limit_test").and_then(|v| v.parse().ok()));
+        start = (num("epoch")? as usize + 1, num("epoch_step")? as usize);
+    }
     cfg.epochs = a.epochs.unwrap_or(cfg.epochs);
-    cfg.batch_size = a.batch_size.unwrap_or(cfg.batch_size);
-    cfg.hyper.lr = a.lr.unwrap_or(cfg.hyper.lr);
-    cfg.seed = a.seed.unwrap_or(cfg.seed);
-    cfg.shuffle = cfg.shuffle && !a.no_shuffle;
+    if a.resume.is_none() {
+        cfg.batch_size = a.batch_size.unwrap_or(cfg.batch_size);
+        cfg.hyper.lr = a.lr.unwrap_or(cfg.hyper.lr);
+        cfg.seed = a.seed.unwrap_or(cfg.seed);
+        cfg.shuffle = cfg.shuffle && !a.no_shuffle;
+    } else if a.batch_size.is_some()
+        || a.lr.is_some()
+        || a.seed.is_some()
+        || a.no_shuffle
+        || a.init.is_some()
+    {
+        return Err(Error::Config(
+            "--resume continues with the checkpoint's own settings: drop --batch-size, --lr, --seed, --no-shuffle and --init".into(),
+        ));
+    }
     if cfg.epochs == 0 {
         return Err(Error::Config("--epochs must be at least 1".into()));
     }
@@ -204,19 +339,25 @@ fn train(a: TrainArgs) -> Result<()> {
             cfg.hyper.lr
         )));
     }
+    if a.save_every == Some(0) {
+        return Err(Error::Config(
+            "--save-every must be at least 1 (epochs)".into(),
+        ));
+    }
     for w in &cfg.warnings {
         log::warn!("{w}");
     }
     let restrictions = cfg.restrictions.clone();
-    let what = match (&a.config, a.preset) {
+    let what = match (&a.config, preset) {
         (Some(p), _) => format!("config {}", p.display()),
+        (None, _) if config_text.is_some() => "the checkpoint's config".to_string(),
         (None, p) => format!("preset {:?}", p.unwrap_or(Preset::None)).to_lowercase(),
     };
     let mut ds = data::find_dataset(a.data.as_deref())?;
-    if let Some(n) = a.limit_train {
+    if let Some(n) = limit_train {
         ds.train.truncate(n);
     }
-    if let Some(n) = a.limit_test {
+    if let Some(n) = limit_test {
         ds.test.truncate(n);
     }
     log::info!(
@@ -225,12 +366,13 @@ fn train(a: TrainArgs) -> Result<()> {
         ds.train.len(),
         ds.test.len()
     );
-    let weights = match &a.init {
-        Some(path) => {
+    let weights = match (&a.init, &resumed) {
+        (Some(path), _) => {
             let (w, _) = checkpoint::load(path)?;
             checkpoint::match_model(path, &w, &plan)?
         }
-        None => init_weights(&plan, cfg.seed),
+        (None, Some((w, _))) => checkpoint::match_model(a.resume.as_ref().unwrap(), w, &plan)?,
+        (None, None) => init_weights(&plan, cfg.seed),
     };
     let ctx = Context::new(&a.gpu.options())?;
     let mut trainer = Trainer::new(
@@ -243,17 +385,63 @@ fn train(a: TrainArgs) -> Result<()> {
         &ds.test,
         &weights,
     )?;
+    if let (Some((tensors, m)), Some(path)) = (&resumed, &a.resume) {
+        let moment = |kind: &str| -> Result<Vec<Vec<f32>>> {
+            trainer
+                .model
+                .params
+                .iter()
+                .map(|p| {
+                    let name = format!("optimizer/{kind}/{}", p.name);
+                    tensors.iter().find(|t| t.0 == name).map(|t| t.2.clone()).ok_or_else(|| Error::Checkpoint {
+                        path: path.clone(),
+                        msg: format!("no tensor {name}: only checkpoints written by `clampnet train --save` can be resumed"),
+                    })
+                })
+                .collect()
+        };
+        let steps: u64 = m
+            .get("optimizer_steps")
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| bad_meta("optimizer_steps"))?;
+        let (mm, vv) = (moment("m")?, moment("v")?);
+        trainer.set_optimizer_state(&mm, &vv, steps)?;
+        if start.1 >= trainer.steps_per_epoch() {
+            return Err(bad_meta("epoch_step"));
+        }
+    }
     if !a.quiet {
+        let from = if a.resume.is_some() {
+            format!(", resuming at epoch {} step {}", start.0, start.1)
+        } else {
+            String::new()
+        };
         eprintln!(
-            "training {} parameters ({what}), batch {}, {} steps/epoch on {}",
+            "training {} parameters ({what}), batch {}, {} steps/epoch on {}{from}",
             trainer.model.param_count(),
             cfg.batch_size,
             trainer.steps_per_epoch(),
             ctx.info.name
         );
     }
+    // Ctrl-C: stop at the next chunk boundary, save, exit 130
+    let interrupted = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    {
+        let flag = interrupted.clone();
+        let _ = ctrlc::set_handler(move || flag.store(true, std::sync::atomic::Ordering::SeqCst));
+    }
+    let state = |epoch: usize, epoch_step: usize| RunState {
+        cfg: &cfg,
+        config_text: config_text.as_deref(),
+        preset,
+        limit_train,
+        limit_test,
+        epoch,
+        epoch_step,
+    };
     let mut report = Vec::new();
-    for epoch in 1..=cfg.epochs {
+    for epoch in start.0..=cfg.epochs {
+        let first = if epoch == start.0 { start.1 } else { 0 };
         let order = epoch_order(trainer.train_examples(), cfg.seed, epoch, cfg.shuffle);
         let started = std::time::Instant::now();
         let bar = if a.quiet {
@@ -261,17 +449,17 @@ fn train(a: TrainArgs) -> Result<()> {
         } else {
             let b = indicatif::ProgressBar::new(trainer.steps_per_epoch() as u64);
             b.set_style(
-                indicatif::ProgressStyle::with_template(
-                    "epoch {prefix} [{bar:30}] {pos}/{len} steps | {msg} | {elapsed_precise} < {eta_precise}",
-                )
-                .expect("a valid template")
-                .progress_chars("=> "),
+                indicatif::ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} steps | {msg} | {elapsed_precise} < {eta_precise}")
+                    .expect("a valid template")
+                    .progress_chars("=> "),
             );
             b.set_prefix(format!("{epoch}/{}", cfg.epochs));
+            b.set_position(first as u64);
             b
         };
         // the trainer reads metrics once per 64 steps; the bar shows those ticks
-        let stats = trainer.train_epoch(epoch, &order, &mut |p| {
+        let stop = || interrupted.load(std::sync::atomic::Ordering::SeqCst);
+        let stats = trainer.train_range(epoch, &order, first, usize::MAX, &stop, &mut |p| {
             bar.set_position(p.step as u64);
             bar.set_message(format!(
                 "loss {:.4} accuracy {:.4} | {:.0} images/s",
@@ -279,6 +467,21 @@ fn train(a: TrainArgs) -> Result<()> {
             ));
         })?;
         bar.finish_and_clear();
+        if !stats.completed {
+            let path = a
+                .save
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("clampnet-interrupted.safetensors"));
+            save_checkpoint(&path, &trainer, &what, &state(epoch - 1, stats.next_step))?;
+            eprintln!(
+                "interrupted in epoch {epoch} at step {}: saved {}; continue with `clampnet train --resume {} --epochs {}`",
+                stats.next_step,
+                path.display(),
+                path.display(),
+                cfg.epochs
+            );
+            return Ok(Outcome::Interrupted);
+        }
         let test = trainer.evaluate()?;
         let seconds = started.elapsed().as_secs_f64();
         let ips = stats.train.count as f64 / stats.train_seconds.max(1e-9);
@@ -306,6 +509,12 @@ fn train(a: TrainArgs) -> Result<()> {
                 cfg.epochs, stats.train.loss, stats.train.accuracy, test.loss, test.accuracy, seconds, stats.train_seconds, ips
             );
         }
+        if let (Some(path), Some(n)) = (&a.save, a.save_every) {
+            if epoch % n == 0 && epoch < cfg.epochs {
+                save_checkpoint(path, &trainer, &what, &state(epoch, 0))?;
+                log::info!("saved {} after epoch {epoch}", path.display());
+            }
+        }
     }
     if !a.quiet && !report.is_empty() {
         eprint!(
@@ -314,16 +523,12 @@ fn train(a: TrainArgs) -> Result<()> {
         );
     }
     if let Some(path) = &a.save {
-        let mut meta = std::collections::HashMap::new();
-        meta.insert("format".to_string(), "clampnet-keras-v1".to_string());
-        meta.insert("trained_with".to_string(), what.clone());
-        meta.insert("optimizer_steps".to_string(), trainer.step.to_string());
-        checkpoint::save(path, &trainer.weights()?, Some(meta))?;
+        save_checkpoint(path, &trainer, &what, &state(cfg.epochs, 0))?;
         if !a.quiet {
             eprintln!("saved {}", path.display());
         }
     }
-    Ok(())
+    Ok(Outcome::Done)
 }
 
 /// Peak resident memory of this process (VmHWM), in bytes; None where /proc is absent.
@@ -485,8 +690,10 @@ fn bench(b: BenchArgs) -> Result<()> {
 
 fn inspect(file: &std::path::Path, as_json: bool) -> Result<()> {
     let (weights, meta) = checkpoint::load(file)?;
+    // the model's tensors (a `train --save` checkpoint also holds Adam's state under optimizer/)
     let stats: Vec<_> = weights
         .iter()
+        .filter(|(n, _, _)| !n.starts_with("optimizer/"))
         .map(|(n, s, w)| clampnet::report::tensor_stats(n, s, w))
         .collect();
     if as_json {

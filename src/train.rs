@@ -127,9 +127,14 @@ pub struct Progress {
 
 #[derive(Clone, Copy, Debug)]
 pub struct EpochStats {
+    /// over the steps of this call
     pub train: PassMetrics,
     pub train_seconds: f64,
+    /// steps run by this call
     pub steps: usize,
+    /// the epoch's next step (its length when the epoch is done)
+    pub next_step: usize,
+    pub completed: bool,
 }
 
 pub struct Trainer<'a> {
@@ -1164,6 +1169,23 @@ impl<'a> Trainer<'a> {
         limit: usize,
         on_tick: &mut dyn FnMut(Progress),
     ) -> Result<EpochStats> {
+        self.train_range(epoch, order, 0, limit, &|| false, on_tick)
+    }
+
+    /// Steps `first..end` of an epoch in `order`, `first` being the steps of this epoch already done
+    /// (a resumed run), `self.step` the optimizer steps done in all. `stop` is asked before each chunk of
+    /// steps is recorded: when it says yes, the steps already submitted finish and the epoch stops there
+    /// (`EpochStats::next_step` says where). Metrics cover the steps of this call. Epoch-end constraints
+    /// run when the epoch's last step is done.
+    pub fn train_range(
+        &mut self,
+        epoch: usize,
+        order: &[u32],
+        first: usize,
+        end: usize,
+        stop: &dyn Fn() -> bool,
+        on_tick: &mut dyn FnMut(Progress),
+    ) -> Result<EpochStats> {
         let ctx = self.ctx;
         if order.len() != self.train.n {
             return Err(Error::Config(format!(
@@ -1172,10 +1194,19 @@ impl<'a> Trainer<'a> {
                 self.train.n
             )));
         }
+        let per_epoch = self.steps_per_epoch();
+        let end = end.min(per_epoch);
+        if first > end || first as u64 > self.step {
+            return Err(Error::Config(format!(
+                "cannot start an epoch at step {first} of {per_epoch} after {} steps",
+                self.step
+            )));
+        }
         ctx.queue
             .write_buffer(&self.train.perm, 0, bytemuck::cast_slice(order));
-        let alphas: Vec<f32> = (1..=self.steps_per_epoch() as u64)
-            .map(|i| self.hyper.alpha(self.step + i))
+        let epoch_base = self.step - first as u64;
+        let alphas: Vec<f32> = (1..=per_epoch as u64)
+            .map(|i| self.hyper.alpha(epoch_base + i))
             .collect();
         ctx.queue
             .write_buffer(&self.alphas, 0, bytemuck::cast_slice(&alphas));
@@ -1184,7 +1215,7 @@ impl<'a> Trainer<'a> {
             0,
             bytemuck::bytes_of(&U::State {
                 step: self.step as u32,
-                batch: 0,
+                batch: first as u32,
             }),
         );
         ctx.queue.write_buffer(
@@ -1192,20 +1223,18 @@ impl<'a> Trainer<'a> {
             0,
             bytemuck::bytes_of(&U::Metrics::default()),
         );
-        let full_epoch = limit >= self.steps_per_epoch();
-        let steps = limit.min(self.steps_per_epoch());
         let start = Instant::now();
         let mut pending: Option<(usize, wgpu::SubmissionIndex, usize)> = None;
         let mut last = PassMetrics::default();
         let mut chunk = 0usize;
-        let mut s = 0usize;
-        while s < steps {
-            let end = (s + CHUNK_STEPS).min(steps);
+        let mut s = first;
+        while s < end && !stop() {
+            let stop_at = (s + CHUNK_STEPS).min(end);
             let mut enc = ctx.device.create_command_encoder(&Default::default());
             {
                 let mut pass = enc.begin_compute_pass(&Default::default());
-                for step in s..end {
-                    let plan = match (&self.train_last, step + 1 == steps) {
+                for step in s..stop_at {
+                    let plan = match (&self.train_last, step + 1 == per_epoch) {
                         (Some(last), true) => last,
                         _ => &self.train_full,
                     };
@@ -1218,23 +1247,23 @@ impl<'a> Trainer<'a> {
             enc.copy_buffer_to_buffer(&self.train_metrics, 0, &self.staging[slot], 0, 16);
             let idx = ctx.queue.submit([enc.finish()]);
             if let Some((pslot, pidx, pdone)) = pending.take() {
-                last = self.read_metrics(pslot, pidx, epoch, pdone)?;
+                last = self.read_metrics(pslot, pidx, epoch, pdone - first)?;
                 let secs = start.elapsed().as_secs_f64();
                 on_tick(Progress {
                     step: pdone,
-                    steps,
+                    steps: per_epoch,
                     metrics: last,
                     images_per_second: last.count as f64 / secs.max(1e-9),
                 });
             }
-            pending = Some((slot, idx, end));
+            pending = Some((slot, idx, stop_at));
             chunk += 1;
-            s = end;
+            s = stop_at;
         }
         if let Some((pslot, pidx, pdone)) = pending.take() {
-            last = self.read_metrics(pslot, pidx, epoch, pdone)?;
+            last = self.read_metrics(pslot, pidx, epoch, pdone - first)?;
         }
-        if full_epoch && !self.epoch_end.is_empty() {
+        if s == per_epoch && !self.epoch_end.is_empty() {
             let mut enc = ctx.device.create_command_encoder(&Default::default());
             {
                 let mut pass = enc.begin_compute_pass(&Default::default());
@@ -1245,10 +1274,11 @@ impl<'a> Trainer<'a> {
             ctx.queue.submit([enc.finish()]);
         }
         let train_seconds = start.elapsed().as_secs_f64();
+        let steps = s - first;
         self.step += steps as u64;
         on_tick(Progress {
-            step: steps,
-            steps,
+            step: s,
+            steps: per_epoch,
             metrics: last,
             images_per_second: last.count as f64 / train_seconds.max(1e-9),
         });
@@ -1256,7 +1286,51 @@ impl<'a> Trainer<'a> {
             train: last,
             train_seconds,
             steps,
+            next_step: s,
+            completed: s == per_epoch,
         })
+    }
+
+    /// Adam's first and second moments, per tensor, in the model's parameter order.
+    pub fn optimizer_state(&self) -> Result<(Vec<Vec<f32>>, Vec<Vec<f32>>)> {
+        let m = self.ctx.read_f32(&self.m, 0, self.model.flat_len as u64)?;
+        let v = self.ctx.read_f32(&self.v, 0, self.model.flat_len as u64)?;
+        let split = |flat: &[f32]| {
+            self.model
+                .params
+                .iter()
+                .map(|p| flat[p.offset..p.offset + p.len].to_vec())
+                .collect()
+        };
+        Ok((split(&m), split(&v)))
+    }
+
+    /// Restore Adam's moments and the optimizer step count (a resumed run).
+    pub fn set_optimizer_state(&mut self, m: &[Vec<f32>], v: &[Vec<f32>], step: u64) -> Result<()> {
+        for (what, buf, values) in [("m", &self.m, m), ("v", &self.v, v)] {
+            if values.len() != self.model.params.len() {
+                return Err(Error::Model(format!(
+                    "optimizer state {what}: {} tensors, the model has {}",
+                    values.len(),
+                    self.model.params.len()
+                )));
+            }
+            for (p, t) in self.model.params.iter().zip(values) {
+                if t.len() != p.len {
+                    return Err(Error::Model(format!(
+                        "optimizer state {what} of {}: {} values, expected {}",
+                        p.name,
+                        t.len(),
+                        p.len
+                    )));
+                }
+                self.ctx
+                    .queue
+                    .write_buffer(buf, (p.offset * 4) as u64, bytemuck::cast_slice(t));
+            }
+        }
+        self.step = step;
+        Ok(())
     }
 
     fn read_metrics(

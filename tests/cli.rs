@@ -426,3 +426,151 @@ fn bench_reports_speed_and_resources_as_json() {
         assert_eq!(r["kernels"].as_array().unwrap().len(), expected);
     }
 }
+
+fn run_ok(args: &[&str]) {
+    let o = clampnet(args);
+    assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+}
+
+fn tensors(path: &Path) -> Vec<(String, Vec<usize>, Vec<f32>)> {
+    clampnet::checkpoint::load(path).unwrap().0
+}
+
+#[test]
+fn resuming_gives_bit_identical_weights_and_adam_state() {
+    let dir = tempdir("resume");
+    let p = |n: &str| dir.join(n).to_str().unwrap().to_string();
+    let common = [
+        "--limit-train",
+        "300",
+        "--limit-test",
+        "100",
+        "--batch-size",
+        "32",
+        "--seed",
+        "4",
+        "--preset",
+        "l1l2",
+        "--quiet",
+    ];
+    // two epochs in one run
+    let straight = p("straight.safetensors");
+    let mut args = vec!["train", "--epochs", "2", "--save", &straight];
+    args.extend_from_slice(&common);
+    run_ok(&args);
+    // one epoch, then resume for one more (--epochs is the total to reach, as Keras' initial_epoch)
+    let half_path = p("half.safetensors");
+    let mut args = vec!["train", "--epochs", "1", "--save", &half_path];
+    args.extend_from_slice(&common);
+    run_ok(&args);
+    let half = p("half.safetensors");
+    run_ok(&[
+        "train",
+        "--resume",
+        &half,
+        "--epochs",
+        "2",
+        "--limit-test",
+        "100",
+        "--quiet",
+        "--save",
+        &p("resumed.safetensors"),
+    ]);
+    let (a, b) = (
+        tensors(&dir.join("straight.safetensors")),
+        tensors(&dir.join("resumed.safetensors")),
+    );
+    assert_eq!(a.len(), 12, "4 weights + Adam's m and v for each");
+    assert!(
+        a == b,
+        "two epochs straight and one + one resumed are bit-identical (weights, m, v)"
+    );
+    // the checkpoint still loads as plain weights, and resuming with other settings is refused
+    run_ok(&[
+        "train",
+        "--init",
+        &half,
+        "--epochs",
+        "1",
+        "--limit-train",
+        "64",
+        "--limit-test",
+        "32",
+        "--quiet",
+    ]);
+    let o = clampnet(&["train", "--resume", &half, "--lr", "0.1"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("--resume continues with the checkpoint's own settings"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn ctrl_c_saves_a_checkpoint_at_a_step_boundary_that_resumes_exactly() {
+    let dir = tempdir("sigint");
+    let p = |n: &str| dir.join(n).to_str().unwrap().to_string();
+    // 128 steps per epoch: two 64-step chunks, so an interruption can land inside an epoch
+    let common = [
+        "--limit-train",
+        "4096",
+        "--limit-test",
+        "256",
+        "--batch-size",
+        "32",
+        "--epochs",
+        "3",
+        "--quiet",
+    ];
+    let _g = common::gpu().1;
+    let interrupted = p("interrupted.safetensors");
+    let mut args = vec!["train", "--save", &interrupted];
+    args.extend_from_slice(&common);
+    let child = Command::new(env!("CARGO_BIN_EXE_clampnet"))
+        .args(&args)
+        .env("RUST_LOG", "warn")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    let _ = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status();
+    let out = child.wait_with_output().unwrap();
+    drop(_g);
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    if out.status.success() {
+        eprintln!("the run ended before the interrupt arrived; nothing to check on this machine");
+        return;
+    }
+    assert_eq!(out.status.code(), Some(130), "{err}");
+    assert!(
+        err.contains("interrupted in epoch") && err.contains("--resume"),
+        "{err}"
+    );
+    let (_, meta) = clampnet::checkpoint::load(&dir.join("interrupted.safetensors")).unwrap();
+    eprintln!(
+        "interrupted at epoch {} + step {}",
+        meta["epoch"], meta["epoch_step"]
+    );
+    // resuming reaches exactly the weights of an uninterrupted run
+    run_ok(&[
+        "train",
+        "--resume",
+        &p("interrupted.safetensors"),
+        "--limit-test",
+        "256",
+        "--quiet",
+        "--save",
+        &p("finished.safetensors"),
+    ]);
+    let straight = p("straight.safetensors");
+    let mut args = vec!["train", "--save", &straight];
+    args.extend_from_slice(&common);
+    run_ok(&args);
+    assert!(
+        tensors(&dir.join("finished.safetensors")) == tensors(&dir.join("straight.safetensors")),
+        "bit-identical after the interruption"
+    );
+}

@@ -364,3 +364,46 @@ fn fused_conv_pool_trains_like_the_separate_kernels() {
         }
     }
 }
+
+#[test]
+fn an_epoch_stopped_midway_and_resumed_in_a_new_trainer_is_bit_identical() {
+    let (ctx, _g) = gpu();
+    let mut rng = TestRng::new(24);
+    let plan = ModelPlan::new(&clampnet::model::ModelSpec::reference()).unwrap();
+    let data = random_split(&mut rng, 4096, &plan); // 128 steps of 32: two chunks of 64
+    let res = Restrictions::preset(clampnet::restrict::Preset::Combo, &plan);
+    let h = Hyper::default();
+    let w0 = init_weights(&plan, 2);
+    let order = epoch_order(4096, 9, 1, true);
+    let mut straight =
+        Trainer::new(ctx, plan.clone(), res.clone(), h, 32, &data, &data, &w0).unwrap();
+    straight.train_epoch(1, &order, &mut |_| {}).unwrap();
+
+    let mut first = Trainer::new(ctx, plan.clone(), res.clone(), h, 32, &data, &data, &w0).unwrap();
+    let asked = std::cell::Cell::new(0);
+    // stop when asked a second time: after the first chunk of 64 steps
+    let stop = || {
+        asked.set(asked.get() + 1);
+        asked.get() > 1
+    };
+    let s = first
+        .train_range(1, &order, 0, usize::MAX, &stop, &mut |_| {})
+        .unwrap();
+    assert_eq!((s.next_step, s.completed, first.step), (64, false, 64));
+    let (m, v) = first.optimizer_state().unwrap();
+    let w: Vec<Vec<f32>> = first.weights().unwrap().into_iter().map(|t| t.2).collect();
+    let mut second = Trainer::new(ctx, plan, res, h, 32, &data, &data, &w).unwrap();
+    second.set_optimizer_state(&m, &v, 64).unwrap();
+    let s = second
+        .train_range(1, &order, 64, usize::MAX, &|| false, &mut |_| {})
+        .unwrap();
+    assert_eq!((s.steps, s.completed, second.step), (64, true, 128));
+    assert!(
+        second.weights().unwrap() == straight.weights().unwrap(),
+        "weights bit-identical"
+    );
+    assert!(
+        second.optimizer_state().unwrap() == straight.optimizer_state().unwrap(),
+        "Adam state bit-identical"
+    );
+}
