@@ -53,6 +53,10 @@ enum Command {
     Info(GpuArgs),
     /// Time training steps of the reference model (or a config) with the data on the GPU
     Bench(BenchArgs),
+    /// Classify images (PNG, JPEG, ...) with a trained checkpoint
+    Predict(PredictArgs),
+    /// Accuracy, loss, per-class accuracy and the confusion matrix of a checkpoint on a test set
+    Eval(EvalArgs),
     /// Print per-tensor statistics of a checkpoint: max |w|, fraction of exact zeros, filter norms
     Inspect {
         /// a safetensors checkpoint
@@ -73,6 +77,46 @@ enum Command {
         #[arg(long, default_value = "assets/fashion-mnist-sample")]
         out: PathBuf,
     },
+}
+
+#[derive(Args)]
+struct PredictArgs {
+    /// a checkpoint written by `clampnet train --save`
+    checkpoint: PathBuf,
+    /// image files (any format the image crate reads); converted to the model's input
+    #[arg(required = true)]
+    images: Vec<PathBuf>,
+    /// how many classes to print per image
+    #[arg(long, default_value_t = 3)]
+    top_k: usize,
+    /// invert the pixels first (dark-on-light photos; Fashion-MNIST is light-on-dark)
+    #[arg(long)]
+    invert: bool,
+    /// one JSON object per image on stdout
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    gpu: GpuArgs,
+}
+
+#[derive(Args)]
+struct EvalArgs {
+    /// a checkpoint written by `clampnet train --save`
+    checkpoint: PathBuf,
+    /// dataset folder (default: as `train` finds it)
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// use only the first N test examples
+    #[arg(long)]
+    limit_test: Option<usize>,
+    /// also write the confusion matrix as a PNG heatmap here
+    #[arg(long)]
+    heatmap: Option<PathBuf>,
+    /// one JSON object on stdout
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    gpu: GpuArgs,
 }
 
 #[derive(Args)]
@@ -160,6 +204,13 @@ struct TrainArgs {
 }
 
 fn main() -> ExitCode {
+    // Like other Unix tools, end quietly when the reader of stdout goes away (`clampnet eval | head`)
+    // instead of panicking on the broken pipe.
+    #[cfg(unix)]
+    // SAFETY: restoring the default disposition of SIGPIPE before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("clampnet=info"))
         .init();
     let cli = Cli::parse();
@@ -170,6 +221,8 @@ fn main() -> ExitCode {
         },
         Command::Info(g) => info(g),
         Command::Bench(b) => bench(b),
+        Command::Predict(p) => predict(p),
+        Command::Eval(e) => eval(e),
         Command::Inspect { file, json } => inspect(&file, json),
         Command::MakeSample {
             from,
@@ -684,6 +737,224 @@ fn bench(b: BenchArgs) -> Result<()> {
                 b as f64 / (1 << 20) as f64
             ))
         );
+    }
+    Ok(())
+}
+
+/// The model a checkpoint was trained as (its stored config, else the reference model) and its weights.
+fn load_model(path: &std::path::Path) -> Result<(ModelPlan, Vec<Vec<f32>>, Vec<String>)> {
+    let (tensors, meta) = checkpoint::load(path)?;
+    let cfg = match meta.get("config_toml") {
+        Some(text) => Config::parse(text).map_err(|msg| Error::Checkpoint {
+            path: path.into(),
+            msg: format!("stored config: {msg}"),
+        })?,
+        None => Config::reference(),
+    };
+    let plan = ModelPlan::new(&cfg.model)?;
+    let weights = checkpoint::match_model(path, &tensors, &plan)?;
+    let names: Vec<String> = match meta
+        .get("class_names")
+        .and_then(|s| serde_json::from_str::<Vec<String>>(s).ok())
+    {
+        Some(n) if n.len() == plan.classes => n,
+        _ if plan.classes == 10 => data::FASHION_CLASSES
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+        _ => (0..plan.classes).map(|i| format!("class {i}")).collect(),
+    };
+    Ok((plan, weights, names))
+}
+
+/// Logits of `split` through the model on the GPU.
+fn run_model(
+    gpu: &GpuArgs,
+    plan: &ModelPlan,
+    weights: &[Vec<f32>],
+    split: &data::Split,
+) -> Result<Vec<f32>> {
+    let ctx = Context::new(&gpu.options())?;
+    let batch = split.len().clamp(1, 256);
+    let mut t = Trainer::new(
+        &ctx,
+        plan.clone(),
+        Restrictions::default(),
+        clampnet::train::Hyper::default(),
+        batch,
+        split,
+        split,
+        weights,
+    )?;
+    t.predict_test()
+}
+
+fn softmax(logits: &[f32]) -> Vec<f64> {
+    let mx = logits.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) as f64;
+    let e: Vec<f64> = logits.iter().map(|&l| (l as f64 - mx).exp()).collect();
+    let s: f64 = e.iter().sum();
+    e.into_iter().map(|v| v / s).collect()
+}
+
+fn predict(p: PredictArgs) -> Result<()> {
+    let (plan, weights, names) = load_model(&p.checkpoint)?;
+    let [h, w, c] = plan.spec.input;
+    let mut images = Vec::new();
+    for path in &p.images {
+        let img = image::open(path).map_err(|e| Error::Data {
+            path: path.clone(),
+            msg: format!("cannot read this image: {e}"),
+        })?;
+        if img.width() == 0 || img.height() == 0 {
+            return Err(Error::Data {
+                path: path.clone(),
+                msg: "the image is empty (0 pixels)".into(),
+            });
+        }
+        if (img.width() as usize, img.height() as usize) != (w, h) {
+            eprintln!(
+                "note: {} is {}x{}: resized to the model's {w}x{h}",
+                path.display(),
+                img.width(),
+                img.height()
+            );
+        }
+        let img = img.resize_exact(w as u32, h as u32, image::imageops::FilterType::Triangle);
+        let mut px: Vec<u8> = if c == 1 {
+            img.to_luma8().into_raw()
+        } else {
+            img.to_rgb8().into_raw()
+        };
+        if p.invert {
+            px.iter_mut().for_each(|v| *v = 255 - *v);
+        }
+        images.extend(px);
+    }
+    let split = data::Split {
+        images,
+        labels: vec![0; p.images.len()],
+        height: h,
+        width: w,
+        channels: c,
+    };
+    let logits = run_model(&p.gpu, &plan, &weights, &split)?;
+    for (i, path) in p.images.iter().enumerate() {
+        let probs = softmax(&logits[i * plan.classes..(i + 1) * plan.classes]);
+        let mut order: Vec<usize> = (0..plan.classes).collect();
+        order.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]));
+        let top: Vec<(usize, f64)> = order
+            .into_iter()
+            .take(p.top_k.max(1))
+            .map(|k| (k, probs[k]))
+            .collect();
+        if p.json {
+            let preds: Vec<_> = top
+                .iter()
+                .map(|&(k, pr)| json!({ "class": k, "label": names[k], "probability": pr }))
+                .collect();
+            println!(
+                "{}",
+                json!({ "image": path.display().to_string(), "predictions": preds })
+            );
+        } else {
+            let text: Vec<String> = top
+                .iter()
+                .map(|&(k, pr)| format!("{} {:.3}", names[k], pr))
+                .collect();
+            println!("{}: {}", path.display(), text.join(", "));
+        }
+    }
+    Ok(())
+}
+
+fn eval(e: EvalArgs) -> Result<()> {
+    let (plan, weights, names) = load_model(&e.checkpoint)?;
+    let mut ds = data::find_dataset(e.data.as_deref())?;
+    if let Some(n) = e.limit_test {
+        ds.test.truncate(n);
+    }
+    let logits = run_model(&e.gpu, &plan, &weights, &ds.test)?;
+    let k = plan.classes;
+    let mut confusion = vec![vec![0usize; k]; k];
+    let mut loss = 0.0;
+    for (i, &y) in ds.test.labels.iter().enumerate() {
+        let row = &logits[i * k..(i + 1) * k];
+        let pred = (0..k).fold(0, |a, j| if row[j] > row[a] { j } else { a });
+        confusion[y as usize][pred] += 1;
+        loss -= softmax(row)[y as usize].max(1e-300).ln();
+    }
+    let n = ds.test.len();
+    let correct: usize = (0..k).map(|j| confusion[j][j]).sum();
+    let per_class: Vec<f64> = (0..k)
+        .map(|j| confusion[j][j] as f64 / confusion[j].iter().sum::<usize>().max(1) as f64)
+        .collect();
+    if let Some(path) = &e.heatmap {
+        // one cell per (true, predicted) pair, 24 px, shaded by the fraction of the true class's examples
+        let cell = 24u32;
+        let mut img = image::RgbImage::from_pixel(
+            cell * k as u32,
+            cell * k as u32,
+            image::Rgb([255, 255, 255]),
+        );
+        for (t, row) in confusion.iter().enumerate() {
+            let total = row.iter().sum::<usize>().max(1) as f64;
+            for (p, &v) in row.iter().enumerate() {
+                let f = v as f64 / total;
+                let shade = |full: f64| (255.0 - (255.0 - full) * f.sqrt()) as u8;
+                let color = image::Rgb([shade(8.0), shade(48.0), shade(107.0)]);
+                for y in 0..cell - 1 {
+                    for x in 0..cell - 1 {
+                        img.put_pixel(p as u32 * cell + x, t as u32 * cell + y, color);
+                    }
+                }
+            }
+        }
+        let mut bytes = Vec::new();
+        img.write_to(
+            &mut std::io::Cursor::new(&mut bytes),
+            image::ImageFormat::Png,
+        )
+        .map_err(|err| Error::Data {
+            path: path.clone(),
+            msg: format!("encoding the heatmap: {err}"),
+        })?;
+        checkpoint::write_atomic(path, &bytes)?;
+        if !e.json {
+            eprintln!("heatmap: {} (rows: true class, columns: predicted; darker = larger share of the row)", path.display());
+        }
+    }
+    if e.json {
+        println!(
+            "{}",
+            json!({
+                "examples": n, "accuracy": correct as f64 / n as f64, "cross_entropy": loss / n as f64,
+                "classes": names, "per_class_accuracy": per_class, "confusion": confusion,
+            })
+        );
+    } else {
+        println!(
+            "{} test examples: accuracy {:.4}, cross-entropy {:.4}",
+            n,
+            correct as f64 / n as f64,
+            loss / n as f64
+        );
+        println!("per class:");
+        for (j, name) in names.iter().enumerate() {
+            println!("  {:>2} {:<14} {:.4}", j, name, per_class[j]);
+        }
+        println!("confusion matrix (rows: true class, columns: predicted):");
+        print!("    ");
+        for j in 0..k {
+            print!("{j:>6}");
+        }
+        println!();
+        for (j, row) in confusion.iter().enumerate() {
+            print!("  {j:>2}");
+            for v in row {
+                print!("{v:>6}");
+            }
+            println!();
+        }
     }
     Ok(())
 }

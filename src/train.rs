@@ -166,6 +166,8 @@ pub struct Trainer<'a> {
     epoch_end: Vec<Dispatch>,
     /// per layer: a relu conv that runs fused with the 2x2 max-pool after it
     fused: Vec<bool>,
+    /// the last layer's output (logits) of the current batch
+    logits: wgpu::Buffer,
     /// optimizer steps done (Keras `iterations`)
     pub step: u64,
 }
@@ -440,6 +442,7 @@ impl<'a> Trainer<'a> {
                 mapped_at_creation: false,
             })
         };
+        let model_last = model.layers.len() - 1;
         let mut t = Trainer {
             ctx,
             pipes,
@@ -467,6 +470,7 @@ impl<'a> Trainer<'a> {
             eval_reg: None,
             epoch_end: Vec::new(),
             fused,
+            logits: work.acts[work.act_of[model_last]].clone(),
             step: 0,
         };
         let scope = ctx.device.push_error_scope(wgpu::ErrorFilter::Validation);
@@ -1289,6 +1293,43 @@ impl<'a> Trainer<'a> {
             next_step: s,
             completed: s == per_epoch,
         })
+    }
+
+    /// The logits of every test example, in order ([n_test, classes], row-major): the evaluation pass,
+    /// reading each batch's logits back.
+    pub fn predict_test(&mut self) -> Result<Vec<f32>> {
+        let ctx = self.ctx;
+        ctx.queue.write_buffer(
+            &self.eval_state,
+            0,
+            bytemuck::bytes_of(&U::State::default()),
+        );
+        ctx.queue.write_buffer(
+            &self.eval_metrics,
+            0,
+            bytemuck::bytes_of(&U::Metrics::default()),
+        );
+        let eb = self.batch_size.min(self.test.n);
+        let steps = self.test.n.div_ceil(eb);
+        let k = self.model.classes;
+        let mut out = Vec::with_capacity(self.test.n * k);
+        for step in 0..steps {
+            let rows = eb.min(self.test.n - step * eb);
+            let plan = match (&self.eval_last, step + 1 == steps) {
+                (Some(last), true) => last,
+                _ => &self.eval_full,
+            };
+            let mut enc = ctx.device.create_command_encoder(&Default::default());
+            {
+                let mut pass = enc.begin_compute_pass(&Default::default());
+                for d in plan {
+                    d.encode(&mut pass, &self.pipes);
+                }
+            }
+            ctx.queue.submit([enc.finish()]);
+            out.extend(ctx.read_f32(&self.logits, 0, (rows * k) as u64)?);
+        }
+        Ok(out)
     }
 
     /// Adam's first and second moments, per tensor, in the model's parameter order.

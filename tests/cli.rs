@@ -574,3 +574,134 @@ fn ctrl_c_saves_a_checkpoint_at_a_step_boundary_that_resumes_exactly() {
         "bit-identical after the interruption"
     );
 }
+
+#[test]
+fn predict_and_eval_a_trained_checkpoint() {
+    let dir = tempdir("predict");
+    let ckpt = dir.join("model.safetensors");
+    let o = clampnet(&[
+        "train",
+        "--limit-train",
+        "2000",
+        "--limit-test",
+        "500",
+        "--epochs",
+        "1",
+        "--quiet",
+        "--json",
+        "--save",
+        ckpt.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let trained: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+
+    // eval agrees with the accuracy train reported on the same test images; the heatmap is written
+    let heat = dir.join("confusion.png");
+    let o = clampnet(&[
+        "eval",
+        ckpt.to_str().unwrap(),
+        "--limit-test",
+        "500",
+        "--json",
+        "--heatmap",
+        heat.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let ev: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(ev["examples"], 500);
+    assert!(
+        (ev["accuracy"].as_f64().unwrap() - trained["test_accuracy"].as_f64().unwrap()).abs()
+            < 1e-9,
+        "{ev} vs {trained}"
+    );
+    let confusion = ev["confusion"].as_array().unwrap();
+    let total: u64 = confusion
+        .iter()
+        .flat_map(|r| r.as_array().unwrap())
+        .map(|v| v.as_u64().unwrap())
+        .sum();
+    assert_eq!(total, 500);
+    let png = image::open(&heat).unwrap();
+    assert_eq!((png.width(), png.height()), (240, 240));
+
+    // predict: real test images written as PNG, one of them at twice the size
+    let ds = clampnet::data::load_embedded_sample().unwrap();
+    let save = |i: usize, scale: u32, path: &Path| {
+        let img = image::GrayImage::from_fn(28 * scale, 28 * scale, |x, y| {
+            image::Luma(
+                [ds.test.images[i * 784 + (y / scale) as usize * 28 + (x / scale) as usize]],
+            )
+        });
+        img.save(path).unwrap();
+    };
+    let (a, b) = (dir.join("a.png"), dir.join("b.png"));
+    save(0, 1, &a);
+    save(1, 2, &b);
+    let o = clampnet(&[
+        "predict",
+        ckpt.to_str().unwrap(),
+        a.to_str().unwrap(),
+        b.to_str().unwrap(),
+        "--json",
+        "--top-k",
+        "3",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("is 56x56: resized to the model's 28x28"),
+        "{}",
+        stderr(&o)
+    );
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    for l in &lines {
+        let preds = l["predictions"].as_array().unwrap();
+        assert_eq!(preds.len(), 3);
+        let probs: Vec<f64> = preds
+            .iter()
+            .map(|p| p["probability"].as_f64().unwrap())
+            .collect();
+        assert!(probs.windows(2).all(|w| w[0] >= w[1]) && probs.iter().sum::<f64>() <= 1.0 + 1e-9);
+        assert!(preds[0]["label"]
+            .as_str()
+            .is_some_and(|s| clampnet::data::FASHION_CLASSES.contains(&s)));
+    }
+    // the model classifies these two real test images as their labels (ankle boot, pullover)
+    assert_eq!(lines[0]["predictions"][0]["class"], ds.test.labels[0]);
+    assert_eq!(lines[1]["predictions"][0]["class"], ds.test.labels[1]);
+    let inverted = clampnet(&[
+        "predict",
+        ckpt.to_str().unwrap(),
+        a.to_str().unwrap(),
+        "--json",
+        "--invert",
+    ]);
+    assert!(inverted.status.success());
+    assert_ne!(
+        inverted.stdout,
+        clampnet(&[
+            "predict",
+            ckpt.to_str().unwrap(),
+            a.to_str().unwrap(),
+            "--json"
+        ])
+        .stdout
+    );
+
+    // unreadable and empty images are refused, naming the file
+    let junk = dir.join("junk.png");
+    std::fs::write(&junk, b"not an image").unwrap();
+    assert_fails_with(
+        &clampnet(&["predict", ckpt.to_str().unwrap(), junk.to_str().unwrap()]),
+        &["junk.png", "cannot read this image"],
+    );
+    let empty = dir.join("empty.png");
+    std::fs::write(&empty, b"").unwrap();
+    assert_fails_with(
+        &clampnet(&["predict", ckpt.to_str().unwrap(), empty.to_str().unwrap()]),
+        &["empty.png"],
+    );
+}
