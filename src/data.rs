@@ -75,6 +75,8 @@ pub struct Dataset {
     pub train: Split,
     pub test: Split,
     pub classes: usize,
+    /// class names from an image-folder dataset (the folder names), None for IDX files
+    pub class_names: Option<Vec<String>>,
     /// where it came from, for the log
     pub source: String,
 }
@@ -259,6 +261,7 @@ pub fn load_idx_dir(dir: &Path, classes: usize) -> Result<Dataset> {
         train,
         test,
         classes,
+        class_names: None,
         source: dir.display().to_string(),
     })
 }
@@ -279,18 +282,28 @@ pub fn load_embedded_sample() -> Result<Dataset> {
         train: split_from_bytes(&ip, &i, &lp, &l, 10)?,
         test: split_from_bytes(&tip, &ti, &tlp, &tl, 10)?,
         classes: 10,
+        class_names: None,
         source: "the Fashion-MNIST sample embedded in clampnet (4,000 train / 1,000 test images)"
             .into(),
     })
 }
 
 /// `--data DIR`, then `$CLAMPNET_DATA`, then the Debian package's folder, then the embedded sample.
-pub fn find_dataset(explicit: Option<&Path>) -> Result<Dataset> {
+/// A folder holds either the four IDX files or, as Keras' `image_dataset_from_directory` reads them,
+/// `train/<class>/*` and `test/<class>/*` images, converted to the model's `input` (H, W, C).
+pub fn find_dataset(explicit: Option<&Path>, input: [usize; 3]) -> Result<Dataset> {
+    let load = |dir: &Path| {
+        if dir.join("train").is_dir() && dir.join("test").is_dir() {
+            load_image_folders(dir, input)
+        } else {
+            load_idx_dir(dir, 10)
+        }
+    };
     if let Some(dir) = explicit {
-        return load_idx_dir(dir, 10);
+        return load(dir);
     }
     if let Some(dir) = std::env::var_os("CLAMPNET_DATA").filter(|s| !s.is_empty()) {
-        return load_idx_dir(Path::new(&dir), 10);
+        return load(Path::new(&dir));
     }
     let debian = Path::new(DEBIAN_DIR);
     if debian.is_dir() {
@@ -301,6 +314,97 @@ pub fn find_dataset(explicit: Option<&Path>) -> Result<Dataset> {
          apt-get install dataset-fashion-mnist, or --data DIR"
     );
     load_embedded_sample()
+}
+
+/// `DIR/train/<class>/*` and `DIR/test/<class>/*`: class names are the folder names in sorted order
+/// (as Keras sorts them), images are read with the image crate, converted to grayscale (C = 1) or RGB
+/// (C = 3) and resized to H x W.
+pub fn load_image_folders(dir: &Path, input: [usize; 3]) -> Result<Dataset> {
+    let [h, w, c] = input;
+    let classes_in = |split: &Path| -> Result<Vec<String>> {
+        let mut names = Vec::new();
+        for e in std::fs::read_dir(split).map_err(|e| Error::io(split, e))? {
+            let e = e.map_err(|e| Error::io(split, e))?;
+            if e.path().is_dir() {
+                names.push(e.file_name().to_string_lossy().into_owned());
+            }
+        }
+        names.sort();
+        Ok(names)
+    };
+    let train_dir = dir.join("train");
+    let names = classes_in(&train_dir)?;
+    if names.len() < 2 {
+        return Err(Error::Data {
+            path: train_dir,
+            msg: format!("found {} class folder(s): an image-folder dataset needs train/<class>/ folders for at least 2 classes", names.len()),
+        });
+    }
+    let read_split = |split: &Path| -> Result<Split> {
+        let found = classes_in(split)?;
+        if found != names {
+            return Err(Error::Data {
+                path: split.into(),
+                msg: format!("class folders {found:?} differ from train's {names:?}: train and test need the same classes"),
+            });
+        }
+        let (mut images, mut labels) = (Vec::new(), Vec::new());
+        for (label, name) in names.iter().enumerate() {
+            let class_dir = split.join(name);
+            let mut files: Vec<PathBuf> = std::fs::read_dir(&class_dir)
+                .map_err(|e| Error::io(&class_dir, e))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.is_file())
+                .collect();
+            files.sort();
+            for f in files {
+                let img = image::open(&f).map_err(|e| Error::Data {
+                    path: f.clone(),
+                    msg: format!("cannot read this image: {e}"),
+                })?;
+                if img.width() == 0 || img.height() == 0 {
+                    return Err(Error::Data {
+                        path: f,
+                        msg: "the image is empty (0 pixels)".into(),
+                    });
+                }
+                let img =
+                    img.resize_exact(w as u32, h as u32, image::imageops::FilterType::Triangle);
+                images.extend(if c == 1 {
+                    img.to_luma8().into_raw()
+                } else {
+                    img.to_rgb8().into_raw()
+                });
+                labels.push(label as u32);
+            }
+        }
+        if labels.is_empty() {
+            return Err(Error::Data {
+                path: split.into(),
+                msg: "no images".into(),
+            });
+        }
+        Ok(Split {
+            images,
+            labels,
+            height: h,
+            width: w,
+            channels: c,
+        })
+    };
+    let train = read_split(&train_dir)?;
+    let test = read_split(&dir.join("test"))?;
+    Ok(Dataset {
+        classes: names.len(),
+        source: format!(
+            "image folders in {} ({} classes)",
+            dir.display(),
+            names.len()
+        ),
+        class_names: Some(names),
+        train,
+        test,
+    })
 }
 
 /// Write the first `n` examples of a split as gzip IDX files (used to cut the embedded sample).

@@ -254,6 +254,8 @@ struct RunState<'a> {
     preset: Option<Preset>,
     limit_train: Option<usize>,
     limit_test: Option<usize>,
+    /// an image-folder dataset's class names
+    class_names: Option<&'a [String]>,
     /// epochs completed, and steps done in the next one
     epoch: usize,
     epoch_step: usize,
@@ -295,6 +297,12 @@ fn save_checkpoint(
     }
     if let Some(n) = s.limit_train {
         put("limit_train", n.to_string());
+    }
+    if let Some(names) = s.class_names {
+        put(
+            "class_names",
+            serde_json::to_string(names).unwrap_or_default(),
+        );
     }
     if let Some(n) = s.limit_test {
         put("limit_test", n.to_string());
@@ -406,7 +414,13 @@ fn train(a: TrainArgs) -> Result<Outcome> {
         (None, _) if config_text.is_some() => "the checkpoint's config".to_string(),
         (None, p) => format!("preset {:?}", p.unwrap_or(Preset::None)).to_lowercase(),
     };
-    let mut ds = data::find_dataset(a.data.as_deref())?;
+    let mut ds = data::find_dataset(a.data.as_deref(), cfg.model.input)?;
+    if ds.classes != plan.classes {
+        return Err(Error::Config(format!(
+            "the dataset ({}) has {} classes but the model's last layer has {} units: set `units = {}` on the last dense layer of a --config",
+            ds.source, ds.classes, plan.classes, ds.classes
+        )));
+    }
     if let Some(n) = limit_train {
         ds.train.truncate(n);
     }
@@ -489,6 +503,7 @@ fn train(a: TrainArgs) -> Result<Outcome> {
         preset,
         limit_train,
         limit_test,
+        class_names: ds.class_names.as_deref(),
         epoch,
         epoch_step,
     };
@@ -869,7 +884,7 @@ fn predict(p: PredictArgs) -> Result<()> {
 
 fn eval(e: EvalArgs) -> Result<()> {
     let (plan, weights, names) = load_model(&e.checkpoint)?;
-    let mut ds = data::find_dataset(e.data.as_deref())?;
+    let mut ds = data::find_dataset(e.data.as_deref(), plan.spec.input)?;
     if let Some(n) = e.limit_test {
         ds.test.truncate(n);
     }

@@ -705,3 +705,98 @@ fn predict_and_eval_a_trained_checkpoint() {
         &["empty.png"],
     );
 }
+
+#[test]
+fn trains_on_an_image_folder_dataset_and_predicts_its_class_names() {
+    // Keras' image_dataset_from_directory layout: DIR/{train,test}/<class>/*.png, 20x20 RGB images
+    // resized to the model's 28x28x3; classes are the folder names, sorted
+    let dir = tempdir("folders");
+    let mut rng = common::TestRng::new(31);
+    let pattern = |class: usize, x: u32, y: u32| -> bool {
+        match class {
+            0 => (y / 2) % 2 == 0,             // horizontal stripes
+            1 => (x / 2) % 2 == 0,             // vertical stripes
+            _ => ((x / 2) + (y / 2)) % 2 == 0, // checkerboard
+        }
+    };
+    let names = ["checks", "horizontal", "vertical"]; // sorted, as the label order
+    let class_of = |name: &str| match name {
+        "horizontal" => 0,
+        "vertical" => 1,
+        _ => 2,
+    };
+    for split in ["train", "test"] {
+        for name in names {
+            let d = dir.join(split).join(name);
+            std::fs::create_dir_all(&d).unwrap();
+            for i in 0..if split == "train" { 24 } else { 8 } {
+                let img = image::RgbImage::from_fn(20, 20, |x, y| {
+                    let on = pattern(class_of(name), x, y);
+                    let noise = (rng.next_u32() % 60) as u8;
+                    if on {
+                        image::Rgb([200 + noise / 2, 180, 190])
+                    } else {
+                        image::Rgb([noise, 20, noise])
+                    }
+                });
+                img.save(d.join(format!("{i}.png"))).unwrap();
+            }
+        }
+    }
+    let cfg = dir.join("rgb.toml");
+    std::fs::write(
+        &cfg,
+        "[model]\ninput = [28, 28, 3]\n\n[[model.layers]]\ntype = \"conv2d\"\nfilters = 8\nkernel_size = 3\nactivation = \"relu\"\n\n\
+         [[model.layers]]\ntype = \"max_pool2d\"\n\n[[model.layers]]\ntype = \"flatten\"\n\n[[model.layers]]\ntype = \"dense\"\nunits = 3\n\
+         activation = \"softmax\"\n\n[optimizer]\nlearning_rate = 0.003\n\n[training]\nepochs = 6\nbatch_size = 8\n",
+    )
+    .unwrap();
+    let ckpt = dir.join("model.safetensors");
+    let data = dir.to_str().unwrap();
+    let o = clampnet(&[
+        "train",
+        "--data",
+        data,
+        "--config",
+        cfg.to_str().unwrap(),
+        "--json",
+        "--quiet",
+        "--save",
+        ckpt.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let last: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&o.stdout).lines().last().unwrap()).unwrap();
+    assert!(
+        last["test_accuracy"].as_f64().unwrap() >= 0.9,
+        "stripes and checks are easy: {last}"
+    );
+    let (_, meta) = clampnet::checkpoint::load(&ckpt).unwrap();
+    assert_eq!(meta["class_names"], r#"["checks","horizontal","vertical"]"#);
+    // predict prints the folder names
+    let img = dir.join("test").join("vertical").join("0.png");
+    let o = clampnet(&[
+        "predict",
+        ckpt.to_str().unwrap(),
+        img.to_str().unwrap(),
+        "--top-k",
+        "1",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("vertical"),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    // the reference model has 10 outputs: refused, saying what to change
+    assert_fails_with(
+        &clampnet(&["train", "--data", data, "--epochs", "1"]),
+        &["has 3 classes", "10 units", "units = 3"],
+    );
+    // a test folder with other classes is refused
+    std::fs::create_dir_all(dir.join("test").join("zigzag")).unwrap();
+    assert_fails_with(
+        &clampnet(&["train", "--data", data, "--config", cfg.to_str().unwrap()]),
+        &["differ from train's", "zigzag"],
+    );
+}
