@@ -78,16 +78,21 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
 /// Read every f32 tensor of a safetensors file.
 pub fn load(path: &Path) -> Result<(Weights, HashMap<String, String>)> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    parse(path, &bytes)
+}
+
+/// Read every f32 tensor of safetensors `bytes` (`path` names the file in errors).
+pub fn parse(path: &Path, bytes: &[u8]) -> Result<(Weights, HashMap<String, String>)> {
     let err = |msg: String| Error::Checkpoint {
         path: path.into(),
         msg,
     };
-    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| {
+    let (_, meta) = safetensors::SafeTensors::read_metadata(bytes).map_err(|e| {
         err(format!(
             "not a readable safetensors file ({e}); was it truncated or written by another tool?"
         ))
     })?;
-    let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| {
+    let st = safetensors::SafeTensors::deserialize(bytes).map_err(|e| {
         err(format!(
             "not a readable safetensors file ({e}); was it truncated or written by another tool?"
         ))

@@ -166,6 +166,12 @@ pub fn parse_idx(path: &Path, bytes: &[u8], want_rank: usize) -> Result<(Vec<usi
     Ok((dims, body.to_vec()))
 }
 
+/// An IDX file's bytes, raw or gzip, parsed: (dims, payload). The entry point of the IDX fuzz target.
+pub fn decode_idx(path: &Path, bytes: &[u8], want_rank: usize) -> Result<(Vec<usize>, Vec<u8>)> {
+    let raw = maybe_gunzip(path, bytes.to_vec())?;
+    parse_idx(path, &raw, want_rank)
+}
+
 fn read_file(path: &Path) -> Result<Vec<u8>> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     maybe_gunzip(path, bytes)

@@ -135,6 +135,14 @@ pub const PARAM_ALIGN: usize = 64;
 impl ModelPlan {
     pub fn new(spec: &ModelSpec) -> Result<Self> {
         let [h, w, c] = spec.input;
+        // the shaders index with u32: every activation and tensor must fit, checked without overflow
+        let fits = |n: Option<usize>| n.filter(|&n| n <= u32::MAX as usize);
+        if fits(h.checked_mul(w).and_then(|hw| hw.checked_mul(c))).is_none() {
+            return Err(Error::Model(format!(
+                "input {h}x{w}x{c} is too large: at most {} values per image",
+                u32::MAX
+            )));
+        }
         if h == 0 || w == 0 {
             return Err(Error::Model(format!(
                 "input must be at least 1x1, got {h}x{w}x{c}"
@@ -186,6 +194,37 @@ impl ModelPlan {
             };
             *count += 1;
             let at = |what: &str| format!("layer {i} ({name}): {what}");
+            let too_large = |what: &str| {
+                Error::Model(at(&format!(
+                    "{what} is too large: at most {} values",
+                    u32::MAX
+                )))
+            };
+            let sizes_ok = match layer {
+                LayerSpec::Conv2d {
+                    filters,
+                    kernel_size,
+                    ..
+                } => {
+                    let (h, w) = match shape {
+                        Shape::Spatial { h, w, .. } => (h, w),
+                        Shape::Flat(_) => (1, 1),
+                    };
+                    fits(
+                        kernel_size
+                            .checked_mul(*kernel_size)
+                            .and_then(|k| k.checked_mul(shape.len()))
+                            .and_then(|k| k.checked_mul(*filters)),
+                    )
+                    .is_some()
+                        && fits(h.checked_mul(w).and_then(|hw| hw.checked_mul(*filters))).is_some()
+                }
+                LayerSpec::Dense { units, .. } => fits(shape.len().checked_mul(*units)).is_some(),
+                _ => true,
+            };
+            if !sizes_ok {
+                return Err(too_large("its kernel or output"));
+            }
             let (output, p) = match (layer, shape) {
                 (
                     LayerSpec::Conv2d {

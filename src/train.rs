@@ -309,6 +309,8 @@ impl<'a> Trainer<'a> {
         let test_gpu = upload(test, "test")?;
 
         let flat = model.flat_len;
+        // Adam binds the whole flat parameter buffer (as do m, v and the gradients)
+        check("parameters", (flat as u64).saturating_mul(4))?;
         let mut flat_init = vec![0f32; flat];
         if weights.len() != model.params.len() {
             return Err(Error::Model(format!(

@@ -407,3 +407,50 @@ fn an_epoch_stopped_midway_and_resumed_in_a_new_trainer_is_bit_identical() {
         "Adam state bit-identical"
     );
 }
+
+#[test]
+fn a_model_too_large_for_a_binding_is_refused_before_any_allocation() {
+    let (ctx, _g) = gpu();
+    use clampnet::model::{Activation, LayerSpec, ModelSpec};
+    // 28*28 -> 60,000 units: 47 million weights = 188 MB, over the 128 MiB baseline binding
+    let spec = ModelSpec {
+        input: [28, 28, 1],
+        layers: vec![
+            LayerSpec::Flatten,
+            LayerSpec::Dense {
+                units: 60_000,
+                activation: Activation::Relu,
+            },
+            LayerSpec::Dense {
+                units: 10,
+                activation: Activation::Softmax,
+            },
+        ],
+    };
+    let plan = ModelPlan::new(&spec).unwrap();
+    let split = Split {
+        images: vec![0; 784 * 2],
+        labels: vec![0, 1],
+        height: 28,
+        width: 28,
+        channels: 1,
+    };
+    let w: Vec<Vec<f32>> = plan.params.iter().map(|p| vec![0.0; p.len]).collect();
+    let e = Trainer::new(
+        ctx,
+        plan,
+        Restrictions::default(),
+        Hyper::default(),
+        2,
+        &split,
+        &split,
+        &w,
+    )
+    .err()
+    .expect("refused")
+    .to_string();
+    assert!(
+        e.contains("parameters") && e.contains("max_storage_buffer_binding_size"),
+        "{e}"
+    );
+}

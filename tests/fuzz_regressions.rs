@@ -1,0 +1,60 @@
+//! Inputs that once crashed a fuzz target (scripts/fuzz.sh copies them to tests/fuzz-regressions/<target>/),
+//! plus hand-made hostile ones, replayed through the same entry points: each must give Ok or a clear
+//! error, never a panic. No GPU.
+
+use std::path::{Path, PathBuf};
+
+fn inputs(target: &str) -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fuzz-regressions")
+        .join(target);
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    v.sort();
+    assert!(!v.is_empty(), "{target}: no inputs");
+    v
+}
+
+#[test]
+fn idx_inputs_are_refused_cleanly() {
+    for f in inputs("idx") {
+        let bytes = std::fs::read(&f).unwrap();
+        for rank in [1, 3] {
+            let r = clampnet::data::decode_idx(&f, &bytes, rank);
+            assert!(r.is_err(), "{f:?} rank {rank} should be refused");
+            assert!(
+                r.unwrap_err()
+                    .to_string()
+                    .contains(f.file_name().unwrap().to_str().unwrap()),
+                "{f:?}: error names the file"
+            );
+        }
+    }
+}
+
+#[test]
+fn checkpoint_inputs_are_refused_cleanly() {
+    let plan = clampnet::model::ModelPlan::new(&clampnet::model::ModelSpec::reference()).unwrap();
+    for f in inputs("checkpoint") {
+        let bytes = std::fs::read(&f).unwrap();
+        match clampnet::checkpoint::parse(&f, &bytes) {
+            Err(e) => assert!(e.to_string().contains("checkpoint"), "{f:?}: {e}"),
+            Ok((w, _)) => assert!(
+                clampnet::checkpoint::match_model(&f, &w, &plan).is_err(),
+                "{f:?}"
+            ),
+        }
+    }
+}
+
+#[test]
+fn config_inputs_are_refused_cleanly() {
+    for f in inputs("config") {
+        let text = std::fs::read_to_string(&f).unwrap();
+        let r = clampnet::config::Config::parse(&text)
+            .and_then(|c| clampnet::model::ModelPlan::new(&c.model).map_err(|e| e.to_string()));
+        assert!(r.is_err(), "{f:?} should be refused");
+    }
+}
