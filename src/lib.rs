@@ -21,5 +21,6 @@ pub mod reference;
 pub mod report;
 pub mod restrict;
 pub mod train;
+pub mod viz;
 
 pub use error::{Error, Result};

@@ -57,6 +57,17 @@ enum Command {
     Predict(PredictArgs),
     /// Accuracy, loss, per-class accuracy and the confusion matrix of a checkpoint on a test set
     Eval(EvalArgs),
+    /// Pictures of a checkpoint: conv filter grids, weight histograms, and training curves (PNG)
+    Viz {
+        /// a safetensors checkpoint
+        checkpoint: PathBuf,
+        /// folder for the PNG files
+        #[arg(long)]
+        out: PathBuf,
+        /// a `train --metrics` log, for the training curves
+        #[arg(long)]
+        metrics: Option<PathBuf>,
+    },
     /// Print per-tensor statistics of a checkpoint: max |w|, fraction of exact zeros, filter norms
     Inspect {
         /// a safetensors checkpoint
@@ -196,6 +207,9 @@ struct TrainArgs {
     /// One JSON object per epoch on stdout
     #[arg(long)]
     json: bool,
+    /// Also write the per-epoch JSON lines to this file (appended when resuming), for `clampnet viz`
+    #[arg(long)]
+    metrics: Option<PathBuf>,
     /// No per-epoch text on stderr
     #[arg(long)]
     quiet: bool,
@@ -222,6 +236,11 @@ fn main() -> ExitCode {
         Command::Info(g) => info(g),
         Command::Bench(b) => bench(b),
         Command::Predict(p) => predict(p),
+        Command::Viz {
+            checkpoint,
+            out,
+            metrics,
+        } => viz(&checkpoint, &out, metrics.as_deref()),
         Command::Eval(e) => eval(e),
         Command::Inspect { file, json } => inspect(&file, json),
         Command::MakeSample {
@@ -554,10 +573,7 @@ fn train(a: TrainArgs) -> Result<Outcome> {
         let seconds = started.elapsed().as_secs_f64();
         let ips = stats.train.count as f64 / stats.train_seconds.max(1e-9);
         report = clampnet::report::restriction_report(&trainer.weights()?, &trainer.restrictions);
-        if a.json {
-            println!(
-                "{}",
-                json!({
+        let line = json!({
                     "epoch": epoch,
                     "train_loss": stats.train.loss,
                     "train_accuracy": stats.train.accuracy,
@@ -568,8 +584,21 @@ fn train(a: TrainArgs) -> Result<Outcome> {
                     "images_per_second": ips,
                     "steps": stats.steps,
                     "restrictions": report,
-                })
-            );
+        });
+        if a.json {
+            println!("{line}");
+        }
+        if let Some(path) = &a.metrics {
+            use std::io::Write;
+            let append = epoch > 1 || a.resume.is_some();
+            let mut f = std::fs::OpenOptions::new()
+                .create(true)
+                .write(true)
+                .append(append)
+                .truncate(!append)
+                .open(path)
+                .map_err(|e| Error::io(path, e))?;
+            writeln!(f, "{line}").map_err(|e| Error::io(path, e))?;
         }
         if !a.quiet {
             eprintln!(
@@ -970,6 +999,40 @@ fn eval(e: EvalArgs) -> Result<()> {
             }
             println!();
         }
+    }
+    Ok(())
+}
+
+fn viz(
+    file: &std::path::Path,
+    out: &std::path::Path,
+    metrics: Option<&std::path::Path>,
+) -> Result<()> {
+    let (weights, _) = checkpoint::load(file)?;
+    let log = match metrics {
+        Some(p) => {
+            let text = std::fs::read_to_string(p).map_err(|e| Error::io(p, e))?;
+            let lines: std::result::Result<Vec<serde_json::Value>, _> = text
+                .lines()
+                .filter(|l| !l.trim().is_empty())
+                .map(serde_json::from_str)
+                .collect();
+            let lines = lines.map_err(|e| Error::Data {
+                path: p.into(),
+                msg: format!("not a `train --metrics` log: {e}"),
+            })?;
+            if lines.is_empty() {
+                return Err(Error::Data {
+                    path: p.into(),
+                    msg: "the metrics log has no epochs".into(),
+                });
+            }
+            Some(lines)
+        }
+        None => None,
+    };
+    for p in clampnet::viz::render(out, &weights, log.as_deref())? {
+        println!("{}", p.display());
     }
     Ok(())
 }

@@ -800,3 +800,77 @@ fn trains_on_an_image_folder_dataset_and_predicts_its_class_names() {
         &["differ from train's", "zigzag"],
     );
 }
+
+#[test]
+fn viz_draws_filters_histograms_and_curves() {
+    let dir = tempdir("viz");
+    let ckpt = dir.join("m.safetensors");
+    let log = dir.join("metrics.jsonl");
+    let o = clampnet(&[
+        "train",
+        "--limit-train",
+        "640",
+        "--limit-test",
+        "64",
+        "--epochs",
+        "2",
+        "--quiet",
+        "--config",
+        &std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("configs/proximal_l1.toml")
+            .to_string_lossy(),
+        "--save",
+        ckpt.to_str().unwrap(),
+        "--metrics",
+        log.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        std::fs::read_to_string(&log).unwrap().lines().count(),
+        2,
+        "one metrics line per epoch"
+    );
+    let out = dir.join("pictures");
+    let o = clampnet(&[
+        "viz",
+        ckpt.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--metrics",
+        log.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let listed = String::from_utf8_lossy(&o.stdout).lines().count();
+    assert_eq!(listed, 4, "filters, two histograms, curves");
+    for (file, min_w) in [
+        ("conv2d_kernel_filters.png", 300),
+        ("conv2d_kernel_histogram.png", 700),
+        ("dense_kernel_histogram.png", 700),
+        ("training_curves.png", 1000),
+    ] {
+        let img = image::open(out.join(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
+        assert!(
+            img.width() >= min_w && img.height() >= 300,
+            "{file}: {}x{}",
+            img.width(),
+            img.height()
+        );
+        // not blank: more than a handful of distinct colours
+        let rgb = img.to_rgb8();
+        let distinct: std::collections::HashSet<_> = rgb.pixels().map(|p| p.0).collect();
+        assert!(distinct.len() > 10, "{file} has {} colours", distinct.len());
+    }
+    // a bad metrics log is refused
+    std::fs::write(&log, "not json\n").unwrap();
+    assert_fails_with(
+        &clampnet(&[
+            "viz",
+            ckpt.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--metrics",
+            log.to_str().unwrap(),
+        ]),
+        &["metrics.jsonl", "not a `train --metrics` log"],
+    );
+}
