@@ -65,6 +65,9 @@ impl Default for Hyper {
     }
 }
 
+/// Per-tensor values in the model's parameter order.
+pub type Tensors = Vec<Vec<f32>>;
+
 /// Inputs per chunk of the dense forward's split-K.
 const DENSE_CHUNK: u32 = 128;
 
@@ -1335,7 +1338,7 @@ impl<'a> Trainer<'a> {
     }
 
     /// Adam's first and second moments, per tensor, in the model's parameter order.
-    pub fn optimizer_state(&self) -> Result<(Vec<Vec<f32>>, Vec<Vec<f32>>)> {
+    pub fn optimizer_state(&self) -> Result<(Tensors, Tensors)> {
         let m = self.ctx.read_f32(&self.m, 0, self.model.flat_len as u64)?;
         let v = self.ctx.read_f32(&self.v, 0, self.model.flat_len as u64)?;
         let split = |flat: &[f32]| {
