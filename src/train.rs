@@ -1300,9 +1300,8 @@ impl<'a> Trainer<'a> {
         })
     }
 
-    /// The logits of every test example, in order ([n_test, classes], row-major): the evaluation pass,
-    /// reading each batch's logits back.
-    pub fn predict_test(&mut self) -> Result<Vec<f32>> {
+    /// Reset the evaluation state and metrics: (batch rows, steps) of a pass over the test set.
+    fn begin_eval(&self) -> (usize, usize) {
         let ctx = self.ctx;
         ctx.queue.write_buffer(
             &self.eval_state,
@@ -1315,15 +1314,27 @@ impl<'a> Trainer<'a> {
             bytemuck::bytes_of(&U::Metrics::default()),
         );
         let eb = self.batch_size.min(self.test.n);
-        let steps = self.test.n.div_ceil(eb);
+        (eb, self.test.n.div_ceil(eb))
+    }
+
+    /// The recorded evaluation step for step `step` of `steps` (the last may be short).
+    fn eval_plan(&self, step: usize, steps: usize) -> &[Dispatch] {
+        match (&self.eval_last, step + 1 == steps) {
+            (Some(last), true) => last,
+            _ => &self.eval_full,
+        }
+    }
+
+    /// The logits of every test example, in order ([n_test, classes], row-major): the evaluation pass,
+    /// reading each batch's logits back.
+    pub fn predict_test(&mut self) -> Result<Vec<f32>> {
+        let ctx = self.ctx;
+        let (eb, steps) = self.begin_eval();
         let k = self.model.classes;
         let mut out = Vec::with_capacity(self.test.n * k);
         for step in 0..steps {
             let rows = eb.min(self.test.n - step * eb);
-            let plan = match (&self.eval_last, step + 1 == steps) {
-                (Some(last), true) => last,
-                _ => &self.eval_full,
-            };
+            let plan = self.eval_plan(step, steps);
             let mut enc = ctx.device.create_command_encoder(&Default::default());
             {
                 let mut pass = enc.begin_compute_pass(&Default::default());
@@ -1422,18 +1433,7 @@ impl<'a> Trainer<'a> {
     /// Loss (regularization included, as Keras' evaluate reports it) and accuracy on the test set.
     pub fn evaluate(&mut self) -> Result<PassMetrics> {
         let ctx = self.ctx;
-        ctx.queue.write_buffer(
-            &self.eval_state,
-            0,
-            bytemuck::bytes_of(&U::State::default()),
-        );
-        ctx.queue.write_buffer(
-            &self.eval_metrics,
-            0,
-            bytemuck::bytes_of(&U::Metrics::default()),
-        );
-        let eb = self.batch_size.min(self.test.n);
-        let steps = self.test.n.div_ceil(eb);
+        let (_, steps) = self.begin_eval();
         let mut s = 0;
         let mut first = true;
         while s < steps {
@@ -1448,10 +1448,7 @@ impl<'a> Trainer<'a> {
                     first = false;
                 }
                 for step in s..end {
-                    let plan = match (&self.eval_last, step + 1 == steps) {
-                        (Some(last), true) => last,
-                        _ => &self.eval_full,
-                    };
+                    let plan = self.eval_plan(step, steps);
                     for d in plan {
                         d.encode(&mut pass, &self.pipes);
                     }
