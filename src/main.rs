@@ -47,7 +47,7 @@ impl GpuArgs {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Train the reference CNN (Conv2D(32,3x3,relu) -> MaxPool2D(2) -> Flatten -> Dense(10,softmax))
+    /// Train a CNN: the reference model (Conv2D(32,3x3,relu) -> MaxPool2D(2) -> Flatten -> Dense(10,softmax)), or any --config
     Train(TrainArgs),
     /// List the GPU adapters and the one `train` would pick
     Info(GpuArgs),
@@ -163,8 +163,8 @@ struct TrainArgs {
     /// Flags given beside it override its values
     #[arg(long)]
     config: Option<PathBuf>,
-    /// Folder with the four IDX files (raw or .gz). Default: $CLAMPNET_DATA, then
-    /// /usr/share/datasets/fashion-mnist, then the embedded 4,000-image sample
+    /// Folder with the four IDX files (raw or .gz), or with images in train/<class>/ and test/<class>/.
+    /// Default: $CLAMPNET_DATA, then /usr/share/datasets/fashion-mnist, then the embedded 4,000-image sample
     #[arg(long)]
     data: Option<PathBuf>,
     /// Kernel restrictions on the reference model: none, l1l2, clip, unitnorm, combo [default: none]
