@@ -1348,6 +1348,58 @@ impl<'a> Trainer<'a> {
         Ok(out)
     }
 
+    /// GPU time of each dispatch of a full training step, from timestamp queries: every dispatch in its
+    /// own compute pass with begin/end timestamps, `steps` steps in one submit, averaged. None when the
+    /// device was not opened with timestamp queries. Disturbs the training state: for `clampnet bench`.
+    pub fn profile_step_timestamps(&self, steps: usize) -> Result<Option<Vec<(Kernel, f64)>>> {
+        let ctx = self.ctx;
+        if !ctx.timestamps || steps == 0 {
+            return Ok(None);
+        }
+        let n = self.train_full.len();
+        let count = (2 * n * steps) as u32;
+        let qs = ctx.device.create_query_set(&wgpu::QuerySetDescriptor {
+            label: Some("kernel timestamps"),
+            ty: wgpu::QueryType::Timestamp,
+            count,
+        });
+        let resolve = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("timestamps"),
+            size: count as u64 * 8,
+            usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: false,
+        });
+        let mut enc = ctx.device.create_command_encoder(&Default::default());
+        let mut q = 0u32;
+        for _ in 0..steps {
+            for d in &self.train_full {
+                let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                    label: None,
+                    timestamp_writes: Some(wgpu::ComputePassTimestampWrites {
+                        query_set: &qs,
+                        beginning_of_pass_write_index: Some(q),
+                        end_of_pass_write_index: Some(q + 1),
+                    }),
+                });
+                d.encode(&mut pass, &self.pipes);
+                q += 2;
+            }
+        }
+        enc.resolve_query_set(&qs, 0..count, &resolve, 0);
+        ctx.queue.submit([enc.finish()]);
+        let ticks: Vec<u64> =
+            bytemuck::pod_collect_to_vec(&ctx.read_bytes(&resolve, 0, count as u64 * 8)?);
+        let period_s = ctx.queue.get_timestamp_period() as f64 * 1e-9;
+        let mut out: Vec<(Kernel, f64)> = self.train_full.iter().map(|d| (d.kernel, 0.0)).collect();
+        for s in 0..steps {
+            for (k, slot) in out.iter_mut().enumerate() {
+                let i = 2 * (s * n + k);
+                slot.1 += ticks[i + 1].saturating_sub(ticks[i]) as f64 * period_s / steps as f64;
+            }
+        }
+        Ok(Some(out))
+    }
+
     /// Adam's first and second moments, per tensor, in the model's parameter order.
     pub fn optimizer_state(&self) -> Result<(Tensors, Tensors)> {
         let m = self.ctx.read_f32(&self.m, 0, self.model.flat_len as u64)?;

@@ -424,6 +424,13 @@ fn bench_reports_speed_and_resources_as_json() {
         };
         assert_eq!(r["dispatches_per_step"], expected);
         assert_eq!(r["kernels"].as_array().unwrap().len(), expected);
+        // how the per-kernel times were taken: timestamp queries where the adapter has them
+        assert!(
+            r["kernel_timing"]
+                .as_str()
+                .is_some_and(|s| s.starts_with("timestamp queries") || s.starts_with("wall clock")),
+            "{r}"
+        );
     }
 }
 

@@ -25,6 +25,8 @@ pub struct GpuOptions {
     pub backend: Option<String>,
     /// case-insensitive substring of the adapter name (None: WGPU_ADAPTER_NAME)
     pub adapter: Option<String>,
+    /// request the optional timestamp-query feature when the adapter has it (profiling only)
+    pub timestamps: bool,
 }
 
 pub fn parse_backends(name: &str) -> Result<wgpu::Backends> {
@@ -44,6 +46,8 @@ pub fn parse_backends(name: &str) -> Result<wgpu::Backends> {
 }
 
 pub struct Context {
+    /// the device was opened with timestamp queries (see `GpuOptions::timestamps`)
+    pub timestamps: bool,
     /// bytes of every buffer created through this context
     allocated: std::sync::atomic::AtomicU64,
     /// the first uncaptured device error or device loss, reported by `check()` instead of a panic
@@ -117,9 +121,17 @@ impl Context {
             .max_storage_buffer_binding_size
             .min(supported.max_storage_buffer_binding_size);
         limits.max_buffer_size = limits.max_buffer_size.min(supported.max_buffer_size);
+        // Baseline only, except timestamp queries when asked for (profiling) and present.
+        let timestamps =
+            opts.timestamps && adapter.features().contains(wgpu::Features::TIMESTAMP_QUERY);
+        let required_features = if timestamps {
+            wgpu::Features::TIMESTAMP_QUERY
+        } else {
+            wgpu::Features::empty()
+        };
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("clampnet"),
-            required_features: wgpu::Features::empty(),
+            required_features,
             required_limits: limits.clone(),
             ..Default::default()
         }))
@@ -143,6 +155,7 @@ impl Context {
             }
         });
         Ok(Context {
+            timestamps,
             allocated: Default::default(),
             failure,
             instance,
