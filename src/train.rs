@@ -551,25 +551,21 @@ impl<'a> Trainer<'a> {
             _pad: 0,
         };
         let u = ctx.uniform("gather", &gp);
-        out.push(Dispatch {
-            kernel: Kernel::GatherBatch,
-            gate: false,
-            bind_group: pipes.bind(
-                ctx,
-                Kernel::GatherBatch,
-                false,
-                &[
-                    (0, whole(&u)),
-                    (1, whole(&split.images)),
-                    (2, whole(&split.labels)),
-                    (3, whole(&split.perm)),
-                    (4, whole(state)),
-                    (5, whole(&w.x)),
-                    (6, whole(&w.y)),
-                ],
-            ),
-            groups: Self::grid(self.model.input_len(), rows),
-        });
+        out.push(pipes.dispatch(
+            ctx,
+            Kernel::GatherBatch,
+            false,
+            &[
+                (0, whole(&u)),
+                (1, whole(&split.images)),
+                (2, whole(&split.labels)),
+                (3, whole(&split.perm)),
+                (4, whole(state)),
+                (5, whole(&w.x)),
+                (6, whole(&w.y)),
+            ],
+            Self::grid(self.model.input_len(), rows),
+        ));
 
         let input_of = |i: usize| -> &wgpu::Buffer {
             if i == 0 {
@@ -699,28 +695,24 @@ impl<'a> Trainer<'a> {
                         unreachable!("conv output is spatial")
                     };
                     let k = Kernel::Conv2dReluMaxPool2Forward;
-                    out.push(Dispatch {
-                        kernel: k,
-                        gate: false,
-                        bind_group: pipes.bind(
-                            ctx,
-                            k,
-                            false,
-                            &[
-                                (0, whole(u)),
-                                (1, whole(input_of(i))),
-                                (2, span(&self.params, p(kern).offset, p(kern).len)),
-                                (3, span(&self.params, p(bias).offset, p(bias).len)),
-                                (4, whole(output_of(i + 1))),
-                                (11, whole(w.argmax[i + 1].as_ref().unwrap())),
-                            ],
-                        ),
-                        groups: (
+                    out.push(pipes.dispatch(
+                        ctx,
+                        k,
+                        false,
+                        &[
+                            (0, whole(u)),
+                            (1, whole(input_of(i))),
+                            (2, span(&self.params, p(kern).offset, p(kern).len)),
+                            (3, span(&self.params, p(bias).offset, p(bias).len)),
+                            (4, whole(output_of(i + 1))),
+                            (11, whole(w.argmax[i + 1].as_ref().unwrap())),
+                        ],
+                        (
                             ((h / 2) * (ow / 2)).div_ceil(64) as u32,
                             rows_u,
                             c.div_ceil(8) as u32,
                         ),
-                    });
+                    ));
                 }
                 LU::Pool(_) if i > 0 && self.fused[i - 1] => {}
                 LU::Conv(u, _) => {
@@ -728,23 +720,19 @@ impl<'a> Trainer<'a> {
                     let Shape::Spatial { h, w: ow, c } = l.output else {
                         unreachable!("conv output is spatial")
                     };
-                    out.push(Dispatch {
-                        kernel: Kernel::Conv2dForward,
-                        gate: false,
-                        bind_group: pipes.bind(
-                            ctx,
-                            Kernel::Conv2dForward,
-                            false,
-                            &[
-                                (0, whole(u)),
-                                (1, whole(input_of(i))),
-                                (2, span(&self.params, p(kern).offset, p(kern).len)),
-                                (3, span(&self.params, p(bias).offset, p(bias).len)),
-                                (4, whole(output_of(i))),
-                            ],
-                        ),
-                        groups: ((h * ow).div_ceil(256) as u32, rows_u, c.div_ceil(8) as u32),
-                    });
+                    out.push(pipes.dispatch(
+                        ctx,
+                        Kernel::Conv2dForward,
+                        false,
+                        &[
+                            (0, whole(u)),
+                            (1, whole(input_of(i))),
+                            (2, span(&self.params, p(kern).offset, p(kern).len)),
+                            (3, span(&self.params, p(bias).offset, p(bias).len)),
+                            (4, whole(output_of(i))),
+                        ],
+                        ((h * ow).div_ceil(256) as u32, rows_u, c.div_ceil(8) as u32),
+                    ));
                 }
                 LU::Dense(u, dp) => {
                     let (kern, bias) = l.params.expect("layer with weights");
@@ -752,38 +740,30 @@ impl<'a> Trainer<'a> {
                         &format!("{} forward partials", l.name),
                         (dp.chunks as usize * rows * dp.out_n as usize * 4) as u64,
                     );
-                    out.push(Dispatch {
-                        kernel: Kernel::DenseForward,
-                        gate: false,
-                        bind_group: pipes.bind(
-                            ctx,
-                            Kernel::DenseForward,
-                            false,
-                            &[
-                                (0, whole(u)),
-                                (1, whole(input_of(i))),
-                                (2, span(&self.params, p(kern).offset, p(kern).len)),
-                                (9, whole(&partials)),
-                            ],
-                        ),
-                        groups: (rows.div_ceil(256) as u32, dp.out_n.div_ceil(8), dp.chunks),
-                    });
-                    out.push(Dispatch {
-                        kernel: Kernel::DenseForwardReduce,
-                        gate: false,
-                        bind_group: pipes.bind(
-                            ctx,
-                            Kernel::DenseForwardReduce,
-                            false,
-                            &[
-                                (0, whole(u)),
-                                (3, span(&self.params, p(bias).offset, p(bias).len)),
-                                (4, whole(output_of(i))),
-                                (9, whole(&partials)),
-                            ],
-                        ),
-                        groups: self.groups(rows * dp.out_n as usize),
-                    });
+                    out.push(pipes.dispatch(
+                        ctx,
+                        Kernel::DenseForward,
+                        false,
+                        &[
+                            (0, whole(u)),
+                            (1, whole(input_of(i))),
+                            (2, span(&self.params, p(kern).offset, p(kern).len)),
+                            (9, whole(&partials)),
+                        ],
+                        (rows.div_ceil(256) as u32, dp.out_n.div_ceil(8), dp.chunks),
+                    ));
+                    out.push(pipes.dispatch(
+                        ctx,
+                        Kernel::DenseForwardReduce,
+                        false,
+                        &[
+                            (0, whole(u)),
+                            (3, span(&self.params, p(bias).offset, p(bias).len)),
+                            (4, whole(output_of(i))),
+                            (9, whole(&partials)),
+                        ],
+                        self.groups(rows * dp.out_n as usize),
+                    ));
                 }
                 LU::Pool(u) => out.push(Dispatch {
                     kernel: Kernel::MaxPoolForward,
@@ -818,23 +798,19 @@ impl<'a> Trainer<'a> {
             _pad: 0,
         };
         let lu = ctx.uniform("loss", &lp);
-        out.push(Dispatch {
-            kernel: Kernel::SoftmaxXent,
-            gate: false,
-            bind_group: pipes.bind(
-                ctx,
-                Kernel::SoftmaxXent,
-                false,
-                &[
-                    (0, whole(&lu)),
-                    (1, whole(output_of(last))),
-                    (2, whole(&w.y)),
-                    (3, whole(dout_of(last))),
-                    (4, whole(&w.per_example)),
-                ],
-            ),
-            groups: (rows.div_ceil(64) as u32, 1, 1),
-        });
+        out.push(pipes.dispatch(
+            ctx,
+            Kernel::SoftmaxXent,
+            false,
+            &[
+                (0, whole(&lu)),
+                (1, whole(output_of(last))),
+                (2, whole(&w.y)),
+                (3, whole(dout_of(last))),
+                (4, whole(&w.per_example)),
+            ],
+            (rows.div_ceil(64) as u32, 1, 1),
+        ));
 
         if training {
             // backward, last layer first; input gradients only where an earlier layer has weights
@@ -903,22 +879,18 @@ impl<'a> Trainer<'a> {
                                 cp.out_c.div_ceil(8),
                             ),
                         });
-                        out.push(Dispatch {
-                            kernel: Kernel::Conv2dWeightReduce,
-                            gate: false,
-                            bind_group: pipes.bind(
-                                ctx,
-                                Kernel::Conv2dWeightReduce,
-                                false,
-                                &[
-                                    (0, whole(u)),
-                                    (6, span(&w.grads, p(kern).offset, p(kern).len)),
-                                    (7, span(&w.grads, p(bias).offset, p(bias).len)),
-                                    (9, whole(&partials)),
-                                ],
-                            ),
-                            groups: self.groups((kkc + 1) * cp.out_c as usize),
-                        });
+                        out.push(pipes.dispatch(
+                            ctx,
+                            Kernel::Conv2dWeightReduce,
+                            false,
+                            &[
+                                (0, whole(u)),
+                                (6, span(&w.grads, p(kern).offset, p(kern).len)),
+                                (7, span(&w.grads, p(bias).offset, p(bias).len)),
+                                (9, whole(&partials)),
+                            ],
+                            self.groups((kkc + 1) * cp.out_c as usize),
+                        ));
                         if need_dx {
                             let mut entries = vec![
                                 (0, whole(u)),
@@ -941,61 +913,49 @@ impl<'a> Trainer<'a> {
                     }
                     LU::Dense(u, dp) => {
                         let (kern, bias) = l.params.unwrap();
-                        out.push(Dispatch {
-                            kernel: Kernel::DenseBackwardWeight,
-                            gate: gate_of[i],
-                            bind_group: pipes.bind(
-                                ctx,
-                                Kernel::DenseBackwardWeight,
-                                gate_of[i],
-                                &[
-                                    (0, whole(u)),
-                                    (1, whole(input_of(i))),
-                                    (4, whole(output_of(i))),
-                                    (5, whole(dout_of(i))),
-                                    (6, span(&w.grads, p(kern).offset, p(kern).len)),
-                                ],
-                            ),
-                            groups: (
+                        out.push(pipes.dispatch(
+                            ctx,
+                            Kernel::DenseBackwardWeight,
+                            gate_of[i],
+                            &[
+                                (0, whole(u)),
+                                (1, whole(input_of(i))),
+                                (4, whole(output_of(i))),
+                                (5, whole(dout_of(i))),
+                                (6, span(&w.grads, p(kern).offset, p(kern).len)),
+                            ],
+                            (
                                 (dp.in_n as usize).div_ceil(256) as u32,
                                 (dp.out_n as usize).div_ceil(8) as u32,
                                 1,
                             ),
-                        });
-                        out.push(Dispatch {
-                            kernel: Kernel::DenseBackwardBias,
-                            gate: gate_of[i],
-                            bind_group: pipes.bind(
+                        ));
+                        out.push(pipes.dispatch(
+                            ctx,
+                            Kernel::DenseBackwardBias,
+                            gate_of[i],
+                            &[
+                                (0, whole(u)),
+                                (4, whole(output_of(i))),
+                                (5, whole(dout_of(i))),
+                                (7, span(&w.grads, p(bias).offset, p(bias).len)),
+                            ],
+                            self.groups(dp.out_n as usize),
+                        ));
+                        if need_dx {
+                            out.push(pipes.dispatch(
                                 ctx,
-                                Kernel::DenseBackwardBias,
+                                Kernel::DenseBackwardInput,
                                 gate_of[i],
                                 &[
                                     (0, whole(u)),
+                                    (2, span(&self.params, p(kern).offset, p(kern).len)),
                                     (4, whole(output_of(i))),
                                     (5, whole(dout_of(i))),
-                                    (7, span(&w.grads, p(bias).offset, p(bias).len)),
+                                    (8, whole(dout_of(i - 1))),
                                 ],
-                            ),
-                            groups: self.groups(dp.out_n as usize),
-                        });
-                        if need_dx {
-                            out.push(Dispatch {
-                                kernel: Kernel::DenseBackwardInput,
-                                gate: gate_of[i],
-                                bind_group: pipes.bind(
-                                    ctx,
-                                    Kernel::DenseBackwardInput,
-                                    gate_of[i],
-                                    &[
-                                        (0, whole(u)),
-                                        (2, span(&self.params, p(kern).offset, p(kern).len)),
-                                        (4, whole(output_of(i))),
-                                        (5, whole(dout_of(i))),
-                                        (8, whole(dout_of(i - 1))),
-                                    ],
-                                ),
-                                groups: ((dp.in_n as usize).div_ceil(256) as u32, 1, 1),
-                            });
+                                ((dp.in_n as usize).div_ceil(256) as u32, 1, 1),
+                            ));
                         }
                     }
                     LU::Pool(u) => {
@@ -1031,65 +991,53 @@ impl<'a> Trainer<'a> {
                 out.push(self.reg_dispatch(w));
             }
             if w.clip_by_norm {
-                out.push(Dispatch {
-                    kernel: Kernel::GradientSumsq,
-                    gate: false,
-                    bind_group: pipes.bind(
-                        ctx,
-                        Kernel::GradientSumsq,
-                        false,
-                        &[
-                            (0, whole(&w.adam_uniform)),
-                            (1, whole(&w.grads)),
-                            (2, whole(&w.segments)),
-                            (4, whole(&self.params)),
-                            (9, whole(&w.sumsq)),
-                        ],
-                    ),
-                    groups: (w.n_segments, 1, 1),
-                });
-            }
-            out.push(Dispatch {
-                kernel: Kernel::AdamUpdate,
-                gate: false,
-                bind_group: pipes.bind(
+                out.push(pipes.dispatch(
                     ctx,
-                    Kernel::AdamUpdate,
+                    Kernel::GradientSumsq,
                     false,
                     &[
                         (0, whole(&w.adam_uniform)),
                         (1, whole(&w.grads)),
                         (2, whole(&w.segments)),
-                        (3, whole(&self.train_state)),
                         (4, whole(&self.params)),
-                        (5, whole(&self.m)),
-                        (6, whole(&self.v)),
-                        (8, whole(&self.alphas)),
                         (9, whole(&w.sumsq)),
                     ],
-                ),
-                groups: self.groups(self.model.flat_len),
-            });
+                    (w.n_segments, 1, 1),
+                ));
+            }
+            out.push(pipes.dispatch(
+                ctx,
+                Kernel::AdamUpdate,
+                false,
+                &[
+                    (0, whole(&w.adam_uniform)),
+                    (1, whole(&w.grads)),
+                    (2, whole(&w.segments)),
+                    (3, whole(&self.train_state)),
+                    (4, whole(&self.params)),
+                    (5, whole(&self.m)),
+                    (6, whole(&self.v)),
+                    (8, whole(&self.alphas)),
+                    (9, whole(&w.sumsq)),
+                ],
+                self.groups(self.model.flat_len),
+            ));
             out.extend(self.constraint_dispatches(false));
         }
 
-        out.push(Dispatch {
-            kernel: Kernel::Accumulate,
-            gate: false,
-            bind_group: pipes.bind(
-                ctx,
-                Kernel::Accumulate,
-                false,
-                &[
-                    (0, whole(&lu)),
-                    (4, whole(&w.per_example)),
-                    (5, whole(&w.reg)),
-                    (6, whole(metrics)),
-                    (7, whole(state)),
-                ],
-            ),
-            groups: (1, 1, 1),
-        });
+        out.push(pipes.dispatch(
+            ctx,
+            Kernel::Accumulate,
+            false,
+            &[
+                (0, whole(&lu)),
+                (4, whole(&w.per_example)),
+                (5, whole(&w.reg)),
+                (6, whole(metrics)),
+                (7, whole(state)),
+            ],
+            (1, 1, 1),
+        ));
         out
     }
 
@@ -1107,34 +1055,26 @@ impl<'a> Trainer<'a> {
             };
             for c in list {
                 out.push(match constraint_uniform(c, p.offset, &p.shape) {
-                    ConstraintUniform::Clip(cp) => Dispatch {
-                        kernel: Kernel::ClipByValue,
-                        gate: false,
-                        bind_group: self.pipes.bind(
-                            ctx,
-                            Kernel::ClipByValue,
-                            false,
-                            &[
-                                (0, whole(&ctx.uniform("clip", &cp))),
-                                (2, whole(&self.params)),
-                            ],
-                        ),
-                        groups: self.groups(p.len),
-                    },
-                    ConstraintUniform::Norm(np) => Dispatch {
-                        kernel: Kernel::NormConstraint,
-                        gate: false,
-                        bind_group: self.pipes.bind(
-                            ctx,
-                            Kernel::NormConstraint,
-                            false,
-                            &[
-                                (1, whole(&ctx.uniform("norm", &np))),
-                                (2, whole(&self.params)),
-                            ],
-                        ),
-                        groups: (np.n_groups.div_ceil(64), 1, 1),
-                    },
+                    ConstraintUniform::Clip(cp) => self.pipes.dispatch(
+                        ctx,
+                        Kernel::ClipByValue,
+                        false,
+                        &[
+                            (0, whole(&ctx.uniform("clip", &cp))),
+                            (2, whole(&self.params)),
+                        ],
+                        self.groups(p.len),
+                    ),
+                    ConstraintUniform::Norm(np) => self.pipes.dispatch(
+                        ctx,
+                        Kernel::NormConstraint,
+                        false,
+                        &[
+                            (1, whole(&ctx.uniform("norm", &np))),
+                            (2, whole(&self.params)),
+                        ],
+                        (np.n_groups.div_ceil(64), 1, 1),
+                    ),
                 });
             }
         }

@@ -368,6 +368,25 @@ impl Pipelines {
     }
 }
 
+impl Pipelines {
+    /// A recorded dispatch of `kernel` (variant `gate`) over `groups` workgroups with these bindings.
+    pub fn dispatch(
+        &self,
+        ctx: &Context,
+        kernel: Kernel,
+        gate: bool,
+        entries: &[(u32, wgpu::BufferBinding<'_>)],
+        groups: (u32, u32, u32),
+    ) -> Dispatch {
+        Dispatch {
+            kernel,
+            gate,
+            bind_group: self.bind(ctx, kernel, gate, entries),
+            groups,
+        }
+    }
+}
+
 /// A whole buffer as a binding.
 pub fn whole(buffer: &wgpu::Buffer) -> wgpu::BufferBinding<'_> {
     buffer.as_entire_buffer_binding()
