@@ -4,8 +4,9 @@
 // dense_forward_reduce: bias + activation). Softmax on the last layer is not applied here: the layer emits logits and loss.wgsl fuses
 // softmax + cross-entropy, as Keras does when it computes the loss from logits.
 // Backward fuses relu'(y) (relu'(0) = 0); every gradient element is written by one invocation.
-// Invocations handle 8 outputs at a time in vec4 registers, so that W (forward) and dy (backward) are
-// read at addresses uniform across the workgroup.
+// Invocations handle 8 (forward) or 16 (backward) outputs at a time in vec4 registers, so that W
+// (forward) and dy (backward) are read at addresses uniform across the workgroup; the backward reads dy
+// through a uniform window where it fits (the DY_UNIFORM variants).
 
 struct DenseParams {
     batch: u32, in_n: u32, out_n: u32, relu: u32,
@@ -22,24 +23,40 @@ struct DenseParams {
 @group(0) @binding(7) var<storage, read_write> dbias: array<f32>;
 @group(0) @binding(8) var<storage, read_write> dx: array<f32>;
 @group(0) @binding(9) var<storage, read_write> partials: array<f32>;   // forward: [chunks, B, OUT]
+// dy again, as a 64 KiB uniform window (the DY_UNIFORM variants, when B * OUT fits): the backward
+// kernels read dy at addresses uniform across the workgroup, and on llvmpipe a uniform load costs about
+// a third of a storage load.
+@group(0) @binding(13) var<uniform> dy_u: array<vec4<f32>, 4096>;
 
 // GATE (pipeline-overridable, so the unused branch compiles away): the backward applies relu'(y).
 override GATE: bool = false;
+// DY_UNIFORM (pipeline-overridable): read dy from the uniform window `dy_u` instead of `dy`.
+override DY_UNIFORM: bool = false;
 
-fn dpre(i: u32) -> f32 {
-    if (GATE) {
-        return select(0.0, dy[i], y[i] > 0.0);
+fn dy_at(i: u32) -> f32 {
+    if (DY_UNIFORM) {
+        return dy_u[i >> 2u][i & 3u];
     }
     return dy[i];
 }
 
-// 8 consecutive gated gradients of row n starting at output o0 (indices clamped; extras unused)
-fn dpre8(n: u32, o0: u32) -> array<vec4<f32>, 2> {
+fn dpre(i: u32) -> f32 {
+    if (GATE) {
+        return select(0.0, dy_at(i), y[i] > 0.0);
+    }
+    return dy_at(i);
+}
+
+// 4 consecutive gated gradients from flat index b + o (indices clamped to the row's last, l)
+fn dpre4(b: u32, o: u32, l: u32) -> vec4<f32> {
+    return vec4<f32>(dpre(b + min(o, l)), dpre(b + min(o + 1u, l)), dpre(b + min(o + 2u, l)), dpre(b + min(o + 3u, l)));
+}
+
+// 16 consecutive gated gradients of row n starting at output o0 (indices clamped; extras unused)
+fn dpre16(n: u32, o0: u32) -> array<vec4<f32>, 4> {
     let b = n * P.out_n;
     let l = P.out_n - 1u;
-    return array<vec4<f32>, 2>(
-        vec4<f32>(dpre(b + min(o0, l)), dpre(b + min(o0 + 1u, l)), dpre(b + min(o0 + 2u, l)), dpre(b + min(o0 + 3u, l))),
-        vec4<f32>(dpre(b + min(o0 + 4u, l)), dpre(b + min(o0 + 5u, l)), dpre(b + min(o0 + 6u, l)), dpre(b + min(o0 + 7u, l))));
+    return array<vec4<f32>, 4>(dpre4(b, o0, l), dpre4(b, o0 + 4u, l), dpre4(b, o0 + 8u, l), dpre4(b, o0 + 12u, l));
 }
 
 // 8 consecutive values of kernel row i starting at o0 (indices clamped; extras unused)
@@ -49,6 +66,17 @@ fn kernel8(i: u32, o0: u32) -> array<vec4<f32>, 2> {
     return array<vec4<f32>, 2>(
         vec4<f32>(kernel[b + min(o0, l)], kernel[b + min(o0 + 1u, l)], kernel[b + min(o0 + 2u, l)], kernel[b + min(o0 + 3u, l)]),
         vec4<f32>(kernel[b + min(o0 + 4u, l)], kernel[b + min(o0 + 5u, l)], kernel[b + min(o0 + 6u, l)], kernel[b + min(o0 + 7u, l)]));
+}
+
+// 16 consecutive values of kernel row i starting at o0 (indices clamped; extras unused)
+fn kernel16(i: u32, o0: u32) -> array<vec4<f32>, 4> {
+    let b = i * P.out_n;
+    let l = P.out_n - 1u;
+    return array<vec4<f32>, 4>(
+        vec4<f32>(kernel[b + min(o0, l)], kernel[b + min(o0 + 1u, l)], kernel[b + min(o0 + 2u, l)], kernel[b + min(o0 + 3u, l)]),
+        vec4<f32>(kernel[b + min(o0 + 4u, l)], kernel[b + min(o0 + 5u, l)], kernel[b + min(o0 + 6u, l)], kernel[b + min(o0 + 7u, l)]),
+        vec4<f32>(kernel[b + min(o0 + 8u, l)], kernel[b + min(o0 + 9u, l)], kernel[b + min(o0 + 10u, l)], kernel[b + min(o0 + 11u, l)]),
+        vec4<f32>(kernel[b + min(o0 + 12u, l)], kernel[b + min(o0 + 13u, l)], kernel[b + min(o0 + 14u, l)], kernel[b + min(o0 + 15u, l)]));
 }
 
 // Store 8 outputs of row-major [rows, OUT] matrices (outputs past OUT are dropped). Two copies because
@@ -144,12 +172,12 @@ fn dense_forward_reduce(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workg
     y[e] = r;
 }
 
-// grid (ceil(IN/256), ceil(OUT/8)): one invocation per (4 input rows, 8 outputs):
-// dW[i, o] = sum over n of x[n, i] * dpre[n, o]; per example 4 loads of x and 8 gradients feed 32 FMAs.
+// grid (ceil(IN/256), ceil(OUT/16)): one invocation per (4 input rows, 16 outputs):
+// dW[i, o] = sum over n of x[n, i] * dpre[n, o]; per example 4 loads of x and 16 gradients feed 64 FMAs.
 @compute @workgroup_size(64)
 fn dense_backward_weight(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let i0 = (wg.x * 64u + lid) * 4u;
-    let o0 = wg.y * 8u;
+    let o0 = wg.y * 16u;
     if (i0 >= P.in_n) {
         return;
     }
@@ -157,21 +185,31 @@ fn dense_backward_weight(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_in
     let c1 = min(i0 + 1u, il);
     let c2 = min(i0 + 2u, il);
     let c3 = min(i0 + 3u, il);
-    var a0 = vec4<f32>(0.0); var a1 = vec4<f32>(0.0); var a2 = vec4<f32>(0.0); var a3 = vec4<f32>(0.0);
-    var a4 = vec4<f32>(0.0); var a5 = vec4<f32>(0.0); var a6 = vec4<f32>(0.0); var a7 = vec4<f32>(0.0);
+    let z = vec4<f32>(0.0);
+    var a00 = z; var a01 = z; var a02 = z; var a03 = z;
+    var a10 = z; var a11 = z; var a12 = z; var a13 = z;
+    var a20 = z; var a21 = z; var a22 = z; var a23 = z;
+    var a30 = z; var a31 = z; var a32 = z; var a33 = z;
     for (var n = 0u; n < P.batch; n++) {
-        let g = dpre8(n, o0);
+        let g = dpre16(n, o0);
         let xb = n * P.in_n;
         let v = vec4<f32>(x[xb + i0], x[xb + c1], x[xb + c2], x[xb + c3]);
-        a0 += v.x * g[0]; a1 += v.x * g[1];
-        a2 += v.y * g[0]; a3 += v.y * g[1];
-        a4 += v.z * g[0]; a5 += v.z * g[1];
-        a6 += v.w * g[0]; a7 += v.w * g[1];
+        a00 += v.x * g[0]; a01 += v.x * g[1]; a02 += v.x * g[2]; a03 += v.x * g[3];
+        a10 += v.y * g[0]; a11 += v.y * g[1]; a12 += v.y * g[2]; a13 += v.y * g[3];
+        a20 += v.z * g[0]; a21 += v.z * g[1]; a22 += v.z * g[2]; a23 += v.z * g[3];
+        a30 += v.w * g[0]; a31 += v.w * g[1]; a32 += v.w * g[2]; a33 += v.w * g[3];
     }
-    store8_dkernel(i0 * P.out_n + o0, o0, a0, a1);
-    if (i0 + 1u < P.in_n) { store8_dkernel((i0 + 1u) * P.out_n + o0, o0, a2, a3); }
-    if (i0 + 2u < P.in_n) { store8_dkernel((i0 + 2u) * P.out_n + o0, o0, a4, a5); }
-    if (i0 + 3u < P.in_n) { store8_dkernel((i0 + 3u) * P.out_n + o0, o0, a6, a7); }
+    store16_dkernel(i0, o0, a00, a01, a02, a03);
+    if (i0 + 1u < P.in_n) { store16_dkernel(i0 + 1u, o0, a10, a11, a12, a13); }
+    if (i0 + 2u < P.in_n) { store16_dkernel(i0 + 2u, o0, a20, a21, a22, a23); }
+    if (i0 + 3u < P.in_n) { store16_dkernel(i0 + 3u, o0, a30, a31, a32, a33); }
+}
+
+// Store 16 gradient values of kernel row i from output o0 (outputs past OUT are dropped).
+fn store16_dkernel(i: u32, o0: u32, q0: vec4<f32>, q1: vec4<f32>, q2: vec4<f32>, q3: vec4<f32>) {
+    let at = i * P.out_n + o0;
+    store8_dkernel(at, o0, q0, q1);
+    store8_dkernel(at + 8u, o0 + 8u, q2, q3);
 }
 
 // grid (ceil(OUT/64)): db[o] = sum over n of dpre[n, o]
@@ -188,8 +226,9 @@ fn dense_backward_bias(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invo
     dbias[o] = acc;
 }
 
-// grid (ceil(IN/256)): one invocation per 4 input columns, all examples, W rows held 8 outputs at a
-// time: dx[n, i] = sum over o of W[i, o] * dpre[n, o]; per example 8 gradients feed 32 FMAs.
+// grid (ceil(IN/256)): one invocation per 4 input columns, all examples, W rows held 16 outputs at a
+// time: dx[n, i] = sum over o of W[i, o] * dpre[n, o]; per example 16 gradients feed 64 FMAs. With at
+// most 16 outputs (a classifier head) there is one pass and dx is written once.
 @compute @workgroup_size(64)
 fn dense_backward_input(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let i0 = (wg.x * 64u + lid) * 4u;
@@ -197,20 +236,27 @@ fn dense_backward_input(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_inv
         return;
     }
     let il = P.in_n - 1u;
-    for (var o0 = 0u; o0 < P.out_n; o0 += 8u) {
+    for (var o0 = 0u; o0 < P.out_n; o0 += 16u) {
         // zero the clamped duplicates past the row end so they add nothing
         let m0 = vec4<f32>(vec4<u32>(o0, o0 + 1u, o0 + 2u, o0 + 3u) < vec4<u32>(P.out_n));
         let m1 = vec4<f32>(vec4<u32>(o0 + 4u, o0 + 5u, o0 + 6u, o0 + 7u) < vec4<u32>(P.out_n));
-        let w0 = kernel8(i0, o0);
-        let w1 = kernel8(min(i0 + 1u, il), o0);
-        let w2 = kernel8(min(i0 + 2u, il), o0);
-        let w3 = kernel8(min(i0 + 3u, il), o0);
+        let m2 = vec4<f32>(vec4<u32>(o0 + 8u, o0 + 9u, o0 + 10u, o0 + 11u) < vec4<u32>(P.out_n));
+        let m3 = vec4<f32>(vec4<u32>(o0 + 12u, o0 + 13u, o0 + 14u, o0 + 15u) < vec4<u32>(P.out_n));
+        let w0 = kernel16(i0, o0);
+        let w1 = kernel16(min(i0 + 1u, il), o0);
+        let w2 = kernel16(min(i0 + 2u, il), o0);
+        let w3 = kernel16(min(i0 + 3u, il), o0);
         for (var n = 0u; n < P.batch; n++) {
-            let g = dpre8(n, o0);
+            let g = dpre16(n, o0);
             let g0 = g[0] * m0;
             let g1 = g[1] * m1;
-            let acc = vec4<f32>(dot(w0[0], g0) + dot(w0[1], g1), dot(w1[0], g0) + dot(w1[1], g1),
-                                dot(w2[0], g0) + dot(w2[1], g1), dot(w3[0], g0) + dot(w3[1], g1));
+            let g2 = g[2] * m2;
+            let g3 = g[3] * m3;
+            let acc = vec4<f32>(
+                dot(w0[0], g0) + dot(w0[1], g1) + dot(w0[2], g2) + dot(w0[3], g3),
+                dot(w1[0], g0) + dot(w1[1], g1) + dot(w1[2], g2) + dot(w1[3], g3),
+                dot(w2[0], g0) + dot(w2[1], g1) + dot(w2[2], g2) + dot(w2[3], g3),
+                dot(w3[0], g0) + dot(w3[1], g1) + dot(w3[2], g2) + dot(w3[3], g3));
             let at = n * P.in_n + i0;
             for (var q = 0u; q < 4u; q++) {
                 if (i0 + q < P.in_n) {

@@ -36,7 +36,8 @@ struct State {
 
 @group(0) @binding(0) var<uniform> P: AdamParams;
 @group(0) @binding(1) var<storage, read> grads: array<f32>;
-@group(0) @binding(2) var<storage, read> segments: array<Segment>;
+// A uniform (at most 2048 tensors): on llvmpipe uniform loads cost a third of storage loads.
+@group(0) @binding(2) var<uniform> segments: array<Segment, 2048>;
 @group(0) @binding(3) var<storage, read> state: State;
 @group(0) @binding(4) var<storage, read_write> params: array<f32>;
 @group(0) @binding(5) var<storage, read_write> m: array<f32>;
@@ -105,25 +106,26 @@ fn gradient_sumsq(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocatio
 @compute @workgroup_size(64)
 fn adam_update(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                @builtin(local_invocation_index) lid: u32) {
-    let i = (wg.y * nwg.x + wg.x) * 64u + lid;
-    if (i >= P.n) {
+    // Tensors start 64-element aligned, so a workgroup of 64 lies inside one tensor (or the padding
+    // after it): find it once per workgroup, from the workgroup's first element.
+    let i0 = (wg.y * nwg.x + wg.x) * 64u;
+    var s = P.n_segments;
+    for (var k = 0u; k < P.n_segments; k++) {
+        let start = segments[k].start;
+        if (i0 >= start && i0 < start + segments[k].len) {
+            s = k;
+        }
+    }
+    let i = i0 + lid;
+    if (s == P.n_segments || i >= P.n) {
+        return;   // alignment padding between tensors
+    }
+    let seg = segments[s];
+    if (i >= seg.start + seg.len) {
         return;
     }
     var w = params[i];
     var g = grads[i];
-    var s = 0u;
-    var in_tensor = false;
-    for (var k = 0u; k < P.n_segments; k++) {
-        let seg = segments[k];
-        if (i >= seg.start && i < seg.start + seg.len) {
-            s = k;
-            in_tensor = true;
-        }
-    }
-    if (!in_tensor) {
-        return;   // alignment padding between tensors
-    }
-    let seg = segments[s];
     g = total_gradient(seg, g, w);
     if (P.clip_mode == 1u) {
         let l2sum = sumsq[s];

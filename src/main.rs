@@ -718,10 +718,10 @@ fn bench(b: BenchArgs) -> Result<()> {
         let ips = (b.steps * bs) as f64 / secs;
         let (kernels, timing) = if !b.kernels {
             (Vec::new(), "")
-        } else if let Some(ts) = t.profile_step_timestamps(10)? {
+        } else if let Some(ts) = t.profile_step_timestamps(21)? {
             (
                 ts,
-                "timestamp queries, each dispatch in its own pass, mean of 10 steps",
+                "timestamp queries, each dispatch in its own pass, median of 21 steps",
             )
         } else {
             (

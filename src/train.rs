@@ -15,7 +15,7 @@ use rand_chacha::ChaCha8Rng;
 use crate::checkpoint::Weights;
 use crate::data::Split;
 use crate::error::{Error, Result};
-use crate::gpu::{span, uniforms as U, whole, Context, Dispatch, Kernel, Pipelines};
+use crate::gpu::{span, uniforms as U, whole, window, Context, Dispatch, Kernel, Pipelines};
 use crate::model::{Activation, LayerSpec, ModelPlan, Padding, Role, Shape};
 use crate::restrict::{norm_layout, Constraint, Restrictions};
 
@@ -191,6 +191,10 @@ struct Work {
     sumsq: wgpu::Buffer,
     /// bound where a kernel variant declares a buffer it never reads
     placeholder: wgpu::Buffer,
+    /// bound where a kernel variant declares a uniform window it never reads
+    placeholder_window: wgpu::Buffer,
+    /// per activation buffer: its gradient buffer can be bound as a uniform window
+    dy_uniform: Vec<bool>,
     n_segments: u32,
     any_penalty: bool,
     clip_by_norm: bool,
@@ -333,7 +337,7 @@ impl<'a> Trainer<'a> {
             }
             flat_init[p.offset..p.offset + p.len].copy_from_slice(w);
         }
-        let params = ctx.storage_init("params", bytemuck::cast_slice(&flat_init));
+        let params = ctx.storage_uniform_init("params", bytemuck::cast_slice(&flat_init));
         let m = ctx.storage_zeroed("adam m", (flat * 4) as u64);
         let v = ctx.storage_zeroed("adam v", (flat * 4) as u64);
 
@@ -342,6 +346,7 @@ impl<'a> Trainer<'a> {
         let mut acts = Vec::new();
         let mut act_of = Vec::new();
         let mut dacts = Vec::new();
+        let mut dy_uniform = Vec::new();
         let mut argmax = Vec::new();
         for (i, l) in model.layers.iter().enumerate() {
             if matches!(l.spec, LayerSpec::Flatten) && i > 0 {
@@ -357,7 +362,15 @@ impl<'a> Trainer<'a> {
             };
             check(&format!("{} output", l.name), bytes)?;
             acts.push(ctx.storage_zeroed(&format!("{} out", l.name), bytes));
-            dacts.push(ctx.storage_zeroed(&format!("{} dout", l.name), bytes));
+            // a dense layer's output gradient that fits a uniform window is read through one
+            let window = matches!(l.spec, LayerSpec::Dense { .. })
+                && bytes <= crate::gpu::UNIFORM_WINDOW;
+            dy_uniform.push(window);
+            dacts.push(if window {
+                ctx.storage_uniform_zeroed(&format!("{} dout", l.name), bytes)
+            } else {
+                ctx.storage_zeroed(&format!("{} dout", l.name), bytes)
+            });
             act_of.push(acts.len() - 1);
             argmax.push(if matches!(l.spec, LayerSpec::MaxPool2d { .. }) {
                 Some(ctx.storage_zeroed(&format!("{} argmax", l.name), bytes))
@@ -385,6 +398,13 @@ impl<'a> Trainer<'a> {
                 }
             })
             .collect();
+        // optimizer.wgsl reads the segments as a uniform array of 2048
+        if segs.len() > 2048 {
+            return Err(Error::Model(format!(
+                "{} parameter tensors; clampnet's optimizer takes at most 2048: use fewer layers",
+                segs.len()
+            )));
+        }
         let n_segments = segs.len() as u32;
         let any_penalty = segs.iter().any(|s| s.l1 != 0.0 || s.l2 != 0.0);
         let (clip_mode, clip_value) = match hyper.clip {
@@ -429,10 +449,12 @@ impl<'a> Trainer<'a> {
             per_example: ctx.storage_zeroed("per-example loss", (b * 2 * 4) as u64),
             reg: ctx.storage_zeroed("regularization loss", 4),
             grads: ctx.storage_zeroed("grads", (flat * 4) as u64),
-            segments: ctx.storage_init("penalty segments", bytemuck::cast_slice(&segs)),
+            segments: ctx.storage_uniform_init("penalty segments", bytemuck::cast_slice(&segs)),
             adam_uniform: ctx.uniform("adam params", &adam),
             sumsq: ctx.storage_zeroed("gradient sums of squares", (n_segments * 4) as u64),
             placeholder: ctx.storage_zeroed("placeholder", 4),
+            placeholder_window: ctx.storage_uniform_zeroed("placeholder window", 0),
+            dy_uniform,
             n_segments,
             any_penalty,
             clip_by_norm: clip_mode == 1 || clip_mode == 2,
@@ -512,7 +534,7 @@ impl<'a> Trainer<'a> {
             false,
             &[
                 (0, whole(&w.adam_uniform)),
-                (2, whole(&w.segments)),
+                (2, window(&w.segments, 0)),
                 (4, whole(&self.params)),
                 (7, whole(&w.reg)),
             ],
@@ -628,8 +650,9 @@ impl<'a> Trainer<'a> {
                         c: oc,
                     },
                 ) => {
-                    // weight gradient: chunks of `rows_per` output rows, about 256 chunks per step
-                    let rows_per = (rows * oh).div_ceil(256).clamp(1, oh) as u32;
+                    // weight gradient: chunks of `rows_per` output rows (pooled rows when fused with
+                    // the pool), about 256 chunks per step
+                    let (rows_per, chunks) = conv_weight_chunks(rows, oh, self.fused[li]);
                     let cp = U::ConvParams {
                         batch: rows_u,
                         in_h: h as u32,
@@ -646,7 +669,7 @@ impl<'a> Trainer<'a> {
                         },
                         relu: (*activation == Activation::Relu) as u32,
                         rows_per,
-                        chunks: rows_u * oh.div_ceil(rows_per as usize) as u32,
+                        chunks,
                         ..Default::default()
                     };
                     LU::Conv(ctx.uniform(&l.name, &cp), cp)
@@ -702,15 +725,15 @@ impl<'a> Trainer<'a> {
                         &[
                             (0, whole(u)),
                             (1, whole(input_of(i))),
-                            (2, span(&self.params, p(kern).offset, p(kern).len)),
                             (3, span(&self.params, p(bias).offset, p(bias).len)),
                             (4, whole(output_of(i + 1))),
                             (11, whole(w.argmax[i + 1].as_ref().unwrap())),
+                            (12, window(&self.params, p(kern).offset)),
                         ],
                         (
                             ((h / 2) * (ow / 2)).div_ceil(64) as u32,
                             rows_u,
-                            c.div_ceil(8) as u32,
+                            c.div_ceil(16) as u32,
                         ),
                     ));
                 }
@@ -863,11 +886,14 @@ impl<'a> Trainer<'a> {
                         let mut entries = vec![
                             (0, whole(u)),
                             (1, whole(input_of(i))),
-                            (4, whole(y_of)),
                             (5, whole(dy_of)),
                             (9, whole(&partials)),
                             (10, whole(&taps)),
                         ];
+                        if !fused {
+                            // the fused variant needs only the pool's choice, not its output
+                            entries.push((4, whole(y_of)));
+                        }
                         entries.extend(pool_argmax.map(|a| (11, whole(a))));
                         out.push(Dispatch {
                             kernel: partials_kernel,
@@ -913,46 +939,57 @@ impl<'a> Trainer<'a> {
                     }
                     LU::Dense(u, dp) => {
                         let (kern, bias) = l.params.unwrap();
+                        // dy through a uniform window where the layer's gradient buffer is one
+                        let dy_uniform = w.dy_uniform[w.act_of[i]];
+                        let kernel = |k: Kernel| if dy_uniform { k.dy_uniform() } else { k };
+                        let dy: [(u32, wgpu::BufferBinding); 2] = if dy_uniform {
+                            [(5, whole(&w.placeholder)), (13, window(dout_of(i), 0))]
+                        } else {
+                            [(5, whole(dout_of(i))), (13, window(&w.placeholder_window, 0))]
+                        };
                         out.push(pipes.dispatch(
                             ctx,
-                            Kernel::DenseBackwardWeight,
+                            kernel(Kernel::DenseBackwardWeight),
                             gate_of[i],
                             &[
                                 (0, whole(u)),
                                 (1, whole(input_of(i))),
                                 (4, whole(output_of(i))),
-                                (5, whole(dout_of(i))),
                                 (6, span(&w.grads, p(kern).offset, p(kern).len)),
+                                dy[0].clone(),
+                                dy[1].clone(),
                             ],
                             (
                                 (dp.in_n as usize).div_ceil(256) as u32,
-                                (dp.out_n as usize).div_ceil(8) as u32,
+                                (dp.out_n as usize).div_ceil(16) as u32,
                                 1,
                             ),
                         ));
                         out.push(pipes.dispatch(
                             ctx,
-                            Kernel::DenseBackwardBias,
+                            kernel(Kernel::DenseBackwardBias),
                             gate_of[i],
                             &[
                                 (0, whole(u)),
                                 (4, whole(output_of(i))),
-                                (5, whole(dout_of(i))),
                                 (7, span(&w.grads, p(bias).offset, p(bias).len)),
+                                dy[0].clone(),
+                                dy[1].clone(),
                             ],
                             self.groups(dp.out_n as usize),
                         ));
                         if need_dx {
                             out.push(pipes.dispatch(
                                 ctx,
-                                Kernel::DenseBackwardInput,
+                                kernel(Kernel::DenseBackwardInput),
                                 gate_of[i],
                                 &[
                                     (0, whole(u)),
                                     (2, span(&self.params, p(kern).offset, p(kern).len)),
                                     (4, whole(output_of(i))),
-                                    (5, whole(dout_of(i))),
                                     (8, whole(dout_of(i - 1))),
+                                    dy[0].clone(),
+                                    dy[1].clone(),
                                 ],
                                 ((dp.in_n as usize).div_ceil(256) as u32, 1, 1),
                             ));
@@ -998,7 +1035,7 @@ impl<'a> Trainer<'a> {
                     &[
                         (0, whole(&w.adam_uniform)),
                         (1, whole(&w.grads)),
-                        (2, whole(&w.segments)),
+                        (2, window(&w.segments, 0)),
                         (4, whole(&self.params)),
                         (9, whole(&w.sumsq)),
                     ],
@@ -1012,7 +1049,7 @@ impl<'a> Trainer<'a> {
                 &[
                     (0, whole(&w.adam_uniform)),
                     (1, whole(&w.grads)),
-                    (2, whole(&w.segments)),
+                    (2, window(&w.segments, 0)),
                     (3, whole(&self.train_state)),
                     (4, whole(&self.params)),
                     (5, whole(&self.m)),
@@ -1289,7 +1326,7 @@ impl<'a> Trainer<'a> {
     }
 
     /// GPU time of each dispatch of a full training step, from timestamp queries: every dispatch in its
-    /// own compute pass with begin/end timestamps, `steps` steps in one submit, averaged. None when the
+    /// own compute pass with begin/end timestamps, `steps` steps in one submit, the median per dispatch. None when the
     /// device was not opened with timestamp queries. Disturbs the training state: for `clampnet bench`.
     pub fn profile_step_timestamps(&self, steps: usize) -> Result<Option<Vec<(Kernel, f64)>>> {
         let ctx = self.ctx;
@@ -1330,13 +1367,22 @@ impl<'a> Trainer<'a> {
         let ticks: Vec<u64> =
             bytemuck::pod_collect_to_vec(&ctx.read_bytes(&resolve, 0, count as u64 * 8)?);
         let period_s = ctx.queue.get_timestamp_period() as f64 * 1e-9;
-        let mut out: Vec<(Kernel, f64)> = self.train_full.iter().map(|d| (d.kernel, 0.0)).collect();
-        for s in 0..steps {
-            for (k, slot) in out.iter_mut().enumerate() {
-                let i = 2 * (s * n + k);
-                slot.1 += ticks[i + 1].saturating_sub(ticks[i]) as f64 * period_s / steps as f64;
-            }
-        }
+        // the median over the steps: robust to a step slowed by something else on the machine
+        let out = self
+            .train_full
+            .iter()
+            .enumerate()
+            .map(|(k, d)| {
+                let mut t: Vec<f64> = (0..steps)
+                    .map(|s| {
+                        let i = 2 * (s * n + k);
+                        ticks[i + 1].saturating_sub(ticks[i]) as f64 * period_s
+                    })
+                    .collect();
+                t.sort_by(f64::total_cmp);
+                (d.kernel, t[steps / 2])
+            })
+            .collect();
         Ok(Some(out))
     }
 
@@ -1526,7 +1572,11 @@ pub fn fused_conv_pool(model: &ModelPlan) -> Vec<bool> {
     let l = &model.layers;
     (0..l.len())
         .map(|i| {
-            matches!(
+            // the fused forward reads the kernel through a uniform window
+            let fits = l[i].params.is_some_and(|(kern, _)| {
+                model.params[kern].len * 4 <= crate::gpu::UNIFORM_WINDOW as usize
+            });
+            fits && matches!(
                 l[i].spec,
                 LayerSpec::Conv2d {
                     activation: Activation::Relu,
@@ -1593,6 +1643,14 @@ pub fn constraint_uniform(c: &Constraint, offset: usize, shape: &[usize]) -> Con
 
 /// The patch-row table of a conv layer for its weight gradient: one (di, dj, input offset, kind) per row
 /// t = (di*k + dj)*IC + c, then the bias row (kind 1), padded to a multiple of 8 with kind 2 (no row).
+/// How the conv weight gradient splits a step: (`rows_per`, `chunks`), chunks of `rows_per` output rows
+/// of one image (pooled rows when the conv is fused with its 2x2 pool), about 256 chunks per step.
+pub fn conv_weight_chunks(batch: usize, out_h: usize, pooled: bool) -> (u32, u32) {
+    let h = if pooled { out_h / 2 } else { out_h }.max(1);
+    let rows_per = (batch * h).div_ceil(256).clamp(1, h);
+    (rows_per as u32, (batch * h.div_ceil(rows_per)) as u32)
+}
+
 pub fn conv_taps(cp: &U::ConvParams) -> Vec<[i32; 4]> {
     let mut taps = Vec::new();
     for di in 0..cp.k {

@@ -35,6 +35,10 @@ pub enum Kernel {
     DenseBackwardWeight,
     DenseBackwardBias,
     DenseBackwardInput,
+    /// the dense backward kernels reading dy through a uniform window (DY_UNIFORM)
+    DenseBackwardWeightDyUniform,
+    DenseBackwardBiasDyUniform,
+    DenseBackwardInputDyUniform,
     SoftmaxXent,
     Accumulate,
     RegularizationLoss,
@@ -45,7 +49,7 @@ pub enum Kernel {
 }
 
 impl Kernel {
-    pub const ALL: [Kernel; 22] = [
+    pub const ALL: [Kernel; 25] = [
         Kernel::GatherBatch,
         Kernel::Conv2dForward,
         Kernel::Conv2dWeightPartials,
@@ -61,6 +65,9 @@ impl Kernel {
         Kernel::DenseBackwardWeight,
         Kernel::DenseBackwardBias,
         Kernel::DenseBackwardInput,
+        Kernel::DenseBackwardWeightDyUniform,
+        Kernel::DenseBackwardBiasDyUniform,
+        Kernel::DenseBackwardInputDyUniform,
         Kernel::SoftmaxXent,
         Kernel::Accumulate,
         Kernel::RegularizationLoss,
@@ -80,7 +87,7 @@ impl Kernel {
             Conv2dWeightReduce => ("conv2d.wgsl", "conv2d_weight_reduce"),
             Conv2dBackwardInput => ("conv2d.wgsl", "conv2d_backward_input"),
             Conv2dReluMaxPool2Forward => ("conv2d.wgsl", "conv2d_relu_maxpool2_forward"),
-            Conv2dWeightPartialsPooled => ("conv2d.wgsl", "conv2d_weight_partials"),
+            Conv2dWeightPartialsPooled => ("conv2d.wgsl", "conv2d_weight_partials_pooled"),
             Conv2dBackwardInputPooled => ("conv2d.wgsl", "conv2d_backward_input"),
             MaxPoolForward => ("pool.wgsl", "maxpool_forward"),
             MaxPoolBackward => ("pool.wgsl", "maxpool_backward"),
@@ -89,6 +96,9 @@ impl Kernel {
             DenseBackwardWeight => ("dense.wgsl", "dense_backward_weight"),
             DenseBackwardBias => ("dense.wgsl", "dense_backward_bias"),
             DenseBackwardInput => ("dense.wgsl", "dense_backward_input"),
+            DenseBackwardWeightDyUniform => ("dense.wgsl", "dense_backward_weight"),
+            DenseBackwardBiasDyUniform => ("dense.wgsl", "dense_backward_bias"),
+            DenseBackwardInputDyUniform => ("dense.wgsl", "dense_backward_input"),
             SoftmaxXent => ("loss.wgsl", "softmax_xent"),
             Accumulate => ("loss.wgsl", "accumulate"),
             RegularizationLoss => ("optimizer.wgsl", "regularization_loss"),
@@ -110,7 +120,21 @@ impl Kernel {
                 | DenseBackwardWeight
                 | DenseBackwardBias
                 | DenseBackwardInput
+                | DenseBackwardWeightDyUniform
+                | DenseBackwardBiasDyUniform
+                | DenseBackwardInputDyUniform
         )
+    }
+
+    /// The dense backward kernel reading dy through a uniform window instead of a storage binding.
+    pub fn dy_uniform(self) -> Kernel {
+        use Kernel::*;
+        match self {
+            DenseBackwardWeight => DenseBackwardWeightDyUniform,
+            DenseBackwardBias => DenseBackwardBiasDyUniform,
+            DenseBackwardInput => DenseBackwardInputDyUniform,
+            k => k,
+        }
     }
 
     /// Pipeline-overridable constants of this kernel variant (`gate`: the GATE variant).
@@ -124,6 +148,14 @@ impl Kernel {
             Kernel::Conv2dWeightPartialsPooled | Kernel::Conv2dBackwardInputPooled
         ) {
             c.push(("POOLED", 1.0));
+        }
+        if matches!(
+            self,
+            Kernel::DenseBackwardWeightDyUniform
+                | Kernel::DenseBackwardBiasDyUniform
+                | Kernel::DenseBackwardInputDyUniform
+        ) {
+            c.push(("DY_UNIFORM", 1.0));
         }
         c
     }

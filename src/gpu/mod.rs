@@ -207,6 +207,38 @@ impl Context {
             })
     }
 
+    /// A storage buffer that can also be bound as a uniform window of `UNIFORM_WINDOW` bytes at any
+    /// 256-byte aligned offset inside it (padded at the end so every such window fits).
+    pub fn storage_uniform_init(&self, label: &str, bytes: &[u8]) -> wgpu::Buffer {
+        let mut data = bytes.to_vec();
+        data.resize(data.len().div_ceil(256) * 256 + UNIFORM_WINDOW as usize, 0);
+        self.count(data.len() as u64);
+        self.device
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some(label),
+                contents: &data,
+                usage: wgpu::BufferUsages::STORAGE
+                    | wgpu::BufferUsages::UNIFORM
+                    | wgpu::BufferUsages::COPY_SRC
+                    | wgpu::BufferUsages::COPY_DST,
+            })
+    }
+
+    /// `storage_zeroed` that can also be bound as a uniform window (see `storage_uniform_init`).
+    pub fn storage_uniform_zeroed(&self, label: &str, bytes: u64) -> wgpu::Buffer {
+        let size = bytes.div_ceil(256) * 256 + UNIFORM_WINDOW;
+        self.count(size);
+        self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size,
+            usage: wgpu::BufferUsages::STORAGE
+                | wgpu::BufferUsages::UNIFORM
+                | wgpu::BufferUsages::COPY_SRC
+                | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        })
+    }
+
     pub fn storage_zeroed(&self, label: &str, bytes: u64) -> wgpu::Buffer {
         self.count(bytes.max(4).div_ceil(4) * 4);
         self.device.create_buffer(&wgpu::BufferDescriptor {
@@ -398,6 +430,19 @@ pub fn span(buffer: &wgpu::Buffer, offset: usize, len: usize) -> wgpu::BufferBin
         buffer,
         offset: (offset * 4) as u64,
         size: std::num::NonZeroU64::new((len.max(1) * 4) as u64),
+    }
+}
+
+/// Bytes of a uniform window (WebGPU's baseline `max_uniform_buffer_binding_size`): kernels that read
+/// small read-only tensors through `var<uniform>` declare them as `array<vec4<f32>, 4096>`.
+pub const UNIFORM_WINDOW: u64 = 65536;
+
+/// The uniform window starting at element `offset` (64-element aligned) of a `storage_uniform_init` buffer.
+pub fn window(buffer: &wgpu::Buffer, offset: usize) -> wgpu::BufferBinding<'_> {
+    wgpu::BufferBinding {
+        buffer,
+        offset: (offset * 4) as u64,
+        size: std::num::NonZeroU64::new(UNIFORM_WINDOW),
     }
 }
 

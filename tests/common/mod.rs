@@ -92,6 +92,8 @@ impl TestRng {
 /// updated in place (uploaded, then read back like an output).
 pub enum Buf<'a> {
     In(&'a [u8]),
+    /// read-only, bound as a uniform window (`var<uniform> array<vec4<f32>, 4096>`)
+    Window(&'a [u8]),
     Out(usize),
     InOut(&'a [u8]),
 }
@@ -120,12 +122,19 @@ pub fn run_kernel(
         .iter()
         .map(|(b, buf)| match buf {
             Buf::In(data) => (*b, ctx.storage_init("test in", data), false),
+            Buf::Window(data) => (*b, ctx.storage_uniform_init("test window", data), false),
             Buf::Out(n) => (*b, ctx.storage_zeroed("test out", (*n * 4) as u64), true),
             Buf::InOut(data) => (*b, ctx.storage_init("test in-out", data), true),
         })
         .collect();
     let mut entries = vec![(uniform_binding, whole(&u))];
-    entries.extend(bufs.iter().map(|(b, buf, _)| (*b, whole(buf))));
+    entries.extend(bindings.iter().zip(&bufs).map(|((_, kind), (b, buf, _))| {
+        let binding = match kind {
+            Buf::Window(_) => clampnet::gpu::window(buf, 0),
+            _ => whole(buf),
+        };
+        (*b, binding)
+    }));
     let bind_group = pipes.bind(ctx, kernel, gate, &entries);
     let d = clampnet::gpu::Dispatch {
         kernel,
