@@ -5,7 +5,7 @@
 //   (Keras' l1 / l2 / l1_l2 regularizers: a sum, no 1/2, not divided by the batch size).
 // gradient_sumsq, one workgroup per segment (only with clipnorm / global_clipnorm):
 //   sumsq[s] = sum over the tensor of g_total^2, g_total = g + the penalty gradient (what Keras clips)
-// adam_update, one invocation per parameter element, fuses, in Keras 3's order:
+// adam_update, one invocation per 4 parameter elements, fuses, in Keras 3's order:
 //   g += l1 * sign(w) + 2 * l2 * w            penalty gradient (sign(0) = 0; no l1 term when proximal)
 //   g = clip(g)                               clipnorm:   g * c / max(||g_tensor||, c)
 //                                             global:     g * c * min(1 / ||g_all||, 1 / c)
@@ -45,6 +45,12 @@ struct State {
 @group(0) @binding(7) var<storage, read_write> reg: array<f32>;
 @group(0) @binding(8) var<storage, read> alphas: array<f32>;     // [steps of this epoch]
 @group(0) @binding(9) var<storage, read_write> sumsq: array<f32>; // [segments]
+// adam_update works on 4 elements at a time (4 loads for the price of one per-lane loop on llvmpipe):
+// the same buffers as params, grads, m and v, as vec4 arrays (sized to whole vec4s: 64-element padded)
+@group(0) @binding(10) var<storage, read_write> params4: array<vec4<f32>>;
+@group(0) @binding(11) var<storage, read> grads4: array<vec4<f32>>;
+@group(0) @binding(12) var<storage, read_write> m4: array<vec4<f32>>;
+@group(0) @binding(13) var<storage, read_write> v4: array<vec4<f32>>;
 
 var<workgroup> partial: array<f32, 256>;
 
@@ -103,11 +109,12 @@ fn gradient_sumsq(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocatio
     }
 }
 
-@compute @workgroup_size(64)
+// grid (ceil(n / 64)) folded, 16 invocations per workgroup, 4 elements (a vec4) per invocation: a
+// workgroup covers 64 elements, and since tensors start 64-element aligned it lies inside one tensor (or
+// the padding after it), found once per workgroup. Elements past the tensor's end keep their values.
+@compute @workgroup_size(16)
 fn adam_update(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                @builtin(local_invocation_index) lid: u32) {
-    // Tensors start 64-element aligned, so a workgroup of 64 lies inside one tensor (or the padding
-    // after it): find it once per workgroup, from the workgroup's first element.
     let i0 = (wg.y * nwg.x + wg.x) * 64u;
     var s = P.n_segments;
     for (var k = 0u; k < P.n_segments; k++) {
@@ -116,17 +123,22 @@ fn adam_update(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw
             s = k;
         }
     }
-    let i = i0 + lid;
-    if (s == P.n_segments || i >= P.n) {
+    let e = i0 + 4u * lid;   // first element of this invocation
+    if (s == P.n_segments || e >= P.n) {
         return;   // alignment padding between tensors
     }
     let seg = segments[s];
-    if (i >= seg.start + seg.len) {
-        return;
+    let live = (vec4<u32>(e) + vec4<u32>(0u, 1u, 2u, 3u)) < vec4<u32>(seg.start + seg.len);
+    let q = e / 4u;
+    let w0 = params4[q];
+    var w = w0;
+    let m0 = m4[q];
+    let v0 = v4[q];
+    var l1 = seg.l1;
+    if (seg.proximal != 0u) {
+        l1 = 0.0;
     }
-    var w = params[i];
-    var g = grads[i];
-    g = total_gradient(seg, g, w);
+    var g = grads4[q] + l1 * sign(w) + 2.0 * seg.l2 * w;
     if (P.clip_mode == 1u) {
         let l2sum = sumsq[s];
         var l2norm = l2sum;
@@ -142,20 +154,20 @@ fn adam_update(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw
         let use_norm = sqrt(total);
         g = g * (P.clip_value * min(1.0 / use_norm, 1.0 / P.clip_value));
     } else if (P.clip_mode == 3u) {
-        g = min(max(g, -P.clip_value), P.clip_value);
+        g = min(max(g, vec4<f32>(-P.clip_value)), vec4<f32>(P.clip_value));
     }
     if (P.weight_decay != 0.0) {
         w -= w * P.weight_decay * P.lr;
     }
-    let mi = m[i] + (g - m[i]) * P.one_minus_beta1;
-    let vi = v[i] + (g * g - v[i]) * P.one_minus_beta2;
+    let mi = m0 + (g - m0) * P.one_minus_beta1;
+    let vi = v0 + (g * g - v0) * P.one_minus_beta2;
     let alpha = alphas[state.batch];
-    m[i] = mi;
-    v[i] = vi;
     w = w - (mi * alpha) / (sqrt(vi) + P.eps);
     if (seg.proximal != 0u) {
         let threshold = seg.l1 * (alpha / (sqrt(vi) + P.eps));
-        w = sign(w) * max(abs(w) - threshold, 0.0);
+        w = sign(w) * max(abs(w) - threshold, vec4<f32>(0.0));
     }
-    params[i] = w;
+    m4[q] = select(m0, mi, live);
+    v4[q] = select(v0, vi, live);
+    params4[q] = select(w0, w, live);
 }

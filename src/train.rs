@@ -193,6 +193,8 @@ struct Work {
     placeholder: wgpu::Buffer,
     /// bound where a kernel variant declares a uniform window it never reads
     placeholder_window: wgpu::Buffer,
+    /// per layer: a conv layer's patch-row table (`conv_taps`)
+    taps: Vec<Option<wgpu::Buffer>>,
     /// per activation buffer: its gradient buffer can be bound as a uniform window
     dy_uniform: Vec<bool>,
     n_segments: u32,
@@ -338,8 +340,10 @@ impl<'a> Trainer<'a> {
             flat_init[p.offset..p.offset + p.len].copy_from_slice(w);
         }
         let params = ctx.storage_uniform_init("params", bytemuck::cast_slice(&flat_init));
-        let m = ctx.storage_zeroed("adam m", (flat * 4) as u64);
-        let v = ctx.storage_zeroed("adam v", (flat * 4) as u64);
+        // whole 64-element blocks: adam_update reads and writes them as vec4s
+        let padded = flat.div_ceil(64) * 64;
+        let m = ctx.storage_zeroed("adam m", (padded * 4) as u64);
+        let v = ctx.storage_zeroed("adam v", (padded * 4) as u64);
 
         // Work buffers sized for a full batch.
         let b = batch_size;
@@ -348,6 +352,26 @@ impl<'a> Trainer<'a> {
         let mut dacts = Vec::new();
         let mut dy_uniform = Vec::new();
         let mut argmax = Vec::new();
+        // each conv layer's patch-row table (conv_taps), read by its weight gradient and fused forward
+        let taps = model
+            .layers
+            .iter()
+            .map(|l| match (&l.spec, l.input) {
+                (LayerSpec::Conv2d { kernel_size, .. }, Shape::Spatial { w, c, .. }) => {
+                    let cp = U::ConvParams {
+                        k: *kernel_size as u32,
+                        in_w: w as u32,
+                        in_c: c as u32,
+                        ..Default::default()
+                    };
+                    Some(ctx.storage_uniform_init(
+                        &format!("{} taps", l.name),
+                        bytemuck::cast_slice(&conv_taps(&cp)),
+                    ))
+                }
+                _ => None,
+            })
+            .collect();
         for (i, l) in model.layers.iter().enumerate() {
             if matches!(l.spec, LayerSpec::Flatten) && i > 0 {
                 act_of.push(act_of[i - 1]);
@@ -448,12 +472,13 @@ impl<'a> Trainer<'a> {
             argmax,
             per_example: ctx.storage_zeroed("per-example loss", (b * 2 * 4) as u64),
             reg: ctx.storage_zeroed("regularization loss", 4),
-            grads: ctx.storage_zeroed("grads", (flat * 4) as u64),
+            grads: ctx.storage_zeroed("grads", (padded * 4) as u64),
             segments: ctx.storage_uniform_init("penalty segments", bytemuck::cast_slice(&segs)),
             adam_uniform: ctx.uniform("adam params", &adam),
             sumsq: ctx.storage_zeroed("gradient sums of squares", (n_segments * 4) as u64),
             placeholder: ctx.storage_zeroed("placeholder", 4),
             placeholder_window: ctx.storage_uniform_zeroed("placeholder window", 0),
+            taps,
             dy_uniform,
             n_segments,
             any_penalty,
@@ -718,6 +743,7 @@ impl<'a> Trainer<'a> {
                         unreachable!("conv output is spatial")
                     };
                     let k = Kernel::Conv2dReluMaxPool2Forward;
+                    let taps = w.taps[i].as_ref().expect("conv layer");
                     out.push(pipes.dispatch(
                         ctx,
                         k,
@@ -729,6 +755,7 @@ impl<'a> Trainer<'a> {
                             (4, whole(output_of(i + 1))),
                             (11, whole(w.argmax[i + 1].as_ref().unwrap())),
                             (12, window(&self.params, p(kern).offset)),
+                            (13, window(taps, 0)),
                         ],
                         (
                             ((h / 2) * (ow / 2)).div_ceil(64) as u32,
@@ -876,9 +903,7 @@ impl<'a> Trainer<'a> {
                         } else {
                             &w.placeholder
                         });
-                        let taps = conv_taps(cp);
-                        let taps = ctx
-                            .storage_init(&format!("{} taps", l.name), bytemuck::cast_slice(&taps));
+                        let taps = w.taps[i].as_ref().expect("conv layer");
                         let partials = ctx.storage_zeroed(
                             &format!("{} weight-gradient partials", l.name),
                             (cp.chunks as usize * (kkc + 1) * cp.out_c as usize * 4) as u64,
@@ -888,7 +913,7 @@ impl<'a> Trainer<'a> {
                             (1, whole(input_of(i))),
                             (5, whole(dy_of)),
                             (9, whole(&partials)),
-                            (10, whole(&taps)),
+                            (10, whole(taps)),
                         ];
                         if !fused {
                             // the fused variant needs only the pool's choice, not its output
@@ -1048,14 +1073,14 @@ impl<'a> Trainer<'a> {
                 false,
                 &[
                     (0, whole(&w.adam_uniform)),
-                    (1, whole(&w.grads)),
                     (2, window(&w.segments, 0)),
                     (3, whole(&self.train_state)),
-                    (4, whole(&self.params)),
-                    (5, whole(&self.m)),
-                    (6, whole(&self.v)),
                     (8, whole(&self.alphas)),
                     (9, whole(&w.sumsq)),
+                    (10, whole(&self.params)),
+                    (11, whole(&w.grads)),
+                    (12, whole(&self.m)),
+                    (13, whole(&self.v)),
                 ],
                 self.groups(self.model.flat_len),
             ));
@@ -1572,9 +1597,11 @@ pub fn fused_conv_pool(model: &ModelPlan) -> Vec<bool> {
     let l = &model.layers;
     (0..l.len())
         .map(|i| {
-            // the fused forward reads the kernel through a uniform window
-            let fits = l[i].params.is_some_and(|(kern, _)| {
-                model.params[kern].len * 4 <= crate::gpu::UNIFORM_WINDOW as usize
+            // the fused forward reads the kernel and the patch-row table through uniform windows
+            let fits = l[i].params.is_some_and(|(kern, bias)| {
+                let window = crate::gpu::UNIFORM_WINDOW as usize;
+                let taps = model.params[kern].len / model.params[bias].len + 1;
+                model.params[kern].len * 4 <= window && taps.div_ceil(8) * 8 * 16 <= window
             });
             fits && matches!(
                 l[i].spec,
