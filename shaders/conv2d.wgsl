@@ -176,41 +176,54 @@ fn conv2d_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocatio
 }
 
 // conv2d (relu) fused with the 2x2 max-pool after it.
-// grid (ceil((OH/2)*(OW/2)/64), B, ceil(OC/16)): one invocation per (pooled pixel, 16 channels); the 4 conv
-// outputs of its window are a 4-pixel register tile: per tap, 4 input loads and 16 weights feed 64
-// multiply-adds. Writes the pooled output (`y`) and the index (di * 2 + dj) of the first maximum of each
-// window in row-major order (`argmax`), or 4 where the pooled value is 0 (relu' = 0: no position gets a
-// gradient); the conv output itself is never stored.
+// grid (ceil((OH/2) * ceil((OW/2)/2) / 64), B, ceil(OC/16)): one invocation per (2 horizontally adjacent
+// pooled pixels, 16 channels); the 8 conv outputs of their windows are a register tile: per tap, 8 input
+// loads and 16 weights feed 128 multiply-adds. Writes the pooled output (`y`) and the index
+// (di * 2 + dj) of the first maximum of each window in row-major order (`argmax`), or 4 where the pooled
+// value is 0 (relu' = 0: no position gets a gradient); the conv output itself is never stored.
 @compute @workgroup_size(64)
 fn conv2d_relu_maxpool2_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let pp = wg.x * 64u + lid;
+    let pair = wg.x * 64u + lid;
     let n = wg.y;
     let o0 = wg.z * 16u;
     let out_ph = P.out_h / 2u;
     let out_pw = P.out_w / 2u;
-    if (pp >= out_ph * out_pw) {
+    let pairs_per_row = (out_pw + 1u) / 2u;
+    if (pair >= out_ph * pairs_per_row) {
         return;
     }
-    let ph = pp / out_pw;
-    let pw = pp % out_pw;
-    // the window's conv positions in row-major order: (0,0), (0,1), (1,0), (1,1)
+    let ph = pair / pairs_per_row;
+    let pw = (pair % pairs_per_row) * 2u;
+    let second = pw + 1u < out_pw;   // an odd row's last pair has one pixel
+    let pw2 = select(pw, pw + 1u, second);
+    // each window's conv positions in row-major order: (0,0), (0,1), (1,0), (1,1)
     let ih = vec4<i32>(i32(2u * ph)) + vec4<i32>(0, 0, 1, 1) - vec4<i32>(i32(P.pad));
     let iw = vec4<i32>(i32(2u * pw)) + vec4<i32>(0, 1, 0, 1) - vec4<i32>(i32(P.pad));
-    let base = ((vec4<i32>(i32(n * P.in_h)) + ih) * i32(P.in_w) + iw) * i32(P.in_c);
-    // accumulators: window position p (0..3) x channel quad q (0..3) = a{p}{q}
+    let jw = vec4<i32>(i32(2u * pw2)) + vec4<i32>(0, 1, 0, 1) - vec4<i32>(i32(P.pad));
+    let row = (vec4<i32>(i32(n * P.in_h)) + ih) * i32(P.in_w);
+    let base = (row + iw) * i32(P.in_c);
+    let base2 = (row + jw) * i32(P.in_c);
+    // accumulators: window position p (0..7, the second window 4..7) x channel quad q (0..3) = a{p}{q}
     let q0 = bias4(o0); let q1 = bias4(o0 + 4u); let q2 = bias4(o0 + 8u); let q3 = bias4(o0 + 12u);
     var a00 = q0; var a01 = q1; var a02 = q2; var a03 = q3;
     var a10 = q0; var a11 = q1; var a12 = q2; var a13 = q3;
     var a20 = q0; var a21 = q1; var a22 = q2; var a23 = q3;
     var a30 = q0; var a31 = q1; var a32 = q2; var a33 = q3;
+    var a40 = q0; var a41 = q1; var a42 = q2; var a43 = q3;
+    var a50 = q0; var a51 = q1; var a52 = q2; var a53 = q3;
+    var a60 = q0; var a61 = q1; var a62 = q2; var a63 = q3;
+    var a70 = q0; var a71 = q1; var a72 = q2; var a73 = q3;
     let taps = P.k * P.k * P.in_c;
     let right = vec4<i32>(i32(P.in_w));
     let down = vec4<i32>(i32(P.in_h));
     for (var t = 0u; t < taps; t++) {
         let tap = taps_u[t];   // (di, dj, input offset, kind)
         let h = ih + tap.x;
+        let hok = (h >= vec4<i32>(0)) & (h < down);
         let w = iw + tap.y;
-        let ok = (h >= vec4<i32>(0)) & (h < down) & (w >= vec4<i32>(0)) & (w < right);
+        let ok = hok & (w >= vec4<i32>(0)) & (w < right);
+        let w2 = jw + tap.y;
+        let ok2 = hok & (w2 >= vec4<i32>(0)) & (w2 < right);
         let kb = t * P.out_c + o0;
         let k0 = kernel4u(kb);
         let k1 = kernel4u(kb + 4u);
@@ -218,21 +231,31 @@ fn conv2d_relu_maxpool2_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(l
         let k3 = kernel4u(kb + 12u);
         let v = vec4<f32>(xval(base.x + tap.z, ok.x), xval(base.y + tap.z, ok.y),
                           xval(base.z + tap.z, ok.z), xval(base.w + tap.z, ok.w));
+        let u = vec4<f32>(xval(base2.x + tap.z, ok2.x), xval(base2.y + tap.z, ok2.y),
+                          xval(base2.z + tap.z, ok2.z), xval(base2.w + tap.z, ok2.w));
         a00 += v.x * k0; a01 += v.x * k1; a02 += v.x * k2; a03 += v.x * k3;
         a10 += v.y * k0; a11 += v.y * k1; a12 += v.y * k2; a13 += v.y * k3;
         a20 += v.z * k0; a21 += v.z * k1; a22 += v.z * k2; a23 += v.z * k3;
         a30 += v.w * k0; a31 += v.w * k1; a32 += v.w * k2; a33 += v.w * k3;
+        a40 += u.x * k0; a41 += u.x * k1; a42 += u.x * k2; a43 += u.x * k3;
+        a50 += u.y * k0; a51 += u.y * k1; a52 += u.y * k2; a53 += u.y * k3;
+        a60 += u.z * k0; a61 += u.z * k1; a62 += u.z * k2; a63 += u.z * k3;
+        a70 += u.w * k0; a71 += u.w * k1; a72 += u.w * k2; a73 += u.w * k3;
     }
-    let out = (n * out_ph * out_pw + pp) * P.out_c + o0;
-    pool_store(out, o0, a00, a10, a20, a30);
-    pool_store(out + 4u, o0 + 4u, a01, a11, a21, a31);
-    pool_store(out + 8u, o0 + 8u, a02, a12, a22, a32);
-    pool_store(out + 12u, o0 + 12u, a03, a13, a23, a33);
+    let out = (n * out_ph * out_pw + ph * out_pw + pw) * P.out_c + o0;
+    pool_store(out, o0, true, a00, a10, a20, a30);
+    pool_store(out + 4u, o0 + 4u, true, a01, a11, a21, a31);
+    pool_store(out + 8u, o0 + 8u, true, a02, a12, a22, a32);
+    pool_store(out + 12u, o0 + 12u, true, a03, a13, a23, a33);
+    pool_store(out + P.out_c, o0, second, a40, a50, a60, a70);
+    pool_store(out + P.out_c + 4u, o0 + 4u, second, a41, a51, a61, a71);
+    pool_store(out + P.out_c + 8u, o0 + 8u, second, a42, a52, a62, a72);
+    pool_store(out + P.out_c + 12u, o0 + 12u, second, a43, a53, a63, a73);
 }
 
 // relu, then the first maximum of the window (strict >, row-major) of 4 channels from o0, stored at `at`
-// with its position (4 where the maximum is 0).
-fn pool_store(at: u32, o0: u32, p0: vec4<f32>, p1: vec4<f32>, p2: vec4<f32>, p3: vec4<f32>) {
+// with its position (4 where the maximum is 0) when `valid`.
+fn pool_store(at: u32, o0: u32, valid: bool, p0: vec4<f32>, p1: vec4<f32>, p2: vec4<f32>, p3: vec4<f32>) {
     let zero = vec4<f32>(0.0);
     var best = max(p0, zero);
     var arg = vec4<u32>(0u);
@@ -244,7 +267,7 @@ fn pool_store(at: u32, o0: u32, p0: vec4<f32>, p1: vec4<f32>, p2: vec4<f32>, p3:
     arg = select(arg, vec4<u32>(3u), c3 > best); best = max(best, c3);
     arg = select(arg, vec4<u32>(4u), best <= zero);
     for (var q = 0u; q < 4u; q++) {
-        if (o0 + q < P.out_c) {
+        if (valid && o0 + q < P.out_c) {
             y[at + q] = best[q];
             argmax[at + q] = arg[q];
         }
@@ -342,10 +365,11 @@ fn window_values(tap: vec4<i32>, origin: i32, ih: i32, iw: i32) -> vec4<f32> {
 
 // The weight gradient of a conv fused with its 2x2 max-pool (POOLED), iterating over pooled positions:
 // only the window position the pool chose has a gradient, so a quarter of the conv positions is visited.
-// grid (ceil(chunks/64), ceil((k*k*IC + 1)/8), ceil(OC/8)): one invocation per (chunk of `rows_per`
-// pooled rows of one image, 8 patch rows (the bias is patch row k*k*IC), 8 output channels). Per pooled
-// position, 8 gradients and 8 choices make 4 per-position weight vectors (the gradient where the channel
-// chose that position, else 0); each patch row loads its 4 window values once for all 8 channels.
+// grid (ceil(chunks/64), ceil((k*k*IC + 1)/5), ceil(OC/16)): one invocation per (chunk of `rows_per`
+// pooled rows of one image, 5 patch rows (the bias is patch row k*k*IC), 16 output channels). Per pooled
+// position, 16 gradients and 16 choices make 4 per-position weight vectors per channel quad (the gradient
+// where the channel chose that position, else 0); each patch row loads its 4 window values once for all
+// 16 channels. (5 rows: the reference conv has 10 patch rows, so no row is padding.)
 @compute @workgroup_size(64)
 fn conv2d_weight_partials_pooled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let chunk = wg.x * 64u + lid;
@@ -353,66 +377,88 @@ fn conv2d_weight_partials_pooled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(
         return;
     }
     let rows = P.k * P.k * P.in_c + 1u;
-    let t0 = wg.y * 8u;
-    let o0 = wg.z * 8u;
+    let t0 = wg.y * 5u;
+    let o0 = wg.z * 16u;
     let out_ph = P.out_h / 2u;
     let out_pw = P.out_w / 2u;
     let chunks_per_image = (out_ph + P.rows_per - 1u) / P.rows_per;
     let n = chunk / chunks_per_image;
     let p0 = (chunk % chunks_per_image) * P.rows_per;
     let p1 = min(p0 + P.rows_per, out_ph);
-    let r0 = taps[t0]; let r1 = taps[t0 + 1u]; let r2 = taps[t0 + 2u]; let r3 = taps[t0 + 3u];
-    let r4 = taps[t0 + 4u]; let r5 = taps[t0 + 5u]; let r6 = taps[t0 + 6u]; let r7 = taps[t0 + 7u];
+    let r0 = taps[t0]; let r1 = taps[t0 + 1u]; let r2 = taps[t0 + 2u]; let r3 = taps[t0 + 3u]; let r4 = taps[t0 + 4u];
     let lo = P.out_c - 1u;
-    let c0 = min(o0, lo); let c1 = min(o0 + 1u, lo); let c2 = min(o0 + 2u, lo); let c3 = min(o0 + 3u, lo);
+    let c0 = min(o0 + 0u, lo); let c1 = min(o0 + 1u, lo); let c2 = min(o0 + 2u, lo); let c3 = min(o0 + 3u, lo);
     let c4 = min(o0 + 4u, lo); let c5 = min(o0 + 5u, lo); let c6 = min(o0 + 6u, lo); let c7 = min(o0 + 7u, lo);
+    let c8 = min(o0 + 8u, lo); let c9 = min(o0 + 9u, lo); let c10 = min(o0 + 10u, lo); let c11 = min(o0 + 11u, lo);
+    let c12 = min(o0 + 12u, lo); let c13 = min(o0 + 13u, lo); let c14 = min(o0 + 14u, lo); let c15 = min(o0 + 15u, lo);
     let zero = vec4<f32>(0.0);
-    var a0 = zero; var b0 = zero; var a1 = zero; var b1 = zero;
-    var a2 = zero; var b2 = zero; var a3 = zero; var b3 = zero;
-    var a4 = zero; var b4 = zero; var a5 = zero; var b5 = zero;
-    var a6 = zero; var b6 = zero; var a7 = zero; var b7 = zero;
+    var a00 = zero; var a01 = zero; var a02 = zero; var a03 = zero;
+    var a10 = zero; var a11 = zero; var a12 = zero; var a13 = zero;
+    var a20 = zero; var a21 = zero; var a22 = zero; var a23 = zero;
+    var a30 = zero; var a31 = zero; var a32 = zero; var a33 = zero;
+    var a40 = zero; var a41 = zero; var a42 = zero; var a43 = zero;
     for (var ph = p0; ph < p1; ph++) {
         let ih = i32(2u * ph) - i32(P.pad);
         var at = (n * out_ph + ph) * out_pw * P.out_c;
         var origin = ((i32(n * P.in_h) + ih) * i32(P.in_w) - i32(P.pad)) * i32(P.in_c);
         for (var pw = 0u; pw < out_pw; pw++) {
             let iw = i32(2u * pw) - i32(P.pad);
-            let g_lo = vec4<f32>(dy[at + c0], dy[at + c1], dy[at + c2], dy[at + c3]);
-            let g_hi = vec4<f32>(dy[at + c4], dy[at + c5], dy[at + c6], dy[at + c7]);
-            let s_lo = vec4<u32>(argmax[at + c0], argmax[at + c1], argmax[at + c2], argmax[at + c3]);
-            let s_hi = vec4<u32>(argmax[at + c4], argmax[at + c5], argmax[at + c6], argmax[at + c7]);
-            let l0 = select(zero, g_lo, s_lo == vec4<u32>(0u)); let h0 = select(zero, g_hi, s_hi == vec4<u32>(0u));
-            let l1 = select(zero, g_lo, s_lo == vec4<u32>(1u)); let h1 = select(zero, g_hi, s_hi == vec4<u32>(1u));
-            let l2 = select(zero, g_lo, s_lo == vec4<u32>(2u)); let h2 = select(zero, g_hi, s_hi == vec4<u32>(2u));
-            let l3 = select(zero, g_lo, s_lo == vec4<u32>(3u)); let h3 = select(zero, g_hi, s_hi == vec4<u32>(3u));
-            var v = window_values(r0, origin, ih, iw);
-            a0 += v.x * l0 + v.y * l1 + v.z * l2 + v.w * l3; b0 += v.x * h0 + v.y * h1 + v.z * h2 + v.w * h3;
-            v = window_values(r1, origin, ih, iw);
-            a1 += v.x * l0 + v.y * l1 + v.z * l2 + v.w * l3; b1 += v.x * h0 + v.y * h1 + v.z * h2 + v.w * h3;
-            v = window_values(r2, origin, ih, iw);
-            a2 += v.x * l0 + v.y * l1 + v.z * l2 + v.w * l3; b2 += v.x * h0 + v.y * h1 + v.z * h2 + v.w * h3;
-            v = window_values(r3, origin, ih, iw);
-            a3 += v.x * l0 + v.y * l1 + v.z * l2 + v.w * l3; b3 += v.x * h0 + v.y * h1 + v.z * h2 + v.w * h3;
-            v = window_values(r4, origin, ih, iw);
-            a4 += v.x * l0 + v.y * l1 + v.z * l2 + v.w * l3; b4 += v.x * h0 + v.y * h1 + v.z * h2 + v.w * h3;
-            v = window_values(r5, origin, ih, iw);
-            a5 += v.x * l0 + v.y * l1 + v.z * l2 + v.w * l3; b5 += v.x * h0 + v.y * h1 + v.z * h2 + v.w * h3;
-            v = window_values(r6, origin, ih, iw);
-            a6 += v.x * l0 + v.y * l1 + v.z * l2 + v.w * l3; b6 += v.x * h0 + v.y * h1 + v.z * h2 + v.w * h3;
-            v = window_values(r7, origin, ih, iw);
-            a7 += v.x * l0 + v.y * l1 + v.z * l2 + v.w * l3; b7 += v.x * h0 + v.y * h1 + v.z * h2 + v.w * h3;
+            let g0 = vec4<f32>(dy[at + c0], dy[at + c1], dy[at + c2], dy[at + c3]);
+            let s0 = vec4<u32>(argmax[at + c0], argmax[at + c1], argmax[at + c2], argmax[at + c3]);
+            let g1 = vec4<f32>(dy[at + c4], dy[at + c5], dy[at + c6], dy[at + c7]);
+            let s1 = vec4<u32>(argmax[at + c4], argmax[at + c5], argmax[at + c6], argmax[at + c7]);
+            let g2 = vec4<f32>(dy[at + c8], dy[at + c9], dy[at + c10], dy[at + c11]);
+            let s2 = vec4<u32>(argmax[at + c8], argmax[at + c9], argmax[at + c10], argmax[at + c11]);
+            let g3 = vec4<f32>(dy[at + c12], dy[at + c13], dy[at + c14], dy[at + c15]);
+            let s3 = vec4<u32>(argmax[at + c12], argmax[at + c13], argmax[at + c14], argmax[at + c15]);
+            let w00 = select(zero, g0, s0 == vec4<u32>(0u)); let w10 = select(zero, g0, s0 == vec4<u32>(1u));
+            let w20 = select(zero, g0, s0 == vec4<u32>(2u)); let w30 = select(zero, g0, s0 == vec4<u32>(3u));
+            let w01 = select(zero, g1, s1 == vec4<u32>(0u)); let w11 = select(zero, g1, s1 == vec4<u32>(1u));
+            let w21 = select(zero, g1, s1 == vec4<u32>(2u)); let w31 = select(zero, g1, s1 == vec4<u32>(3u));
+            let w02 = select(zero, g2, s2 == vec4<u32>(0u)); let w12 = select(zero, g2, s2 == vec4<u32>(1u));
+            let w22 = select(zero, g2, s2 == vec4<u32>(2u)); let w32 = select(zero, g2, s2 == vec4<u32>(3u));
+            let w03 = select(zero, g3, s3 == vec4<u32>(0u)); let w13 = select(zero, g3, s3 == vec4<u32>(1u));
+            let w23 = select(zero, g3, s3 == vec4<u32>(2u)); let w33 = select(zero, g3, s3 == vec4<u32>(3u));
+            let v0 = window_values(r0, origin, ih, iw);
+            a00 += v0.x * w00 + v0.y * w10 + v0.z * w20 + v0.w * w30;
+            a01 += v0.x * w01 + v0.y * w11 + v0.z * w21 + v0.w * w31;
+            a02 += v0.x * w02 + v0.y * w12 + v0.z * w22 + v0.w * w32;
+            a03 += v0.x * w03 + v0.y * w13 + v0.z * w23 + v0.w * w33;
+            let v1 = window_values(r1, origin, ih, iw);
+            a10 += v1.x * w00 + v1.y * w10 + v1.z * w20 + v1.w * w30;
+            a11 += v1.x * w01 + v1.y * w11 + v1.z * w21 + v1.w * w31;
+            a12 += v1.x * w02 + v1.y * w12 + v1.z * w22 + v1.w * w32;
+            a13 += v1.x * w03 + v1.y * w13 + v1.z * w23 + v1.w * w33;
+            let v2 = window_values(r2, origin, ih, iw);
+            a20 += v2.x * w00 + v2.y * w10 + v2.z * w20 + v2.w * w30;
+            a21 += v2.x * w01 + v2.y * w11 + v2.z * w21 + v2.w * w31;
+            a22 += v2.x * w02 + v2.y * w12 + v2.z * w22 + v2.w * w32;
+            a23 += v2.x * w03 + v2.y * w13 + v2.z * w23 + v2.w * w33;
+            let v3 = window_values(r3, origin, ih, iw);
+            a30 += v3.x * w00 + v3.y * w10 + v3.z * w20 + v3.w * w30;
+            a31 += v3.x * w01 + v3.y * w11 + v3.z * w21 + v3.w * w31;
+            a32 += v3.x * w02 + v3.y * w12 + v3.z * w22 + v3.w * w32;
+            a33 += v3.x * w03 + v3.y * w13 + v3.z * w23 + v3.w * w33;
+            let v4 = window_values(r4, origin, ih, iw);
+            a40 += v4.x * w00 + v4.y * w10 + v4.z * w20 + v4.w * w30;
+            a41 += v4.x * w01 + v4.y * w11 + v4.z * w21 + v4.w * w31;
+            a42 += v4.x * w02 + v4.y * w12 + v4.z * w22 + v4.w * w32;
+            a43 += v4.x * w03 + v4.y * w13 + v4.z * w23 + v4.w * w33;
             at += P.out_c;
             origin += 2 * i32(P.in_c);
         }
     }
-    store_partial(chunk, rows, t0, o0, a0, b0);
-    store_partial(chunk, rows, t0 + 1u, o0, a1, b1);
-    store_partial(chunk, rows, t0 + 2u, o0, a2, b2);
-    store_partial(chunk, rows, t0 + 3u, o0, a3, b3);
-    store_partial(chunk, rows, t0 + 4u, o0, a4, b4);
-    store_partial(chunk, rows, t0 + 5u, o0, a5, b5);
-    store_partial(chunk, rows, t0 + 6u, o0, a6, b6);
-    store_partial(chunk, rows, t0 + 7u, o0, a7, b7);
+    store_partial16(chunk, rows, t0, o0, a00, a01, a02, a03);
+    store_partial16(chunk, rows, t0 + 1u, o0, a10, a11, a12, a13);
+    store_partial16(chunk, rows, t0 + 2u, o0, a20, a21, a22, a23);
+    store_partial16(chunk, rows, t0 + 3u, o0, a30, a31, a32, a33);
+    store_partial16(chunk, rows, t0 + 4u, o0, a40, a41, a42, a43);
+}
+
+// Store 16 channels of patch row t of one chunk's partial sums (rows past the table, channels past OC dropped).
+fn store_partial16(chunk: u32, rows: u32, t: u32, o0: u32, q0: vec4<f32>, q1: vec4<f32>, q2: vec4<f32>, q3: vec4<f32>) {
+    store_partial(chunk, rows, t, o0, q0, q1);
+    store_partial(chunk, rows, t, o0 + 8u, q2, q3);
 }
 
 fn store_partial(chunk: u32, rows: u32, t: u32, o0: u32, lo: vec4<f32>, hi: vec4<f32>) {

@@ -118,15 +118,15 @@ fn store8_partial(at: u32, o0: u32, lo: vec4<f32>, hi: vec4<f32>) {
     }
 }
 
-// Forward, split over the inputs (split-K) so that a small batch still fills the GPU:
-// grid (ceil(B/256), ceil(OUT/8), chunks): one invocation per (4 examples, 8 outputs, chunk of `chunk`
-// inputs); per input, 4 loads of x and 8 of W feed 32 multiply-adds. Partial sums, no bias.
+// Forward, split over the inputs (split-K) so that a small batch still fills the machine:
+// grid (ceil(chunks/64), ceil(B/8), ceil(OUT/16)): one invocation per (chunk of `chunk` inputs, 8 examples,
+// 16 outputs); per input, 8 loads of x and 16 of W feed 128 multiply-adds. Partial sums, no bias.
 @compute @workgroup_size(64)
 fn dense_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let n0 = (wg.x * 64u + lid) * 4u;
-    let o0 = wg.y * 8u;
-    let c = wg.z;
-    if (n0 >= P.batch) {
+    let c = wg.x * 64u + lid;
+    let n0 = wg.y * 8u;
+    let o0 = wg.z * 16u;
+    if (c >= P.chunks) {
         return;
     }
     let nl = P.batch - 1u;
@@ -134,22 +134,47 @@ fn dense_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation
     let x1 = min(n0 + 1u, nl) * P.in_n;
     let x2 = min(n0 + 2u, nl) * P.in_n;
     let x3 = min(n0 + 3u, nl) * P.in_n;
-    var a0 = vec4<f32>(0.0); var a1 = vec4<f32>(0.0); var a2 = vec4<f32>(0.0); var a3 = vec4<f32>(0.0);
-    var a4 = vec4<f32>(0.0); var a5 = vec4<f32>(0.0); var a6 = vec4<f32>(0.0); var a7 = vec4<f32>(0.0);
+    let x4 = min(n0 + 4u, nl) * P.in_n;
+    let x5 = min(n0 + 5u, nl) * P.in_n;
+    let x6 = min(n0 + 6u, nl) * P.in_n;
+    let x7 = min(n0 + 7u, nl) * P.in_n;
+    let z = vec4<f32>(0.0);
+    var a00 = z; var a01 = z; var a02 = z; var a03 = z;
+    var a10 = z; var a11 = z; var a12 = z; var a13 = z;
+    var a20 = z; var a21 = z; var a22 = z; var a23 = z;
+    var a30 = z; var a31 = z; var a32 = z; var a33 = z;
+    var a40 = z; var a41 = z; var a42 = z; var a43 = z;
+    var a50 = z; var a51 = z; var a52 = z; var a53 = z;
+    var a60 = z; var a61 = z; var a62 = z; var a63 = z;
+    var a70 = z; var a71 = z; var a72 = z; var a73 = z;
     let end = min((c + 1u) * P.chunk, P.in_n);
     for (var i = c * P.chunk; i < end; i++) {
-        let k = kernel8(i, o0);
+        let k = kernel16(i, o0);
         let v = vec4<f32>(x[x0 + i], x[x1 + i], x[x2 + i], x[x3 + i]);
-        a0 += v.x * k[0]; a1 += v.x * k[1];
-        a2 += v.y * k[0]; a3 += v.y * k[1];
-        a4 += v.z * k[0]; a5 += v.z * k[1];
-        a6 += v.w * k[0]; a7 += v.w * k[1];
+        let u = vec4<f32>(x[x4 + i], x[x5 + i], x[x6 + i], x[x7 + i]);
+        a00 += v.x * k[0]; a01 += v.x * k[1]; a02 += v.x * k[2]; a03 += v.x * k[3];
+        a10 += v.y * k[0]; a11 += v.y * k[1]; a12 += v.y * k[2]; a13 += v.y * k[3];
+        a20 += v.z * k[0]; a21 += v.z * k[1]; a22 += v.z * k[2]; a23 += v.z * k[3];
+        a30 += v.w * k[0]; a31 += v.w * k[1]; a32 += v.w * k[2]; a33 += v.w * k[3];
+        a40 += u.x * k[0]; a41 += u.x * k[1]; a42 += u.x * k[2]; a43 += u.x * k[3];
+        a50 += u.y * k[0]; a51 += u.y * k[1]; a52 += u.y * k[2]; a53 += u.y * k[3];
+        a60 += u.z * k[0]; a61 += u.z * k[1]; a62 += u.z * k[2]; a63 += u.z * k[3];
+        a70 += u.w * k[0]; a71 += u.w * k[1]; a72 += u.w * k[2]; a73 += u.w * k[3];
     }
     let base = c * P.batch * P.out_n;
-    store8_partial(base + n0 * P.out_n + o0, o0, a0, a1);
-    if (n0 + 1u < P.batch) { store8_partial(base + (n0 + 1u) * P.out_n + o0, o0, a2, a3); }
-    if (n0 + 2u < P.batch) { store8_partial(base + (n0 + 2u) * P.out_n + o0, o0, a4, a5); }
-    if (n0 + 3u < P.batch) { store8_partial(base + (n0 + 3u) * P.out_n + o0, o0, a6, a7); }
+    store16_partial(base + (n0) * P.out_n + o0, o0, a00, a01, a02, a03);
+    if (n0 + 1u < P.batch) { store16_partial(base + (n0 + 1u) * P.out_n + o0, o0, a10, a11, a12, a13); }
+    if (n0 + 2u < P.batch) { store16_partial(base + (n0 + 2u) * P.out_n + o0, o0, a20, a21, a22, a23); }
+    if (n0 + 3u < P.batch) { store16_partial(base + (n0 + 3u) * P.out_n + o0, o0, a30, a31, a32, a33); }
+    if (n0 + 4u < P.batch) { store16_partial(base + (n0 + 4u) * P.out_n + o0, o0, a40, a41, a42, a43); }
+    if (n0 + 5u < P.batch) { store16_partial(base + (n0 + 5u) * P.out_n + o0, o0, a50, a51, a52, a53); }
+    if (n0 + 6u < P.batch) { store16_partial(base + (n0 + 6u) * P.out_n + o0, o0, a60, a61, a62, a63); }
+    if (n0 + 7u < P.batch) { store16_partial(base + (n0 + 7u) * P.out_n + o0, o0, a70, a71, a72, a73); }
+}
+
+fn store16_partial(at: u32, o0: u32, q0: vec4<f32>, q1: vec4<f32>, q2: vec4<f32>, q3: vec4<f32>) {
+    store8_partial(at, o0, q0, q1);
+    store8_partial(at + 8u, o0 + 8u, q2, q3);
 }
 
 // grid (ceil(B*OUT/64)): y[n, o] = act(b[o] + sum over chunks of the partial sums), chunks in order.

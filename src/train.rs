@@ -68,8 +68,8 @@ impl Default for Hyper {
 /// Per-tensor values in the model's parameter order.
 pub type Tensors = Vec<Vec<f32>>;
 
-/// Inputs per chunk of the dense forward's split-K.
-const DENSE_CHUNK: u32 = 128;
+/// Inputs per chunk of the dense forward's split-K (one invocation's share of the inputs).
+const DENSE_CHUNK: u32 = 64;
 
 /// Steps recorded into one command buffer; the metrics of a chunk are read while the next one runs.
 const CHUNK_STEPS: usize = 64;
@@ -758,7 +758,7 @@ impl<'a> Trainer<'a> {
                             (13, window(taps, 0)),
                         ],
                         (
-                            ((h / 2) * (ow / 2)).div_ceil(64) as u32,
+                            ((h / 2) * (ow / 2).div_ceil(2)).div_ceil(64) as u32,
                             rows_u,
                             c.div_ceil(16) as u32,
                         ),
@@ -800,7 +800,7 @@ impl<'a> Trainer<'a> {
                             (2, span(&self.params, p(kern).offset, p(kern).len)),
                             (9, whole(&partials)),
                         ],
-                        (rows.div_ceil(256) as u32, dp.out_n.div_ceil(8), dp.chunks),
+                        (dp.chunks.div_ceil(64), rows.div_ceil(8) as u32, dp.out_n.div_ceil(16)),
                     ));
                     out.push(pipes.dispatch(
                         ctx,
@@ -924,11 +924,20 @@ impl<'a> Trainer<'a> {
                             kernel: partials_kernel,
                             gate,
                             bind_group: pipes.bind(ctx, partials_kernel, gate, &entries),
-                            groups: (
-                                (cp.chunks as usize).div_ceil(64) as u32,
-                                (kkc + 1).div_ceil(8) as u32,
-                                cp.out_c.div_ceil(8),
-                            ),
+                            // (chunks, patch-row groups, channel groups): 5 x 16 fused, 8 x 8 not
+                            groups: if fused {
+                                (
+                                    (cp.chunks as usize).div_ceil(64) as u32,
+                                    (kkc + 1).div_ceil(5) as u32,
+                                    cp.out_c.div_ceil(16),
+                                )
+                            } else {
+                                (
+                                    (cp.chunks as usize).div_ceil(64) as u32,
+                                    (kkc + 1).div_ceil(8) as u32,
+                                    cp.out_c.div_ceil(8),
+                                )
+                            },
                         });
                         out.push(pipes.dispatch(
                             ctx,
@@ -1601,7 +1610,7 @@ pub fn fused_conv_pool(model: &ModelPlan) -> Vec<bool> {
             let fits = l[i].params.is_some_and(|(kern, bias)| {
                 let window = crate::gpu::UNIFORM_WINDOW as usize;
                 let taps = model.params[kern].len / model.params[bias].len + 1;
-                model.params[kern].len * 4 <= window && taps.div_ceil(8) * 8 * 16 <= window
+                model.params[kern].len * 4 <= window && taps.div_ceil(40) * 40 * 16 <= window
             });
             fits && matches!(
                 l[i].spec,
@@ -1693,7 +1702,8 @@ pub fn conv_taps(cp: &U::ConvParams) -> Vec<[i32; 4]> {
         }
     }
     taps.push([0, 0, 0, 1]);
-    while taps.len() % 8 != 0 {
+    // whole groups of 8 (conv2d_weight_partials) and of 5 (conv2d_weight_partials_pooled)
+    while taps.len() % 40 != 0 {
         taps.push([0, 0, 0, 2]);
     }
     taps

@@ -160,7 +160,7 @@ fn dense_forward_matches_twin() {
         let x = rand_vec(&mut rng, batch * in_n, xs);
         let kern = rand_vec(&mut rng, in_n * out_n, 0.1);
         let bias = rand_vec(&mut rng, out_n, 0.3);
-        let chunk = 128u32;
+        let chunk = 32u32;
         let chunks = (in_n as u32).div_ceil(chunk);
         let p = U::DenseParams {
             batch: batch as u32,
@@ -183,7 +183,11 @@ fn dense_forward_matches_twin() {
                 (2, Buf::In(f32s(&kern))),
                 (9, Buf::Out(chunks as usize * batch * out_n)),
             ],
-            (batch.div_ceil(256) as u32, out_n.div_ceil(8) as u32, chunks),
+            (
+                chunks.div_ceil(64),
+                batch.div_ceil(8) as u32,
+                out_n.div_ceil(16) as u32,
+            ),
         );
         let out = run_kernel(
             ctx,
@@ -1006,7 +1010,7 @@ fn conv_relu_maxpool_fusion_matches_the_unfused_twins() {
                 (11, Buf::Out(n_pool)),
             ],
             (
-                (pd.out_h() * pd.out_w()).div_ceil(64) as u32,
+                (pd.out_h() * pd.out_w().div_ceil(2)).div_ceil(64) as u32,
                 b as u32,
                 oc.div_ceil(16) as u32,
             ),
@@ -1067,8 +1071,8 @@ fn conv_relu_maxpool_fusion_matches_the_unfused_twins() {
             ],
             (
                 (pp.chunks as usize).div_ceil(64) as u32,
-                (kkc + 1).div_ceil(8) as u32,
-                oc.div_ceil(8) as u32,
+                (kkc + 1).div_ceil(5) as u32,
+                oc.div_ceil(16) as u32,
             ),
         );
         let reduced = run_kernel(
