@@ -472,6 +472,9 @@ fn train(a: TrainArgs) -> Result<Outcome> {
         &ds.test,
         &weights,
     )?;
+    // the images live on the GPU now: free the host copy (host memory stays near the GPU working set)
+    ds.train.images = Vec::new();
+    ds.test.images = Vec::new();
     if let (Some((tensors, m)), Some(path)) = (&resumed, &a.resume) {
         let moment = |kind: &str| -> Result<Vec<Vec<f32>>> {
             trainer

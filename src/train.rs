@@ -1683,7 +1683,7 @@ pub fn constraint_uniform(c: &Constraint, offset: usize, shape: &[usize]) -> Con
 /// of one image (pooled rows when the conv is fused with its 2x2 pool), about 256 chunks per step.
 pub fn conv_weight_chunks(batch: usize, out_h: usize, pooled: bool) -> (u32, u32) {
     let h = if pooled { out_h / 2 } else { out_h }.max(1);
-    let rows_per = (batch * h).div_ceil(256).clamp(1, h);
+    let rows_per = (batch * h).div_ceil(if pooled { 128 } else { 256 }).clamp(1, h);
     (rows_per as u32, (batch * h.div_ceil(rows_per)) as u32)
 }
 

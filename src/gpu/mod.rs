@@ -192,36 +192,38 @@ impl Context {
 
     pub fn storage_init(&self, label: &str, bytes: &[u8]) -> wgpu::Buffer {
         // wgpu requires a non-zero, 4-byte multiple size for storage bindings.
-        let mut data = bytes.to_vec();
-        while data.is_empty() || !data.len().is_multiple_of(4) {
-            data.push(0);
-        }
-        self.count(data.len() as u64);
-        self.device
-            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: Some(label),
-                contents: &data,
-                usage: wgpu::BufferUsages::STORAGE
-                    | wgpu::BufferUsages::COPY_SRC
-                    | wgpu::BufferUsages::COPY_DST,
-            })
+        let size = (bytes.len().max(1).div_ceil(4) * 4) as u64;
+        self.buffer_init(label, bytes, size, wgpu::BufferUsages::empty())
+    }
+
+    /// A buffer of `size` bytes (a multiple of 4) holding `bytes` then zeros, written in place through
+    /// its mapping (no second host copy: the dataset is the largest upload).
+    fn buffer_init(&self, label: &str, bytes: &[u8], size: u64, extra: wgpu::BufferUsages) -> wgpu::Buffer {
+        self.count(size);
+        let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size,
+            usage: wgpu::BufferUsages::STORAGE
+                | wgpu::BufferUsages::COPY_SRC
+                | wgpu::BufferUsages::COPY_DST
+                | extra,
+            mapped_at_creation: true,
+        });
+        buffer
+            .slice(..)
+            .get_mapped_range_mut()
+            .expect("a buffer mapped at creation maps")
+            .slice(..bytes.len())
+            .copy_from_slice(bytes);
+        buffer.unmap();
+        buffer
     }
 
     /// A storage buffer that can also be bound as a uniform window of `UNIFORM_WINDOW` bytes at any
     /// 256-byte aligned offset inside it (padded at the end so every such window fits).
     pub fn storage_uniform_init(&self, label: &str, bytes: &[u8]) -> wgpu::Buffer {
-        let mut data = bytes.to_vec();
-        data.resize(data.len().div_ceil(256) * 256 + UNIFORM_WINDOW as usize, 0);
-        self.count(data.len() as u64);
-        self.device
-            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: Some(label),
-                contents: &data,
-                usage: wgpu::BufferUsages::STORAGE
-                    | wgpu::BufferUsages::UNIFORM
-                    | wgpu::BufferUsages::COPY_SRC
-                    | wgpu::BufferUsages::COPY_DST,
-            })
+        let size = (bytes.len().div_ceil(256) * 256) as u64 + UNIFORM_WINDOW;
+        self.buffer_init(label, bytes, size, wgpu::BufferUsages::UNIFORM)
     }
 
     /// `storage_zeroed` that can also be bound as a uniform window (see `storage_uniform_init`).
