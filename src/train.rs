@@ -387,8 +387,8 @@ impl<'a> Trainer<'a> {
             check(&format!("{} output", l.name), bytes)?;
             acts.push(ctx.storage_zeroed(&format!("{} out", l.name), bytes));
             // a dense layer's output gradient that fits a uniform window is read through one
-            let window = matches!(l.spec, LayerSpec::Dense { .. })
-                && bytes <= crate::gpu::UNIFORM_WINDOW;
+            let window =
+                matches!(l.spec, LayerSpec::Dense { .. }) && bytes <= crate::gpu::UNIFORM_WINDOW;
             dy_uniform.push(window);
             dacts.push(if window {
                 ctx.storage_uniform_zeroed(&format!("{} dout", l.name), bytes)
@@ -800,7 +800,11 @@ impl<'a> Trainer<'a> {
                             (2, span(&self.params, p(kern).offset, p(kern).len)),
                             (9, whole(&partials)),
                         ],
-                        (dp.chunks.div_ceil(64), rows.div_ceil(8) as u32, dp.out_n.div_ceil(16)),
+                        (
+                            dp.chunks.div_ceil(64),
+                            rows.div_ceil(8) as u32,
+                            dp.out_n.div_ceil(16),
+                        ),
                     ));
                     out.push(pipes.dispatch(
                         ctx,
@@ -979,7 +983,10 @@ impl<'a> Trainer<'a> {
                         let dy: [(u32, wgpu::BufferBinding); 2] = if dy_uniform {
                             [(5, whole(&w.placeholder)), (13, window(dout_of(i), 0))]
                         } else {
-                            [(5, whole(dout_of(i))), (13, window(&w.placeholder_window, 0))]
+                            [
+                                (5, whole(dout_of(i))),
+                                (13, window(&w.placeholder_window, 0)),
+                            ]
                         };
                         out.push(pipes.dispatch(
                             ctx,
@@ -1683,7 +1690,9 @@ pub fn constraint_uniform(c: &Constraint, offset: usize, shape: &[usize]) -> Con
 /// of one image (pooled rows when the conv is fused with its 2x2 pool), about 256 chunks per step.
 pub fn conv_weight_chunks(batch: usize, out_h: usize, pooled: bool) -> (u32, u32) {
     let h = if pooled { out_h / 2 } else { out_h }.max(1);
-    let rows_per = (batch * h).div_ceil(if pooled { 128 } else { 256 }).clamp(1, h);
+    let rows_per = (batch * h)
+        .div_ceil(if pooled { 128 } else { 256 })
+        .clamp(1, h);
     (rows_per as u32, (batch * h.div_ceil(rows_per)) as u32)
 }
 

@@ -198,7 +198,13 @@ impl Context {
 
     /// A buffer of `size` bytes (a multiple of 4) holding `bytes` then zeros, written in place through
     /// its mapping (no second host copy: the dataset is the largest upload).
-    fn buffer_init(&self, label: &str, bytes: &[u8], size: u64, extra: wgpu::BufferUsages) -> wgpu::Buffer {
+    fn buffer_init(
+        &self,
+        label: &str,
+        bytes: &[u8],
+        size: u64,
+        extra: wgpu::BufferUsages,
+    ) -> wgpu::Buffer {
         self.count(size);
         let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(label),

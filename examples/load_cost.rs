@@ -1,0 +1,224 @@
+//! What a memory access costs on the current adapter: `cargo run --release --example load_cost`.
+//!
+//! Each entry point runs a loop of 256 iterations in 16,384 invocations; the printed figure is the time
+//! per iteration per 8 invocations (one llvmpipe SIMD vector), machine-wide. `fma_only` is the loop with
+//! one dependent multiply-add and no load: subtract it from the others to get the cost of their access.
+//! The README's lavapipe cost table comes from this; it shaped clampnet's CPU-adapter kernels.
+use clampnet::gpu::{Context, GpuOptions};
+use std::time::Instant;
+
+const WGSL: &str = r#"
+@group(0) @binding(0) var<storage, read> s: array<f32>;
+@group(0) @binding(1) var<uniform> u: array<vec4<f32>, 4096>;
+@group(0) @binding(2) var<storage, read_write> o: array<f32>;
+@group(0) @binding(3) var<storage, read> s4: array<vec4<f32>>;
+override N: u32 = 256u;
+
+@compute @workgroup_size(64)
+fn fma_only(@builtin(global_invocation_id) g: vec3<u32>) {
+    var a = f32(g.x);
+    for (var i = 0u; i < N; i++) { a = a * 0.999 + f32(i); }
+    o[g.x] = a + s[0] + u[0].x + s4[0].x;
+}
+@compute @workgroup_size(64)
+fn ssbo_divergent(@builtin(global_invocation_id) g: vec3<u32>) {
+    var a = 0.0;
+    for (var i = 0u; i < N; i++) { a = a * 0.999 + s[(g.x * 7u + i) & 65535u]; }
+    o[g.x] = a + u[0].x + s4[0].x;
+}
+@compute @workgroup_size(64)
+fn ssbo_uniform(@builtin(global_invocation_id) g: vec3<u32>, @builtin(workgroup_id) w: vec3<u32>) {
+    var a = 0.0;
+    for (var i = 0u; i < N; i++) { a = a * 0.999 + s[(w.x + i) & 65535u]; }
+    o[g.x] = a + u[0].x + s4[0].x;
+}
+@compute @workgroup_size(64)
+fn ssbo_vec4_divergent(@builtin(global_invocation_id) g: vec3<u32>) {
+    var a = vec4<f32>(0.0);
+    for (var i = 0u; i < N; i += 4u) { a = a * 0.999 + s4[(g.x * 7u + i) & 16383u]; }
+    o[g.x] = a.x + a.y + a.z + a.w + u[0].x + s[0];
+}
+@compute @workgroup_size(64)
+fn ubo_divergent(@builtin(global_invocation_id) g: vec3<u32>) {
+    var a = 0.0;
+    for (var i = 0u; i < N; i++) { a = a * 0.999 + u[(g.x * 7u + i) & 4095u].x; }
+    o[g.x] = a + s[0] + s4[0].x;
+}
+@compute @workgroup_size(64)
+fn ubo_uniform(@builtin(global_invocation_id) g: vec3<u32>, @builtin(workgroup_id) w: vec3<u32>) {
+    var a = 0.0;
+    for (var i = 0u; i < N; i++) { a = a * 0.999 + u[(w.x + i) & 4095u].x; }
+    o[g.x] = a + s[0] + s4[0].x;
+}
+@compute @workgroup_size(64)
+fn ubo_vec4_uniform(@builtin(global_invocation_id) g: vec3<u32>, @builtin(workgroup_id) w: vec3<u32>) {
+    var a = vec4<f32>(0.0);
+    for (var i = 0u; i < N; i += 4u) { a = a * 0.999 + u[(w.x + i) & 4095u]; }
+    o[g.x] = a.x + a.y + a.z + a.w + s[0] + s4[0].x;
+}
+@compute @workgroup_size(64)
+fn ubo_dyncomp_uniform(@builtin(global_invocation_id) g: vec3<u32>, @builtin(workgroup_id) w: vec3<u32>) {
+    var a = 0.0;
+    for (var i = 0u; i < N; i++) { let k = (w.x + i) & 16383u; a = a * 0.999 + u[k >> 2u][k & 3u]; }
+    o[g.x] = a + s[0] + s4[0].x;
+}
+override K: u32 = 4u;
+@compute @workgroup_size(64)
+fn inner_const_loop(@builtin(global_invocation_id) g: vec3<u32>) {
+    var a = f32(g.x);
+    for (var i = 0u; i < N; i += 4u) { for (var j = 0u; j < 4u; j++) { a = a * 0.999 + f32(j); } }
+    o[g.x] = a + s[0] + u[0].x + s4[0].x;
+}
+@compute @workgroup_size(64)
+fn inner_override_loop(@builtin(global_invocation_id) g: vec3<u32>) {
+    var a = f32(g.x);
+    for (var i = 0u; i < N; i += 4u) { for (var j = 0u; j < K; j++) { a = a * 0.999 + f32(j); } }
+    o[g.x] = a + s[0] + u[0].x + s4[0].x;
+}
+@compute @workgroup_size(64)
+fn inner_manual_unroll(@builtin(global_invocation_id) g: vec3<u32>) {
+    var a = f32(g.x);
+    for (var i = 0u; i < N; i += 4u) { a = a * 0.999 + 0.0; a = a * 0.999 + 1.0; a = a * 0.999 + 2.0; a = a * 0.999 + 3.0; }
+    o[g.x] = a + s[0] + u[0].x + s4[0].x;
+}
+@compute @workgroup_size(64)
+fn fma_8_chains(@builtin(global_invocation_id) g: vec3<u32>) {
+    var a = vec4<f32>(f32(g.x)); var b = a;
+    for (var i = 0u; i < N; i++) { a = a * 0.999 + f32(i); b = b * 0.998 + f32(i); }
+    o[g.x] = a.x + b.y + a.z + b.w + s[0] + u[0].x + s4[0].x;
+}
+@compute @workgroup_size(64)
+fn acc_4vec4(@builtin(global_invocation_id) g: vec3<u32>) {
+    let z = vec4<f32>(f32(g.x));
+    var a0 = z; var a1 = z; var a2 = z; var a3 = z;
+    for (var i = 0u; i < N; i++) {
+        let k = vec4<f32>(f32(i)) * 0.5; let v = f32(i) * 0.25;
+        a0 += v * k; a1 += v * k.yzwx; a2 += v * k.zwxy; a3 += v * k.wxyz;
+    }
+    o[g.x] = dot(a0 + a1 + a2 + a3, vec4<f32>(1.0)) + s[0] + u[0].x + s4[0].x;
+}
+@compute @workgroup_size(64)
+fn acc_16vec4(@builtin(global_invocation_id) g: vec3<u32>) {
+    let z = vec4<f32>(f32(g.x));
+    var a0 = z; var a1 = z; var a2 = z; var a3 = z; var b0 = z; var b1 = z; var b2 = z; var b3 = z;
+    var c0 = z; var c1 = z; var c2 = z; var c3 = z; var d0 = z; var d1 = z; var d2 = z; var d3 = z;
+    for (var i = 0u; i < N; i += 4u) {
+        let k = vec4<f32>(f32(i)) * 0.5; let v = vec4<f32>(f32(i) * 0.25, 0.1, 0.2, 0.3);
+        a0 += v.x * k; a1 += v.x * k.yzwx; a2 += v.x * k.zwxy; a3 += v.x * k.wxyz;
+        b0 += v.y * k; b1 += v.y * k.yzwx; b2 += v.y * k.zwxy; b3 += v.y * k.wxyz;
+        c0 += v.z * k; c1 += v.z * k.yzwx; c2 += v.z * k.zwxy; c3 += v.z * k.wxyz;
+        d0 += v.w * k; d1 += v.w * k.yzwx; d2 += v.w * k.zwxy; d3 += v.w * k.wxyz;
+    }
+    o[g.x] = dot(a0 + a1 + a2 + a3 + b0 + b1 + b2 + b3 + c0 + c1 + c2 + c3 + d0 + d1 + d2 + d3, vec4<f32>(1.0)) + s[0] + u[0].x + s4[0].x;
+}
+var<workgroup> sh: array<f32, 4096>;
+@compute @workgroup_size(64)
+fn shared_divergent(@builtin(global_invocation_id) g: vec3<u32>, @builtin(local_invocation_index) l: u32) {
+    for (var i = l; i < 4096u; i += 64u) { sh[i] = f32(i); }
+    workgroupBarrier();
+    var a = 0.0;
+    for (var i = 0u; i < N; i++) { a = a * 0.999 + sh[(l * 7u + i) & 4095u]; }
+    o[g.x] = a + s[0] + u[0].x + s4[0].x;
+}
+@compute @workgroup_size(64)
+fn private_array(@builtin(global_invocation_id) g: vec3<u32>) {
+    var p: array<f32, 16>;
+    for (var i = 0u; i < 16u; i++) { p[i] = s[g.x * 16u + i]; }
+    var a = 0.0;
+    for (var i = 0u; i < N; i++) { a = a * 0.999 + p[i & 15u]; }
+    o[g.x] = a + u[0].x + s4[0].x;
+}
+"#;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let ctx = Context::new(&GpuOptions::default())?;
+    let dev = &ctx.device;
+    let module = dev.create_shader_module(wgpu::ShaderModuleDescriptor {
+        label: None,
+        source: wgpu::ShaderSource::Wgsl(WGSL.into()),
+    });
+    let s = ctx.storage_init("s", &vec![1u8; 1 << 18]);
+    let u = ctx.uniform("u", &[0u8; 65536]);
+    let groups = 256u32;
+    let o = ctx.storage_zeroed("o", (groups as u64) * 64 * 4);
+    let entries = [
+        "fma_only",
+        "ssbo_divergent",
+        "ssbo_uniform",
+        "ssbo_vec4_divergent",
+        "ubo_divergent",
+        "ubo_uniform",
+        "ubo_vec4_uniform",
+        "ubo_dyncomp_uniform",
+        "shared_divergent",
+        "private_array",
+        "inner_const_loop",
+        "inner_override_loop",
+        "inner_manual_unroll",
+        "fma_8_chains",
+        "acc_4vec4",
+        "acc_16vec4",
+    ];
+    for e in entries {
+        let pipe = dev.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(e),
+            layout: None,
+            module: &module,
+            entry_point: Some(e),
+            compilation_options: Default::default(),
+            cache: None,
+        });
+        let bg = dev.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: None,
+            layout: &pipe.get_bind_group_layout(0),
+            entries: &[
+                wgpu::BindGroupEntry {
+                    binding: 0,
+                    resource: s.as_entire_binding(),
+                },
+                wgpu::BindGroupEntry {
+                    binding: 1,
+                    resource: u.as_entire_binding(),
+                },
+                wgpu::BindGroupEntry {
+                    binding: 2,
+                    resource: o.as_entire_binding(),
+                },
+                wgpu::BindGroupEntry {
+                    binding: 3,
+                    resource: s.as_entire_binding(),
+                },
+            ],
+        });
+        let run = |reps: u32| {
+            let mut enc = dev.create_command_encoder(&Default::default());
+            {
+                let mut pass = enc.begin_compute_pass(&Default::default());
+                pass.set_pipeline(&pipe);
+                pass.set_bind_group(0, &bg, &[]);
+                for _ in 0..reps {
+                    pass.dispatch_workgroups(groups, 1, 1);
+                }
+            }
+            ctx.queue.submit([enc.finish()]);
+            dev.poll(wgpu::PollType::wait_indefinitely())
+                .expect("the device stays alive");
+        };
+        run(2);
+        let mut best = f64::MAX;
+        for _ in 0..5 {
+            let t = Instant::now();
+            run(10);
+            best = best.min(t.elapsed().as_secs_f64() / 10.0);
+        }
+        // 256 loop iterations x 16384 invocations
+        let per = best / (256.0 * 16384.0 / 8.0) * 1e9;
+        println!(
+            "{e:22} {:8.1} us/dispatch  {:6.2} ns per 8-lane iteration",
+            best * 1e6,
+            per
+        );
+    }
+    ctx.check()?;
+    Ok(())
+}
