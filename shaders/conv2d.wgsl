@@ -365,11 +365,11 @@ fn window_values(tap: vec4<i32>, origin: i32, ih: i32, iw: i32) -> vec4<f32> {
 
 // The weight gradient of a conv fused with its 2x2 max-pool (POOLED), iterating over pooled positions:
 // only the window position the pool chose has a gradient, so a quarter of the conv positions is visited.
-// grid (ceil(chunks/64), ceil((k*k*IC + 1)/5), ceil(OC/16)): one invocation per (chunk of `rows_per`
-// pooled rows of one image, 5 patch rows (the bias is patch row k*k*IC), 16 output channels). Per pooled
+// grid (ceil(chunks/64), ceil((k*k*IC + 1)/10), ceil(OC/16)): one invocation per (chunk of `rows_per`
+// pooled rows of one image, 10 patch rows (the bias is patch row k*k*IC), 16 output channels). Per pooled
 // position, 16 gradients and 16 choices make 4 per-position weight vectors per channel quad (the gradient
 // where the channel chose that position, else 0); each patch row loads its 4 window values once for all
-// 16 channels. (5 rows: the reference conv has 10 patch rows, so no row is padding.)
+// 16 channels. (10 rows: the reference conv has 10 patch rows, so no row is padding.)
 @compute @workgroup_size(64)
 fn conv2d_weight_partials_pooled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let chunk = wg.x * 64u + lid;
@@ -377,7 +377,7 @@ fn conv2d_weight_partials_pooled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(
         return;
     }
     let rows = P.k * P.k * P.in_c + 1u;
-    let t0 = wg.y * 5u;
+    let t0 = wg.y * 10u;
     let o0 = wg.z * 16u;
     let out_ph = P.out_h / 2u;
     let out_pw = P.out_w / 2u;
@@ -386,17 +386,23 @@ fn conv2d_weight_partials_pooled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(
     let p0 = (chunk % chunks_per_image) * P.rows_per;
     let p1 = min(p0 + P.rows_per, out_ph);
     let r0 = taps[t0]; let r1 = taps[t0 + 1u]; let r2 = taps[t0 + 2u]; let r3 = taps[t0 + 3u]; let r4 = taps[t0 + 4u];
+    let r5 = taps[t0 + 5u]; let r6 = taps[t0 + 6u]; let r7 = taps[t0 + 7u]; let r8 = taps[t0 + 8u]; let r9 = taps[t0 + 9u];
     let lo = P.out_c - 1u;
     let c0 = min(o0 + 0u, lo); let c1 = min(o0 + 1u, lo); let c2 = min(o0 + 2u, lo); let c3 = min(o0 + 3u, lo);
     let c4 = min(o0 + 4u, lo); let c5 = min(o0 + 5u, lo); let c6 = min(o0 + 6u, lo); let c7 = min(o0 + 7u, lo);
     let c8 = min(o0 + 8u, lo); let c9 = min(o0 + 9u, lo); let c10 = min(o0 + 10u, lo); let c11 = min(o0 + 11u, lo);
     let c12 = min(o0 + 12u, lo); let c13 = min(o0 + 13u, lo); let c14 = min(o0 + 14u, lo); let c15 = min(o0 + 15u, lo);
     let zero = vec4<f32>(0.0);
-    var a00 = zero; var a01 = zero; var a02 = zero; var a03 = zero;
-    var a10 = zero; var a11 = zero; var a12 = zero; var a13 = zero;
-    var a20 = zero; var a21 = zero; var a22 = zero; var a23 = zero;
-    var a30 = zero; var a31 = zero; var a32 = zero; var a33 = zero;
-    var a40 = zero; var a41 = zero; var a42 = zero; var a43 = zero;
+    var a0_0 = zero; var a0_1 = zero; var a0_2 = zero; var a0_3 = zero;
+    var a1_0 = zero; var a1_1 = zero; var a1_2 = zero; var a1_3 = zero;
+    var a2_0 = zero; var a2_1 = zero; var a2_2 = zero; var a2_3 = zero;
+    var a3_0 = zero; var a3_1 = zero; var a3_2 = zero; var a3_3 = zero;
+    var a4_0 = zero; var a4_1 = zero; var a4_2 = zero; var a4_3 = zero;
+    var a5_0 = zero; var a5_1 = zero; var a5_2 = zero; var a5_3 = zero;
+    var a6_0 = zero; var a6_1 = zero; var a6_2 = zero; var a6_3 = zero;
+    var a7_0 = zero; var a7_1 = zero; var a7_2 = zero; var a7_3 = zero;
+    var a8_0 = zero; var a8_1 = zero; var a8_2 = zero; var a8_3 = zero;
+    var a9_0 = zero; var a9_1 = zero; var a9_2 = zero; var a9_3 = zero;
     for (var ph = p0; ph < p1; ph++) {
         let ih = i32(2u * ph) - i32(P.pad);
         var at = (n * out_ph + ph) * out_pw * P.out_c;
@@ -420,39 +426,69 @@ fn conv2d_weight_partials_pooled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(
             let w03 = select(zero, g3, s3 == vec4<u32>(0u)); let w13 = select(zero, g3, s3 == vec4<u32>(1u));
             let w23 = select(zero, g3, s3 == vec4<u32>(2u)); let w33 = select(zero, g3, s3 == vec4<u32>(3u));
             let v0 = window_values(r0, origin, ih, iw);
-            a00 += v0.x * w00 + v0.y * w10 + v0.z * w20 + v0.w * w30;
-            a01 += v0.x * w01 + v0.y * w11 + v0.z * w21 + v0.w * w31;
-            a02 += v0.x * w02 + v0.y * w12 + v0.z * w22 + v0.w * w32;
-            a03 += v0.x * w03 + v0.y * w13 + v0.z * w23 + v0.w * w33;
+            a0_0 += v0.x * w00 + v0.y * w10 + v0.z * w20 + v0.w * w30;
+            a0_1 += v0.x * w01 + v0.y * w11 + v0.z * w21 + v0.w * w31;
+            a0_2 += v0.x * w02 + v0.y * w12 + v0.z * w22 + v0.w * w32;
+            a0_3 += v0.x * w03 + v0.y * w13 + v0.z * w23 + v0.w * w33;
             let v1 = window_values(r1, origin, ih, iw);
-            a10 += v1.x * w00 + v1.y * w10 + v1.z * w20 + v1.w * w30;
-            a11 += v1.x * w01 + v1.y * w11 + v1.z * w21 + v1.w * w31;
-            a12 += v1.x * w02 + v1.y * w12 + v1.z * w22 + v1.w * w32;
-            a13 += v1.x * w03 + v1.y * w13 + v1.z * w23 + v1.w * w33;
+            a1_0 += v1.x * w00 + v1.y * w10 + v1.z * w20 + v1.w * w30;
+            a1_1 += v1.x * w01 + v1.y * w11 + v1.z * w21 + v1.w * w31;
+            a1_2 += v1.x * w02 + v1.y * w12 + v1.z * w22 + v1.w * w32;
+            a1_3 += v1.x * w03 + v1.y * w13 + v1.z * w23 + v1.w * w33;
             let v2 = window_values(r2, origin, ih, iw);
-            a20 += v2.x * w00 + v2.y * w10 + v2.z * w20 + v2.w * w30;
-            a21 += v2.x * w01 + v2.y * w11 + v2.z * w21 + v2.w * w31;
-            a22 += v2.x * w02 + v2.y * w12 + v2.z * w22 + v2.w * w32;
-            a23 += v2.x * w03 + v2.y * w13 + v2.z * w23 + v2.w * w33;
+            a2_0 += v2.x * w00 + v2.y * w10 + v2.z * w20 + v2.w * w30;
+            a2_1 += v2.x * w01 + v2.y * w11 + v2.z * w21 + v2.w * w31;
+            a2_2 += v2.x * w02 + v2.y * w12 + v2.z * w22 + v2.w * w32;
+            a2_3 += v2.x * w03 + v2.y * w13 + v2.z * w23 + v2.w * w33;
             let v3 = window_values(r3, origin, ih, iw);
-            a30 += v3.x * w00 + v3.y * w10 + v3.z * w20 + v3.w * w30;
-            a31 += v3.x * w01 + v3.y * w11 + v3.z * w21 + v3.w * w31;
-            a32 += v3.x * w02 + v3.y * w12 + v3.z * w22 + v3.w * w32;
-            a33 += v3.x * w03 + v3.y * w13 + v3.z * w23 + v3.w * w33;
+            a3_0 += v3.x * w00 + v3.y * w10 + v3.z * w20 + v3.w * w30;
+            a3_1 += v3.x * w01 + v3.y * w11 + v3.z * w21 + v3.w * w31;
+            a3_2 += v3.x * w02 + v3.y * w12 + v3.z * w22 + v3.w * w32;
+            a3_3 += v3.x * w03 + v3.y * w13 + v3.z * w23 + v3.w * w33;
             let v4 = window_values(r4, origin, ih, iw);
-            a40 += v4.x * w00 + v4.y * w10 + v4.z * w20 + v4.w * w30;
-            a41 += v4.x * w01 + v4.y * w11 + v4.z * w21 + v4.w * w31;
-            a42 += v4.x * w02 + v4.y * w12 + v4.z * w22 + v4.w * w32;
-            a43 += v4.x * w03 + v4.y * w13 + v4.z * w23 + v4.w * w33;
+            a4_0 += v4.x * w00 + v4.y * w10 + v4.z * w20 + v4.w * w30;
+            a4_1 += v4.x * w01 + v4.y * w11 + v4.z * w21 + v4.w * w31;
+            a4_2 += v4.x * w02 + v4.y * w12 + v4.z * w22 + v4.w * w32;
+            a4_3 += v4.x * w03 + v4.y * w13 + v4.z * w23 + v4.w * w33;
+            let v5 = window_values(r5, origin, ih, iw);
+            a5_0 += v5.x * w00 + v5.y * w10 + v5.z * w20 + v5.w * w30;
+            a5_1 += v5.x * w01 + v5.y * w11 + v5.z * w21 + v5.w * w31;
+            a5_2 += v5.x * w02 + v5.y * w12 + v5.z * w22 + v5.w * w32;
+            a5_3 += v5.x * w03 + v5.y * w13 + v5.z * w23 + v5.w * w33;
+            let v6 = window_values(r6, origin, ih, iw);
+            a6_0 += v6.x * w00 + v6.y * w10 + v6.z * w20 + v6.w * w30;
+            a6_1 += v6.x * w01 + v6.y * w11 + v6.z * w21 + v6.w * w31;
+            a6_2 += v6.x * w02 + v6.y * w12 + v6.z * w22 + v6.w * w32;
+            a6_3 += v6.x * w03 + v6.y * w13 + v6.z * w23 + v6.w * w33;
+            let v7 = window_values(r7, origin, ih, iw);
+            a7_0 += v7.x * w00 + v7.y * w10 + v7.z * w20 + v7.w * w30;
+            a7_1 += v7.x * w01 + v7.y * w11 + v7.z * w21 + v7.w * w31;
+            a7_2 += v7.x * w02 + v7.y * w12 + v7.z * w22 + v7.w * w32;
+            a7_3 += v7.x * w03 + v7.y * w13 + v7.z * w23 + v7.w * w33;
+            let v8 = window_values(r8, origin, ih, iw);
+            a8_0 += v8.x * w00 + v8.y * w10 + v8.z * w20 + v8.w * w30;
+            a8_1 += v8.x * w01 + v8.y * w11 + v8.z * w21 + v8.w * w31;
+            a8_2 += v8.x * w02 + v8.y * w12 + v8.z * w22 + v8.w * w32;
+            a8_3 += v8.x * w03 + v8.y * w13 + v8.z * w23 + v8.w * w33;
+            let v9 = window_values(r9, origin, ih, iw);
+            a9_0 += v9.x * w00 + v9.y * w10 + v9.z * w20 + v9.w * w30;
+            a9_1 += v9.x * w01 + v9.y * w11 + v9.z * w21 + v9.w * w31;
+            a9_2 += v9.x * w02 + v9.y * w12 + v9.z * w22 + v9.w * w32;
+            a9_3 += v9.x * w03 + v9.y * w13 + v9.z * w23 + v9.w * w33;
             at += P.out_c;
             origin += 2 * i32(P.in_c);
         }
     }
-    store_partial16(chunk, rows, t0, o0, a00, a01, a02, a03);
-    store_partial16(chunk, rows, t0 + 1u, o0, a10, a11, a12, a13);
-    store_partial16(chunk, rows, t0 + 2u, o0, a20, a21, a22, a23);
-    store_partial16(chunk, rows, t0 + 3u, o0, a30, a31, a32, a33);
-    store_partial16(chunk, rows, t0 + 4u, o0, a40, a41, a42, a43);
+    store_partial16(chunk, rows, t0, o0, a0_0, a0_1, a0_2, a0_3);
+    store_partial16(chunk, rows, t0 + 1u, o0, a1_0, a1_1, a1_2, a1_3);
+    store_partial16(chunk, rows, t0 + 2u, o0, a2_0, a2_1, a2_2, a2_3);
+    store_partial16(chunk, rows, t0 + 3u, o0, a3_0, a3_1, a3_2, a3_3);
+    store_partial16(chunk, rows, t0 + 4u, o0, a4_0, a4_1, a4_2, a4_3);
+    store_partial16(chunk, rows, t0 + 5u, o0, a5_0, a5_1, a5_2, a5_3);
+    store_partial16(chunk, rows, t0 + 6u, o0, a6_0, a6_1, a6_2, a6_3);
+    store_partial16(chunk, rows, t0 + 7u, o0, a7_0, a7_1, a7_2, a7_3);
+    store_partial16(chunk, rows, t0 + 8u, o0, a8_0, a8_1, a8_2, a8_3);
+    store_partial16(chunk, rows, t0 + 9u, o0, a9_0, a9_1, a9_2, a9_3);
 }
 
 // Store 16 channels of patch row t of one chunk's partial sums (rows past the table, channels past OC dropped).

@@ -928,11 +928,11 @@ impl<'a> Trainer<'a> {
                             kernel: partials_kernel,
                             gate,
                             bind_group: pipes.bind(ctx, partials_kernel, gate, &entries),
-                            // (chunks, patch-row groups, channel groups): 5 x 16 fused, 8 x 8 not
+                            // (chunks, patch-row groups, channel groups): 10 x 16 fused, 8 x 8 not
                             groups: if fused {
                                 (
                                     (cp.chunks as usize).div_ceil(64) as u32,
-                                    (kkc + 1).div_ceil(5) as u32,
+                                    (kkc + 1).div_ceil(10) as u32,
                                     cp.out_c.div_ceil(16),
                                 )
                             } else {
@@ -1711,7 +1711,7 @@ pub fn conv_taps(cp: &U::ConvParams) -> Vec<[i32; 4]> {
         }
     }
     taps.push([0, 0, 0, 1]);
-    // whole groups of 8 (conv2d_weight_partials) and of 5 (conv2d_weight_partials_pooled)
+    // whole groups of 8 (conv2d_weight_partials) and of 10 (conv2d_weight_partials_pooled)
     while taps.len() % 40 != 0 {
         taps.push([0, 0, 0, 2]);
     }

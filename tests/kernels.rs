@@ -1071,7 +1071,7 @@ fn conv_relu_maxpool_fusion_matches_the_unfused_twins() {
             ],
             (
                 (pp.chunks as usize).div_ceil(64) as u32,
-                (kkc + 1).div_ceil(5) as u32,
+                (kkc + 1).div_ceil(10) as u32,
                 oc.div_ceil(16) as u32,
             ),
         );
