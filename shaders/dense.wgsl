@@ -252,46 +252,64 @@ fn dense_backward_bias(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invo
 }
 
 // grid (ceil(IN/256)): one invocation per 4 input columns, all examples, W rows held 16 outputs at a
-// time: dx[n, i] = sum over o of W[i, o] * dpre[n, o]; per example 16 gradients feed 64 FMAs. With at
-// most 16 outputs (a classifier head) there is one pass and dx is written once.
+// time: dx[n, i] = sum over o of W[i, o] * dpre[n, o]; per example 16 gradients feed 64 FMAs.
+// dense_backward_input writes the sums over the first 16 outputs; dense_backward_input_rest (dispatched
+// only when OUT > 16) adds those of the others. Two entry points, not a runtime branch: llvmpipe runs both
+// sides of a branch, and the read-modify-write side cost a quarter of this kernel.
 @compute @workgroup_size(64)
 fn dense_backward_input(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let i0 = (wg.x * 64u + lid) * 4u;
     if (i0 >= P.in_n) {
         return;
     }
+    input_pass(i0, 0u, true);
+}
+
+@compute @workgroup_size(64)
+fn dense_backward_input_rest(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let i0 = (wg.x * 64u + lid) * 4u;
+    if (i0 >= P.in_n) {
+        return;
+    }
+    for (var o0 = 16u; o0 < P.out_n; o0 += 16u) {
+        input_pass(i0, o0, false);
+    }
+}
+
+// Outputs o0..o0+15 of dx for input columns i0..i0+3: stored when `first`, else added (a constant at each
+// call, so the other side compiles away).
+fn input_pass(i0: u32, o0: u32, first: bool) {
     let il = P.in_n - 1u;
-    for (var o0 = 0u; o0 < P.out_n; o0 += 16u) {
-        // zero the clamped duplicates past the row end so they add nothing
-        let m0 = vec4<f32>(vec4<u32>(o0, o0 + 1u, o0 + 2u, o0 + 3u) < vec4<u32>(P.out_n));
-        let m1 = vec4<f32>(vec4<u32>(o0 + 4u, o0 + 5u, o0 + 6u, o0 + 7u) < vec4<u32>(P.out_n));
-        let m2 = vec4<f32>(vec4<u32>(o0 + 8u, o0 + 9u, o0 + 10u, o0 + 11u) < vec4<u32>(P.out_n));
-        let m3 = vec4<f32>(vec4<u32>(o0 + 12u, o0 + 13u, o0 + 14u, o0 + 15u) < vec4<u32>(P.out_n));
-        let w0 = kernel16(i0, o0);
-        let w1 = kernel16(min(i0 + 1u, il), o0);
-        let w2 = kernel16(min(i0 + 2u, il), o0);
-        let w3 = kernel16(min(i0 + 3u, il), o0);
-        for (var n = 0u; n < P.batch; n++) {
-            let g = dpre16(n, o0);
-            let g0 = g[0] * m0;
-            let g1 = g[1] * m1;
-            let g2 = g[2] * m2;
-            let g3 = g[3] * m3;
-            let acc = vec4<f32>(
-                dot(w0[0], g0) + dot(w0[1], g1) + dot(w0[2], g2) + dot(w0[3], g3),
-                dot(w1[0], g0) + dot(w1[1], g1) + dot(w1[2], g2) + dot(w1[3], g3),
-                dot(w2[0], g0) + dot(w2[1], g1) + dot(w2[2], g2) + dot(w2[3], g3),
-                dot(w3[0], g0) + dot(w3[1], g1) + dot(w3[2], g2) + dot(w3[3], g3));
-            let at = n * P.in_n + i0;
-            for (var q = 0u; q < 4u; q++) {
-                if (i0 + q < P.in_n) {
-                    if (o0 == 0u) {
-                        dx[at + q] = acc[q];
-                    } else {
-                        dx[at + q] += acc[q];
-                    }
-                }
-            }
+    // zero the clamped duplicates past the row end so they add nothing
+    let m0 = vec4<f32>(vec4<u32>(o0, o0 + 1u, o0 + 2u, o0 + 3u) < vec4<u32>(P.out_n));
+    let m1 = vec4<f32>(vec4<u32>(o0 + 4u, o0 + 5u, o0 + 6u, o0 + 7u) < vec4<u32>(P.out_n));
+    let m2 = vec4<f32>(vec4<u32>(o0 + 8u, o0 + 9u, o0 + 10u, o0 + 11u) < vec4<u32>(P.out_n));
+    let m3 = vec4<f32>(vec4<u32>(o0 + 12u, o0 + 13u, o0 + 14u, o0 + 15u) < vec4<u32>(P.out_n));
+    let w0 = kernel16(i0, o0);
+    let w1 = kernel16(min(i0 + 1u, il), o0);
+    let w2 = kernel16(min(i0 + 2u, il), o0);
+    let w3 = kernel16(min(i0 + 3u, il), o0);
+    for (var n = 0u; n < P.batch; n++) {
+        let g = dpre16(n, o0);
+        let g0 = g[0] * m0;
+        let g1 = g[1] * m1;
+        let g2 = g[2] * m2;
+        let g3 = g[3] * m3;
+        var acc = vec4<f32>(
+            dot(w0[0], g0) + dot(w0[1], g1) + dot(w0[2], g2) + dot(w0[3], g3),
+            dot(w1[0], g0) + dot(w1[1], g1) + dot(w1[2], g2) + dot(w1[3], g3),
+            dot(w2[0], g0) + dot(w2[1], g1) + dot(w2[2], g2) + dot(w2[3], g3),
+            dot(w3[0], g0) + dot(w3[1], g1) + dot(w3[2], g2) + dot(w3[3], g3));
+        let at = n * P.in_n + i0;
+        let c1 = min(i0 + 1u, il);
+        let c2 = min(i0 + 2u, il);
+        let c3 = min(i0 + 3u, il);
+        if (!first) {
+            acc += vec4<f32>(dx[at], dx[n * P.in_n + c1], dx[n * P.in_n + c2], dx[n * P.in_n + c3]);
         }
+        dx[at] = acc.x;
+        if (i0 + 1u < P.in_n) { dx[at + 1u] = acc.y; }
+        if (i0 + 2u < P.in_n) { dx[at + 2u] = acc.z; }
+        if (i0 + 3u < P.in_n) { dx[at + 3u] = acc.w; }
     }
 }

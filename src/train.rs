@@ -1020,20 +1020,28 @@ impl<'a> Trainer<'a> {
                             self.groups(dp.out_n as usize),
                         ));
                         if need_dx {
-                            out.push(pipes.dispatch(
-                                ctx,
-                                kernel(Kernel::DenseBackwardInput),
-                                gate_of[i],
-                                &[
-                                    (0, whole(u)),
-                                    (2, span(&self.params, p(kern).offset, p(kern).len)),
-                                    (4, whole(output_of(i))),
-                                    (8, whole(dout_of(i - 1))),
-                                    dy[0].clone(),
-                                    dy[1].clone(),
-                                ],
-                                ((dp.in_n as usize).div_ceil(256) as u32, 1, 1),
-                            ));
+                            // the first 16 outputs, then (OUT > 16) the others added
+                            let passes: &[Kernel] = if dp.out_n > 16 {
+                                &[Kernel::DenseBackwardInput, Kernel::DenseBackwardInputRest]
+                            } else {
+                                &[Kernel::DenseBackwardInput]
+                            };
+                            for &k in passes {
+                                out.push(pipes.dispatch(
+                                    ctx,
+                                    kernel(k),
+                                    gate_of[i],
+                                    &[
+                                        (0, whole(u)),
+                                        (2, span(&self.params, p(kern).offset, p(kern).len)),
+                                        (4, whole(output_of(i))),
+                                        (8, whole(dout_of(i - 1))),
+                                        dy[0].clone(),
+                                        dy[1].clone(),
+                                    ],
+                                    ((dp.in_n as usize).div_ceil(256) as u32, 1, 1),
+                                ));
+                            }
                         }
                     }
                     LU::Pool(u) => {

@@ -35,10 +35,13 @@ pub enum Kernel {
     DenseBackwardWeight,
     DenseBackwardBias,
     DenseBackwardInput,
+    /// adds the outputs past the first 16 to DenseBackwardInput's sums (only when OUT > 16)
+    DenseBackwardInputRest,
     /// the dense backward kernels reading dy through a uniform window (DY_UNIFORM)
     DenseBackwardWeightDyUniform,
     DenseBackwardBiasDyUniform,
     DenseBackwardInputDyUniform,
+    DenseBackwardInputRestDyUniform,
     SoftmaxXent,
     Accumulate,
     RegularizationLoss,
@@ -49,7 +52,7 @@ pub enum Kernel {
 }
 
 impl Kernel {
-    pub const ALL: [Kernel; 25] = [
+    pub const ALL: [Kernel; 27] = [
         Kernel::GatherBatch,
         Kernel::Conv2dForward,
         Kernel::Conv2dWeightPartials,
@@ -65,9 +68,11 @@ impl Kernel {
         Kernel::DenseBackwardWeight,
         Kernel::DenseBackwardBias,
         Kernel::DenseBackwardInput,
+        Kernel::DenseBackwardInputRest,
         Kernel::DenseBackwardWeightDyUniform,
         Kernel::DenseBackwardBiasDyUniform,
         Kernel::DenseBackwardInputDyUniform,
+        Kernel::DenseBackwardInputRestDyUniform,
         Kernel::SoftmaxXent,
         Kernel::Accumulate,
         Kernel::RegularizationLoss,
@@ -96,9 +101,11 @@ impl Kernel {
             DenseBackwardWeight => ("dense.wgsl", "dense_backward_weight"),
             DenseBackwardBias => ("dense.wgsl", "dense_backward_bias"),
             DenseBackwardInput => ("dense.wgsl", "dense_backward_input"),
+            DenseBackwardInputRest => ("dense.wgsl", "dense_backward_input_rest"),
             DenseBackwardWeightDyUniform => ("dense.wgsl", "dense_backward_weight"),
             DenseBackwardBiasDyUniform => ("dense.wgsl", "dense_backward_bias"),
             DenseBackwardInputDyUniform => ("dense.wgsl", "dense_backward_input"),
+            DenseBackwardInputRestDyUniform => ("dense.wgsl", "dense_backward_input_rest"),
             SoftmaxXent => ("loss.wgsl", "softmax_xent"),
             Accumulate => ("loss.wgsl", "accumulate"),
             RegularizationLoss => ("optimizer.wgsl", "regularization_loss"),
@@ -120,9 +127,11 @@ impl Kernel {
                 | DenseBackwardWeight
                 | DenseBackwardBias
                 | DenseBackwardInput
+                | DenseBackwardInputRest
                 | DenseBackwardWeightDyUniform
                 | DenseBackwardBiasDyUniform
                 | DenseBackwardInputDyUniform
+                | DenseBackwardInputRestDyUniform
         )
     }
 
@@ -133,6 +142,7 @@ impl Kernel {
             DenseBackwardWeight => DenseBackwardWeightDyUniform,
             DenseBackwardBias => DenseBackwardBiasDyUniform,
             DenseBackwardInput => DenseBackwardInputDyUniform,
+            DenseBackwardInputRest => DenseBackwardInputRestDyUniform,
             k => k,
         }
     }
@@ -154,6 +164,7 @@ impl Kernel {
             Kernel::DenseBackwardWeightDyUniform
                 | Kernel::DenseBackwardBiasDyUniform
                 | Kernel::DenseBackwardInputDyUniform
+                | Kernel::DenseBackwardInputRestDyUniform
         ) {
             c.push(("DY_UNIFORM", 1.0));
         }
