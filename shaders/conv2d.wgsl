@@ -176,14 +176,15 @@ fn conv2d_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocatio
 }
 
 // conv2d (relu) fused with the 2x2 max-pool after it.
-// grid (ceil((OH/2) * ceil((OW/2)/2) / 64), B, ceil(OC/16)): one invocation per (2 horizontally adjacent
+// grid (ceil((OH/2) * ceil((OW/2)/2) / 32), B, ceil(OC/16)): one invocation per (2 horizontally adjacent
 // pooled pixels, 16 channels); the 8 conv outputs of their windows are a register tile: per tap, 8 input
 // loads and 16 weights feed 128 multiply-adds. Writes the pooled output (`y`) and the index
 // (di * 2 + dj) of the first maximum of each window in row-major order (`argmax`), or 4 where the pooled
 // value is 0 (relu' = 0: no position gets a gradient); the conv output itself is never stored.
-@compute @workgroup_size(64)
+// Workgroups of 32: the reference layer has 91 pairs per image, and llvmpipe still pays for idle lanes.
+@compute @workgroup_size(32)
 fn conv2d_relu_maxpool2_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let pair = wg.x * 64u + lid;
+    let pair = wg.x * 32u + lid;
     let n = wg.y;
     let o0 = wg.z * 16u;
     let out_ph = P.out_h / 2u;

@@ -758,7 +758,7 @@ impl<'a> Trainer<'a> {
                             (13, window(taps, 0)),
                         ],
                         (
-                            ((h / 2) * (ow / 2).div_ceil(2)).div_ceil(64) as u32,
+                            ((h / 2) * (ow / 2).div_ceil(2)).div_ceil(32) as u32,
                             rows_u,
                             c.div_ceil(16) as u32,
                         ),

@@ -1036,7 +1036,7 @@ fn conv_relu_maxpool_fusion_matches_the_unfused_twins() {
                 (11, Buf::Out(n_pool)),
             ],
             (
-                (pd.out_h() * pd.out_w().div_ceil(2)).div_ceil(64) as u32,
+                (pd.out_h() * pd.out_w().div_ceil(2)).div_ceil(32) as u32,
                 b as u32,
                 oc.div_ceil(16) as u32,
             ),
