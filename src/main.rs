@@ -1095,10 +1095,11 @@ fn info(g: GpuArgs) -> Result<()> {
         let l = a.limits();
         println!("  {}", gpu::describe(&a.get_info()));
         println!(
-            "    limits: storage binding {} MiB (needs the data: 47 MiB for Fashion-MNIST), buffer {} MiB, \
-             {} storage buffers per stage (needs 8), {} workgroups per dimension, {} invocations per workgroup (needs 256), \
-             {} KiB workgroup memory",
+            "    limits: storage binding {} MiB (needs the data: 47 MiB for Fashion-MNIST), uniform binding {} KiB (needs 64), \
+             buffer {} MiB, {} storage buffers per stage (needs 8), {} workgroups per dimension, \
+             {} invocations per workgroup (needs 256), {} KiB workgroup memory",
             l.max_storage_buffer_binding_size / (1 << 20),
+            l.max_uniform_buffer_binding_size / 1024,
             l.max_buffer_size / (1 << 20),
             l.max_storage_buffers_per_shader_stage,
             l.max_compute_workgroups_per_dimension,

@@ -881,3 +881,18 @@ fn viz_draws_filters_histograms_and_curves() {
         &["metrics.jsonl", "not a `train --metrics` log"],
     );
 }
+
+#[test]
+fn info_lists_the_adapter_the_limits_clampnet_needs_and_the_shader_check() {
+    let o = clampnet(&["info"]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "info failed: {}", stderr(&o));
+    // the uniform windows of the CPU-adapter kernels need WebGPU's baseline 64 KiB uniform binding
+    assert!(out.contains("uniform binding 64 KiB (needs 64)"), "{out}");
+    assert!(out.contains("storage buffers per stage (needs 8)"), "{out}");
+    assert!(
+        out.contains("kernel variants validated by naga and translated to SPIR-V, MSL, HLSL"),
+        "{out}"
+    );
+    assert!(out.contains("train would use: "), "{out}");
+}
