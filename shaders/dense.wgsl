@@ -59,39 +59,20 @@ fn dpre16(n: u32, o0: u32) -> array<vec4<f32>, 4> {
     return array<vec4<f32>, 4>(dpre4(b, o0, l), dpre4(b, o0 + 4u, l), dpre4(b, o0 + 8u, l), dpre4(b, o0 + 12u, l));
 }
 
-// 8 consecutive values of kernel row i starting at o0 (indices clamped; extras unused)
-fn kernel8(i: u32, o0: u32) -> array<vec4<f32>, 2> {
-    let b = i * P.out_n;
-    let l = P.out_n - 1u;
-    return array<vec4<f32>, 2>(
-        vec4<f32>(kernel[b + min(o0, l)], kernel[b + min(o0 + 1u, l)], kernel[b + min(o0 + 2u, l)], kernel[b + min(o0 + 3u, l)]),
-        vec4<f32>(kernel[b + min(o0 + 4u, l)], kernel[b + min(o0 + 5u, l)], kernel[b + min(o0 + 6u, l)], kernel[b + min(o0 + 7u, l)]));
+// 4 consecutive kernel values from flat index b + o (indices clamped to the row's last, l)
+fn kernel4(b: u32, o: u32, l: u32) -> vec4<f32> {
+    return vec4<f32>(kernel[b + min(o, l)], kernel[b + min(o + 1u, l)], kernel[b + min(o + 2u, l)], kernel[b + min(o + 3u, l)]);
 }
 
 // 16 consecutive values of kernel row i starting at o0 (indices clamped; extras unused)
 fn kernel16(i: u32, o0: u32) -> array<vec4<f32>, 4> {
     let b = i * P.out_n;
     let l = P.out_n - 1u;
-    return array<vec4<f32>, 4>(
-        vec4<f32>(kernel[b + min(o0, l)], kernel[b + min(o0 + 1u, l)], kernel[b + min(o0 + 2u, l)], kernel[b + min(o0 + 3u, l)]),
-        vec4<f32>(kernel[b + min(o0 + 4u, l)], kernel[b + min(o0 + 5u, l)], kernel[b + min(o0 + 6u, l)], kernel[b + min(o0 + 7u, l)]),
-        vec4<f32>(kernel[b + min(o0 + 8u, l)], kernel[b + min(o0 + 9u, l)], kernel[b + min(o0 + 10u, l)], kernel[b + min(o0 + 11u, l)]),
-        vec4<f32>(kernel[b + min(o0 + 12u, l)], kernel[b + min(o0 + 13u, l)], kernel[b + min(o0 + 14u, l)], kernel[b + min(o0 + 15u, l)]));
+    return array<vec4<f32>, 4>(kernel4(b, o0, l), kernel4(b, o0 + 4u, l), kernel4(b, o0 + 8u, l), kernel4(b, o0 + 12u, l));
 }
 
 // Store 8 outputs of row-major [rows, OUT] matrices (outputs past OUT are dropped). Two copies because
 // core WGSL cannot pass storage pointers to functions.
-fn store8_y(at: u32, o0: u32, lo: vec4<f32>, hi: vec4<f32>) {
-    for (var q = 0u; q < 4u; q++) {
-        if (o0 + q < P.out_n) {
-            y[at + q] = lo[q];
-        }
-        if (o0 + 4u + q < P.out_n) {
-            y[at + 4u + q] = hi[q];
-        }
-    }
-}
-
 fn store8_dkernel(at: u32, o0: u32, lo: vec4<f32>, hi: vec4<f32>) {
     for (var q = 0u; q < 4u; q++) {
         if (o0 + q < P.out_n) {
@@ -101,10 +82,6 @@ fn store8_dkernel(at: u32, o0: u32, lo: vec4<f32>, hi: vec4<f32>) {
             dkernel[at + 4u + q] = hi[q];
         }
     }
-}
-
-fn activate(v: vec4<f32>) -> vec4<f32> {
-    return select(v, max(v, vec4<f32>(0.0)), P.relu != 0u);
 }
 
 fn store8_partial(at: u32, o0: u32, lo: vec4<f32>, hi: vec4<f32>) {

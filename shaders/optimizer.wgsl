@@ -68,10 +68,12 @@ fn workgroup_sum(lid: u32, value: f32) -> f32 {
 
 // The gradient Keras' optimizer sees for element i of segment seg (weights w): data + penalty.
 fn total_gradient(seg: Segment, g: f32, w: f32) -> f32 {
-    var l1 = seg.l1;
-    if (seg.proximal != 0u) {
-        l1 = 0.0;
-    }
+    return total_gradient4(seg, vec4<f32>(g), vec4<f32>(w)).x;
+}
+
+// total_gradient for 4 elements of one tensor (the proximal step replaces the l1 gradient).
+fn total_gradient4(seg: Segment, g: vec4<f32>, w: vec4<f32>) -> vec4<f32> {
+    let l1 = select(seg.l1, 0.0, seg.proximal != 0u);
     return g + l1 * sign(w) + 2.0 * seg.l2 * w;
 }
 
@@ -134,11 +136,7 @@ fn adam_update(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw
     var w = w0;
     let m0 = m4[q];
     let v0 = v4[q];
-    var l1 = seg.l1;
-    if (seg.proximal != 0u) {
-        l1 = 0.0;
-    }
-    var g = grads4[q] + l1 * sign(w) + 2.0 * seg.l2 * w;
+    var g = total_gradient4(seg, grads4[q], w);
     if (P.clip_mode == 1u) {
         let l2sum = sumsq[s];
         var l2norm = l2sum;

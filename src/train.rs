@@ -727,13 +727,14 @@ impl<'a> Trainer<'a> {
                 }
                 (LayerSpec::Dense { activation, .. }, Shape::Flat(n), Shape::Flat(o)) => {
                     // forward split over the inputs in chunks of `dense_chunk`
+                    let chunk = dense_chunk(ctx.info.device_type);
                     let dp = U::DenseParams {
                         batch: rows_u,
                         in_n: n as u32,
                         out_n: o as u32,
                         relu: (*activation == Activation::Relu) as u32,
-                        chunk: dense_chunk(ctx.info.device_type),
-                        chunks: (n as u32).div_ceil(dense_chunk(ctx.info.device_type)),
+                        chunk,
+                        chunks: (n as u32).div_ceil(chunk),
                         ..Default::default()
                     };
                     LU::Dense(ctx.uniform(&l.name, &dp), dp)
@@ -937,18 +938,17 @@ impl<'a> Trainer<'a> {
                             kernel: partials_kernel,
                             gate,
                             bind_group: pipes.bind(ctx, partials_kernel, gate, &entries),
-                            // (chunks, patch-row groups, channel groups): 10 x 16 fused, 8 x 8 not
-                            groups: if fused {
+                            // (chunks, patch-row groups, channel groups)
+                            groups: {
+                                let (rows, channels) = if fused {
+                                    POOLED_WEIGHT_GRAD_TILE
+                                } else {
+                                    WEIGHT_GRAD_TILE
+                                };
                                 (
                                     (cp.chunks as usize).div_ceil(64) as u32,
-                                    (kkc + 1).div_ceil(10) as u32,
-                                    cp.out_c.div_ceil(16),
-                                )
-                            } else {
-                                (
-                                    (cp.chunks as usize).div_ceil(64) as u32,
-                                    (kkc + 1).div_ceil(8) as u32,
-                                    cp.out_c.div_ceil(8),
+                                    (kkc + 1).div_ceil(rows) as u32,
+                                    cp.out_c.div_ceil(channels),
                                 )
                             },
                         });
@@ -1634,7 +1634,8 @@ pub fn fused_conv_pool(model: &ModelPlan) -> Vec<bool> {
             let fits = l[i].params.is_some_and(|(kern, bias)| {
                 let window = crate::gpu::UNIFORM_WINDOW as usize;
                 let taps = model.params[kern].len / model.params[bias].len + 1;
-                model.params[kern].len * 4 <= window && taps.div_ceil(40) * 40 * 16 <= window
+                model.params[kern].len * 4 <= window
+                    && taps.div_ceil(TAPS_MULTIPLE) * TAPS_MULTIPLE * 16 <= window
             });
             fits && matches!(
                 l[i].spec,
@@ -1701,10 +1702,14 @@ pub fn constraint_uniform(c: &Constraint, offset: usize, shape: &[usize]) -> Con
     }
 }
 
-/// The patch-row table of a conv layer for its weight gradient: one (di, dj, input offset, kind) per row
-/// t = (di*k + dj)*IC + c, then the bias row (kind 1), padded to a multiple of 8 with kind 2 (no row).
+/// The conv weight gradient's register tile per invocation, (patch rows, output channels), as
+/// conv2d.wgsl writes them: `conv2d_weight_partials` and the fused `conv2d_weight_partials_pooled`.
+pub const WEIGHT_GRAD_TILE: (usize, u32) = (8, 8);
+pub const POOLED_WEIGHT_GRAD_TILE: (usize, u32) = (10, 16);
+
 /// How the conv weight gradient splits a step: (`rows_per`, `chunks`), chunks of `rows_per` output rows
-/// of one image (pooled rows when the conv is fused with its 2x2 pool), about 256 chunks per step.
+/// of one image (pooled rows when the conv is fused with its 2x2 pool), about 256 chunks per step (128
+/// pooled: llvmpipe sums fewer partials for the same speed).
 pub fn conv_weight_chunks(batch: usize, out_h: usize, pooled: bool) -> (u32, u32) {
     let h = if pooled { out_h / 2 } else { out_h }.max(1);
     let rows_per = (batch * h)
@@ -1713,6 +1718,9 @@ pub fn conv_weight_chunks(batch: usize, out_h: usize, pooled: bool) -> (u32, u32
     (rows_per as u32, (batch * h.div_ceil(rows_per)) as u32)
 }
 
+/// The patch-row table of a conv layer for its weight gradient: one (di, dj, input offset, kind) per row
+/// t = (di*k + dj)*IC + c, then the bias row (kind 1), padded with kind 2 (no row) to whole groups of
+/// either weight-gradient tile's rows.
 pub fn conv_taps(cp: &U::ConvParams) -> Vec<[i32; 4]> {
     let mut taps = Vec::new();
     for di in 0..cp.k {
@@ -1728,12 +1736,22 @@ pub fn conv_taps(cp: &U::ConvParams) -> Vec<[i32; 4]> {
         }
     }
     taps.push([0, 0, 0, 1]);
-    // whole groups of 8 (conv2d_weight_partials) and of 10 (conv2d_weight_partials_pooled)
-    while taps.len() % 40 != 0 {
-        taps.push([0, 0, 0, 2]);
-    }
+    taps.resize(
+        taps.len().div_ceil(TAPS_MULTIPLE) * TAPS_MULTIPLE,
+        [0, 0, 0, 2],
+    );
     taps
 }
+
+/// conv_taps pads to a multiple of both tiles' row counts (their least common multiple).
+const TAPS_MULTIPLE: usize = {
+    let (a, b) = (WEIGHT_GRAD_TILE.0, POOLED_WEIGHT_GRAD_TILE.0);
+    let (mut x, mut y) = (a, b);
+    while y != 0 {
+        (x, y) = (y, x % y);
+    }
+    a / x * b
+};
 
 fn to_pass(m: U::Metrics) -> PassMetrics {
     let count = m.count as f64;

@@ -721,9 +721,9 @@ fn trains_on_an_image_folder_dataset_and_predicts_its_class_names() {
     let mut rng = common::TestRng::new(31);
     let pattern = |class: usize, x: u32, y: u32| -> bool {
         match class {
-            0 => (y / 2) % 2 == 0,             // horizontal stripes
-            1 => (x / 2) % 2 == 0,             // vertical stripes
-            _ => ((x / 2) + (y / 2)) % 2 == 0, // checkerboard
+            0 => (y / 2).is_multiple_of(2),             // horizontal stripes
+            1 => (x / 2).is_multiple_of(2),             // vertical stripes
+            _ => ((x / 2) + (y / 2)).is_multiple_of(2), // checkerboard
         }
     };
     let names = ["checks", "horizontal", "vertical"]; // sorted, as the label order

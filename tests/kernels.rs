@@ -94,7 +94,8 @@ fn conv_params(d: &r::ConvDims, relu: bool, rows_per: usize) -> U::ConvParams {
 }
 
 /// (batch, h, w, in_c, out_c, k, same, relu, rows_per)
-const CONV_CASES: [(usize, usize, usize, usize, usize, usize, bool, bool, usize); 5] = [
+type ConvCase = (usize, usize, usize, usize, usize, usize, bool, bool, usize);
+const CONV_CASES: [ConvCase; 5] = [
     (3, 28, 28, 1, 32, 3, false, true, 4), // the reference layer
     (2, 9, 7, 3, 5, 3, true, true, 2),     // RGB, same padding, 5 channels (not a multiple of 8)
     (3, 6, 5, 4, 11, 2, false, false, 3),  // even kernel, linear, 11 channels
@@ -267,8 +268,8 @@ fn conv2d_weight_gradient_and_input_gradient_match_twin() {
                 ],
                 (
                     (p.chunks as usize).div_ceil(64) as u32,
-                    (kkc + 1).div_ceil(8) as u32,
-                    oc.div_ceil(8) as u32,
+                    (kkc + 1).div_ceil(clampnet::train::WEIGHT_GRAD_TILE.0) as u32,
+                    oc.div_ceil(clampnet::train::WEIGHT_GRAD_TILE.1 as usize) as u32,
                 ),
             );
             let reduced = run_kernel(
@@ -1097,8 +1098,8 @@ fn conv_relu_maxpool_fusion_matches_the_unfused_twins() {
             ],
             (
                 (pp.chunks as usize).div_ceil(64) as u32,
-                (kkc + 1).div_ceil(10) as u32,
-                oc.div_ceil(16) as u32,
+                (kkc + 1).div_ceil(clampnet::train::POOLED_WEIGHT_GRAD_TILE.0) as u32,
+                oc.div_ceil(clampnet::train::POOLED_WEIGHT_GRAD_TILE.1 as usize) as u32,
             ),
         );
         let reduced = run_kernel(

@@ -49,7 +49,9 @@ macro_rules! layout {
 
 #[test]
 fn uniform_structs_match_their_rust_twins() {
-    let rust: Vec<(&str, (usize, Vec<(&str, usize)>))> = vec![
+    // (struct, (size, [(field, offset)]))
+    type Layout = (usize, Vec<(&'static str, usize)>);
+    let rust: Vec<(&str, Layout)> = vec![
         (
             "GatherParams",
             layout!(U::GatherParams; rows, full_batch, per_image, _pad),

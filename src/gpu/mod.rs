@@ -205,16 +205,7 @@ impl Context {
         size: u64,
         extra: wgpu::BufferUsages,
     ) -> wgpu::Buffer {
-        self.count(size);
-        let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some(label),
-            size,
-            usage: wgpu::BufferUsages::STORAGE
-                | wgpu::BufferUsages::COPY_SRC
-                | wgpu::BufferUsages::COPY_DST
-                | extra,
-            mapped_at_creation: true,
-        });
+        let buffer = self.storage_buffer(label, size, extra, true);
         buffer
             .slice(..)
             .get_mapped_range_mut()
@@ -235,27 +226,32 @@ impl Context {
     /// `storage_zeroed` that can also be bound as a uniform window (see `storage_uniform_init`).
     pub fn storage_uniform_zeroed(&self, label: &str, bytes: u64) -> wgpu::Buffer {
         let size = bytes.div_ceil(256) * 256 + UNIFORM_WINDOW;
+        self.storage_buffer(label, size, wgpu::BufferUsages::UNIFORM, false)
+    }
+
+    pub fn storage_zeroed(&self, label: &str, bytes: u64) -> wgpu::Buffer {
+        let size = bytes.max(4).div_ceil(4) * 4;
+        self.storage_buffer(label, size, wgpu::BufferUsages::empty(), false)
+    }
+
+    /// A storage buffer (copyable both ways, plus `extra` usages) of `size` bytes, counted in
+    /// `allocated_bytes`.
+    fn storage_buffer(
+        &self,
+        label: &str,
+        size: u64,
+        extra: wgpu::BufferUsages,
+        mapped_at_creation: bool,
+    ) -> wgpu::Buffer {
         self.count(size);
         self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(label),
             size,
             usage: wgpu::BufferUsages::STORAGE
-                | wgpu::BufferUsages::UNIFORM
                 | wgpu::BufferUsages::COPY_SRC
-                | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        })
-    }
-
-    pub fn storage_zeroed(&self, label: &str, bytes: u64) -> wgpu::Buffer {
-        self.count(bytes.max(4).div_ceil(4) * 4);
-        self.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some(label),
-            size: bytes.max(4).div_ceil(4) * 4,
-            usage: wgpu::BufferUsages::STORAGE
-                | wgpu::BufferUsages::COPY_SRC
-                | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
+                | wgpu::BufferUsages::COPY_DST
+                | extra,
+            mapped_at_creation,
         })
     }
 

@@ -45,7 +45,8 @@ pub fn assert_close(what: &str, actual: &[f32], expected: &[f32], atol: f64, rto
     for (i, (&a, &e)) in actual.iter().zip(expected).enumerate() {
         let d = (a as f64 - e as f64).abs();
         max_diff = max_diff.max(d);
-        if !(d <= atol + rtol * (e as f64).abs()) {
+        // NaN differences count as outside
+        if d.is_nan() || d > atol + rtol * (e as f64).abs() {
             bad.push((i, a, e));
         }
     }
@@ -100,6 +101,7 @@ pub enum Buf<'a> {
 
 /// Run one entry point once on the given bindings (binding 0 or 1 is the uniform, passed as `uniform`
 /// at `uniform_binding`) and read every `Out` and `InOut` buffer back, in order.
+#[allow(clippy::too_many_arguments)]
 pub fn run_kernel(
     ctx: &Context,
     pipes: &clampnet::gpu::Pipelines,
