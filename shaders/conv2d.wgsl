@@ -22,7 +22,8 @@ struct ConvParams {
     batch: u32, in_h: u32, in_w: u32, in_c: u32,
     out_h: u32, out_w: u32, out_c: u32, k: u32,
     pad: u32, relu: u32, rows_per: u32, chunks: u32,   // weight gradient: rows per chunk, chunks in all
-    _pad0: u32, _pad1: u32, _pad2: u32, _pad3: u32,
+    chunk_len: u32,   // GPU shape of the pooled weight gradient: pooled positions per chunk
+    _pad1: u32, _pad2: u32, _pad3: u32,
 }
 
 @group(0) @binding(0) var<uniform> P: ConvParams;
@@ -566,5 +567,163 @@ fn conv2d_backward_input(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_in
             }
         }
         dx[out + c] = acc;
+    }
+}
+
+// ---- GPU shapes of the fused conv + relu + 2x2 max-pool (the kernel set for GPU adapters) ----
+// The shapes above serve llvmpipe, where loads cost more than arithmetic and every invocation runs on
+// the CPU; on a GPU their per-invocation register tiles leave too few invocations and their gathers do
+// not coalesce. These give one invocation per output element, channels fastest (kernel loads coalesced,
+// input loads broadcast across a channel group), and reduce across invocations in workgroup memory.
+// Same results as the shapes above: same pooled output, same argmax (4 where the pooled value is 0),
+// same partials layout.
+
+// grid (ceil(OH/2 * OW/2 * OC / 256), B): one invocation per (pooled pixel, channel): the 4 conv outputs
+// of its window, relu, the first maximum (strict >, row-major).
+@compute @workgroup_size(256)
+fn conv2d_relu_maxpool2_forward_gpu(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let out_ph = P.out_h / 2u;
+    let out_pw = P.out_w / 2u;
+    let e = wg.x * 256u + lid;
+    let n = wg.y;
+    if (e >= out_ph * out_pw * P.out_c) {
+        return;
+    }
+    let o = e % P.out_c;
+    let pix = e / P.out_c;
+    let ph = pix / out_pw;
+    let pw = pix % out_pw;
+    let ih = i32(2u * ph) - i32(P.pad);
+    let iw = i32(2u * pw) - i32(P.pad);
+    let right = i32(P.in_c);
+    let down = i32(P.in_w * P.in_c);
+    var a = vec4<f32>(bias[o]);
+    var t = 0u;
+    for (var di = 0u; di < P.k; di++) {
+        let h = ih + i32(di);
+        let h0 = h >= 0 && h < i32(P.in_h);
+        let h1 = h + 1 >= 0 && h + 1 < i32(P.in_h);
+        for (var dj = 0u; dj < P.k; dj++) {
+            let w = iw + i32(dj);
+            let w0 = w >= 0 && w < i32(P.in_w);
+            let w1 = w + 1 >= 0 && w + 1 < i32(P.in_w);
+            let base = ((i32(n * P.in_h) + h) * i32(P.in_w) + w) * i32(P.in_c);
+            for (var c = 0u; c < P.in_c; c++) {
+                let at = base + i32(c);
+                let v = vec4<f32>(xval(at, h0 && w0), xval(at + right, h0 && w1),
+                                  xval(at + down, h1 && w0), xval(at + down + right, h1 && w1));
+                a += v * kernel[t * P.out_c + o];
+                t++;
+            }
+        }
+    }
+    var best = max(a.x, 0.0);
+    var arg = 0u;
+    let c1 = max(a.y, 0.0);
+    let c2 = max(a.z, 0.0);
+    let c3 = max(a.w, 0.0);
+    if (c1 > best) { arg = 1u; best = c1; }
+    if (c2 > best) { arg = 2u; best = c2; }
+    if (c3 > best) { arg = 3u; best = c3; }
+    if (best <= 0.0) { arg = 4u; }
+    let out = (n * out_ph * out_pw + pix) * P.out_c + o;
+    y[out] = best;
+    argmax[out] = arg;
+}
+
+// 8 lanes x 10 patch rows x 32 channels of partial sums (10 KiB)
+var<workgroup> wgrad_lanes: array<f32, 2560>;
+
+// The weight gradient of the fused conv, GPU shape. grid (chunks, ceil((k*k*IC + 1)/10), ceil(OC/32)),
+// workgroups of 256 = 32 channels x 8 lanes. Chunk c covers the pooled positions
+// [c * chunk_len, (c + 1) * chunk_len) of the flattened (n, ph, pw); each lane takes every 8th position
+// and adds, for 10 patch rows, the input under the window position the pool chose times the pool's
+// gradient. The 8 lanes are summed in workgroup memory and written in the partials layout above.
+@compute @workgroup_size(256)
+fn conv2d_weight_partials_pooled_gpu(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let cl = lid % 32u;
+    let lane = lid / 32u;
+    let o = min(wg.z * 32u + cl, P.out_c - 1u);   // channels past OC compute a copy that is not stored
+    let rows = P.k * P.k * P.in_c + 1u;
+    let t0 = wg.y * 10u;
+    let r0 = taps[t0]; let r1 = taps[t0 + 1u]; let r2 = taps[t0 + 2u]; let r3 = taps[t0 + 3u]; let r4 = taps[t0 + 4u];
+    let r5 = taps[t0 + 5u]; let r6 = taps[t0 + 6u]; let r7 = taps[t0 + 7u]; let r8 = taps[t0 + 8u]; let r9 = taps[t0 + 9u];
+    let out_ph = P.out_h / 2u;
+    let out_pw = P.out_w / 2u;
+    let first = wg.x * P.chunk_len;
+    let end = min(first + P.chunk_len, P.batch * out_ph * out_pw);
+    var a0 = 0.0; var a1 = 0.0; var a2 = 0.0; var a3 = 0.0; var a4 = 0.0;
+    var a5 = 0.0; var a6 = 0.0; var a7 = 0.0; var a8 = 0.0; var a9 = 0.0;
+    for (var p = first + lane; p < end; p += 8u) {
+        let at = p * P.out_c + o;
+        let s = argmax[at];
+        if (s < 4u) {
+            let g = dy[at];
+            let pw = p % out_pw;
+            let q = p / out_pw;
+            let ph = q % out_ph;
+            let n = q / out_ph;
+            let ih = i32(2u * ph + (s >> 1u)) - i32(P.pad);
+            let iw = i32(2u * pw + (s & 1u)) - i32(P.pad);
+            let origin = ((i32(n * P.in_h) + ih) * i32(P.in_w) + iw) * i32(P.in_c);
+            a0 += g * row_value(r0, origin, ih, iw);
+            a1 += g * row_value(r1, origin, ih, iw);
+            a2 += g * row_value(r2, origin, ih, iw);
+            a3 += g * row_value(r3, origin, ih, iw);
+            a4 += g * row_value(r4, origin, ih, iw);
+            a5 += g * row_value(r5, origin, ih, iw);
+            a6 += g * row_value(r6, origin, ih, iw);
+            a7 += g * row_value(r7, origin, ih, iw);
+            a8 += g * row_value(r8, origin, ih, iw);
+            a9 += g * row_value(r9, origin, ih, iw);
+        }
+    }
+    let b = lane * 320u + cl;
+    wgrad_lanes[b] = a0; wgrad_lanes[b + 32u] = a1; wgrad_lanes[b + 64u] = a2; wgrad_lanes[b + 96u] = a3;
+    wgrad_lanes[b + 128u] = a4; wgrad_lanes[b + 160u] = a5; wgrad_lanes[b + 192u] = a6;
+    wgrad_lanes[b + 224u] = a7; wgrad_lanes[b + 256u] = a8; wgrad_lanes[b + 288u] = a9;
+    workgroupBarrier();
+    for (var e = lid; e < 320u; e += 256u) {
+        var s = 0.0;
+        for (var l = 0u; l < 8u; l++) {
+            s += wgrad_lanes[l * 320u + e];
+        }
+        let t = t0 + e / 32u;
+        let c = wg.z * 32u + e % 32u;
+        if (t < rows && c < P.out_c) {
+            partials[(wg.x * rows + t) * P.out_c + c] = s;
+        }
+    }
+}
+
+var<workgroup> reduce_lanes: array<f32, 256>;
+
+// grid (ceil((k*k*IC + 1) * OC / 32)), folded: sums the partials of all chunks, 32 outputs x 8 lanes per
+// workgroup, each lane every 8th chunk, the lanes summed in workgroup memory.
+@compute @workgroup_size(256)
+fn conv2d_weight_reduce_gpu(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                            @builtin(local_invocation_index) lid: u32) {
+    let e = (wg.y * nwg.x + wg.x) * 32u + lid % 32u;
+    let lane = lid / 32u;
+    let kkc = P.k * P.k * P.in_c;
+    let per_chunk = (kkc + 1u) * P.out_c;
+    var s = 0.0;
+    if (e < per_chunk) {
+        for (var c = lane; c < P.chunks; c += 8u) {
+            s += partials[c * per_chunk + e];
+        }
+    }
+    reduce_lanes[lid] = s;
+    workgroupBarrier();
+    if (lane == 0u && e < per_chunk) {
+        var total = 0.0;
+        for (var l = 0u; l < 8u; l++) {
+            total += reduce_lanes[l * 32u + lid];
+        }
+        if (e < kkc * P.out_c) {
+            dkernel[e] = total;
+        } else {
+            dbias[e - kkc * P.out_c] = total;
+        }
     }
 }

@@ -290,3 +290,95 @@ fn input_pass(i0: u32, o0: u32, first: bool) {
         if (i0 + 3u < P.in_n) { dx[at + 3u] = acc.w; }
     }
 }
+
+// ---- GPU shapes (the kernel set for GPU adapters) ----
+// The shapes above serve llvmpipe; on a GPU they leave a few thousand invocations each looping a long
+// way (latency-bound) and need a separate reduce pass. These give the GPU many short invocations and
+// sum across invocations in workgroup memory. dy is read from its storage binding only.
+
+fn dpre_storage(i: u32) -> f32 {
+    if (GATE) {
+        return select(0.0, dy[i], y[i] > 0.0);
+    }
+    return dy[i];
+}
+
+// 256 invocations x 16 outputs (16 KiB, WebGPU's baseline workgroup-memory limit)
+var<workgroup> dense_lanes: array<vec4<f32>, 1024>;
+
+// grid (ceil(OUT/16), B): one workgroup of 256 per (example, 16 outputs). Every invocation sums every
+// 256th input for the 16 outputs; a tree reduction in workgroup memory; bias + activation.
+@compute @workgroup_size(256)
+fn dense_forward_gpu(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let o0 = wg.x * 16u;
+    let n = wg.y;
+    var a0 = vec4<f32>(0.0); var a1 = vec4<f32>(0.0); var a2 = vec4<f32>(0.0); var a3 = vec4<f32>(0.0);
+    let xb = n * P.in_n;
+    for (var i = lid; i < P.in_n; i += 256u) {
+        let v = x[xb + i];
+        let k = kernel16(i, o0);
+        a0 += v * k[0]; a1 += v * k[1]; a2 += v * k[2]; a3 += v * k[3];
+    }
+    dense_lanes[lid * 4u] = a0;
+    dense_lanes[lid * 4u + 1u] = a1;
+    dense_lanes[lid * 4u + 2u] = a2;
+    dense_lanes[lid * 4u + 3u] = a3;
+    workgroupBarrier();
+    for (var s = 128u; s > 0u; s >>= 1u) {
+        if (lid < s) {
+            for (var q = 0u; q < 4u; q++) {
+                dense_lanes[lid * 4u + q] += dense_lanes[(lid + s) * 4u + q];
+            }
+        }
+        workgroupBarrier();
+    }
+    let o = o0 + lid;
+    if (lid < 16u && o < P.out_n) {
+        let v = dense_lanes[lid >> 2u][lid & 3u] + bias[o];
+        y[n * P.out_n + o] = select(v, max(v, 0.0), P.relu != 0u);
+    }
+}
+
+// grid (ceil((IN + 1) * OUT / 256)), folded: one invocation per element of the [IN + 1, OUT] gradient:
+// dW[i, o] = sum_n x[n, i] dpre[n, o]; row IN is the bias gradient, sum_n dpre[n, o].
+@compute @workgroup_size(256)
+fn dense_backward_weight_gpu(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                             @builtin(local_invocation_index) lid: u32) {
+    let e = (wg.y * nwg.x + wg.x) * 256u + lid;
+    if (e >= (P.in_n + 1u) * P.out_n) {
+        return;
+    }
+    let i = e / P.out_n;
+    let o = e % P.out_n;
+    var s = 0.0;
+    if (i < P.in_n) {
+        for (var n = 0u; n < P.batch; n++) {
+            s += x[n * P.in_n + i] * dpre_storage(n * P.out_n + o);
+        }
+        dkernel[e] = s;
+    } else {
+        for (var n = 0u; n < P.batch; n++) {
+            s += dpre_storage(n * P.out_n + o);
+        }
+        dbias[o] = s;
+    }
+}
+
+// grid (ceil(B * IN / 256)), folded: one invocation per (example, input): dx[n, i] = sum_o dpre[n, o] W[i, o].
+@compute @workgroup_size(256)
+fn dense_backward_input_gpu(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                            @builtin(local_invocation_index) lid: u32) {
+    let e = (wg.y * nwg.x + wg.x) * 256u + lid;
+    if (e >= P.batch * P.in_n) {
+        return;
+    }
+    let n = e / P.in_n;
+    let i = e % P.in_n;
+    let kb = i * P.out_n;
+    let db = n * P.out_n;
+    var s = 0.0;
+    for (var o = 0u; o < P.out_n; o++) {
+        s += dpre_storage(db + o) * kernel[kb + o];
+    }
+    dx[e] = s;
+}

@@ -4,7 +4,7 @@
 //   ce[n]         = logsumexp(logits[n]) - logits[n, y[n]]      (no probability clipping, as Keras from logits)
 //   dlogits[n, k] = (softmax(logits[n])[k] - onehot(y[n])[k]) / batch
 //   correct[n]    = 1.0 if the first argmax of logits[n] is y[n] (Keras sparse_categorical_accuracy)
-// accumulate, one invocation:
+// accumulate, one workgroup of 64 (lanes sum every 64th example, then a tree in workgroup memory):
 //   metrics.loss_sum += (mean(ce) + reg_loss) * batch   (Keras' loss tracker: a Mean weighted by batch size)
 //   metrics.correct  += sum(correct);  metrics.count += batch
 //   then advances the GPU-side step state (step for Adam's t, batch for the gather), so a training
@@ -67,14 +67,27 @@ fn softmax_xent(@builtin(global_invocation_id) gid: vec3<u32>) {
     }
 }
 
-@compute @workgroup_size(1)
-fn accumulate() {
-    var ce = 0.0;
-    var correct = 0.0;
-    for (var n = 0u; n < P.batch; n++) {
-        ce += per_example[2u * n];
-        correct += per_example[2u * n + 1u];
+var<workgroup> lanes: array<vec2<f32>, 64>;
+
+@compute @workgroup_size(64)
+fn accumulate(@builtin(local_invocation_index) lid: u32) {
+    var acc = vec2<f32>(0.0);
+    for (var n = lid; n < P.batch; n += 64u) {
+        acc += vec2<f32>(per_example[2u * n], per_example[2u * n + 1u]);
     }
+    lanes[lid] = acc;
+    workgroupBarrier();
+    for (var s = 32u; s > 0u; s >>= 1u) {
+        if (lid < s) {
+            lanes[lid] += lanes[lid + s];
+        }
+        workgroupBarrier();
+    }
+    if (lid != 0u) {
+        return;
+    }
+    let ce = lanes[0].x;
+    let correct = lanes[0].y;
     let b = f32(P.batch);
     let loss = ce / b + reg_loss[0];
     if (!(abs(loss) <= 3.4e38)) {

@@ -34,6 +34,10 @@ struct GpuArgs {
     /// Pick the adapter whose name contains this text (default: WGPU_ADAPTER_NAME)
     #[arg(long)]
     adapter: Option<String>,
+    /// Kernel shapes: cpu (tuned for CPU adapters such as lavapipe), gpu (tuned for GPUs), or auto (by
+    /// the adapter's type). Both compute the same results; for benchmarks and debugging
+    #[arg(long, default_value = "auto", value_parser = ["auto", "cpu", "gpu"])]
+    kernel_set: String,
 }
 
 impl GpuArgs {
@@ -42,6 +46,7 @@ impl GpuArgs {
             backend: self.backend.clone(),
             adapter: self.adapter.clone(),
             timestamps: false,
+            kernel_set: gpu::KernelSet::parse(&self.kernel_set).unwrap_or(None),
         }
     }
 }
@@ -732,6 +737,13 @@ fn bench(b: BenchArgs) -> Result<()> {
                 "wall clock, each kernel alone and repeated 10 times",
             )
         };
+        // host recording time and (timestamps) whole-step GPU time: tells launch-bound from host-bound
+        let (encode_s, gpu_step_s) = if b.kernels {
+            let (e, g) = t.profile_step_overheads(64)?;
+            (Some(e), g)
+        } else {
+            (None, None)
+        };
         let kernels: Vec<_> = kernels
             .into_iter()
             .map(|(k, s)| json!({ "kernel": format!("{k:?}"), "microseconds": s * 1e6 }))
@@ -746,6 +758,8 @@ fn bench(b: BenchArgs) -> Result<()> {
             "submits_per_step": 1.0 / t.steps_per_submit() as f64,
             "kernels": kernels,
             "kernel_timing": timing,
+            "host_record_us_per_step": encode_s.map(|s| s * 1e6),
+            "gpu_us_per_step": gpu_step_s.map(|s| s * 1e6),
         }));
     }
     let out = json!({
@@ -793,6 +807,15 @@ fn bench(b: BenchArgs) -> Result<()> {
                     k["kernel"].as_str().unwrap_or(""),
                     k["microseconds"].as_f64().unwrap_or(0.0)
                 );
+            }
+            if let Some(g) = r["gpu_us_per_step"].as_f64() {
+                println!(
+                    "         {:<28} {:>10.1} us",
+                    "whole step, one pass (GPU)", g
+                );
+            }
+            if let Some(e) = r["host_record_us_per_step"].as_f64() {
+                println!("         {:<28} {:>10.1} us", "recording a step (host)", e);
             }
         }
         println!(

@@ -15,7 +15,9 @@ use rand_chacha::ChaCha8Rng;
 use crate::checkpoint::Weights;
 use crate::data::Split;
 use crate::error::{Error, Result};
-use crate::gpu::{span, uniforms as U, whole, window, Context, Dispatch, Kernel, Pipelines};
+use crate::gpu::{
+    span, uniforms as U, whole, window, Context, Dispatch, Kernel, KernelSet, Pipelines,
+};
 use crate::model::{Activation, LayerSpec, ModelPlan, Padding, Role, Shape};
 use crate::restrict::{norm_layout, Constraint, Restrictions};
 
@@ -178,6 +180,8 @@ pub struct Trainer<'a> {
     epoch_end: Vec<Dispatch>,
     /// per layer: a relu conv that runs fused with the 2x2 max-pool after it
     fused: Vec<bool>,
+    /// the kernel shapes this trainer runs (the context's)
+    set: KernelSet,
     /// the last layer's output (logits) of the current batch
     logits: wgpu::Buffer,
     /// optimizer steps done (Keras `iterations`)
@@ -224,11 +228,9 @@ impl<'a> Trainer<'a> {
         test: &Split,
         weights: &[Vec<f32>],
     ) -> Result<Self> {
-        // The fused conv+relu+pool pass is faster where the "GPU" is the CPU (llvmpipe: 2,090 vs 1,490
-        // images/s at batch 32) and slower on a real GPU, whose pooled weight-gradient kernel gathers the
-        // pool's buffers without coalescing (H100: 62,600 vs 99,000 images/s): choose by adapter.
-        let fuse = ctx.info.device_type == wgpu::DeviceType::Cpu;
-        Self::with_fusion(
+        // A relu conv followed by a 2x2 max-pool runs as one fused pass, in the shapes of the context's
+        // kernel set.
+        Self::with_shapes(
             ctx,
             model,
             restrictions,
@@ -237,14 +239,16 @@ impl<'a> Trainer<'a> {
             train,
             test,
             weights,
-            fuse,
+            true,
+            ctx.kernel_set,
         )
     }
 
     /// `new`, choosing whether a relu conv followed by a 2x2 max-pool runs as one fused pass (what `new`
-    /// picks on CPU adapters) or as the separate kernels (on GPUs).
+    /// picks) or as the separate conv, pool and gradient kernels, and which kernel shapes run (`new`: the
+    /// context's).
     #[allow(clippy::too_many_arguments)]
-    pub fn with_fusion(
+    pub fn with_shapes(
         ctx: &'a Context,
         model: ModelPlan,
         restrictions: Restrictions,
@@ -254,10 +258,11 @@ impl<'a> Trainer<'a> {
         test: &Split,
         weights: &[Vec<f32>],
         fuse: bool,
+        set: KernelSet,
     ) -> Result<Self> {
         restrictions.validate(&model)?;
         let fused = if fuse {
-            fused_conv_pool(&model)
+            fused_conv_pool(&model, set)
         } else {
             vec![false; model.layers.len()]
         };
@@ -396,8 +401,9 @@ impl<'a> Trainer<'a> {
             check(&format!("{} output", l.name), bytes)?;
             acts.push(ctx.storage_zeroed(&format!("{} out", l.name), bytes));
             // a dense layer's output gradient that fits a uniform window is read through one
-            let window =
-                matches!(l.spec, LayerSpec::Dense { .. }) && bytes <= crate::gpu::UNIFORM_WINDOW;
+            let window = set == KernelSet::Cpu
+                && matches!(l.spec, LayerSpec::Dense { .. })
+                && bytes <= crate::gpu::UNIFORM_WINDOW;
             dy_uniform.push(window);
             dacts.push(if window {
                 ctx.storage_uniform_zeroed(&format!("{} dout", l.name), bytes)
@@ -531,6 +537,7 @@ impl<'a> Trainer<'a> {
             eval_reg: None,
             epoch_end: Vec::new(),
             fused,
+            set,
             logits: work.acts[work.act_of[model_last]].clone(),
             step: 0,
         };
@@ -549,9 +556,14 @@ impl<'a> Trainer<'a> {
         Ok(t)
     }
 
-    /// 1-D grid of `invocations`, folded above the per-dimension limit.
+    /// 1-D grid of `invocations` in workgroups of 64, folded above the per-dimension limit.
     fn groups(&self, invocations: usize) -> (u32, u32, u32) {
-        let (x, y) = self.ctx.fold(invocations.div_ceil(64) as u32);
+        self.groups_of(invocations, 64)
+    }
+
+    /// 1-D grid of `invocations` in workgroups of `size`, folded above the per-dimension limit.
+    fn groups_of(&self, invocations: usize, size: usize) -> (u32, u32, u32) {
+        let (x, y) = self.ctx.fold(invocations.div_ceil(size) as u32);
         (x, y, 1)
     }
 
@@ -687,6 +699,11 @@ impl<'a> Trainer<'a> {
                     // weight gradient: chunks of `rows_per` output rows (pooled rows when fused with
                     // the pool), about 256 chunks per step
                     let (rows_per, chunks) = conv_weight_chunks(rows, oh, self.fused[li]);
+                    let (chunk_len, chunks) = if self.fused[li] && self.set == KernelSet::Gpu {
+                        pooled_chunks_gpu(rows * (oh / 2) * (ow / 2))
+                    } else {
+                        (0, chunks)
+                    };
                     let cp = U::ConvParams {
                         batch: rows_u,
                         in_h: h as u32,
@@ -704,6 +721,7 @@ impl<'a> Trainer<'a> {
                         relu: (*activation == Activation::Relu) as u32,
                         rows_per,
                         chunks,
+                        chunk_len,
                         ..Default::default()
                     };
                     LU::Conv(ctx.uniform(&l.name, &cp), cp)
@@ -752,6 +770,24 @@ impl<'a> Trainer<'a> {
                     let Shape::Spatial { h, w: ow, c } = l.output else {
                         unreachable!("conv output is spatial")
                     };
+                    if self.set == KernelSet::Gpu {
+                        let k = Kernel::Conv2dReluMaxPool2ForwardGpu;
+                        out.push(pipes.dispatch(
+                            ctx,
+                            k,
+                            false,
+                            &[
+                                (0, whole(u)),
+                                (1, whole(input_of(i))),
+                                (2, span(&self.params, p(kern).offset, p(kern).len)),
+                                (3, span(&self.params, p(bias).offset, p(bias).len)),
+                                (4, whole(output_of(i + 1))),
+                                (11, whole(w.argmax[i + 1].as_ref().unwrap())),
+                            ],
+                            (((h / 2) * (ow / 2) * c).div_ceil(256) as u32, rows_u, 1),
+                        ));
+                        continue;
+                    }
                     let k = Kernel::Conv2dReluMaxPool2Forward;
                     let taps = w.taps[i].as_ref().expect("conv layer");
                     out.push(pipes.dispatch(
@@ -792,6 +828,22 @@ impl<'a> Trainer<'a> {
                             (4, whole(output_of(i))),
                         ],
                         ((h * ow).div_ceil(256) as u32, rows_u, c.div_ceil(8) as u32),
+                    ));
+                }
+                LU::Dense(u, dp) if self.set == KernelSet::Gpu => {
+                    let (kern, bias) = l.params.expect("layer with weights");
+                    out.push(pipes.dispatch(
+                        ctx,
+                        Kernel::DenseForwardGpu,
+                        false,
+                        &[
+                            (0, whole(u)),
+                            (1, whole(input_of(i))),
+                            (2, span(&self.params, p(kern).offset, p(kern).len)),
+                            (3, span(&self.params, p(bias).offset, p(bias).len)),
+                            (4, whole(output_of(i))),
+                        ],
+                        (dp.out_n.div_ceil(16), rows_u, 1),
                     ));
                 }
                 LU::Dense(u, dp) => {
@@ -922,6 +974,41 @@ impl<'a> Trainer<'a> {
                             &format!("{} weight-gradient partials", l.name),
                             (cp.chunks as usize * (kkc + 1) * cp.out_c as usize * 4) as u64,
                         );
+                        let gpu_shapes = fused && self.set == KernelSet::Gpu;
+                        if gpu_shapes {
+                            out.push(pipes.dispatch(
+                                ctx,
+                                Kernel::Conv2dWeightPartialsPooledGpu,
+                                false,
+                                &[
+                                    (0, whole(u)),
+                                    (1, whole(input_of(i))),
+                                    (5, whole(dy_of)),
+                                    (9, whole(&partials)),
+                                    (10, whole(taps)),
+                                    (11, whole(w.argmax[i + 1].as_ref().unwrap())),
+                                ],
+                                (
+                                    cp.chunks,
+                                    (kkc + 1).div_ceil(POOLED_WEIGHT_GRAD_TILE.0) as u32,
+                                    cp.out_c.div_ceil(32),
+                                ),
+                            ));
+                            let (gx, gy) =
+                                ctx.fold(((kkc + 1) * cp.out_c as usize).div_ceil(32) as u32);
+                            out.push(pipes.dispatch(
+                                ctx,
+                                Kernel::Conv2dWeightReduceGpu,
+                                false,
+                                &[
+                                    (0, whole(u)),
+                                    (6, span(&w.grads, p(kern).offset, p(kern).len)),
+                                    (7, span(&w.grads, p(bias).offset, p(bias).len)),
+                                    (9, whole(&partials)),
+                                ],
+                                (gx, gy, 1),
+                            ));
+                        }
                         let mut entries = vec![
                             (0, whole(u)),
                             (1, whole(input_of(i))),
@@ -934,36 +1021,38 @@ impl<'a> Trainer<'a> {
                             entries.push((4, whole(y_of)));
                         }
                         entries.extend(pool_argmax.map(|a| (11, whole(a))));
-                        out.push(Dispatch {
-                            kernel: partials_kernel,
-                            gate,
-                            bind_group: pipes.bind(ctx, partials_kernel, gate, &entries),
-                            // (chunks, patch-row groups, channel groups)
-                            groups: {
-                                let (rows, channels) = if fused {
-                                    POOLED_WEIGHT_GRAD_TILE
-                                } else {
-                                    WEIGHT_GRAD_TILE
-                                };
-                                (
-                                    (cp.chunks as usize).div_ceil(64) as u32,
-                                    (kkc + 1).div_ceil(rows) as u32,
-                                    cp.out_c.div_ceil(channels),
-                                )
-                            },
-                        });
-                        out.push(pipes.dispatch(
-                            ctx,
-                            Kernel::Conv2dWeightReduce,
-                            false,
-                            &[
-                                (0, whole(u)),
-                                (6, span(&w.grads, p(kern).offset, p(kern).len)),
-                                (7, span(&w.grads, p(bias).offset, p(bias).len)),
-                                (9, whole(&partials)),
-                            ],
-                            self.groups((kkc + 1) * cp.out_c as usize),
-                        ));
+                        if !gpu_shapes {
+                            out.push(Dispatch {
+                                kernel: partials_kernel,
+                                gate,
+                                bind_group: pipes.bind(ctx, partials_kernel, gate, &entries),
+                                // (chunks, patch-row groups, channel groups)
+                                groups: {
+                                    let (rows, channels) = if fused {
+                                        POOLED_WEIGHT_GRAD_TILE
+                                    } else {
+                                        WEIGHT_GRAD_TILE
+                                    };
+                                    (
+                                        (cp.chunks as usize).div_ceil(64) as u32,
+                                        (kkc + 1).div_ceil(rows) as u32,
+                                        cp.out_c.div_ceil(channels),
+                                    )
+                                },
+                            });
+                            out.push(pipes.dispatch(
+                                ctx,
+                                Kernel::Conv2dWeightReduce,
+                                false,
+                                &[
+                                    (0, whole(u)),
+                                    (6, span(&w.grads, p(kern).offset, p(kern).len)),
+                                    (7, span(&w.grads, p(bias).offset, p(bias).len)),
+                                    (9, whole(&partials)),
+                                ],
+                                self.groups((kkc + 1) * cp.out_c as usize),
+                            ));
+                        }
                         if need_dx {
                             let mut entries = vec![
                                 (0, whole(u)),
@@ -982,6 +1071,38 @@ impl<'a> Trainer<'a> {
                                     Shape::Flat(_) => unreachable!("conv input is spatial"),
                                 },
                             });
+                        }
+                    }
+                    LU::Dense(u, dp) if self.set == KernelSet::Gpu => {
+                        let (kern, bias) = l.params.unwrap();
+                        out.push(pipes.dispatch(
+                            ctx,
+                            Kernel::DenseBackwardWeightGpu,
+                            gate_of[i],
+                            &[
+                                (0, whole(u)),
+                                (1, whole(input_of(i))),
+                                (4, whole(output_of(i))),
+                                (5, whole(dout_of(i))),
+                                (6, span(&w.grads, p(kern).offset, p(kern).len)),
+                                (7, span(&w.grads, p(bias).offset, p(bias).len)),
+                            ],
+                            self.groups_of((dp.in_n as usize + 1) * dp.out_n as usize, 256),
+                        ));
+                        if need_dx {
+                            out.push(pipes.dispatch(
+                                ctx,
+                                Kernel::DenseBackwardInputGpu,
+                                gate_of[i],
+                                &[
+                                    (0, whole(u)),
+                                    (2, span(&self.params, p(kern).offset, p(kern).len)),
+                                    (4, whole(output_of(i))),
+                                    (5, whole(dout_of(i))),
+                                    (8, whole(dout_of(i - 1))),
+                                ],
+                                self.groups_of(rows * dp.in_n as usize, 256),
+                            ));
                         }
                     }
                     LU::Dense(u, dp) => {
@@ -1444,6 +1565,67 @@ impl<'a> Trainer<'a> {
         Ok(Some(out))
     }
 
+    /// What one training step costs apart from the kernels themselves, for `clampnet bench`: the host
+    /// time to record a step's dispatches (the best of 3 recordings of `steps` steps, not submitted),
+    /// and, where the device has timestamp queries, the GPU time per step of `steps` steps in one pass
+    /// (barriers and launch gaps included, the host excluded). Disturbs the training state.
+    pub fn profile_step_overheads(&self, steps: usize) -> Result<(f64, Option<f64>)> {
+        let ctx = self.ctx;
+        let steps = steps.max(1);
+        let mut encode = f64::INFINITY;
+        for _ in 0..3 {
+            let start = Instant::now();
+            let mut enc = ctx.device.create_command_encoder(&Default::default());
+            {
+                let mut pass = enc.begin_compute_pass(&Default::default());
+                for _ in 0..steps {
+                    for d in &self.train_full {
+                        d.encode(&mut pass, &self.pipes);
+                    }
+                }
+            }
+            let cb = enc.finish();
+            encode = encode.min(start.elapsed().as_secs_f64() / steps as f64);
+            drop(cb);
+        }
+        if !ctx.timestamps {
+            return Ok((encode, None));
+        }
+        let qs = ctx.device.create_query_set(&wgpu::QuerySetDescriptor {
+            label: Some("step timestamps"),
+            ty: wgpu::QueryType::Timestamp,
+            count: 2,
+        });
+        let resolve = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("step timestamps"),
+            size: 16,
+            usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: false,
+        });
+        let mut enc = ctx.device.create_command_encoder(&Default::default());
+        {
+            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: None,
+                timestamp_writes: Some(wgpu::ComputePassTimestampWrites {
+                    query_set: &qs,
+                    beginning_of_pass_write_index: Some(0),
+                    end_of_pass_write_index: Some(1),
+                }),
+            });
+            for _ in 0..steps {
+                for d in &self.train_full {
+                    d.encode(&mut pass, &self.pipes);
+                }
+            }
+        }
+        enc.resolve_query_set(&qs, 0..2, &resolve, 0);
+        ctx.queue.submit([enc.finish()]);
+        let ticks: Vec<u64> = bytemuck::pod_collect_to_vec(&ctx.read_bytes(&resolve, 0, 16)?);
+        let period_s = ctx.queue.get_timestamp_period() as f64 * 1e-9;
+        let gpu = ticks[1].saturating_sub(ticks[0]) as f64 * period_s / steps as f64;
+        Ok((encode, Some(gpu)))
+    }
+
     /// Adam's first and second moments, per tensor, in the model's parameter order.
     pub fn optimizer_state(&self) -> Result<(Tensors, Tensors)> {
         let m = self.ctx.read_f32(&self.m, 0, self.model.flat_len as u64)?;
@@ -1625,18 +1807,20 @@ impl<'a> Trainer<'a> {
     }
 }
 
-/// Per layer: true for a relu conv2d followed by a 2x2 max-pool, which run as one fused pass.
-pub fn fused_conv_pool(model: &ModelPlan) -> Vec<bool> {
+/// Per layer: true for a relu conv2d followed by a 2x2 max-pool, which run as one fused pass (with the
+/// CPU kernel set, only where the kernel and its patch-row table fit the uniform windows it reads them
+/// through).
+pub fn fused_conv_pool(model: &ModelPlan, set: KernelSet) -> Vec<bool> {
     let l = &model.layers;
     (0..l.len())
         .map(|i| {
-            // the fused forward reads the kernel and the patch-row table through uniform windows
-            let fits = l[i].params.is_some_and(|(kern, bias)| {
-                let window = crate::gpu::UNIFORM_WINDOW as usize;
-                let taps = model.params[kern].len / model.params[bias].len + 1;
-                model.params[kern].len * 4 <= window
-                    && taps.div_ceil(TAPS_MULTIPLE) * TAPS_MULTIPLE * 16 <= window
-            });
+            let fits = set == KernelSet::Gpu
+                || l[i].params.is_some_and(|(kern, bias)| {
+                    let window = crate::gpu::UNIFORM_WINDOW as usize;
+                    let taps = model.params[kern].len / model.params[bias].len + 1;
+                    model.params[kern].len * 4 <= window
+                        && taps.div_ceil(TAPS_MULTIPLE) * TAPS_MULTIPLE * 16 <= window
+                });
             fits && matches!(
                 l[i].spec,
                 LayerSpec::Conv2d {
@@ -1706,6 +1890,13 @@ pub fn constraint_uniform(c: &Constraint, offset: usize, shape: &[usize]) -> Con
 /// conv2d.wgsl writes them: `conv2d_weight_partials` and the fused `conv2d_weight_partials_pooled`.
 pub const WEIGHT_GRAD_TILE: (usize, u32) = (8, 8);
 pub const POOLED_WEIGHT_GRAD_TILE: (usize, u32) = (10, 16);
+
+/// How the GPU shape of the pooled conv weight gradient splits a step: (`chunk_len`, `chunks`), chunks of
+/// `chunk_len` pooled positions (a multiple of its 8 lanes, at least 32), about 128 chunks.
+pub fn pooled_chunks_gpu(positions: usize) -> (u32, u32) {
+    let len = positions.div_ceil(128).next_multiple_of(8).max(32);
+    (len as u32, positions.div_ceil(len).max(1) as u32)
+}
 
 /// How the conv weight gradient splits a step: (`rows_per`, `chunks`), chunks of `rows_per` output rows
 /// of one image (pooled rows when the conv is fused with its 2x2 pool), about 256 chunks per step (128

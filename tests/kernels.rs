@@ -223,6 +223,29 @@ fn dense_forward_matches_twin() {
             2e-6,
             2e-6,
         );
+        // the GPU shape: one pass, a workgroup per (example, 16 outputs)
+        let out = run_kernel(
+            ctx,
+            &pipes,
+            Kernel::DenseForwardGpu,
+            false,
+            0,
+            bytemuck::bytes_of(&p),
+            &[
+                (1, Buf::In(f32s(&x))),
+                (2, Buf::In(f32s(&kern))),
+                (3, Buf::In(f32s(&bias))),
+                (4, Buf::Out(batch * out_n)),
+            ],
+            (out_n.div_ceil(16) as u32, batch as u32, 1),
+        );
+        assert_close64(
+            &format!("dense forward (GPU shape) {batch}x{in_n}x{out_n}"),
+            &f64s(&out[0]),
+            &want,
+            2e-6,
+            2e-6,
+        );
     }
 }
 
@@ -523,6 +546,63 @@ fn dense_backward_matches_twin() {
                 .remove(0);
             }
             assert_close64(&format!("{what} dx"), &f64s(&got), &dx, 1e-5, 1e-5);
+            if dy_uniform {
+                continue;
+            }
+            // the GPU shapes: the bias gradient is the weight gradient's last row
+            let dyb = f32s(&dy);
+            let got = run_kernel(
+                ctx,
+                &pipes,
+                Kernel::DenseBackwardWeightGpu,
+                gate,
+                0,
+                bytemuck::bytes_of(&p),
+                &[
+                    (1, Buf::In(f32s(&x))),
+                    (4, Buf::In(f32s(&y32))),
+                    (5, Buf::In(dyb)),
+                    (6, Buf::Out(in_n * out_n)),
+                    (7, Buf::Out(out_n)),
+                ],
+                (((in_n + 1) * out_n).div_ceil(256) as u32, 1, 1),
+            );
+            assert_close64(
+                &format!("{what} dW (GPU shape)"),
+                &f64s(&got[0]),
+                &dw,
+                1e-5,
+                1e-5,
+            );
+            assert_close64(
+                &format!("{what} db (GPU shape)"),
+                &f64s(&got[1]),
+                &db,
+                1e-5,
+                1e-5,
+            );
+            let got = run_kernel(
+                ctx,
+                &pipes,
+                Kernel::DenseBackwardInputGpu,
+                gate,
+                0,
+                bytemuck::bytes_of(&p),
+                &[
+                    (2, Buf::In(f32s(&kern))),
+                    (4, Buf::In(f32s(&y32))),
+                    (5, Buf::In(dyb)),
+                    (8, Buf::Out(batch * in_n)),
+                ],
+                ((batch * in_n).div_ceil(256) as u32, 1, 1),
+            );
+            assert_close64(
+                &format!("{what} dx (GPU shape)"),
+                &f64s(&got[0]),
+                &dx,
+                1e-5,
+                1e-5,
+            );
         }
     }
 }
@@ -1061,6 +1141,36 @@ fn conv_relu_maxpool_fusion_matches_the_unfused_twins() {
             .filter(|((a, e), y)| if **y > 0.0 { a != e } else { **a != 4 })
             .count();
         assert_eq!(mismatched, 0, "{what}: argmax");
+        // the GPU shape of the same pass: one invocation per (pooled pixel, channel)
+        let fwd_gpu = run_kernel(
+            ctx,
+            &pipes,
+            Kernel::Conv2dReluMaxPool2ForwardGpu,
+            false,
+            0,
+            bytemuck::bytes_of(&p),
+            &[
+                (1, Buf::In(f32s(&x))),
+                (2, Buf::In(f32s(&kern))),
+                (3, Buf::In(f32s(&bias))),
+                (4, Buf::Out(n_pool)),
+                (11, Buf::Out(n_pool)),
+            ],
+            (
+                (pd.out_h() * pd.out_w() * oc).div_ceil(256) as u32,
+                b as u32,
+                1,
+            ),
+        );
+        assert_close64(
+            &format!("{what} pooled (GPU shape)"),
+            &f64s(&fwd_gpu[0]),
+            &want_y,
+            1e-5,
+            1e-5,
+        );
+        let arg_gpu: Vec<u32> = bytemuck::pod_collect_to_vec(&fwd_gpu[1]);
+        assert_eq!(arg_gpu, arg, "{what}: argmax (GPU shape)");
 
         // backward through the pool: the weight gradient and the input gradient read the pool's gradient
         let dpool = rand_vec(&mut rng, n_pool, 1.0);
@@ -1130,6 +1240,68 @@ fn conv_relu_maxpool_fusion_matches_the_unfused_twins() {
             1e-5,
             1e-5,
         );
+        // the GPU shapes: chunks of pooled positions (as the trainer sizes them, and 8 per chunk), a
+        // workgroup per (chunk, 10 patch rows, 32 channels), then the lane-parallel reduce
+        let positions = b * (d.out_h / 2) * (d.out_w / 2);
+        for (chunk_len, chunks) in [
+            clampnet::train::pooled_chunks_gpu(positions),
+            (8, positions.div_ceil(8) as u32),
+        ] {
+            let pg = U::ConvParams {
+                chunk_len,
+                chunks,
+                ..p
+            };
+            let partials = run_kernel(
+                ctx,
+                &pipes,
+                Kernel::Conv2dWeightPartialsPooledGpu,
+                false,
+                0,
+                bytemuck::bytes_of(&pg),
+                &[
+                    (1, Buf::In(f32s(&x))),
+                    (5, Buf::In(f32s(&dpool))),
+                    (9, Buf::Out(chunks as usize * (kkc + 1) * oc)),
+                    (10, Buf::In(bytemuck::cast_slice(&taps))),
+                    (11, Buf::In(bytemuck::cast_slice(&argb))),
+                ],
+                (
+                    chunks,
+                    (kkc + 1).div_ceil(clampnet::train::POOLED_WEIGHT_GRAD_TILE.0) as u32,
+                    oc.div_ceil(32) as u32,
+                ),
+            );
+            let reduced = run_kernel(
+                ctx,
+                &pipes,
+                Kernel::Conv2dWeightReduceGpu,
+                false,
+                0,
+                bytemuck::bytes_of(&pg),
+                &[
+                    (6, Buf::Out(kkc * oc)),
+                    (7, Buf::Out(oc)),
+                    (9, Buf::In(&partials[0])),
+                ],
+                (((kkc + 1) * oc).div_ceil(32) as u32, 1, 1),
+            );
+            let what = format!("{what} GPU shape, {chunks} chunks of {chunk_len}");
+            assert_close64(
+                &format!("{what} dK"),
+                &f64s(&reduced[0]),
+                &want_dk,
+                1e-5,
+                1e-5,
+            );
+            assert_close64(
+                &format!("{what} db"),
+                &f64s(&reduced[1]),
+                &want_db,
+                1e-5,
+                1e-5,
+            );
+        }
         let dx = run_kernel(
             ctx,
             &pipes,

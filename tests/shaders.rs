@@ -58,7 +58,7 @@ fn uniform_structs_match_their_rust_twins() {
         ),
         (
             "ConvParams",
-            layout!(U::ConvParams; batch, in_h, in_w, in_c, out_h, out_w, out_c, k, pad, relu, rows_per, chunks, _pad0, _pad1, _pad2, _pad3),
+            layout!(U::ConvParams; batch, in_h, in_w, in_c, out_h, out_w, out_c, k, pad, relu, rows_per, chunks, chunk_len, _pad1, _pad2, _pad3),
         ),
         (
             "PoolParams",

@@ -310,14 +310,15 @@ fn data_larger_than_a_storage_binding_is_refused_before_any_upload() {
 }
 
 #[test]
-fn fused_conv_pool_trains_like_the_separate_kernels() {
+fn both_kernel_sets_fused_or_not_train_alike() {
+    use clampnet::gpu::KernelSet;
     let (ctx, _g) = gpu();
     let mut rng = TestRng::new(23);
     let mut specs = odd_models();
     specs.push(clampnet::model::ModelSpec::reference());
     for (mi, spec) in specs.into_iter().enumerate() {
         let plan = ModelPlan::new(&spec).unwrap();
-        let fused = clampnet::train::fused_conv_pool(&plan);
+        let fused = clampnet::train::fused_conv_pool(&plan, KernelSet::Cpu);
         let train = random_split(&mut rng, 29, &plan);
         let res = restrictions(&plan);
         let h = Hyper {
@@ -326,8 +327,15 @@ fn fused_conv_pool_trains_like_the_separate_kernels() {
         };
         let w0 = init_weights(&plan, 5);
         let mut results = Vec::new();
-        for fuse in [true, false] {
-            let mut t = Trainer::with_fusion(
+        // the separate kernels (CPU shapes) first, then the fused passes and the GPU shapes
+        let variants = [
+            (false, KernelSet::Cpu),
+            (true, KernelSet::Cpu),
+            (true, KernelSet::Gpu),
+            (false, KernelSet::Gpu),
+        ];
+        for (fuse, set) in variants {
+            let mut t = Trainer::with_shapes(
                 ctx,
                 plan.clone(),
                 res.clone(),
@@ -337,6 +345,7 @@ fn fused_conv_pool_trains_like_the_separate_kernels() {
                 &train,
                 &w0,
                 fuse,
+                set,
             )
             .unwrap();
             let s = t
@@ -345,22 +354,19 @@ fn fused_conv_pool_trains_like_the_separate_kernels() {
             let e = t.evaluate().unwrap();
             results.push((s.train.loss, e.loss, e.accuracy, t.weights().unwrap()));
         }
-        let (a, b) = (&results[0], &results[1]);
-        assert_close64(
-            &format!("model {mi} losses"),
-            &[a.0, a.1, a.2],
-            &[b.0, b.1, b.2],
-            1e-6,
-            1e-5,
-        );
-        for ((name, _, x), (_, _, y)) in a.3.iter().zip(&b.3) {
-            assert_close(
-                &format!("model {mi} {name} fused {fused:?}"),
-                x,
-                y,
+        let a = &results[0];
+        for (b, (fuse, set)) in results[1..].iter().zip(&variants[1..]) {
+            let what = format!("model {mi} fused {fuse} ({fused:?}) {set:?}");
+            assert_close64(
+                &format!("{what} losses"),
+                &[a.0, a.1, a.2],
+                &[b.0, b.1, b.2],
                 1e-6,
                 1e-5,
             );
+            for ((name, _, x), (_, _, y)) in a.3.iter().zip(&b.3) {
+                assert_close(&format!("{what} {name}"), x, y, 1e-6, 1e-5);
+            }
         }
     }
 }

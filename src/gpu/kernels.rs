@@ -42,6 +42,15 @@ pub enum Kernel {
     DenseBackwardBiasDyUniform,
     DenseBackwardInputDyUniform,
     DenseBackwardInputRestDyUniform,
+    /// GPU shapes (`KernelSet::Gpu`): the fused conv forward, its weight gradient and reduce
+    Conv2dReluMaxPool2ForwardGpu,
+    Conv2dWeightPartialsPooledGpu,
+    Conv2dWeightReduceGpu,
+    /// GPU shapes of the dense layer: forward (with bias and activation, no reduce pass), the weight
+    /// gradient with the bias gradient as its last row, the input gradient
+    DenseForwardGpu,
+    DenseBackwardWeightGpu,
+    DenseBackwardInputGpu,
     SoftmaxXent,
     Accumulate,
     RegularizationLoss,
@@ -52,7 +61,7 @@ pub enum Kernel {
 }
 
 impl Kernel {
-    pub const ALL: [Kernel; 27] = [
+    pub const ALL: [Kernel; 33] = [
         Kernel::GatherBatch,
         Kernel::Conv2dForward,
         Kernel::Conv2dWeightPartials,
@@ -73,6 +82,12 @@ impl Kernel {
         Kernel::DenseBackwardBiasDyUniform,
         Kernel::DenseBackwardInputDyUniform,
         Kernel::DenseBackwardInputRestDyUniform,
+        Kernel::Conv2dReluMaxPool2ForwardGpu,
+        Kernel::Conv2dWeightPartialsPooledGpu,
+        Kernel::Conv2dWeightReduceGpu,
+        Kernel::DenseForwardGpu,
+        Kernel::DenseBackwardWeightGpu,
+        Kernel::DenseBackwardInputGpu,
         Kernel::SoftmaxXent,
         Kernel::Accumulate,
         Kernel::RegularizationLoss,
@@ -106,6 +121,12 @@ impl Kernel {
             DenseBackwardBiasDyUniform => ("dense.wgsl", "dense_backward_bias"),
             DenseBackwardInputDyUniform => ("dense.wgsl", "dense_backward_input"),
             DenseBackwardInputRestDyUniform => ("dense.wgsl", "dense_backward_input_rest"),
+            Conv2dReluMaxPool2ForwardGpu => ("conv2d.wgsl", "conv2d_relu_maxpool2_forward_gpu"),
+            Conv2dWeightPartialsPooledGpu => ("conv2d.wgsl", "conv2d_weight_partials_pooled_gpu"),
+            Conv2dWeightReduceGpu => ("conv2d.wgsl", "conv2d_weight_reduce_gpu"),
+            DenseForwardGpu => ("dense.wgsl", "dense_forward_gpu"),
+            DenseBackwardWeightGpu => ("dense.wgsl", "dense_backward_weight_gpu"),
+            DenseBackwardInputGpu => ("dense.wgsl", "dense_backward_input_gpu"),
             SoftmaxXent => ("loss.wgsl", "softmax_xent"),
             Accumulate => ("loss.wgsl", "accumulate"),
             RegularizationLoss => ("optimizer.wgsl", "regularization_loss"),
@@ -132,6 +153,8 @@ impl Kernel {
                 | DenseBackwardBiasDyUniform
                 | DenseBackwardInputDyUniform
                 | DenseBackwardInputRestDyUniform
+                | DenseBackwardWeightGpu
+                | DenseBackwardInputGpu
         )
     }
 
@@ -209,7 +232,8 @@ pub mod uniforms {
         pub relu: u32,
         pub rows_per: u32,
         pub chunks: u32,
-        pub _pad0: u32,
+        /// the GPU shape of the pooled weight gradient: pooled positions per chunk
+        pub chunk_len: u32,
         pub _pad1: u32,
         pub _pad2: u32,
         pub _pad3: u32,

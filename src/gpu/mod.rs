@@ -19,6 +19,39 @@ pub use kernels::{uniforms, Kernel, SHADERS};
 
 use crate::error::{Error, Result};
 
+/// Which shapes of the kernels run: tuned for a CPU adapter (llvmpipe, lavapipe: loads cost more than
+/// arithmetic, so large register tiles per invocation and uniform windows) or for a GPU (many invocations,
+/// coalesced loads, reductions in workgroup memory). Both compute the same functions; by default the
+/// adapter's type chooses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KernelSet {
+    Cpu,
+    Gpu,
+}
+
+impl KernelSet {
+    pub fn for_adapter(info: &wgpu::AdapterInfo) -> Self {
+        if info.device_type == wgpu::DeviceType::Cpu {
+            KernelSet::Cpu
+        } else {
+            KernelSet::Gpu
+        }
+    }
+
+    pub fn parse(name: &str) -> Result<Option<Self>> {
+        Ok(match name.to_ascii_lowercase().as_str() {
+            "auto" => None,
+            "cpu" => Some(KernelSet::Cpu),
+            "gpu" => Some(KernelSet::Gpu),
+            other => {
+                return Err(Error::Config(format!(
+                    "unknown kernel set '{other}': expected auto, cpu or gpu"
+                )))
+            }
+        })
+    }
+}
+
 #[derive(Clone, Debug, Default)]
 pub struct GpuOptions {
     /// vulkan | gl | metal | dx12 (None: WGPU_BACKEND, else all)
@@ -27,6 +60,8 @@ pub struct GpuOptions {
     pub adapter: Option<String>,
     /// request the optional timestamp-query feature when the adapter has it (profiling only)
     pub timestamps: bool,
+    /// the kernel shapes to run (None: by the adapter's type, `KernelSet::for_adapter`)
+    pub kernel_set: Option<KernelSet>,
 }
 
 pub fn parse_backends(name: &str) -> Result<wgpu::Backends> {
@@ -48,6 +83,8 @@ pub fn parse_backends(name: &str) -> Result<wgpu::Backends> {
 pub struct Context {
     /// the device was opened with timestamp queries (see `GpuOptions::timestamps`)
     pub timestamps: bool,
+    /// the kernel shapes trainers on this context run
+    pub kernel_set: KernelSet,
     /// bytes of every buffer created through this context
     allocated: std::sync::atomic::AtomicU64,
     /// the first uncaptured device error or device loss, reported by `check()` instead of a panic
@@ -154,8 +191,13 @@ impl Context {
                     .get_or_insert_with(|| format!("device lost ({reason:?}): {msg}"));
             }
         });
+        let kernel_set = opts
+            .kernel_set
+            .unwrap_or_else(|| KernelSet::for_adapter(&info));
+        log::info!("kernel set: {kernel_set:?}");
         Ok(Context {
             timestamps,
+            kernel_set,
             allocated: Default::default(),
             failure,
             instance,
