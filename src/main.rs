@@ -512,11 +512,12 @@ fn train(a: TrainArgs) -> Result<Outcome> {
             String::new()
         };
         eprintln!(
-            "training {} parameters ({what}), batch {}, {} steps/epoch on {}{from}",
+            "training {} parameters ({what}), batch {}, {} steps/epoch on {} ({} kernels){from}",
             trainer.model.param_count(),
             cfg.batch_size,
             trainer.steps_per_epoch(),
-            ctx.info.name
+            ctx.info.name,
+            ctx.kernel_set.name()
         );
     }
     // Ctrl-C: stop at the next chunk boundary, save, exit 130
@@ -764,6 +765,7 @@ fn bench(b: BenchArgs) -> Result<()> {
     }
     let out = json!({
         "adapter": gpu::describe(&ctx.info),
+        "kernel_set": ctx.kernel_set.name(),
         "model_parameters": plan.param_count(),
         "train_mflops_per_image": flops / 1e6,
         "steps": b.steps,
@@ -775,7 +777,11 @@ fn bench(b: BenchArgs) -> Result<()> {
     if b.json {
         println!("{out}");
     } else {
-        println!("adapter: {}", out["adapter"].as_str().unwrap_or("?"));
+        println!(
+            "adapter: {}, {} kernels",
+            out["adapter"].as_str().unwrap_or("?"),
+            ctx.kernel_set.name()
+        );
         println!(
             "model: {} parameters, {:.2} MFLOP per image per training step; {} timed steps after {} warm-up",
             plan.param_count(),
@@ -1120,7 +1126,7 @@ fn info(g: GpuArgs) -> Result<()> {
         println!(
             "    limits: storage binding {} MiB (needs the data: 47 MiB for Fashion-MNIST), uniform binding {} KiB (needs 64), \
              buffer {} MiB, {} storage buffers per stage (needs 8), {} workgroups per dimension, \
-             {} invocations per workgroup (needs 256), {} KiB workgroup memory",
+             {} invocations per workgroup (needs 256), {} KiB workgroup memory (needs 16)",
             l.max_storage_buffer_binding_size / (1 << 20),
             l.max_uniform_buffer_binding_size / 1024,
             l.max_buffer_size / (1 << 20),
@@ -1161,7 +1167,11 @@ fn info(g: GpuArgs) -> Result<()> {
         ),
     }
     match Context::new(&g.options()) {
-        Ok(ctx) => println!("train would use: {}", gpu::describe(&ctx.info)),
+        Ok(ctx) => println!(
+            "train would use: {}, {} kernels",
+            gpu::describe(&ctx.info),
+            ctx.kernel_set.name()
+        ),
         Err(e) => println!("train would fail: {e}"),
     }
     Ok(())

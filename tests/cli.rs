@@ -335,20 +335,23 @@ fn bad_checkpoints_and_data_are_refused_and_good_checkpoints_survive() {
 #[test]
 fn vulkan_and_gl_backends_agree() {
     // The same short run (63 shuffled steps from the same weights) on the two backends that Mesa provides
-    // headless: lavapipe (Vulkan) and llvmpipe through EGL (GL). Skipped where a backend is absent or
-    // WGPU_BACKEND pins one.
+    // headless: lavapipe (Vulkan) and llvmpipe through EGL (GL), and the GPU kernel shapes on lavapipe.
+    // Skipped where a backend is absent or WGPU_BACKEND pins one.
     if std::env::var_os("WGPU_BACKEND").is_some() {
         return;
     }
     let dir = tempdir("backends");
     let init = common::fixture("keras_init.safetensors");
     let mut weights = Vec::new();
-    for backend in ["vulkan", "gl"] {
-        let out = dir.join(format!("{backend}.safetensors"));
+    // the GPU kernel shapes too, on lavapipe
+    for (backend, set) in [("vulkan", "auto"), ("gl", "auto"), ("vulkan", "gpu")] {
+        let out = dir.join(format!("{backend}-{set}.safetensors"));
         let o = clampnet(&[
             "train",
             "--backend",
             backend,
+            "--kernel-set",
+            set,
             "--init",
             init.to_str().unwrap(),
             "--limit-train",
@@ -368,18 +371,32 @@ fn vulkan_and_gl_backends_agree() {
         let json: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
         weights.push((json, clampnet::checkpoint::load(&out).unwrap().0));
     }
-    let (vk, gl) = (&weights[0], &weights[1]);
-    for ((name, _, a), (_, _, b)) in vk.1.iter().zip(&gl.1) {
-        common::assert_close(&format!("{name}: vulkan vs gl"), a, b, 1e-4, 0.0);
-    }
-    for key in ["train_loss", "test_loss"] {
-        let (a, b) = (vk.0[key].as_f64().unwrap(), gl.0[key].as_f64().unwrap());
-        assert!((a - b).abs() <= 1e-4 * a.abs(), "{key}: vulkan {a}, gl {b}");
+    let vk = &weights[0];
+    for (other, what) in weights[1..]
+        .iter()
+        .zip(["gl", "vulkan with the gpu kernel set"])
+    {
+        for ((name, _, a), (_, _, b)) in vk.1.iter().zip(&other.1) {
+            common::assert_close(&format!("{name}: vulkan vs {what}"), a, b, 1e-4, 0.0);
+        }
+        for key in ["train_loss", "test_loss"] {
+            let (a, b) = (vk.0[key].as_f64().unwrap(), other.0[key].as_f64().unwrap());
+            assert!(
+                (a - b).abs() <= 1e-4 * a.abs(),
+                "{key}: vulkan {a}, {what} {b}"
+            );
+        }
     }
 }
 
 #[test]
 fn bench_reports_speed_and_resources_as_json() {
+    for set in ["cpu", "gpu"] {
+        bench_with_kernel_set(set);
+    }
+}
+
+fn bench_with_kernel_set(set: &str) {
     let o = clampnet(&[
         "bench",
         "--json",
@@ -390,10 +407,13 @@ fn bench_reports_speed_and_resources_as_json() {
         "--warmup",
         "1",
         "--kernels",
+        "--kernel-set",
+        set,
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(j["model_parameters"], 54410);
+    assert_eq!(j["kernel_set"], set);
     assert!(
         (j["train_mflops_per_image"].as_f64().unwrap() - 1.1).abs() < 0.05,
         "{j}"
@@ -414,23 +434,31 @@ fn bench_reports_speed_and_resources_as_json() {
                 "{key}: {r}"
             );
         }
-        // gather, conv+relu+pool (fused on CPU adapters; conv and pool on GPUs), dense (2), loss, dense
-        // backward (3), (pool backward on GPUs), conv weight gradient (2), Adam, metrics; no
-        // regularization-loss pass without a regularizer
-        let expected = if j["adapter"].as_str().unwrap().contains(", Cpu,") {
-            12
-        } else {
-            14
-        };
+        // gather, conv+relu+pool, dense forward (CPU shapes: + reduce), loss, dense backward (CPU
+        // shapes: weight, bias, input; GPU shapes: weight with bias, input), conv weight gradient (2),
+        // Adam, metrics; no regularization-loss pass without a regularizer
+        let expected = if set == "cpu" { 12 } else { 10 };
         assert_eq!(r["dispatches_per_step"], expected);
         assert_eq!(r["kernels"].as_array().unwrap().len(), expected);
         // how the per-kernel times were taken: timestamp queries where the adapter has them
+        let timing = r["kernel_timing"].as_str().unwrap_or("");
         assert!(
-            r["kernel_timing"]
-                .as_str()
-                .is_some_and(|s| s.starts_with("timestamp queries") || s.starts_with("wall clock")),
+            timing.starts_with("timestamp queries") || timing.starts_with("wall clock"),
             "{r}"
         );
+        // the host's time to record a step, and (timestamps) the whole step's GPU time in one pass
+        assert!(
+            r["host_record_us_per_step"]
+                .as_f64()
+                .is_some_and(|v| v > 0.0),
+            "{r}"
+        );
+        if timing.starts_with("timestamp queries") {
+            assert!(
+                r["gpu_us_per_step"].as_f64().is_some_and(|v| v > 0.0),
+                "{r}"
+            );
+        }
     }
 }
 

@@ -460,3 +460,21 @@ fn a_model_too_large_for_a_binding_is_refused_before_any_allocation() {
         "{e}"
     );
 }
+
+#[test]
+fn a_gl_device_that_fails_to_open_gets_a_hint_naming_the_fix() {
+    // what an H100 under Linux reported through wgpu's GL backend: a 3.3 context, no compute shaders
+    let (ctx, _g) = gpu();
+    let mut info = ctx.info.clone();
+    info.backend = wgpu::Backend::Gl;
+    info.driver_info = "3.3.0 NVIDIA 580.159.04".into();
+    let hint = clampnet::gpu::open_failure_hint(&info);
+    assert!(
+        hint.contains("'3.3.0 NVIDIA 580.159.04'")
+            && hint.contains("OpenGL 4.3")
+            && hint.contains("--backend vulkan"),
+        "{hint}"
+    );
+    info.backend = wgpu::Backend::Vulkan;
+    assert_eq!(clampnet::gpu::open_failure_hint(&info), "");
+}

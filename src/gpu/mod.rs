@@ -38,6 +38,14 @@ impl KernelSet {
         }
     }
 
+    /// "cpu" or "gpu", as `--kernel-set` takes it
+    pub fn name(self) -> &'static str {
+        match self {
+            KernelSet::Cpu => "cpu",
+            KernelSet::Gpu => "gpu",
+        }
+    }
+
     pub fn parse(name: &str) -> Result<Option<Self>> {
         Ok(match name.to_ascii_lowercase().as_str() {
             "auto" => None,
@@ -95,6 +103,21 @@ pub struct Context {
     pub queue: wgpu::Queue,
     pub info: wgpu::AdapterInfo,
     pub limits: wgpu::Limits,
+}
+
+/// What to do when a device cannot be opened on `info`. wgpu's GL backend runs compute shaders only in
+/// an OpenGL 4.3+ (or GLES 3.1+) context, and on NVIDIA under Linux it is given a 3.3 context
+/// (gfx-rs/wgpu#8676; seen on an H100 with driver 580): the device then fails to open.
+pub fn open_failure_hint(info: &wgpu::AdapterInfo) -> String {
+    if info.backend != wgpu::Backend::Gl {
+        return String::new();
+    }
+    format!(
+        ".\n  wgpu's GL backend needs an OpenGL 4.3 or GLES 3.1 context for compute shaders; this context \
+         reports '{}' (NVIDIA drivers under Linux give wgpu a 3.3 context: gfx-rs/wgpu#8676).\n  \
+         Use another backend: --backend vulkan",
+        info.driver_info.trim()
+    )
 }
 
 /// A short description of an adapter: "llvmpipe (LLVM 15.0.6, 256 bits) (Vulkan, Cpu, driver llvmpipe)".
@@ -172,7 +195,12 @@ impl Context {
             required_limits: limits.clone(),
             ..Default::default()
         }))
-        .map_err(|e| Error::gpu(format!("opening device on {}", describe(&info)), e))?;
+        .map_err(|e| {
+            Error::gpu(
+                format!("opening device on {}", describe(&info)),
+                format!("{e}{}", open_failure_hint(&info)),
+            )
+        })?;
         // wgpu's default handler panics on an uncaptured error; keep the first one and report it as an
         // error at the next sync point instead.
         let failure: std::sync::Arc<std::sync::Mutex<Option<String>>> = Default::default();
