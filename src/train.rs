@@ -18,7 +18,7 @@ use crate::error::{Error, Result};
 use crate::gpu::{
     span, uniforms as U, whole, window, Context, Dispatch, Kernel, KernelSet, Pipelines,
 };
-use crate::model::{Activation, LayerSpec, ModelPlan, Padding, Role, Shape};
+use crate::model::{Activation, LayerSpec, ModelPlan, Padding, ParamSpec, Role, Shape};
 use crate::restrict::{norm_layout, Constraint, Restrictions};
 
 /// Gradient clipping, as Keras optimizers take it (at most one of the three).
@@ -772,18 +772,19 @@ impl<'a> Trainer<'a> {
                     };
                     if self.set == KernelSet::Gpu {
                         let k = Kernel::Conv2dReluMaxPool2ForwardGpu;
+                        let mut entries = forward_io(
+                            u,
+                            input_of(i),
+                            &self.params,
+                            (p(kern), p(bias)),
+                            output_of(i + 1),
+                        );
+                        entries.push((11, whole(w.argmax[i + 1].as_ref().unwrap())));
                         out.push(pipes.dispatch(
                             ctx,
                             k,
                             false,
-                            &[
-                                (0, whole(u)),
-                                (1, whole(input_of(i))),
-                                (2, span(&self.params, p(kern).offset, p(kern).len)),
-                                (3, span(&self.params, p(bias).offset, p(bias).len)),
-                                (4, whole(output_of(i + 1))),
-                                (11, whole(w.argmax[i + 1].as_ref().unwrap())),
-                            ],
+                            &entries,
                             (((h / 2) * (ow / 2) * c).div_ceil(256) as u32, rows_u, 1),
                         ));
                         continue;
@@ -820,13 +821,13 @@ impl<'a> Trainer<'a> {
                         ctx,
                         Kernel::Conv2dForward,
                         false,
-                        &[
-                            (0, whole(u)),
-                            (1, whole(input_of(i))),
-                            (2, span(&self.params, p(kern).offset, p(kern).len)),
-                            (3, span(&self.params, p(bias).offset, p(bias).len)),
-                            (4, whole(output_of(i))),
-                        ],
+                        &forward_io(
+                            u,
+                            input_of(i),
+                            &self.params,
+                            (p(kern), p(bias)),
+                            output_of(i),
+                        ),
                         ((h * ow).div_ceil(256) as u32, rows_u, c.div_ceil(8) as u32),
                     ));
                 }
@@ -836,13 +837,13 @@ impl<'a> Trainer<'a> {
                         ctx,
                         Kernel::DenseForwardGpu,
                         false,
-                        &[
-                            (0, whole(u)),
-                            (1, whole(input_of(i))),
-                            (2, span(&self.params, p(kern).offset, p(kern).len)),
-                            (3, span(&self.params, p(bias).offset, p(bias).len)),
-                            (4, whole(output_of(i))),
-                        ],
+                        &forward_io(
+                            u,
+                            input_of(i),
+                            &self.params,
+                            (p(kern), p(bias)),
+                            output_of(i),
+                        ),
                         (dp.out_n.div_ceil(16), rows_u, 1),
                     ));
                 }
@@ -994,34 +995,19 @@ impl<'a> Trainer<'a> {
                                     cp.out_c.div_ceil(32),
                                 ),
                             ));
-                            let (gx, gy) =
-                                ctx.fold(((kkc + 1) * cp.out_c as usize).div_ceil(32) as u32);
-                            out.push(pipes.dispatch(
-                                ctx,
-                                Kernel::Conv2dWeightReduceGpu,
-                                false,
-                                &[
-                                    (0, whole(u)),
-                                    (6, span(&w.grads, p(kern).offset, p(kern).len)),
-                                    (7, span(&w.grads, p(bias).offset, p(bias).len)),
-                                    (9, whole(&partials)),
-                                ],
-                                (gx, gy, 1),
-                            ));
-                        }
-                        let mut entries = vec![
-                            (0, whole(u)),
-                            (1, whole(input_of(i))),
-                            (5, whole(dy_of)),
-                            (9, whole(&partials)),
-                            (10, whole(taps)),
-                        ];
-                        if !fused {
-                            // the fused variant needs only the pool's choice, not its output
-                            entries.push((4, whole(y_of)));
-                        }
-                        entries.extend(pool_argmax.map(|a| (11, whole(a))));
-                        if !gpu_shapes {
+                        } else {
+                            let mut entries = vec![
+                                (0, whole(u)),
+                                (1, whole(input_of(i))),
+                                (5, whole(dy_of)),
+                                (9, whole(&partials)),
+                                (10, whole(taps)),
+                            ];
+                            if !fused {
+                                // the fused variant needs only the pool's choice, not its output
+                                entries.push((4, whole(y_of)));
+                            }
+                            entries.extend(pool_argmax.map(|a| (11, whole(a))));
                             out.push(Dispatch {
                                 kernel: partials_kernel,
                                 gate,
@@ -1040,19 +1026,30 @@ impl<'a> Trainer<'a> {
                                     )
                                 },
                             });
-                            out.push(pipes.dispatch(
-                                ctx,
-                                Kernel::Conv2dWeightReduce,
-                                false,
-                                &[
-                                    (0, whole(u)),
-                                    (6, span(&w.grads, p(kern).offset, p(kern).len)),
-                                    (7, span(&w.grads, p(bias).offset, p(bias).len)),
-                                    (9, whole(&partials)),
-                                ],
-                                self.groups((kkc + 1) * cp.out_c as usize),
-                            ));
                         }
+                        // the chunks' partial sums into dK and db: an invocation per output, or (GPU
+                        // shape) 8 lanes per output in workgroups of 32 outputs
+                        let outputs = (kkc + 1) * cp.out_c as usize;
+                        let (reduce, groups) = if gpu_shapes {
+                            (
+                                Kernel::Conv2dWeightReduceGpu,
+                                self.groups_of(outputs * 8, 256),
+                            )
+                        } else {
+                            (Kernel::Conv2dWeightReduce, self.groups(outputs))
+                        };
+                        out.push(pipes.dispatch(
+                            ctx,
+                            reduce,
+                            false,
+                            &[
+                                (0, whole(u)),
+                                (6, span(&w.grads, p(kern).offset, p(kern).len)),
+                                (7, span(&w.grads, p(bias).offset, p(bias).len)),
+                                (9, whole(&partials)),
+                            ],
+                            groups,
+                        ));
                         if need_dx {
                             let mut entries = vec![
                                 (0, whole(u)),
@@ -1805,6 +1802,24 @@ impl<'a> Trainer<'a> {
             })
             .collect())
     }
+}
+
+/// The bindings a forward pass of a layer with weights starts with: its uniform (0), input (1), kernel (2)
+/// and bias (3) spans of the parameters, output (4).
+fn forward_io<'b>(
+    u: &'b wgpu::Buffer,
+    input: &'b wgpu::Buffer,
+    params: &'b wgpu::Buffer,
+    (kern, bias): (&ParamSpec, &ParamSpec),
+    output: &'b wgpu::Buffer,
+) -> Vec<(u32, wgpu::BufferBinding<'b>)> {
+    vec![
+        (0, whole(u)),
+        (1, whole(input)),
+        (2, span(params, kern.offset, kern.len)),
+        (3, span(params, bias.offset, bias.len)),
+        (4, whole(output)),
+    ]
 }
 
 /// Per layer: true for a relu conv2d followed by a 2x2 max-pool, which run as one fused pass (with the

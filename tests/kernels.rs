@@ -249,6 +249,53 @@ fn dense_forward_matches_twin() {
     }
 }
 
+/// Sum conv weight-gradient partials with `reduce` and check dK and db against the twin's.
+fn check_reduced(
+    ctx: &clampnet::gpu::Context,
+    pipes: &Pipelines,
+    reduce: Kernel,
+    p: &U::ConvParams,
+    partials: &[u8],
+    (want_dk, want_db): (&[f64], &[f64]),
+    what: &str,
+) {
+    let outputs = (p.k * p.k * p.in_c + 1) as usize * p.out_c as usize;
+    // workgroups of 64 outputs, or of 32 outputs x 8 lanes (the GPU shape)
+    let per_group = if reduce == Kernel::Conv2dWeightReduceGpu {
+        32
+    } else {
+        64
+    };
+    let reduced = run_kernel(
+        ctx,
+        pipes,
+        reduce,
+        false,
+        0,
+        bytemuck::bytes_of(p),
+        &[
+            (6, Buf::Out(want_dk.len())),
+            (7, Buf::Out(want_db.len())),
+            (9, Buf::In(partials)),
+        ],
+        (outputs.div_ceil(per_group) as u32, 1, 1),
+    );
+    assert_close64(
+        &format!("{what} dK"),
+        &f64s(&reduced[0]),
+        want_dk,
+        1e-5,
+        1e-5,
+    );
+    assert_close64(
+        &format!("{what} db"),
+        &f64s(&reduced[1]),
+        want_db,
+        1e-5,
+        1e-5,
+    );
+}
+
 fn f64s(b: &[u8]) -> Vec<f64> {
     to_f32(b).iter().map(|&v| v as f64).collect()
 }
@@ -295,34 +342,15 @@ fn conv2d_weight_gradient_and_input_gradient_match_twin() {
                     oc.div_ceil(clampnet::train::WEIGHT_GRAD_TILE.1 as usize) as u32,
                 ),
             );
-            let reduced = run_kernel(
+            let what = format!("conv {d:?} gate {gate}");
+            check_reduced(
                 ctx,
                 &pipes,
                 Kernel::Conv2dWeightReduce,
-                false,
-                0,
-                bytemuck::bytes_of(&p),
-                &[
-                    (6, Buf::Out(kkc * oc)),
-                    (7, Buf::Out(oc)),
-                    (9, Buf::In(&partials[0])),
-                ],
-                (((kkc + 1) * oc).div_ceil(64) as u32, 1, 1),
-            );
-            let what = format!("conv {d:?} gate {gate}");
-            assert_close64(
-                &format!("{what} dK"),
-                &f64s(&reduced[0]),
-                &want_dk,
-                1e-5,
-                1e-5,
-            );
-            assert_close64(
-                &format!("{what} db"),
-                &f64s(&reduced[1]),
-                &want_db,
-                1e-5,
-                1e-5,
+                &p,
+                &partials[0],
+                (&want_dk, &want_db),
+                &what,
             );
             let dx = run_kernel(
                 ctx,
@@ -1212,33 +1240,14 @@ fn conv_relu_maxpool_fusion_matches_the_unfused_twins() {
                 oc.div_ceil(clampnet::train::POOLED_WEIGHT_GRAD_TILE.1 as usize) as u32,
             ),
         );
-        let reduced = run_kernel(
+        check_reduced(
             ctx,
             &pipes,
             Kernel::Conv2dWeightReduce,
-            false,
-            0,
-            bytemuck::bytes_of(&pp),
-            &[
-                (6, Buf::Out(kkc * oc)),
-                (7, Buf::Out(oc)),
-                (9, Buf::In(&partials[0])),
-            ],
-            (((kkc + 1) * oc).div_ceil(64) as u32, 1, 1),
-        );
-        assert_close64(
-            &format!("{what} dK"),
-            &f64s(&reduced[0]),
-            &want_dk,
-            1e-5,
-            1e-5,
-        );
-        assert_close64(
-            &format!("{what} db"),
-            &f64s(&reduced[1]),
-            &want_db,
-            1e-5,
-            1e-5,
+            &pp,
+            &partials[0],
+            (&want_dk, &want_db),
+            &what,
         );
         // the GPU shapes: chunks of pooled positions (as the trainer sizes them, and 8 per chunk), a
         // workgroup per (chunk, 10 patch rows, 32 channels), then the lane-parallel reduce
@@ -1272,34 +1281,15 @@ fn conv_relu_maxpool_fusion_matches_the_unfused_twins() {
                     oc.div_ceil(32) as u32,
                 ),
             );
-            let reduced = run_kernel(
+            let what = format!("{what} GPU shape, {chunks} chunks of {chunk_len}");
+            check_reduced(
                 ctx,
                 &pipes,
                 Kernel::Conv2dWeightReduceGpu,
-                false,
-                0,
-                bytemuck::bytes_of(&pg),
-                &[
-                    (6, Buf::Out(kkc * oc)),
-                    (7, Buf::Out(oc)),
-                    (9, Buf::In(&partials[0])),
-                ],
-                (((kkc + 1) * oc).div_ceil(32) as u32, 1, 1),
-            );
-            let what = format!("{what} GPU shape, {chunks} chunks of {chunk_len}");
-            assert_close64(
-                &format!("{what} dK"),
-                &f64s(&reduced[0]),
-                &want_dk,
-                1e-5,
-                1e-5,
-            );
-            assert_close64(
-                &format!("{what} db"),
-                &f64s(&reduced[1]),
-                &want_db,
-                1e-5,
-                1e-5,
+                &pg,
+                &partials[0],
+                (&want_dk, &want_db),
+                &what,
             );
         }
         let dx = run_kernel(
