@@ -6,10 +6,12 @@
 // dpre = dy * relu'(y) with relu'(0) = 0 (y > 0 exactly when pre > 0), or dpre = dy when linear.
 // Backward passes are gathers: no atomics.
 //
-// Shaped for both llvmpipe and real GPUs: every invocation loops over output channels, so kernel
-// weights are loaded at addresses uniform across the workgroup; the batch index comes from the grid
-// (workgroup_id.y), not from integer division.
-// Accumulators are vec4s with constant indices (registers, not scratch memory, on llvmpipe).
+// Two sets of shapes (KernelSet in src/gpu/mod.rs). For CPU adapters (llvmpipe), the entry points below:
+// every invocation loops over output channels, so kernel weights are loaded at addresses uniform across
+// the workgroup; the batch index comes from the grid (workgroup_id.y), not from integer division;
+// accumulators are vec4s with constant indices (registers, not scratch memory, on llvmpipe). For GPUs, the
+// `_gpu` entry points at the end of the file (the fused conv + pool and its weight gradient): one
+// invocation per output element, reductions in workgroup memory. The unfused entry points serve both.
 //   conv2d_forward          one invocation per (4 output pixels, 8 output channels)
 //   conv2d_weight_partials  one invocation per (chunk of output rows, 8 patch rows, 8 channels):
 //                           partial sums of dK and db (the bias is patch row k*k*IC)
