@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The test command (README, CI): installs what the tests need when it is missing, then runs them twice,
-# on the two headless Mesa backends: Vulkan (lavapipe) and GL (llvmpipe through EGL).
+# on the two headless Mesa backends: Vulkan (lavapipe) and GL (llvmpipe through EGL), and the trainer-level
+# suites a third time with the GPU kernel set.
 #   - mesa-vulkan-drivers + libvulkan1: the software Vulkan adapter and the loader
 #   - libegl1 + libegl-mesa0 + libgl1-mesa-dri: the software GL adapter through EGL
 #   - dataset-fashion-mnist: the real data (tests fall back to the embedded sample where it suffices)
@@ -33,3 +34,7 @@ echo "== tests on the default adapter (Vulkan: lavapipe when no GPU is present)"
 cargo test --release
 echo "== tests on the GL backend (llvmpipe through EGL)"
 WGPU_BACKEND=gl cargo test --release
+# The kernel set for GPUs (chosen by adapter type, so never by default here): the whole-trainer suites
+# against the CPU twin and Keras' fixtures again, with the GPU-shaped kernels on lavapipe.
+echo "== trainer, restriction and Keras-parity tests with the GPU kernel set (lavapipe)"
+CLAMPNET_KERNEL_SET=gpu cargo test --release --test trainer --test restrictions --test keras_parity

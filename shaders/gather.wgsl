@@ -1,5 +1,6 @@
 // Batch gather + normalise (one dispatch per step), grid (ceil(per_image/64), rows):
 //   x[r, p] = f32(images[perm[state.batch * full_batch + r], p]) / 255     r < rows, p < per_image
+//             (read from a table of the 256 quotients, computed on the host)
 //   y[r]    = labels[perm[state.batch * full_batch + r]]
 // Images are stored on the GPU once, as u8 packed four to a u32 (little-endian byte order).
 // The batch index comes from `state`, advanced on the GPU by loss.wgsl, so a step needs no upload.
@@ -23,6 +24,10 @@ struct State {
 @group(0) @binding(4) var<storage, read> state: State;
 @group(0) @binding(5) var<storage, read_write> x: array<f32>; // [rows, per_image]
 @group(0) @binding(6) var<storage, read_write> y: array<u32>; // [rows]
+// v / 255 for every byte value v, as the host (and numpy, for Keras) computes it: WGSL allows a division
+// 2.5 ULP of error, and the NVIDIA Vulkan driver is 1 ULP off for some bytes (seen on an H100), so the
+// inputs would differ from Keras' in the last bit. The table keeps them bit-exact on every adapter.
+@group(0) @binding(7) var<uniform> byte_to_unit: array<vec4<f32>, 64>;
 
 @compute @workgroup_size(64)
 fn gather_batch(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
@@ -35,7 +40,7 @@ fn gather_batch(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_
     let byte_index = example * P.per_image + p;
     let word = images[byte_index / 4u];
     let value = (word >> (8u * (byte_index % 4u))) & 0xffu;
-    x[r * P.per_image + p] = f32(value) / 255.0;
+    x[r * P.per_image + p] = byte_to_unit[value >> 2u][value & 3u];
     if (p == 0u) {
         y[r] = labels[example];
     }

@@ -35,7 +35,7 @@ struct GpuArgs {
     #[arg(long)]
     adapter: Option<String>,
     /// Kernel shapes: cpu (tuned for CPU adapters such as lavapipe), gpu (tuned for GPUs), or auto (by
-    /// the adapter's type). Both compute the same results; for benchmarks and debugging
+    /// the adapter's type; default: CLAMPNET_KERNEL_SET). Both compute the same results; for benchmarks and debugging
     #[arg(long, default_value = "auto", value_parser = ["auto", "cpu", "gpu"])]
     kernel_set: String,
 }

@@ -206,6 +206,8 @@ struct Work {
     placeholder: wgpu::Buffer,
     /// bound where a kernel variant declares a uniform window it never reads
     placeholder_window: wgpu::Buffer,
+    /// `byte_to_unit()`, read by the batch gather
+    byte_to_unit: wgpu::Buffer,
     /// per layer: a conv layer's patch-row table (`conv_taps`)
     taps: Vec<Option<wgpu::Buffer>>,
     /// per activation buffer: its gradient buffer can be bound as a uniform window
@@ -493,6 +495,7 @@ impl<'a> Trainer<'a> {
             sumsq: ctx.storage_zeroed("gradient sums of squares", (n_segments * 4) as u64),
             placeholder: ctx.storage_zeroed("placeholder", 4),
             placeholder_window: ctx.storage_uniform_zeroed("placeholder window", 0),
+            byte_to_unit: ctx.uniform("byte to unit", &byte_to_unit()),
             taps,
             dy_uniform,
             n_segments,
@@ -631,6 +634,7 @@ impl<'a> Trainer<'a> {
                 (4, whole(state)),
                 (5, whole(&w.x)),
                 (6, whole(&w.y)),
+                (7, whole(&w.byte_to_unit)),
             ],
             Self::grid(self.model.input_len(), rows),
         ));
@@ -1802,6 +1806,12 @@ impl<'a> Trainer<'a> {
             })
             .collect())
     }
+}
+
+/// v / 255 for every byte value v in f32 (IEEE division, as numpy computes Keras' inputs): the table the
+/// batch gather reads pixels through.
+pub fn byte_to_unit() -> [f32; 256] {
+    std::array::from_fn(|v| v as f32 / 255.0)
 }
 
 /// The bindings a forward pass of a layer with weights starts with: its uniform (0), input (1), kernel (2)

@@ -136,6 +136,19 @@ fn same_seed_gives_bit_identical_weights_and_init_continues_from_a_checkpoint() 
 
 #[test]
 fn bad_settings_are_refused_with_a_clear_error() {
+    let bad_env = {
+        let _gpu = common::gpu().1;
+        Command::new(env!("CARGO_BIN_EXE_clampnet"))
+            .args(["train", "--epochs", "1", "--limit-train", "64"])
+            .env("CLAMPNET_KERNEL_SET", "tpu")
+            .env("RUST_LOG", "warn")
+            .output()
+            .unwrap()
+    };
+    assert_fails_with(
+        &bad_env,
+        &["CLAMPNET_KERNEL_SET: unknown kernel set 'tpu': expected auto, cpu or gpu"],
+    );
     assert_fails_with(
         &clampnet(&["train", "--epochs", "0"]),
         &["--epochs must be at least 1"],

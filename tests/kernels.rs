@@ -675,6 +675,7 @@ fn gather_matches_twin() {
                 (4, Buf::In(bytemuck::bytes_of(&state))),
                 (5, Buf::Out(rows * per_image)),
                 (6, Buf::Out(rows)),
+                (7, Buf::Window(f32s(&clampnet::train::byte_to_unit()))),
             ],
             (per_image.div_ceil(64) as u32, rows as u32, 1),
         );

@@ -46,15 +46,16 @@ impl KernelSet {
         }
     }
 
-    pub fn parse(name: &str) -> Result<Option<Self>> {
+    /// "auto" (None), "cpu" or "gpu"; anything else: what is allowed
+    pub fn parse(name: &str) -> std::result::Result<Option<Self>, String> {
         Ok(match name.to_ascii_lowercase().as_str() {
             "auto" => None,
             "cpu" => Some(KernelSet::Cpu),
             "gpu" => Some(KernelSet::Gpu),
             other => {
-                return Err(Error::Config(format!(
+                return Err(format!(
                     "unknown kernel set '{other}': expected auto, cpu or gpu"
-                )))
+                ))
             }
         })
     }
@@ -68,7 +69,8 @@ pub struct GpuOptions {
     pub adapter: Option<String>,
     /// request the optional timestamp-query feature when the adapter has it (profiling only)
     pub timestamps: bool,
-    /// the kernel shapes to run (None: by the adapter's type, `KernelSet::for_adapter`)
+    /// the kernel shapes to run (None: CLAMPNET_KERNEL_SET, else by the adapter's type,
+    /// `KernelSet::for_adapter`)
     pub kernel_set: Option<KernelSet>,
 }
 
@@ -219,8 +221,14 @@ impl Context {
                     .get_or_insert_with(|| format!("device lost ({reason:?}): {msg}"));
             }
         });
+        let from_env = match std::env::var("CLAMPNET_KERNEL_SET") {
+            Ok(v) if !v.is_empty() => KernelSet::parse(&v)
+                .map_err(|e| Error::Config(format!("CLAMPNET_KERNEL_SET: {e}")))?,
+            _ => None,
+        };
         let kernel_set = opts
             .kernel_set
+            .or(from_env)
             .unwrap_or_else(|| KernelSet::for_adapter(&info));
         log::info!("kernel set: {kernel_set:?}");
         Ok(Context {
