@@ -1514,51 +1514,22 @@ impl<'a> Trainer<'a> {
             return Ok(None);
         }
         let n = self.train_full.len();
-        let count = (2 * n * steps) as u32;
-        let qs = ctx.device.create_query_set(&wgpu::QuerySetDescriptor {
-            label: Some("kernel timestamps"),
-            ty: wgpu::QueryType::Timestamp,
-            count,
-        });
-        let resolve = ctx.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("timestamps"),
-            size: count as u64 * 8,
-            usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
-            mapped_at_creation: false,
-        });
+        let timer = PassTimer::new(ctx, n * steps);
         let mut enc = ctx.device.create_command_encoder(&Default::default());
-        let mut q = 0u32;
-        for _ in 0..steps {
-            for d in &self.train_full {
-                let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                    label: None,
-                    timestamp_writes: Some(wgpu::ComputePassTimestampWrites {
-                        query_set: &qs,
-                        beginning_of_pass_write_index: Some(q),
-                        end_of_pass_write_index: Some(q + 1),
-                    }),
-                });
+        for s in 0..steps {
+            for (k, d) in self.train_full.iter().enumerate() {
+                let mut pass = enc.begin_compute_pass(&timer.pass((s * n + k) as u32));
                 d.encode(&mut pass, &self.pipes);
-                q += 2;
             }
         }
-        enc.resolve_query_set(&qs, 0..count, &resolve, 0);
-        ctx.queue.submit([enc.finish()]);
-        let ticks: Vec<u64> =
-            bytemuck::pod_collect_to_vec(&ctx.read_bytes(&resolve, 0, count as u64 * 8)?);
-        let period_s = ctx.queue.get_timestamp_period() as f64 * 1e-9;
+        let secs = timer.finish(ctx, enc)?;
         // the median over the steps: robust to a step slowed by something else on the machine
         let out = self
             .train_full
             .iter()
             .enumerate()
             .map(|(k, d)| {
-                let mut t: Vec<f64> = (0..steps)
-                    .map(|s| {
-                        let i = 2 * (s * n + k);
-                        ticks[i + 1].saturating_sub(ticks[i]) as f64 * period_s
-                    })
-                    .collect();
+                let mut t: Vec<f64> = (0..steps).map(|s| secs[s * n + k]).collect();
                 t.sort_by(f64::total_cmp);
                 (d.kernel, t[steps / 2])
             })
@@ -1573,18 +1544,18 @@ impl<'a> Trainer<'a> {
     pub fn profile_step_overheads(&self, steps: usize) -> Result<(f64, Option<f64>)> {
         let ctx = self.ctx;
         let steps = steps.max(1);
+        let record = |pass: &mut wgpu::ComputePass| {
+            for _ in 0..steps {
+                for d in &self.train_full {
+                    d.encode(pass, &self.pipes);
+                }
+            }
+        };
         let mut encode = f64::INFINITY;
         for _ in 0..3 {
             let start = Instant::now();
             let mut enc = ctx.device.create_command_encoder(&Default::default());
-            {
-                let mut pass = enc.begin_compute_pass(&Default::default());
-                for _ in 0..steps {
-                    for d in &self.train_full {
-                        d.encode(&mut pass, &self.pipes);
-                    }
-                }
-            }
+            record(&mut enc.begin_compute_pass(&Default::default()));
             let cb = enc.finish();
             encode = encode.min(start.elapsed().as_secs_f64() / steps as f64);
             drop(cb);
@@ -1592,38 +1563,10 @@ impl<'a> Trainer<'a> {
         if !ctx.timestamps {
             return Ok((encode, None));
         }
-        let qs = ctx.device.create_query_set(&wgpu::QuerySetDescriptor {
-            label: Some("step timestamps"),
-            ty: wgpu::QueryType::Timestamp,
-            count: 2,
-        });
-        let resolve = ctx.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("step timestamps"),
-            size: 16,
-            usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
-            mapped_at_creation: false,
-        });
+        let timer = PassTimer::new(ctx, 1);
         let mut enc = ctx.device.create_command_encoder(&Default::default());
-        {
-            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                label: None,
-                timestamp_writes: Some(wgpu::ComputePassTimestampWrites {
-                    query_set: &qs,
-                    beginning_of_pass_write_index: Some(0),
-                    end_of_pass_write_index: Some(1),
-                }),
-            });
-            for _ in 0..steps {
-                for d in &self.train_full {
-                    d.encode(&mut pass, &self.pipes);
-                }
-            }
-        }
-        enc.resolve_query_set(&qs, 0..2, &resolve, 0);
-        ctx.queue.submit([enc.finish()]);
-        let ticks: Vec<u64> = bytemuck::pod_collect_to_vec(&ctx.read_bytes(&resolve, 0, 16)?);
-        let period_s = ctx.queue.get_timestamp_period() as f64 * 1e-9;
-        let gpu = ticks[1].saturating_sub(ticks[0]) as f64 * period_s / steps as f64;
+        record(&mut enc.begin_compute_pass(&timer.pass(0)));
+        let gpu = timer.finish(ctx, enc)?[0] / steps as f64;
         Ok((encode, Some(gpu)))
     }
 
@@ -1804,6 +1747,59 @@ impl<'a> Trainer<'a> {
                     flat[p.offset..p.offset + p.len].to_vec(),
                 )
             })
+            .collect())
+    }
+}
+
+/// Timestamp queries at the beginning and end of compute passes (profiling only; the device must have
+/// been opened with `GpuOptions::timestamps`).
+struct PassTimer {
+    queries: wgpu::QuerySet,
+    resolve: wgpu::Buffer,
+    passes: u32,
+}
+
+impl PassTimer {
+    fn new(ctx: &Context, passes: usize) -> Self {
+        let passes = passes as u32;
+        PassTimer {
+            queries: ctx.device.create_query_set(&wgpu::QuerySetDescriptor {
+                label: Some("pass timestamps"),
+                ty: wgpu::QueryType::Timestamp,
+                count: 2 * passes,
+            }),
+            resolve: ctx.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("pass timestamps"),
+                size: 16 * passes as u64,
+                usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+                mapped_at_creation: false,
+            }),
+            passes,
+        }
+    }
+
+    /// The descriptor of timed pass `i`.
+    fn pass(&self, i: u32) -> wgpu::ComputePassDescriptor<'_> {
+        wgpu::ComputePassDescriptor {
+            label: None,
+            timestamp_writes: Some(wgpu::ComputePassTimestampWrites {
+                query_set: &self.queries,
+                beginning_of_pass_write_index: Some(2 * i),
+                end_of_pass_write_index: Some(2 * i + 1),
+            }),
+        }
+    }
+
+    /// Submit `enc` with the queries resolved, wait, and return each pass's GPU time in seconds.
+    fn finish(self, ctx: &Context, mut enc: wgpu::CommandEncoder) -> Result<Vec<f64>> {
+        enc.resolve_query_set(&self.queries, 0..2 * self.passes, &self.resolve, 0);
+        ctx.queue.submit([enc.finish()]);
+        let ticks: Vec<u64> =
+            bytemuck::pod_collect_to_vec(&ctx.read_bytes(&self.resolve, 0, self.resolve.size())?);
+        let period_s = ctx.queue.get_timestamp_period() as f64 * 1e-9;
+        Ok(ticks
+            .chunks_exact(2)
+            .map(|t| t[1].saturating_sub(t[0]) as f64 * period_s)
             .collect())
     }
 }
