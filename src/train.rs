@@ -70,17 +70,10 @@ impl Default for Hyper {
 /// Per-tensor values in the model's parameter order.
 pub type Tensors = Vec<Vec<f32>>;
 
-/// Inputs per chunk of the dense forward's split-K (one invocation's share of the inputs), by adapter:
-/// llvmpipe wants few long chunks (64: 0.61 ms + a 0.07 ms reduce per step vs 0.64 + 0.11 with 32); a GPU
-/// wants threads, and 32 keeps the reference layer at the thread count and work per thread that the
-/// H100 measurements were made with (676 threads of 4,096 multiply-adds at batch 32).
-fn dense_chunk(device_type: wgpu::DeviceType) -> u32 {
-    if device_type == wgpu::DeviceType::Cpu {
-        64
-    } else {
-        32
-    }
-}
+/// Inputs per chunk of the CPU-shaped dense forward's split-K (one invocation's share of the inputs):
+/// llvmpipe wants few long chunks (64: 0.61 ms + a 0.07 ms reduce per step vs 0.64 + 0.11 with 32). The
+/// GPU kernel set's dense forward needs no split.
+const DENSE_CHUNK: u32 = 64;
 
 /// Steps recorded into one command buffer; the metrics of a chunk are read while the next one runs.
 const CHUNK_STEPS: usize = 64;
@@ -748,15 +741,14 @@ impl<'a> Trainer<'a> {
                     LU::Pool(ctx.uniform(&l.name, &pp))
                 }
                 (LayerSpec::Dense { activation, .. }, Shape::Flat(n), Shape::Flat(o)) => {
-                    // forward split over the inputs in chunks of `dense_chunk`
-                    let chunk = dense_chunk(ctx.info.device_type);
+                    // CPU shape: forward split over the inputs in chunks of DENSE_CHUNK
                     let dp = U::DenseParams {
                         batch: rows_u,
                         in_n: n as u32,
                         out_n: o as u32,
                         relu: (*activation == Activation::Relu) as u32,
-                        chunk,
-                        chunks: (n as u32).div_ceil(chunk),
+                        chunk: DENSE_CHUNK,
+                        chunks: (n as u32).div_ceil(DENSE_CHUNK),
                         ..Default::default()
                     };
                     LU::Dense(ctx.uniform(&l.name, &dp), dp)
