@@ -569,10 +569,9 @@ impl<'a> Trainer<'a> {
     }
 
     fn reg_dispatch(&self, w: &Work) -> Dispatch {
-        let k = Kernel::RegularizationLoss;
-        let bind_group = self.pipes.bind(
+        self.pipes.dispatch(
             self.ctx,
-            k,
+            Kernel::RegularizationLoss,
             false,
             &[
                 (0, whole(&w.adam_uniform)),
@@ -580,13 +579,8 @@ impl<'a> Trainer<'a> {
                 (4, whole(&self.params)),
                 (7, whole(&w.reg)),
             ],
-        );
-        Dispatch {
-            kernel: k,
-            gate: false,
-            bind_group,
-            groups: (1, 1, 1),
-        }
+            (1, 1, 1),
+        )
     }
 
     /// Record the dispatches of one step over `rows` examples.
@@ -878,25 +872,21 @@ impl<'a> Trainer<'a> {
                         self.groups(rows * dp.out_n as usize),
                     ));
                 }
-                LU::Pool(u) => out.push(Dispatch {
-                    kernel: Kernel::MaxPoolForward,
-                    gate: false,
-                    bind_group: pipes.bind(
-                        ctx,
-                        Kernel::MaxPoolForward,
-                        false,
-                        &[
-                            (0, whole(u)),
-                            (1, whole(input_of(i))),
-                            (2, whole(output_of(i))),
-                            (3, whole(w.argmax[i].as_ref().unwrap())),
-                        ],
-                    ),
-                    groups: match l.output {
+                LU::Pool(u) => out.push(pipes.dispatch(
+                    ctx,
+                    Kernel::MaxPoolForward,
+                    false,
+                    &[
+                        (0, whole(u)),
+                        (1, whole(input_of(i))),
+                        (2, whole(output_of(i))),
+                        (3, whole(w.argmax[i].as_ref().unwrap())),
+                    ],
+                    match l.output {
                         Shape::Spatial { h, w, .. } => Self::grid(h * w, rows),
                         Shape::Flat(_) => unreachable!("pool output is spatial"),
                     },
-                }),
+                )),
                 LU::None => {}
             }
         }
@@ -1004,12 +994,13 @@ impl<'a> Trainer<'a> {
                                 entries.push((4, whole(y_of)));
                             }
                             entries.extend(pool_argmax.map(|a| (11, whole(a))));
-                            out.push(Dispatch {
-                                kernel: partials_kernel,
+                            out.push(pipes.dispatch(
+                                ctx,
+                                partials_kernel,
                                 gate,
-                                bind_group: pipes.bind(ctx, partials_kernel, gate, &entries),
+                                &entries,
                                 // (chunks, patch-row groups, channel groups)
-                                groups: {
+                                {
                                     let (rows, channels) = if fused {
                                         POOLED_WEIGHT_GRAD_TILE
                                     } else {
@@ -1021,7 +1012,7 @@ impl<'a> Trainer<'a> {
                                         cp.out_c.div_ceil(channels),
                                     )
                                 },
-                            });
+                            ));
                         }
                         // the chunks' partial sums into dK and db: an invocation per output, or (GPU
                         // shape) 8 lanes per output in workgroups of 32 outputs
@@ -1055,15 +1046,16 @@ impl<'a> Trainer<'a> {
                                 (8, whole(dout_of(i - 1))),
                             ];
                             entries.extend(pool_argmax.map(|a| (11, whole(a))));
-                            out.push(Dispatch {
-                                kernel: input_kernel,
+                            out.push(pipes.dispatch(
+                                ctx,
+                                input_kernel,
                                 gate,
-                                bind_group: pipes.bind(ctx, input_kernel, gate, &entries),
-                                groups: match l.input {
+                                &entries,
+                                match l.input {
                                     Shape::Spatial { h, w, .. } => Self::grid(h * w, rows),
                                     Shape::Flat(_) => unreachable!("conv input is spatial"),
                                 },
-                            });
+                            ));
                         }
                     }
                     LU::Dense(u, dp) if self.set == KernelSet::Gpu => {
@@ -1170,26 +1162,22 @@ impl<'a> Trainer<'a> {
                     LU::Pool(u) => {
                         // a pool fused with the conv before it has no backward pass of its own
                         if need_dx && !self.fused[i - 1] {
-                            out.push(Dispatch {
-                                kernel: Kernel::MaxPoolBackward,
-                                gate: gate_of[i],
-                                bind_group: pipes.bind(
-                                    ctx,
-                                    Kernel::MaxPoolBackward,
-                                    gate_of[i],
-                                    &[
-                                        (0, whole(u)),
-                                        (2, whole(output_of(i))),
-                                        (3, whole(w.argmax[i].as_ref().unwrap())),
-                                        (4, whole(dout_of(i))),
-                                        (5, whole(dout_of(i - 1))),
-                                    ],
-                                ),
-                                groups: match l.input {
+                            out.push(pipes.dispatch(
+                                ctx,
+                                Kernel::MaxPoolBackward,
+                                gate_of[i],
+                                &[
+                                    (0, whole(u)),
+                                    (2, whole(output_of(i))),
+                                    (3, whole(w.argmax[i].as_ref().unwrap())),
+                                    (4, whole(dout_of(i))),
+                                    (5, whole(dout_of(i - 1))),
+                                ],
+                                match l.input {
                                     Shape::Spatial { h, w, .. } => Self::grid(h * w, rows),
                                     Shape::Flat(_) => unreachable!("pool input is spatial"),
                                 },
-                            });
+                            ));
                         }
                     }
                     LU::None => {}
@@ -1288,6 +1276,24 @@ impl<'a> Trainer<'a> {
             }
         }
         out
+    }
+
+    /// Every recorded plan as text (`gpu::listing`): the full and last training steps, the full and last
+    /// evaluation steps, the evaluation's regularization loss and the epoch-end constraints. A test pins it.
+    pub fn dispatch_listing(&self) -> Result<String> {
+        let mut plans: Vec<(&str, &[Dispatch])> = vec![("train", &self.train_full)];
+        if let Some(p) = &self.train_last {
+            plans.push(("train (last batch)", p));
+        }
+        plans.push(("eval", &self.eval_full));
+        if let Some(p) = &self.eval_last {
+            plans.push(("eval (last batch)", p));
+        }
+        if let Some(d) = &self.eval_reg {
+            plans.push(("eval regularization", std::slice::from_ref(d)));
+        }
+        plans.push(("epoch end", &self.epoch_end));
+        crate::gpu::listing(self.ctx, &plans)
     }
 
     pub fn train_examples(&self) -> usize {

@@ -6,7 +6,7 @@ mod common;
 use clampnet::data::Split;
 use clampnet::model::ModelPlan;
 use clampnet::reference as r;
-use clampnet::restrict::{Constraint, Regularizer, Restrictions};
+use clampnet::restrict::{Constraint, Restrictions};
 use clampnet::train::{epoch_order, init_weights, GradClip, Hyper, Trainer};
 use common::*;
 
@@ -25,78 +25,6 @@ fn random_split(rng: &mut TestRng, n: usize, plan: &ModelPlan) -> Split {
     }
 }
 
-/// A restriction of every kind, spread over the model's tensors.
-fn restrictions(plan: &ModelPlan) -> Restrictions {
-    let mut res = Restrictions::default();
-    let kinds = [
-        (
-            Some(Regularizer {
-                l1: 0.01,
-                l2: 0.0,
-                proximal: false,
-            }),
-            vec![Constraint::UnitNorm {
-                axes: vec![0, 1, 2],
-            }],
-        ),
-        (
-            Some(Regularizer {
-                l1: 0.0,
-                l2: 0.02,
-                proximal: false,
-            }),
-            vec![Constraint::NonNeg],
-        ),
-        (
-            Some(Regularizer {
-                l1: 0.003,
-                l2: 0.004,
-                proximal: true,
-            }),
-            vec![Constraint::ClipByValue {
-                lo: -0.05,
-                hi: 0.05,
-            }],
-        ),
-        (
-            None,
-            vec![Constraint::MaxNorm {
-                max_value: 0.5,
-                axes: vec![0],
-            }],
-        ),
-        (
-            None,
-            vec![Constraint::MinMaxNorm {
-                min_value: 0.2,
-                max_value: 0.4,
-                rate: 0.6,
-                axes: vec![0],
-            }],
-        ),
-    ];
-    for (i, p) in plan.params.iter().enumerate() {
-        if i == 1 {
-            // the tutorial's once-per-epoch clip, on the first bias
-            res.entry(&p.name)
-                .epoch_constraints
-                .push(Constraint::ClipByValue {
-                    lo: -0.002,
-                    hi: 0.002,
-                });
-        }
-        let (reg, cons) = kinds[i % kinds.len()].clone();
-        let e = res.entry(&p.name);
-        e.regularizer = reg;
-        // norm constraints with axes valid for this tensor's rank only
-        e.constraints = cons
-            .into_iter()
-            .filter(|c| !matches!(c, Constraint::UnitNorm { .. }) || p.shape.len() == 4)
-            .collect();
-    }
-    res
-}
-
 #[test]
 fn trainer_matches_twin_on_odd_models() {
     let (ctx, _g) = gpu();
@@ -106,7 +34,7 @@ fn trainer_matches_twin_on_odd_models() {
         let (n_train, n_test, batch) = (13usize, 11usize, 5usize); // 3 steps, the last of 3 rows
         let train = random_split(&mut rng, n_train, &plan);
         let test = random_split(&mut rng, n_test, &plan);
-        let res = restrictions(&plan);
+        let res = every_restriction(&plan);
         // each model also exercises one of Keras' gradient clippings, and weight decay
         let clip = [
             GradClip::Norm(0.05),
@@ -320,7 +248,7 @@ fn both_kernel_sets_fused_or_not_train_alike() {
         let plan = ModelPlan::new(&spec).unwrap();
         let fused = clampnet::train::fused_conv_pool(&plan, KernelSet::Cpu);
         let train = random_split(&mut rng, 29, &plan);
-        let res = restrictions(&plan);
+        let res = every_restriction(&plan);
         let h = Hyper {
             lr: 3e-3,
             ..Hyper::default()

@@ -338,7 +338,9 @@ impl Context {
             .create_buffer_init(&wgpu::util::BufferInitDescriptor {
                 label: Some(label),
                 contents: bytemuck::bytes_of(value),
-                usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+                usage: wgpu::BufferUsages::UNIFORM
+                    | wgpu::BufferUsages::COPY_DST
+                    | wgpu::BufferUsages::COPY_SRC,
             })
     }
 
@@ -497,6 +499,15 @@ impl Pipelines {
             gate,
             bind_group: self.bind(ctx, kernel, gate, entries),
             groups,
+            bindings: entries
+                .iter()
+                .map(|(slot, b)| BindingDesc {
+                    slot: *slot,
+                    buffer: b.buffer.clone(),
+                    offset: b.offset,
+                    size: b.size.map_or(b.buffer.size() - b.offset, |s| s.get()),
+                })
+                .collect(),
         }
     }
 }
@@ -535,7 +546,78 @@ pub struct Dispatch {
     pub gate: bool,
     pub bind_group: wgpu::BindGroup,
     pub groups: (u32, u32, u32),
+    /// what the bind group holds, for `listing`
+    pub bindings: Vec<BindingDesc>,
 }
+
+/// One binding of a recorded dispatch: slot, buffer, byte range.
+pub struct BindingDesc {
+    pub slot: u32,
+    pub buffer: wgpu::Buffer,
+    pub offset: u64,
+    pub size: u64,
+}
+
+/// A text listing of dispatch plans, one line per dispatch: kernel, variant, grid and bindings, buffers
+/// numbered in order of first appearance (with their sizes), so that two recordings of the same step
+/// compare equal exactly when they dispatch the same kernels over the same grids and buffers.
+/// Uniform buffers (immutable) also show their contents: 32-bit words in hex, or a hash of larger ones.
+pub fn listing(ctx: &Context, plans: &[(&str, &[Dispatch])]) -> Result<String> {
+    let mut ids: HashMap<wgpu::Buffer, usize> = HashMap::new();
+    let mut out = String::new();
+    for (name, plan) in plans {
+        out.push_str(&format!("{name}:\n"));
+        for d in plan.iter() {
+            let mut b: Vec<&BindingDesc> = d.bindings.iter().collect();
+            b.sort_by_key(|b| b.slot);
+            let binds: Vec<String> = b
+                .iter()
+                .map(|b| {
+                    let n = ids.len();
+                    let id = *ids.entry(b.buffer.clone()).or_insert(n);
+                    let contents = if id == n && b.buffer.usage() == UNIFORM_USAGE {
+                        let bytes = ctx.read_bytes(&b.buffer, 0, b.buffer.size())?;
+                        if bytes.len() <= 128 {
+                            let words: Vec<String> = bytes
+                                .chunks(4)
+                                .map(|w| {
+                                    format!("{:x}", u32::from_le_bytes([w[0], w[1], w[2], w[3]]))
+                                })
+                                .collect();
+                            format!("[{}]", words.join(","))
+                        } else {
+                            let hash = bytes.iter().fold(0xcbf29ce484222325u64, |h, &b| {
+                                (h ^ b as u64).wrapping_mul(0x100000001b3)
+                            });
+                            format!("[fnv {hash:016x}]")
+                        }
+                    } else {
+                        String::new()
+                    };
+                    Ok(format!(
+                        "{}=#{id}({}){contents}@{}+{}",
+                        b.slot,
+                        b.buffer.size(),
+                        b.offset,
+                        b.size
+                    ))
+                })
+                .collect::<Result<_>>()?;
+            out.push_str(&format!(
+                "  {:?}{} {:?} {}\n",
+                d.kernel,
+                if d.gate { " GATE" } else { "" },
+                d.groups,
+                binds.join(" ")
+            ));
+        }
+    }
+    Ok(out)
+}
+
+const UNIFORM_USAGE: wgpu::BufferUsages = wgpu::BufferUsages::UNIFORM
+    .union(wgpu::BufferUsages::COPY_DST)
+    .union(wgpu::BufferUsages::COPY_SRC);
 
 impl Dispatch {
     pub fn encode(&self, pass: &mut wgpu::ComputePass<'_>, pipelines: &Pipelines) {

@@ -137,13 +137,7 @@ pub fn run_kernel(
         };
         (*b, binding)
     }));
-    let bind_group = pipes.bind(ctx, kernel, gate, &entries);
-    let d = clampnet::gpu::Dispatch {
-        kernel,
-        gate,
-        bind_group,
-        groups,
-    };
+    let d = pipes.dispatch(ctx, kernel, gate, &entries, groups);
     let mut enc = ctx.device.create_command_encoder(&Default::default());
     {
         let mut pass = enc.begin_compute_pass(&Default::default());
@@ -238,4 +232,78 @@ pub fn odd_models() -> Vec<ModelSpec> {
             ],
         },
     ]
+}
+
+/// A restriction of every kind, spread over the model's tensors.
+pub fn every_restriction(plan: &clampnet::model::ModelPlan) -> clampnet::restrict::Restrictions {
+    let mut res = clampnet::restrict::Restrictions::default();
+    let kinds = [
+        (
+            Some(clampnet::restrict::Regularizer {
+                l1: 0.01,
+                l2: 0.0,
+                proximal: false,
+            }),
+            vec![clampnet::restrict::Constraint::UnitNorm {
+                axes: vec![0, 1, 2],
+            }],
+        ),
+        (
+            Some(clampnet::restrict::Regularizer {
+                l1: 0.0,
+                l2: 0.02,
+                proximal: false,
+            }),
+            vec![clampnet::restrict::Constraint::NonNeg],
+        ),
+        (
+            Some(clampnet::restrict::Regularizer {
+                l1: 0.003,
+                l2: 0.004,
+                proximal: true,
+            }),
+            vec![clampnet::restrict::Constraint::ClipByValue {
+                lo: -0.05,
+                hi: 0.05,
+            }],
+        ),
+        (
+            None,
+            vec![clampnet::restrict::Constraint::MaxNorm {
+                max_value: 0.5,
+                axes: vec![0],
+            }],
+        ),
+        (
+            None,
+            vec![clampnet::restrict::Constraint::MinMaxNorm {
+                min_value: 0.2,
+                max_value: 0.4,
+                rate: 0.6,
+                axes: vec![0],
+            }],
+        ),
+    ];
+    for (i, p) in plan.params.iter().enumerate() {
+        if i == 1 {
+            // the tutorial's once-per-epoch clip, on the first bias
+            res.entry(&p.name).epoch_constraints.push(
+                clampnet::restrict::Constraint::ClipByValue {
+                    lo: -0.002,
+                    hi: 0.002,
+                },
+            );
+        }
+        let (reg, cons) = kinds[i % kinds.len()].clone();
+        let e = res.entry(&p.name);
+        e.regularizer = reg;
+        // norm constraints with axes valid for this tensor's rank only
+        e.constraints = cons
+            .into_iter()
+            .filter(|c| {
+                !matches!(c, clampnet::restrict::Constraint::UnitNorm { .. }) || p.shape.len() == 4
+            })
+            .collect();
+    }
+    res
 }
