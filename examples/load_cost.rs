@@ -4,7 +4,7 @@
 //! per iteration per 8 invocations (one llvmpipe SIMD vector), machine-wide. `fma_only` is the loop with
 //! one dependent multiply-add and no load: subtract it from the others to get the cost of their access.
 //! The README's lavapipe cost table comes from this; it shaped clampnet's CPU-adapter kernels.
-use clampnet::gpu::{Context, GpuOptions};
+use clampnet::gpu::{Context, GpuOptions, KernelDef, Pipelines, Recorder, Shader};
 use std::time::Instant;
 
 const WGSL: &str = r#"
@@ -130,13 +130,13 @@ fn private_array(@builtin(global_invocation_id) g: vec3<u32>) {
 }
 "#;
 
+static SHADER: Shader = Shader {
+    file: "load_cost (examples/load_cost.rs)",
+    source: WGSL,
+};
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let ctx = Context::new(&GpuOptions::default())?;
-    let dev = &ctx.device;
-    let module = dev.create_shader_module(wgpu::ShaderModuleDescriptor {
-        label: None,
-        source: wgpu::ShaderSource::Wgsl(WGSL.into()),
-    });
     let s = ctx.storage_init("s", &vec![1u8; 1 << 18]);
     let u = ctx.uniform("u", &[0u8; 65536]);
     let groups = 256u32;
@@ -159,56 +159,39 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "acc_4vec4",
         "acc_16vec4",
     ];
-    for e in entries {
-        let pipe = dev.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-            label: Some(e),
-            layout: None,
-            module: &module,
-            entry_point: Some(e),
-            compilation_options: Default::default(),
-            cache: None,
-        });
-        let bg = dev.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: None,
-            layout: &pipe.get_bind_group_layout(0),
-            entries: &[
-                wgpu::BindGroupEntry {
-                    binding: 0,
-                    resource: s.as_entire_binding(),
-                },
-                wgpu::BindGroupEntry {
-                    binding: 1,
-                    resource: u.as_entire_binding(),
-                },
-                wgpu::BindGroupEntry {
-                    binding: 2,
-                    resource: o.as_entire_binding(),
-                },
-                wgpu::BindGroupEntry {
-                    binding: 3,
-                    resource: s.as_entire_binding(),
-                },
-            ],
-        });
-        let run = |reps: u32| {
-            let mut enc = dev.create_command_encoder(&Default::default());
-            {
-                let mut pass = enc.begin_compute_pass(&Default::default());
-                pass.set_pipeline(&pipe);
-                pass.set_bind_group(0, &bg, &[]);
-                for _ in 0..reps {
-                    pass.dispatch_workgroups(groups, 1, 1);
-                }
-            }
-            ctx.queue.submit([enc.finish()]);
-            dev.poll(wgpu::PollType::wait_indefinitely())
-                .expect("the device stays alive");
+    let kernels: Vec<&'static KernelDef> = entries
+        .iter()
+        .map(|&e| {
+            &*Box::leak(Box::new(KernelDef {
+                name: e,
+                shader: &SHADER,
+                entry: e,
+                constants: &[],
+                gated: false,
+            }))
+        })
+        .collect();
+    let pipes = Pipelines::new(&ctx, &kernels)?;
+    let mut r = Recorder::new(&ctx, &pipes, ctx.kernel_set);
+    for k in &kernels {
+        r.dispatch(k)
+            .bind("s", &s)
+            .bind("u", &u)
+            .bind("o", &o)
+            .bind("s4", &s)
+            .grid((groups, 1, 1));
+    }
+    let plan = r.finish()?;
+    for (e, d) in entries.iter().zip(&plan) {
+        let run = |reps: usize| -> clampnet::Result<()> {
+            ctx.submit(&pipes, std::iter::repeat_n(d, reps), None);
+            ctx.wait()
         };
-        run(2);
+        run(2)?;
         let mut best = f64::MAX;
         for _ in 0..5 {
             let t = Instant::now();
-            run(10);
+            run(10)?;
             best = best.min(t.elapsed().as_secs_f64() / 10.0);
         }
         // 256 loop iterations x 16384 invocations

@@ -157,3 +157,111 @@ pub fn match_model(path: &Path, weights: &Weights, model: &ModelPlan) -> Result<
         })
     }
 }
+
+/// What a checkpoint written by `train --save` records beside its tensors (safetensors metadata,
+/// strings): the run's settings and where it stopped, so that `--resume` continues exactly there; and
+/// what `predict`, `eval` and `inspect` read back. Every field is optional when reading: a file written
+/// by another tool has none of them.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RunMeta {
+    /// "config FILE", "preset NAME" or "the checkpoint's config"
+    pub trained_with: Option<String>,
+    /// optimizer steps done (Keras `iterations`)
+    pub optimizer_steps: Option<u64>,
+    /// epochs completed
+    pub epoch: Option<usize>,
+    /// steps done in the next epoch (an interrupted run)
+    pub epoch_step: Option<usize>,
+    /// epochs the run was asked for
+    pub epochs: Option<usize>,
+    pub seed: Option<u64>,
+    pub batch_size: Option<usize>,
+    pub learning_rate: Option<f32>,
+    pub shuffle: Option<bool>,
+    /// the model, restrictions and optimizer, as the TOML the run was given
+    pub config_toml: Option<String>,
+    pub preset: Option<String>,
+    pub limit_train: Option<usize>,
+    pub limit_test: Option<usize>,
+    /// an image-folder dataset's class names
+    pub class_names: Option<Vec<String>>,
+}
+
+/// The `format` every checkpoint clampnet writes carries.
+pub const FORMAT: &str = "clampnet-keras-v1";
+
+impl RunMeta {
+    /// The metadata to write (with `format`).
+    pub fn to_map(&self) -> HashMap<String, String> {
+        let mut m = HashMap::new();
+        let mut put = |k: &str, v: Option<String>| {
+            if let Some(v) = v {
+                m.insert(k.to_string(), v);
+            }
+        };
+        put("format", Some(FORMAT.into()));
+        put("trained_with", self.trained_with.clone());
+        put(
+            "optimizer_steps",
+            self.optimizer_steps.map(|v| v.to_string()),
+        );
+        put("epoch", self.epoch.map(|v| v.to_string()));
+        put("epoch_step", self.epoch_step.map(|v| v.to_string()));
+        put("epochs", self.epochs.map(|v| v.to_string()));
+        put("seed", self.seed.map(|v| v.to_string()));
+        put("batch_size", self.batch_size.map(|v| v.to_string()));
+        put("learning_rate", self.learning_rate.map(|v| v.to_string()));
+        put("shuffle", self.shuffle.map(|v| v.to_string()));
+        put("config_toml", self.config_toml.clone());
+        put("preset", self.preset.clone());
+        put("limit_train", self.limit_train.map(|v| v.to_string()));
+        put(
+            "class_names",
+            self.class_names
+                .as_ref()
+                .map(|n| serde_json::to_string(n).unwrap_or_default()),
+        );
+        put("limit_test", self.limit_test.map(|v| v.to_string()));
+        m
+    }
+
+    /// The fields of `meta` clampnet knows; a missing or unreadable value is None.
+    pub fn from_map(meta: &HashMap<String, String>) -> Self {
+        fn num<T: std::str::FromStr>(meta: &HashMap<String, String>, k: &str) -> Option<T> {
+            meta.get(k).and_then(|v| v.parse().ok())
+        }
+        RunMeta {
+            trained_with: meta.get("trained_with").cloned(),
+            optimizer_steps: num(meta, "optimizer_steps"),
+            epoch: num(meta, "epoch"),
+            epoch_step: num(meta, "epoch_step"),
+            epochs: num(meta, "epochs"),
+            seed: num(meta, "seed"),
+            batch_size: num(meta, "batch_size"),
+            learning_rate: num(meta, "learning_rate"),
+            shuffle: meta.get("shuffle").map(|v| v == "true"),
+            config_toml: meta.get("config_toml").cloned(),
+            preset: meta.get("preset").cloned(),
+            limit_train: num(meta, "limit_train"),
+            limit_test: num(meta, "limit_test"),
+            class_names: meta
+                .get("class_names")
+                .and_then(|s| serde_json::from_str(s).ok()),
+        }
+    }
+
+    /// `value` of the key `key`, which a resumable checkpoint has; else an error naming the key.
+    pub fn required<T>(path: &Path, key: &str, value: Option<T>) -> Result<T> {
+        value.ok_or_else(|| Self::invalid(path, key))
+    }
+
+    /// The error of a resumed checkpoint whose metadata `key` is missing or does not fit the run.
+    pub fn invalid(path: &Path, key: &str) -> Error {
+        Error::Checkpoint {
+            path: path.into(),
+            msg: format!(
+                "metadata `{key}` is missing or invalid: only checkpoints written by `clampnet train --save` can be resumed"
+            ),
+        }
+    }
+}

@@ -37,62 +37,86 @@
 
 use std::path::Path;
 
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 
 use crate::error::{Error, Result};
-use crate::model::{Activation, LayerSpec, ModelPlan, ModelSpec, Padding};
+use crate::layers::LayerSpec;
+use crate::model::{ModelPlan, ModelSpec};
+use crate::optim::{GradClip, Method, Settings};
 use crate::restrict::{Constraint, Regularizer, Restrictions};
-use crate::train::{GradClip, Hyper};
+use de::{beta, non_negative_f32, opt_positive_f32, opt_positive_usize};
 
-fn positive_f32<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<f32, D::Error> {
-    let v = f64::deserialize(d)?;
-    if v > 0.0 && v.is_finite() {
-        Ok(v as f32)
-    } else {
-        Err(serde::de::Error::custom(format!(
-            "must be a positive number, got {v}"
-        )))
+/// Value checks that run while parsing, so their errors carry the key and the line (also used by the
+/// layer kinds' settings in `src/layers/`).
+pub mod de {
+    use serde::{Deserialize, Deserializer};
+
+    use crate::model::{Activation, Padding};
+
+    pub fn positive_f32<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<f32, D::Error> {
+        let v = f64::deserialize(d)?;
+        if v > 0.0 && v.is_finite() {
+            Ok(v as f32)
+        } else {
+            Err(serde::de::Error::custom(format!(
+                "must be a positive number, got {v}"
+            )))
+        }
     }
-}
 
-fn opt_positive_f32<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Option<f32>, D::Error> {
-    positive_f32(d).map(Some)
-}
-
-fn non_negative_f32<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<f32, D::Error> {
-    let v = f64::deserialize(d)?;
-    if v >= 0.0 && v.is_finite() {
-        Ok(v as f32)
-    } else {
-        Err(serde::de::Error::custom(format!(
-            "must be a number >= 0, got {v}"
-        )))
+    pub fn opt_positive_f32<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> std::result::Result<Option<f32>, D::Error> {
+        positive_f32(d).map(Some)
     }
-}
 
-fn positive_usize<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<usize, D::Error> {
-    let v = usize::deserialize(d)?;
-    if v > 0 {
-        Ok(v)
-    } else {
-        Err(serde::de::Error::custom("must be at least 1"))
+    pub fn non_negative_f32<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<f32, D::Error> {
+        let v = f64::deserialize(d)?;
+        if v >= 0.0 && v.is_finite() {
+            Ok(v as f32)
+        } else {
+            Err(serde::de::Error::custom(format!(
+                "must be a number >= 0, got {v}"
+            )))
+        }
     }
-}
 
-fn opt_positive_usize<'de, D: Deserializer<'de>>(
-    d: D,
-) -> std::result::Result<Option<usize>, D::Error> {
-    positive_usize(d).map(Some)
-}
+    pub fn positive_usize<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<usize, D::Error> {
+        let v = usize::deserialize(d)?;
+        if v > 0 {
+            Ok(v)
+        } else {
+            Err(serde::de::Error::custom("must be at least 1"))
+        }
+    }
 
-fn beta<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Option<f32>, D::Error> {
-    let v = f64::deserialize(d)?;
-    if (0.0..1.0).contains(&v) {
-        Ok(Some(v as f32))
-    } else {
-        Err(serde::de::Error::custom(format!(
-            "must be in [0, 1), got {v}"
-        )))
+    pub fn opt_positive_usize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> std::result::Result<Option<usize>, D::Error> {
+        positive_usize(d).map(Some)
+    }
+
+    pub fn beta<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Option<f32>, D::Error> {
+        let v = f64::deserialize(d)?;
+        if (0.0..1.0).contains(&v) {
+            Ok(Some(v as f32))
+        } else {
+            Err(serde::de::Error::custom(format!(
+                "must be in [0, 1), got {v}"
+            )))
+        }
+    }
+
+    pub fn default_pool() -> usize {
+        2
+    }
+
+    pub fn valid() -> Padding {
+        Padding::Valid
+    }
+
+    pub fn linear() -> Activation {
+        Activation::Linear
     }
 }
 
@@ -108,76 +132,23 @@ pub struct ConfigFile {
     pub training: TrainingSection,
 }
 
+/// `[model]`: the input shape and the layers, each a `[[model.layers]]` table whose `type` names its
+/// kind in the registry (`src/layers/`).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelSection {
     /// (H, W, C)
     #[serde(default = "default_input")]
     pub input: [usize; 3],
-    pub layers: Vec<LayerConfig>,
+    pub layers: Vec<LayerSpec>,
 }
 
 fn default_input() -> [usize; 3] {
     [28, 28, 1]
 }
 
-fn default_pool() -> usize {
-    2
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
-pub enum LayerConfig {
-    Conv2d {
-        #[serde(deserialize_with = "positive_usize")]
-        filters: usize,
-        #[serde(deserialize_with = "positive_usize")]
-        kernel_size: usize,
-        #[serde(default = "valid")]
-        padding: Padding,
-        #[serde(default = "linear")]
-        activation: Activation,
-        #[serde(default)]
-        kernel_regularizer: Option<RegularizerConfig>,
-        #[serde(default)]
-        bias_regularizer: Option<RegularizerConfig>,
-        #[serde(default)]
-        kernel_constraint: Option<ConstraintConfig>,
-        #[serde(default)]
-        bias_constraint: Option<ConstraintConfig>,
-    },
-    #[serde(rename = "max_pool2d", alias = "max_pooling2d")]
-    MaxPool2d {
-        #[serde(default = "default_pool", deserialize_with = "positive_usize")]
-        pool_size: usize,
-    },
-    Flatten {},
-    Dense {
-        #[serde(deserialize_with = "positive_usize")]
-        units: usize,
-        #[serde(default = "linear")]
-        activation: Activation,
-        #[serde(default)]
-        kernel_regularizer: Option<RegularizerConfig>,
-        #[serde(default)]
-        bias_regularizer: Option<RegularizerConfig>,
-        #[serde(default)]
-        kernel_constraint: Option<ConstraintConfig>,
-        #[serde(default)]
-        bias_constraint: Option<ConstraintConfig>,
-    },
-}
-
-fn valid() -> Padding {
-    Padding::Valid
-}
-
-fn linear() -> Activation {
-    Activation::Linear
-}
-
 /// `{ l1 = .. }`, `{ l2 = .. }`, `{ l1 = .., l2 = .. }`, optionally `proximal = true` (exact-zero L1).
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RegularizerConfig {
     #[serde(default, deserialize_with = "non_negative_f32")]
@@ -189,7 +160,7 @@ pub struct RegularizerConfig {
 }
 
 /// Keras' `axis`: one axis or a list.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(untagged)]
 pub enum Axis {
     One(usize),
@@ -222,7 +193,7 @@ fn one() -> f32 {
 
 /// A Keras constraint: `{ max_norm = { max_value = 3, axis = [0, 1, 2] } }`, `{ unit_norm = {} }`,
 /// `{ min_max_norm = { .. } }`, `"non_neg"`, `{ clip = { min = -1, max = 1, every = "epoch" } }`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum ConstraintConfig {
     MaxNorm {
@@ -250,7 +221,7 @@ pub enum ConstraintConfig {
 }
 
 /// `{ min = .., max = .., every = "step" | "epoch" }`, checked while parsing (so errors carry the line).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(try_from = "ClipRaw")]
 pub struct ClipConfig {
     pub min: f32,
@@ -333,9 +304,10 @@ pub struct TrainingSection {
 /// A configuration resolved into what the trainer takes.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// the architecture (the layers' restriction settings are resolved into `restrictions`)
     pub model: ModelSpec,
     pub restrictions: Restrictions,
-    pub hyper: Hyper,
+    pub optimizer: Settings,
     pub epochs: usize,
     pub batch_size: usize,
     pub seed: u64,
@@ -350,7 +322,7 @@ impl Config {
         Config {
             model: ModelSpec::reference(),
             restrictions: Restrictions::default(),
-            hyper: Hyper::default(),
+            optimizer: Settings::default(),
             epochs: 3,
             batch_size: 32,
             seed: 0,
@@ -372,104 +344,28 @@ impl Config {
         if let Some(m) = file.model {
             c.model = ModelSpec {
                 input: m.input,
-                layers: Vec::new(),
+                layers: m.layers,
             };
-            let mut pending = Vec::new();
-            for l in m.layers {
-                let (spec, regs) = match l {
-                    LayerConfig::Conv2d {
-                        filters,
-                        kernel_size,
-                        padding,
-                        activation,
-                        kernel_regularizer,
-                        bias_regularizer,
-                        kernel_constraint,
-                        bias_constraint,
-                    } => (
-                        LayerSpec::Conv2d {
-                            filters,
-                            kernel_size,
-                            padding,
-                            activation,
-                        },
-                        Some((
-                            kernel_regularizer,
-                            bias_regularizer,
-                            kernel_constraint,
-                            bias_constraint,
-                        )),
-                    ),
-                    LayerConfig::MaxPool2d { pool_size } => {
-                        (LayerSpec::MaxPool2d { pool_size }, None)
-                    }
-                    LayerConfig::Flatten {} => (LayerSpec::Flatten, None),
-                    LayerConfig::Dense {
-                        units,
-                        activation,
-                        kernel_regularizer,
-                        bias_regularizer,
-                        kernel_constraint,
-                        bias_constraint,
-                    } => (
-                        LayerSpec::Dense { units, activation },
-                        Some((
-                            kernel_regularizer,
-                            bias_regularizer,
-                            kernel_constraint,
-                            bias_constraint,
-                        )),
-                    ),
-                };
-                pending.push(regs);
-                c.model.layers.push(spec);
-            }
+            // each layer's <param>_regularizer / <param>_constraint, taken out of the architecture
+            let pending: Vec<_> = c
+                .model
+                .layers
+                .iter_mut()
+                .map(|l| l.kind_mut().take_restrictions())
+                .collect();
             let plan = ModelPlan::new(&c.model).map_err(|e| e.to_string())?;
-            for (layer, regs) in plan.layers.iter().zip(pending) {
-                let (Some((kr, br, kc, bc)), Some((k, b))) = (regs, layer.params) else {
-                    continue;
-                };
-                for (param, reg, cons) in [(k, kr, kc), (b, br, bc)] {
-                    let p = &plan.params[param];
-                    if let Some(r) = reg {
-                        if r.proximal && r.l1 == 0.0 {
-                            return Err(format!(
-                                "{}: `proximal = true` needs an l1 factor",
-                                p.name
-                            ));
-                        }
-                        c.restrictions.entry(&p.name).regularizer = Some(Regularizer {
-                            l1: r.l1,
-                            l2: r.l2,
-                            proximal: r.proximal,
-                        });
-                    }
-                    if let Some(cc) = cons {
-                        let (constraint, every) =
-                            resolve_constraint(&cc, &p.name, &p.shape, &mut c.warnings)?;
-                        let e = c.restrictions.entry(&p.name);
-                        match every {
-                            Every::Step => e.constraints.push(constraint),
-                            Every::Epoch => e.epoch_constraints.push(constraint),
-                        }
-                    }
+            for (layer, restrictions) in plan.layers.iter().zip(pending) {
+                for (suffix, reg, cons) in restrictions {
+                    let name = format!("{}.{suffix}", layer.name);
+                    let p = plan
+                        .param(&name)
+                        .expect("a layer's restrictions name its parameters");
+                    c.restrict(p, reg, cons)?;
                 }
             }
             c.restrictions.validate(&plan).map_err(|e| e.to_string())?;
         }
-        let o = file.optimizer;
-        c.hyper.lr = o.learning_rate.unwrap_or(c.hyper.lr);
-        c.hyper.beta1 = o.beta_1.unwrap_or(c.hyper.beta1);
-        c.hyper.beta2 = o.beta_2.unwrap_or(c.hyper.beta2);
-        c.hyper.eps = o.epsilon.unwrap_or(c.hyper.eps);
-        c.hyper.weight_decay = o.weight_decay;
-        c.hyper.clip = match (o.clipnorm, o.global_clipnorm, o.clipvalue) {
-            (None, None, None) => GradClip::None,
-            (Some(v), None, None) => GradClip::Norm(v),
-            (None, Some(v), None) => GradClip::GlobalNorm(v),
-            (None, None, Some(v)) => GradClip::Value(v),
-            _ => return Err("optimizer: only one of clipnorm, global_clipnorm, clipvalue can be set (as in Keras)".into()),
-        };
+        c.optimizer = optimizer(file.optimizer)?;
         let t = file.training;
         c.epochs = t.epochs.unwrap_or(c.epochs);
         c.batch_size = t.batch_size.unwrap_or(c.batch_size);
@@ -477,6 +373,57 @@ impl Config {
         c.shuffle = t.shuffle.unwrap_or(c.shuffle);
         Ok(c)
     }
+
+    /// Resolve a tensor's regularizer and constraint settings into `restrictions`.
+    fn restrict(
+        &mut self,
+        p: &crate::model::ParamSpec,
+        reg: Option<RegularizerConfig>,
+        cons: Option<ConstraintConfig>,
+    ) -> std::result::Result<(), String> {
+        if let Some(r) = reg {
+            if r.proximal && r.l1 == 0.0 {
+                return Err(format!("{}: `proximal = true` needs an l1 factor", p.name));
+            }
+            self.restrictions.entry(&p.name).regularizer = Some(Regularizer {
+                l1: r.l1,
+                l2: r.l2,
+                proximal: r.proximal,
+            });
+        }
+        if let Some(cc) = cons {
+            let (constraint, every) =
+                resolve_constraint(&cc, &p.name, &p.shape, &mut self.warnings)?;
+            let e = self.restrictions.entry(&p.name);
+            match every {
+                Every::Step => e.constraints.push(constraint),
+                Every::Epoch => e.epoch_constraints.push(constraint),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The optimizer section, Keras' defaults where a key is absent.
+fn optimizer(o: OptimizerSection) -> std::result::Result<Settings, String> {
+    let d = Settings::default();
+    let Method::Adam { beta1, beta2, eps } = d.method;
+    Ok(Settings {
+        lr: o.learning_rate.unwrap_or(d.lr),
+        weight_decay: o.weight_decay,
+        clip: match (o.clipnorm, o.global_clipnorm, o.clipvalue) {
+            (None, None, None) => GradClip::None,
+            (Some(v), None, None) => GradClip::Norm(v),
+            (None, Some(v), None) => GradClip::GlobalNorm(v),
+            (None, None, Some(v)) => GradClip::Value(v),
+            _ => return Err("optimizer: only one of clipnorm, global_clipnorm, clipvalue can be set (as in Keras)".into()),
+        },
+        method: Method::Adam {
+            beta1: o.beta_1.unwrap_or(beta1),
+            beta2: o.beta_2.unwrap_or(beta2),
+            eps: o.epsilon.unwrap_or(eps),
+        },
+    })
 }
 
 /// A constraint config for the tensor `name` of Keras `shape`. Keras' default axis is 0; on a conv

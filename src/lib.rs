@@ -3,11 +3,16 @@
 //! fused passes after every step.
 //!
 //! Layout of the crate:
-//! - [`gpu`]: the only module that talks to wgpu (context, pipelines, kernel table, uniforms)
-//! - [`model`]: the sequential model description and its parameter table
-//! - [`restrict`]: regularizers, constraints, presets
-//! - [`config`]: model and training configuration files (TOML, Keras vocabulary)
-//! - [`train`]: the GPU trainer
+//! - [`model`]: the model in Keras' vocabulary, its plan (shapes, the flat parameter table) and the
+//!   rewrites that turn it into GPU ops (`model::fuse`)
+//! - [`layers`]: one file per layer kind (and per fusion): settings, shapes, parameters, twin glue, and
+//!   its GPU op (uniforms, kernels, grids, buffers, forward and backward recording)
+//! - [`step`]: the training step in order (gather, forward, loss, backward, update, metrics) and the
+//!   network on the GPU
+//! - [`optim`]: the update prologue (penalties, clipping, weight decay), Adam, the constraint passes
+//! - [`trainer`]: epochs, resumption, evaluation; [`infer`]: forward-only inference
+//! - [`gpu`]: the only module that names wgpu (device, buffers, pipelines, recording, profiling)
+//! - [`restrict`]: regularizers, constraints, presets; [`config`]: TOML configuration files
 //! - [`reference`]: plain-Rust twins of every shader, used by the tests
 //! - [`data`], [`checkpoint`]: IDX datasets and safetensors checkpoints in Keras layout
 
@@ -16,11 +21,15 @@ pub mod config;
 pub mod data;
 pub mod error;
 pub mod gpu;
+pub mod infer;
+pub mod layers;
 pub mod model;
+pub mod optim;
 pub mod reference;
 pub mod report;
 pub mod restrict;
-pub mod train;
+pub mod step;
+pub mod trainer;
 pub mod viz;
 
 pub use error::{Error, Result};

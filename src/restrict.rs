@@ -83,8 +83,8 @@ impl Restrictions {
     pub fn preset(preset: Preset, model: &ModelPlan) -> Self {
         let mut r = Restrictions::default();
         for p in &model.params {
-            let is_conv = matches!(model.layers[p.layer].spec, LayerSpec::Conv2d { .. });
-            let is_dense = matches!(model.layers[p.layer].spec, LayerSpec::Dense { .. });
+            let is_conv = matches!(model.layers[p.layer].spec, LayerSpec::Conv2d(_));
+            let is_dense = matches!(model.layers[p.layer].spec, LayerSpec::Dense(_));
             let kernel = p.role == Role::Kernel;
             match preset {
                 Preset::None => {}

@@ -211,21 +211,19 @@ fn bad_checkpoints_and_data_are_refused_and_good_checkpoints_survive() {
     let small = clampnet::model::ModelPlan::new(&clampnet::model::ModelSpec {
         input: [28, 28, 1],
         layers: vec![
-            clampnet::model::LayerSpec::Conv2d {
-                filters: 8,
-                kernel_size: 3,
-                padding: clampnet::model::Padding::Valid,
-                activation: clampnet::model::Activation::Relu,
-            },
-            clampnet::model::LayerSpec::Flatten,
-            clampnet::model::LayerSpec::Dense {
-                units: 10,
-                activation: clampnet::model::Activation::Softmax,
-            },
+            clampnet::layers::Conv2d::new(
+                8,
+                3,
+                clampnet::model::Padding::Valid,
+                clampnet::model::Activation::Relu,
+            )
+            .into(),
+            clampnet::layers::Flatten::new().into(),
+            clampnet::layers::Dense::new(10, clampnet::model::Activation::Softmax).into(),
         ],
     })
     .unwrap();
-    let w = clampnet::train::init_weights(&small, 0);
+    let w = clampnet::model::init_weights(&small, 0);
     let named = small
         .params
         .iter()

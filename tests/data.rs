@@ -6,8 +6,8 @@ use std::path::Path;
 
 use clampnet::checkpoint;
 use clampnet::data::{self, Split};
+use clampnet::model::init_weights;
 use clampnet::model::{ModelPlan, ModelSpec};
-use clampnet::train::init_weights;
 
 fn idx(magic3: u8, dims: &[u32], body: &[u8]) -> Vec<u8> {
     let mut v = vec![0, 0, 8, magic3];

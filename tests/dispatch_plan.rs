@@ -9,8 +9,9 @@ mod common;
 use clampnet::config::Config;
 use clampnet::data::Split;
 use clampnet::gpu::KernelSet;
-use clampnet::model::{ModelPlan, ModelSpec};
-use clampnet::train::{init_weights, GradClip, Hyper, Trainer};
+use clampnet::model::{init_weights, ModelPlan, ModelSpec};
+use clampnet::optim::{GradClip, Settings};
+use clampnet::trainer::{Setup, Trainer};
 use common::*;
 
 fn split(n: usize, plan: &ModelPlan) -> Split {
@@ -46,7 +47,7 @@ fn recorded_steps_match_the_golden_listings() {
         // a short last batch in training and in evaluation; every restriction kind and a gradient clipping
         let (train, test) = (split(2 * batch + 3, &plan), split(batch + 1, &plan));
         let res = every_restriction(&plan);
-        let h = Hyper {
+        let h = Settings {
             weight_decay: 0.01,
             clip: [
                 GradClip::Norm(1.0),
@@ -54,7 +55,7 @@ fn recorded_steps_match_the_golden_listings() {
                 GradClip::Value(0.5),
                 GradClip::None,
             ][mi % 4],
-            ..Hyper::default()
+            ..Settings::default()
         };
         let w0 = init_weights(&plan, 0);
         let mut text = String::new();
@@ -64,19 +65,12 @@ fn recorded_steps_match_the_golden_listings() {
             (false, KernelSet::Cpu),
             (false, KernelSet::Gpu),
         ] {
-            let t = Trainer::with_shapes(
-                ctx,
-                plan.clone(),
-                res.clone(),
-                h,
-                batch,
-                &train,
-                &test,
-                &w0,
+            let setup = Setup {
                 fuse,
-                set,
-            )
-            .unwrap();
+                kernel_set: Some(set),
+                ..Setup::new(plan.clone(), res.clone(), h, batch)
+            };
+            let t = Trainer::new(ctx, setup, &train, &test, &w0).unwrap();
             text.push_str(&format!("== fuse {fuse}, {} kernel set\n", set.name()));
             text.push_str(&t.dispatch_listing().unwrap());
         }

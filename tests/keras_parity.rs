@@ -8,9 +8,10 @@ mod common;
 
 use clampnet::data::Split;
 use clampnet::model::{ModelPlan, ModelSpec};
+use clampnet::optim::Settings;
 use clampnet::reference;
 use clampnet::restrict::{Preset, Restrictions};
-use clampnet::train::{epoch_order, Hyper, Trainer};
+use clampnet::trainer::{epoch_order, Setup, Trainer};
 use common::*;
 
 const PRESETS: [(Preset, &str); 5] = [
@@ -55,13 +56,15 @@ fn trainer<'a>(
     let data = batch();
     Trainer::new(
         ctx,
-        plan,
-        r,
-        Hyper {
-            lr,
-            ..Hyper::default()
-        },
-        8,
+        Setup::new(
+            plan,
+            r,
+            Settings {
+                lr,
+                ..Settings::default()
+            },
+            8,
+        ),
         &data,
         &data,
         &weights(init),
@@ -198,9 +201,9 @@ fn cpu_twin_matches_keras_for_every_preset() {
         for (preset, name) in PRESETS {
             let k = load(&format!("{prefix}_{name}.safetensors"));
             let r = Restrictions::preset(preset, &plan);
-            let h = Hyper {
+            let h = Settings {
                 lr,
-                ..Hyper::default()
+                ..Settings::default()
             };
             let mut w = weights(init);
             let mut m: Vec<Vec<f32>> = w.iter().map(|v| vec![0.0; v.len()]).collect();

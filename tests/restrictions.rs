@@ -12,7 +12,7 @@ use clampnet::config::Config;
 use clampnet::data::Split;
 use clampnet::model::ModelPlan;
 use clampnet::reference as r;
-use clampnet::train::{epoch_order, Trainer};
+use clampnet::trainer::{epoch_order, Setup, Trainer};
 use common::*;
 
 const NAMES: [&str; 4] = ["conv2d.kernel", "conv2d.bias", "dense.kernel", "dense.bias"];
@@ -53,10 +53,7 @@ fn every_restriction_matches_keras_on_gpu_and_twin() {
         let plan = ModelPlan::new(&cfg.model).unwrap();
         let mut trainer = Trainer::new(
             ctx,
-            plan.clone(),
-            cfg.restrictions.clone(),
-            cfg.hyper,
-            8,
+            Setup::new(plan.clone(), cfg.restrictions.clone(), cfg.optimizer, 8),
             &data,
             &data,
             &init,
@@ -77,7 +74,7 @@ fn every_restriction_matches_keras_on_gpu_and_twin() {
             let twin_loss = r::reference_step(
                 &plan,
                 &cfg.restrictions,
-                &cfg.hyper,
+                &cfg.optimizer,
                 &mut w,
                 &mut m,
                 &mut v,
@@ -320,7 +317,7 @@ fn proximal_l1_gives_exact_zeros_where_plain_l1_gives_none() {
 #[test]
 fn inspect_reports_every_tensor_and_refuses_bad_files() {
     let plan = ModelPlan::new(&clampnet::model::ModelSpec::reference()).unwrap();
-    let mut w = clampnet::train::init_weights(&plan, 1);
+    let mut w = clampnet::model::init_weights(&plan, 1);
     w[0][..100].iter_mut().for_each(|v| *v = 0.0);
     let named = plan
         .params
@@ -422,7 +419,7 @@ fn shipped_configs_parse_and_the_presets_mean_the_same_as_the_flags() {
         want.tensors.sort_by(|a, b| a.0.cmp(&b.0));
         got.tensors.sort_by(|a, b| a.0.cmp(&b.0));
         assert_eq!(got, want, "{file}.toml means the {preset:?} preset");
-        assert_eq!((c.epochs, c.batch_size, c.hyper.lr), (3, 32, 1e-3));
+        assert_eq!((c.epochs, c.batch_size, c.optimizer.lr), (3, 32, 1e-3));
     }
     for entry in
         std::fs::read_dir(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("configs")).unwrap()

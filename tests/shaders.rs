@@ -5,7 +5,21 @@
 
 use std::collections::HashMap;
 
-use clampnet::gpu::{portability, uniforms as U, Kernel, SHADERS};
+use clampnet::gpu::portability;
+use clampnet::layers::{conv2d, dense, max_pool};
+use clampnet::optim::{constraints, prologue};
+use clampnet::step::{gather, kernels, loss};
+
+/// Every shader the kernels use, once: (file, source).
+fn shaders() -> Vec<(&'static str, &'static str)> {
+    let mut out: Vec<(&str, &str)> = Vec::new();
+    for k in kernels() {
+        if !out.iter().any(|(f, _)| *f == k.shader.file) {
+            out.push((k.shader.file, k.shader.source));
+        }
+    }
+    out
+}
 
 fn parse(file: &str, src: &str) -> (naga::Module, naga::valid::ModuleInfo) {
     portability::validate(file, src).unwrap_or_else(|e| panic!("{e}"))
@@ -13,11 +27,9 @@ fn parse(file: &str, src: &str) -> (naga::Module, naga::valid::ModuleInfo) {
 
 #[test]
 fn every_entry_point_translates_to_every_backend() {
-    match portability::check_all() {
-        Ok(n) => assert_eq!(
-            n,
-            Kernel::ALL.len() + Kernel::ALL.iter().filter(|k| k.has_gate()).count()
-        ),
+    let all = kernels();
+    match portability::check_all(&all) {
+        Ok(n) => assert_eq!(n, all.iter().map(|k| k.variants().len()).sum::<usize>()),
         Err(errors) => panic!(
             "{} kernel variants fail to translate:\n{}",
             errors.len(),
@@ -28,17 +40,23 @@ fn every_entry_point_translates_to_every_backend() {
 
 #[test]
 fn every_shader_file_is_used_and_documented() {
-    for (file, src) in SHADERS {
-        assert!(
-            Kernel::ALL.iter().any(|k| k.source().0 == *file),
-            "{file} has no kernel"
-        );
+    let used = shaders();
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("shaders");
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let file = entry.unwrap().file_name().into_string().unwrap();
+        let (_, src) = used
+            .iter()
+            .find(|(f, _)| *f == file)
+            .unwrap_or_else(|| panic!("shaders/{file} has no kernel"));
         assert!(src.starts_with("//"), "{file} opens with a header comment");
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("shaders")
-            .join(file);
-        assert_eq!(&std::fs::read_to_string(path).unwrap(), src);
+        assert_eq!(&std::fs::read_to_string(dir.join(&file)).unwrap(), src);
     }
+    // kernel names are unique: the pipelines, the listings and `bench --kernels` key on them
+    let mut names: Vec<&str> = kernels().iter().map(|k| k.name).collect();
+    names.sort();
+    let n = names.len();
+    names.dedup();
+    assert_eq!(names.len(), n, "duplicate kernel names");
 }
 
 macro_rules! layout {
@@ -54,48 +72,48 @@ fn uniform_structs_match_their_rust_twins() {
     let rust: Vec<(&str, Layout)> = vec![
         (
             "GatherParams",
-            layout!(U::GatherParams; rows, full_batch, per_image, _pad),
+            layout!(gather::GatherParams; rows, full_batch, per_image, _pad),
         ),
         (
             "ConvParams",
-            layout!(U::ConvParams; batch, in_h, in_w, in_c, out_h, out_w, out_c, k, pad, relu, rows_per, chunks, chunk_len, _pad1, _pad2, _pad3),
+            layout!(conv2d::ConvParams; batch, in_h, in_w, in_c, out_h, out_w, out_c, k, pad, relu, rows_per, chunks, chunk_len, _pad1, _pad2, _pad3),
         ),
         (
             "PoolParams",
-            layout!(U::PoolParams; batch, in_h, in_w, c, out_h, out_w, k, _pad),
+            layout!(max_pool::PoolParams; batch, in_h, in_w, c, out_h, out_w, k, _pad),
         ),
         (
             "DenseParams",
-            layout!(U::DenseParams; batch, in_n, out_n, relu, chunk, chunks, _pad0, _pad1),
+            layout!(dense::DenseParams; batch, in_n, out_n, relu, chunk, chunks, _pad0, _pad1),
         ),
         (
             "LossParams",
-            layout!(U::LossParams; batch, classes, advance, _pad),
+            layout!(loss::LossParams; batch, classes, advance, _pad),
         ),
         (
             "Segment",
-            layout!(U::Segment; start, len, l1, l2, proximal, _pad0, _pad1, _pad2),
+            layout!(prologue::Segment; start, len, l1, l2, proximal, _pad0, _pad1, _pad2),
         ),
         (
             "AdamParams",
-            layout!(U::AdamParams; n, n_segments, lr, beta1, beta2, one_minus_beta1, one_minus_beta2, eps, weight_decay, clip_mode, clip_value, _pad0),
+            layout!(prologue::AdamParams; n, n_segments, lr, beta1, beta2, one_minus_beta1, one_minus_beta2, eps, weight_decay, clip_mode, clip_value, _pad0),
         ),
         (
             "ClipParams",
-            layout!(U::ClipParams; start, len, lo, hi, kind, _pad0, _pad1, _pad2),
+            layout!(constraints::ClipParams; start, len, lo, hi, kind, _pad0, _pad1, _pad2),
         ),
         (
             "NormParams",
-            layout!(U::NormParams; start, n_groups, n_reduce, kind, min_value, max_value, rate, eps, kept_size, kept_stride, red_size, red_stride),
+            layout!(constraints::NormParams; start, n_groups, n_reduce, kind, min_value, max_value, rate, eps, kept_size, kept_stride, red_size, red_stride),
         ),
-        ("State", layout!(U::State; step, batch)),
+        ("State", layout!(gather::State; step, batch)),
         (
             "Metrics",
-            layout!(U::Metrics; loss_sum, correct, count, nonfinite),
+            layout!(loss::Metrics; loss_sum, correct, count, nonfinite),
         ),
     ];
     let mut seen: HashMap<String, usize> = HashMap::new();
-    for (file, src) in SHADERS {
+    for (file, src) in shaders() {
         let (module, _) = parse(file, src);
         for (_, ty) in module.types.iter() {
             let (Some(name), naga::TypeInner::Struct { members, span }) = (&ty.name, &ty.inner)

@@ -4,10 +4,12 @@
 mod common;
 
 use clampnet::data::Split;
+use clampnet::model::init_weights;
 use clampnet::model::ModelPlan;
+use clampnet::optim::{GradClip, Settings};
 use clampnet::reference as r;
 use clampnet::restrict::{Constraint, Restrictions};
-use clampnet::train::{epoch_order, init_weights, GradClip, Hyper, Trainer};
+use clampnet::trainer::{epoch_order, Setup, Trainer};
 use common::*;
 
 fn random_split(rng: &mut TestRng, n: usize, plan: &ModelPlan) -> Split {
@@ -41,15 +43,21 @@ fn trainer_matches_twin_on_odd_models() {
             GradClip::GlobalNorm(0.1),
             GradClip::Value(0.002),
         ][mi % 3];
-        let h = Hyper {
+        let h = Settings {
             lr: 3e-3,
             weight_decay: 0.05,
             clip,
-            ..Hyper::default()
+            ..Settings::default()
         };
         let w0 = init_weights(&plan, mi as u64);
-        let mut t =
-            Trainer::new(ctx, plan.clone(), res.clone(), h, batch, &train, &test, &w0).unwrap();
+        let mut t = Trainer::new(
+            ctx,
+            Setup::new(plan.clone(), res.clone(), h, batch),
+            &train,
+            &test,
+            &w0,
+        )
+        .unwrap();
 
         let mut w = w0.clone();
         let mut m: Vec<Vec<f32>> = w.iter().map(|v| vec![0.0; v.len()]).collect();
@@ -167,10 +175,7 @@ fn constraints_hold_after_every_step_and_never_touch_initial_weights() {
     w0[1].iter_mut().for_each(|b| *b = 0.5); // outside the clip range
     let t = Trainer::new(
         ctx,
-        plan.clone(),
-        res.clone(),
-        Hyper::default(),
-        8,
+        Setup::new(plan.clone(), res.clone(), Settings::default(), 8),
         &data,
         &data,
         &w0,
@@ -220,10 +225,7 @@ fn data_larger_than_a_storage_binding_is_refused_before_any_upload() {
     let w = init_weights(&plan, 0);
     let e = Trainer::new(
         ctx,
-        plan,
-        Restrictions::default(),
-        Hyper::default(),
-        32,
+        Setup::new(plan, Restrictions::default(), Settings::default(), 32),
         &big,
         &small,
         &w,
@@ -246,12 +248,15 @@ fn both_kernel_sets_fused_or_not_train_alike() {
     specs.push(clampnet::model::ModelSpec::reference());
     for (mi, spec) in specs.into_iter().enumerate() {
         let plan = ModelPlan::new(&spec).unwrap();
-        let fused = clampnet::train::fused_conv_pool(&plan, KernelSet::Cpu);
+        let fused: Vec<bool> = clampnet::model::fuse::lower(&plan, KernelSet::Cpu, true)
+            .iter()
+            .map(|op| op.fusion.is_some())
+            .collect();
         let train = random_split(&mut rng, 29, &plan);
         let res = every_restriction(&plan);
-        let h = Hyper {
+        let h = Settings {
             lr: 3e-3,
-            ..Hyper::default()
+            ..Settings::default()
         };
         let w0 = init_weights(&plan, 5);
         let mut results = Vec::new();
@@ -263,19 +268,12 @@ fn both_kernel_sets_fused_or_not_train_alike() {
             (false, KernelSet::Gpu),
         ];
         for (fuse, set) in variants {
-            let mut t = Trainer::with_shapes(
-                ctx,
-                plan.clone(),
-                res.clone(),
-                h,
-                8,
-                &train,
-                &train,
-                &w0,
+            let setup = Setup {
                 fuse,
-                set,
-            )
-            .unwrap();
+                kernel_set: Some(set),
+                ..Setup::new(plan.clone(), res.clone(), h, 8)
+            };
+            let mut t = Trainer::new(ctx, setup, &train, &train, &w0).unwrap();
             let s = t
                 .train_epoch(1, &epoch_order(29, 1, 1, true), &mut |_| {})
                 .unwrap();
@@ -306,14 +304,27 @@ fn an_epoch_stopped_midway_and_resumed_in_a_new_trainer_is_bit_identical() {
     let plan = ModelPlan::new(&clampnet::model::ModelSpec::reference()).unwrap();
     let data = random_split(&mut rng, 4096, &plan); // 128 steps of 32: two chunks of 64
     let res = Restrictions::preset(clampnet::restrict::Preset::Combo, &plan);
-    let h = Hyper::default();
+    let h = Settings::default();
     let w0 = init_weights(&plan, 2);
     let order = epoch_order(4096, 9, 1, true);
-    let mut straight =
-        Trainer::new(ctx, plan.clone(), res.clone(), h, 32, &data, &data, &w0).unwrap();
+    let mut straight = Trainer::new(
+        ctx,
+        Setup::new(plan.clone(), res.clone(), h, 32),
+        &data,
+        &data,
+        &w0,
+    )
+    .unwrap();
     straight.train_epoch(1, &order, &mut |_| {}).unwrap();
 
-    let mut first = Trainer::new(ctx, plan.clone(), res.clone(), h, 32, &data, &data, &w0).unwrap();
+    let mut first = Trainer::new(
+        ctx,
+        Setup::new(plan.clone(), res.clone(), h, 32),
+        &data,
+        &data,
+        &w0,
+    )
+    .unwrap();
     let asked = std::cell::Cell::new(0);
     // stop when asked a second time: after the first chunk of 64 steps
     let stop = || {
@@ -326,7 +337,7 @@ fn an_epoch_stopped_midway_and_resumed_in_a_new_trainer_is_bit_identical() {
     assert_eq!((s.next_step, s.completed, first.step), (64, false, 64));
     let (m, v) = first.optimizer_state().unwrap();
     let w: Vec<Vec<f32>> = first.weights().unwrap().into_iter().map(|t| t.2).collect();
-    let mut second = Trainer::new(ctx, plan, res, h, 32, &data, &data, &w).unwrap();
+    let mut second = Trainer::new(ctx, Setup::new(plan, res, h, 32), &data, &data, &w).unwrap();
     second.set_optimizer_state(&m, &v, 64).unwrap();
     let s = second
         .train_range(1, &order, 64, usize::MAX, &|| false, &mut |_| {})
@@ -345,20 +356,15 @@ fn an_epoch_stopped_midway_and_resumed_in_a_new_trainer_is_bit_identical() {
 #[test]
 fn a_model_too_large_for_a_binding_is_refused_before_any_allocation() {
     let (ctx, _g) = gpu();
-    use clampnet::model::{Activation, LayerSpec, ModelSpec};
+    use clampnet::layers::{Dense, Flatten};
+    use clampnet::model::{Activation, ModelSpec};
     // 28*28 -> 60,000 units: 47 million weights = 188 MB, over the 128 MiB baseline binding
     let spec = ModelSpec {
         input: [28, 28, 1],
         layers: vec![
-            LayerSpec::Flatten,
-            LayerSpec::Dense {
-                units: 60_000,
-                activation: Activation::Relu,
-            },
-            LayerSpec::Dense {
-                units: 10,
-                activation: Activation::Softmax,
-            },
+            Flatten::new().into(),
+            Dense::new(60_000, Activation::Relu).into(),
+            Dense::new(10, Activation::Softmax).into(),
         ],
     };
     let plan = ModelPlan::new(&spec).unwrap();
@@ -372,10 +378,7 @@ fn a_model_too_large_for_a_binding_is_refused_before_any_allocation() {
     let w: Vec<Vec<f32>> = plan.params.iter().map(|p| vec![0.0; p.len]).collect();
     let e = Trainer::new(
         ctx,
-        plan,
-        Restrictions::default(),
-        Hyper::default(),
-        2,
+        Setup::new(plan, Restrictions::default(), Settings::default(), 2),
         &split,
         &split,
         &w,

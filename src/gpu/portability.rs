@@ -4,7 +4,7 @@
 
 use naga::back::{glsl, hlsl, msl, spv};
 
-use super::Kernel;
+use super::KernelDef;
 
 /// The backends every shader is translated to.
 pub const TARGETS: [&str; 5] = ["SPIR-V", "MSL", "HLSL 5.1", "GLSL ES 3.10", "GLSL 4.30"];
@@ -28,9 +28,9 @@ pub fn validate(file: &str, src: &str) -> Result<(naga::Module, naga::valid::Mod
 }
 
 /// Translate one kernel variant to every target; the error names shader, entry point, variant and backend.
-pub fn translate(kernel: Kernel, gate: bool) -> Result<(), String> {
-    let (file, entry) = kernel.source();
-    let (module, info) = validate(file, kernel.source_text())?;
+pub fn translate(kernel: &KernelDef, gate: bool) -> Result<(), String> {
+    let (file, entry) = (kernel.shader.file, kernel.entry);
+    let (module, info) = validate(file, kernel.shader.source)?;
     let mut constants = naga::back::PipelineConstants::default();
     for (name, value) in kernel.constants(gate) {
         constants.insert(name.to_string(), value);
@@ -107,17 +107,12 @@ pub fn translate(kernel: Kernel, gate: bool) -> Result<(), String> {
     Ok(())
 }
 
-/// Every kernel variant: the number translated, or every failure.
-pub fn check_all() -> Result<usize, Vec<String>> {
+/// Every variant of `kernels`: the number translated, or every failure.
+pub fn check_all(kernels: &[&KernelDef]) -> Result<usize, Vec<String>> {
     let mut errors = Vec::new();
     let mut n = 0;
-    for kernel in Kernel::ALL {
-        let gates: &[bool] = if kernel.has_gate() {
-            &[false, true]
-        } else {
-            &[false]
-        };
-        for &gate in gates {
+    for kernel in kernels {
+        for &gate in kernel.variants() {
             match translate(kernel, gate) {
                 Ok(()) => n += 1,
                 Err(e) => errors.push(e),

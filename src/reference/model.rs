@@ -1,98 +1,38 @@
 //! Whole-model twin: forward, backward and one training step of a `ModelPlan`, built from the layer
 //! twins, in the same order as the GPU step.
 
-use super::layers::*;
+use super::loss::softmax_xent;
 use super::optim::*;
-use crate::model::{Activation, LayerSpec, ModelPlan, Padding, Shape};
+use crate::layers::TwinForward;
+use crate::model::ModelPlan;
+use crate::optim::Settings;
 use crate::restrict::{Regularizer, Restrictions};
-use crate::train::Hyper;
 
 pub struct Forward {
-    /// output of each layer (after its activation; logits for the softmax layer)
-    pub acts: Vec<Vec<f64>>,
-    pub argmax: Vec<Option<Vec<u32>>>,
+    /// each layer's output (after its activation; logits for the softmax layer) and a pool's choices
+    pub layers: Vec<TwinForward>,
 }
 
-fn conv_dims(plan: &ModelPlan, i: usize, batch: usize) -> (ConvDims, bool) {
-    let l = &plan.layers[i];
-    match (&l.spec, l.input) {
-        (
-            LayerSpec::Conv2d {
-                filters,
-                kernel_size,
-                padding,
-                activation,
-            },
-            Shape::Spatial { h, w, c },
-        ) => (
-            ConvDims::new(
-                batch,
-                h,
-                w,
-                c,
-                *filters,
-                *kernel_size,
-                *padding == Padding::Same,
-            ),
-            *activation == Activation::Relu,
-        ),
-        _ => unreachable!("not a conv layer"),
-    }
-}
-
-fn pool_dims(plan: &ModelPlan, i: usize, batch: usize) -> PoolDims {
-    let l = &plan.layers[i];
-    match (&l.spec, l.input) {
-        (LayerSpec::MaxPool2d { pool_size }, Shape::Spatial { h, w, c }) => PoolDims {
-            batch,
-            in_h: h,
-            in_w: w,
-            c,
-            k: *pool_size,
-        },
-        _ => unreachable!("not a pool layer"),
-    }
+/// The parameters of layer `i`, in its weight order.
+fn layer_weights<'w>(plan: &ModelPlan, weights: &'w [Vec<f64>], i: usize) -> Vec<&'w [f64]> {
+    plan.layers[i]
+        .params
+        .iter()
+        .map(|&p| weights[p].as_slice())
+        .collect()
 }
 
 pub fn model_forward(plan: &ModelPlan, weights: &[Vec<f64>], x: &[f64], batch: usize) -> Forward {
-    let mut acts: Vec<Vec<f64>> = Vec::new();
-    let mut argmax = Vec::new();
+    let mut layers: Vec<TwinForward> = Vec::new();
     for (i, l) in plan.layers.iter().enumerate() {
-        let input = if i == 0 { x } else { &acts[i - 1] };
-        let (out, arg) = match &l.spec {
-            LayerSpec::Conv2d { .. } => {
-                let (d, relu) = conv_dims(plan, i, batch);
-                let (k, b) = l.params.unwrap();
-                (
-                    conv2d_forward(&d, input, &weights[k], &weights[b], relu),
-                    None,
-                )
-            }
-            LayerSpec::MaxPool2d { .. } => {
-                let (y, a) = maxpool_forward(&pool_dims(plan, i, batch), input);
-                (y, Some(a))
-            }
-            LayerSpec::Flatten => (input.to_vec(), None),
-            LayerSpec::Dense { activation, .. } => {
-                let (k, b) = l.params.unwrap();
-                (
-                    dense_forward(
-                        batch,
-                        l.input.len(),
-                        l.output.len(),
-                        input,
-                        &weights[k],
-                        &weights[b],
-                        *activation == Activation::Relu,
-                    ),
-                    None,
-                )
-            }
-        };
-        acts.push(out);
-        argmax.push(arg);
+        let input = if i == 0 { x } else { &layers[i - 1].y };
+        let out = l
+            .spec
+            .kind()
+            .twin_forward(l, batch, input, &layer_weights(plan, weights, i));
+        layers.push(out);
     }
-    Forward { acts, argmax }
+    Forward { layers }
 }
 
 /// Gradients of every parameter tensor given dL/dlogits.
@@ -108,39 +48,19 @@ pub fn model_backward(
     let mut dy = dlogits;
     for i in (0..plan.layers.len()).rev() {
         let l = &plan.layers[i];
-        let input = if i == 0 { x } else { &fwd.acts[i - 1] };
-        dy = match &l.spec {
-            LayerSpec::Conv2d { .. } => {
-                let (d, relu) = conv_dims(plan, i, batch);
-                let (k, b) = l.params.unwrap();
-                let (dk, db, dx) = conv2d_backward(&d, input, &weights[k], &fwd.acts[i], &dy, relu);
-                grads[k] = dk;
-                grads[b] = db;
-                dx
-            }
-            LayerSpec::MaxPool2d { .. } => maxpool_backward(
-                &pool_dims(plan, i, batch),
-                fwd.argmax[i].as_ref().unwrap(),
-                &dy,
-            ),
-            LayerSpec::Flatten => dy,
-            LayerSpec::Dense { activation, .. } => {
-                let (k, b) = l.params.unwrap();
-                let (dw, db, dx) = dense_backward(
-                    batch,
-                    l.input.len(),
-                    l.output.len(),
-                    input,
-                    &weights[k],
-                    &fwd.acts[i],
-                    &dy,
-                    *activation == Activation::Relu,
-                );
-                grads[k] = dw;
-                grads[b] = db;
-                dx
-            }
-        };
+        let input = if i == 0 { x } else { &fwd.layers[i - 1].y };
+        let (dw, dx) = l.spec.kind().twin_backward(
+            l,
+            batch,
+            input,
+            &layer_weights(plan, weights, i),
+            &fwd.layers[i],
+            &dy,
+        );
+        for (&p, g) in l.params.iter().zip(dw) {
+            grads[p] = g;
+        }
+        dy = dx;
     }
     grads
 }
@@ -154,7 +74,7 @@ pub fn model_loss_grads(
 ) -> (f64, Vec<Vec<f64>>, Vec<f64>, usize) {
     let batch = labels.len();
     let fwd = model_forward(plan, weights, x, batch);
-    let logits = fwd.acts.last().unwrap().clone();
+    let logits = fwd.layers.last().expect("a model has layers").y.clone();
     let (ce, dl, correct) = softmax_xent(batch, plan.classes, &logits, labels);
     let grads = model_backward(plan, weights, x, &fwd, dl, batch);
     (
@@ -172,7 +92,7 @@ pub fn model_loss_grads(
 pub fn reference_step(
     plan: &ModelPlan,
     r: &Restrictions,
-    h: &Hyper,
+    h: &Settings,
     weights: &mut [Vec<f32>],
     m: &mut [Vec<f32>],
     v: &mut [Vec<f32>],

@@ -1,8 +1,8 @@
 //! Optimizer and restriction twins: Adam with the penalty gradient folded in (f32, Keras' float32
 //! arithmetic and order), regularization loss, and the constraints over Keras axes.
 
+use crate::optim::{GradClip, Method, Settings};
 use crate::restrict::{Constraint, Regularizer};
-use crate::train::{GradClip, Hyper};
 
 /// The gradient Keras' optimizer sees: the data gradient plus the penalty gradient
 /// `l1 * sign(w) + 2 * l2 * w` (no L1 term in proximal mode, where a soft-threshold replaces it).
@@ -56,12 +56,13 @@ pub fn adam_update(
     m: &mut [f32],
     v: &mut [f32],
     t: u64,
-    h: &Hyper,
+    h: &Settings,
     prox_l1: f32,
 ) {
-    let one_minus_b1 = (1.0 - h.beta1 as f64) as f32;
-    let one_minus_b2 = (1.0 - h.beta2 as f64) as f32;
-    let alpha = h.alpha(t);
+    let Method::Adam { beta1, beta2, eps } = h.method;
+    let one_minus_b1 = (1.0 - beta1 as f64) as f32;
+    let one_minus_b2 = (1.0 - beta2 as f64) as f32;
+    let alpha = h.step_size(t);
     for i in 0..w.len() {
         let mut wi = w[i];
         let gi = g[i];
@@ -70,9 +71,9 @@ pub fn adam_update(
         }
         m[i] += (gi - m[i]) * one_minus_b1;
         v[i] += (gi * gi - v[i]) * one_minus_b2;
-        wi -= (m[i] * alpha) / (v[i].sqrt() + h.eps);
+        wi -= (m[i] * alpha) / (v[i].sqrt() + eps);
         if prox_l1 > 0.0 {
-            let threshold = prox_l1 * (alpha / (v[i].sqrt() + h.eps));
+            let threshold = prox_l1 * (alpha / (v[i].sqrt() + eps));
             wi = wi.signum() * (wi.abs() - threshold).max(0.0);
         }
         w[i] = wi;

@@ -89,67 +89,6 @@ impl TestRng {
     }
 }
 
-/// A buffer for `run_kernel`: input data, an output of `n` 4-byte elements (zero-filled), or data
-/// updated in place (uploaded, then read back like an output).
-pub enum Buf<'a> {
-    In(&'a [u8]),
-    /// read-only, bound as a uniform window (`var<uniform> array<vec4<f32>, 4096>`)
-    Window(&'a [u8]),
-    Out(usize),
-    InOut(&'a [u8]),
-}
-
-/// Run one entry point once on the given bindings (binding 0 or 1 is the uniform, passed as `uniform`
-/// at `uniform_binding`) and read every `Out` and `InOut` buffer back, in order.
-#[allow(clippy::too_many_arguments)]
-pub fn run_kernel(
-    ctx: &Context,
-    pipes: &clampnet::gpu::Pipelines,
-    kernel: clampnet::gpu::Kernel,
-    gate: bool,
-    uniform_binding: u32,
-    uniform: &[u8],
-    bindings: &[(u32, Buf)],
-    groups: (u32, u32, u32),
-) -> Vec<Vec<u8>> {
-    use clampnet::gpu::whole;
-    let u = ctx.device.create_buffer(&wgpu::BufferDescriptor {
-        label: Some("test uniform"),
-        size: uniform.len().max(16) as u64,
-        usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
-        mapped_at_creation: false,
-    });
-    ctx.queue.write_buffer(&u, 0, uniform);
-    let bufs: Vec<(u32, wgpu::Buffer, bool)> = bindings
-        .iter()
-        .map(|(b, buf)| match buf {
-            Buf::In(data) => (*b, ctx.storage_init("test in", data), false),
-            Buf::Window(data) => (*b, ctx.storage_uniform_init("test window", data), false),
-            Buf::Out(n) => (*b, ctx.storage_zeroed("test out", (*n * 4) as u64), true),
-            Buf::InOut(data) => (*b, ctx.storage_init("test in-out", data), true),
-        })
-        .collect();
-    let mut entries = vec![(uniform_binding, whole(&u))];
-    entries.extend(bindings.iter().zip(&bufs).map(|((_, kind), (b, buf, _))| {
-        let binding = match kind {
-            Buf::Window(_) => clampnet::gpu::window(buf, 0),
-            _ => whole(buf),
-        };
-        (*b, binding)
-    }));
-    let d = pipes.dispatch(ctx, kernel, gate, &entries, groups);
-    let mut enc = ctx.device.create_command_encoder(&Default::default());
-    {
-        let mut pass = enc.begin_compute_pass(&Default::default());
-        d.encode(&mut pass, pipes);
-    }
-    ctx.queue.submit([enc.finish()]);
-    bufs.iter()
-        .filter(|(_, _, out)| *out)
-        .map(|(_, buf, _)| ctx.read_bytes(buf, 0, buf.size()).unwrap())
-        .collect()
-}
-
 pub fn f32s(v: &[f32]) -> &[u8] {
     bytemuck::cast_slice(v)
 }
@@ -158,7 +97,8 @@ pub fn to_f32(b: &[u8]) -> Vec<f32> {
     bytemuck::pod_collect_to_vec(b)
 }
 
-use clampnet::model::{Activation, LayerSpec, ModelSpec, Padding};
+use clampnet::layers::{Conv2d, Dense, Flatten, MaxPool2d};
+use clampnet::model::{Activation, ModelSpec, Padding};
 
 /// Small models of odd sizes that use every layer kind: valid and same padding, stacked convs, RGB,
 /// pooling with leftover rows, relu and linear, dense relu, softmax.
@@ -168,67 +108,30 @@ pub fn odd_models() -> Vec<ModelSpec> {
         ModelSpec {
             input: [9, 7, 1],
             layers: vec![
-                LayerSpec::Conv2d {
-                    filters: 5,
-                    kernel_size: 3,
-                    padding: Padding::Valid,
-                    activation: Relu,
-                },
-                LayerSpec::MaxPool2d { pool_size: 2 },
-                LayerSpec::Flatten,
-                LayerSpec::Dense {
-                    units: 3,
-                    activation: Softmax,
-                },
+                Conv2d::new(5, 3, Padding::Valid, Relu).into(),
+                MaxPool2d::new(2).into(),
+                Flatten::new().into(),
+                Dense::new(3, Softmax).into(),
             ],
         },
         ModelSpec {
             input: [8, 9, 3],
             layers: vec![
-                LayerSpec::Conv2d {
-                    filters: 6,
-                    kernel_size: 3,
-                    padding: Padding::Same,
-                    activation: Relu,
-                },
-                LayerSpec::MaxPool2d { pool_size: 2 },
-                LayerSpec::Conv2d {
-                    filters: 11,
-                    kernel_size: 3,
-                    padding: Padding::Valid,
-                    activation: Linear,
-                },
-                LayerSpec::Flatten,
-                LayerSpec::Dense {
-                    units: 7,
-                    activation: Relu,
-                },
-                LayerSpec::Dense {
-                    units: 4,
-                    activation: Softmax,
-                },
+                Conv2d::new(6, 3, Padding::Same, Relu).into(),
+                MaxPool2d::new(2).into(),
+                Conv2d::new(11, 3, Padding::Valid, Linear).into(),
+                Flatten::new().into(),
+                Dense::new(7, Relu).into(),
+                Dense::new(4, Softmax).into(),
             ],
         },
         ModelSpec {
             input: [6, 5, 1],
             layers: vec![
-                LayerSpec::Conv2d {
-                    filters: 4,
-                    kernel_size: 3,
-                    padding: Padding::Same,
-                    activation: Relu,
-                },
-                LayerSpec::Conv2d {
-                    filters: 3,
-                    kernel_size: 2,
-                    padding: Padding::Valid,
-                    activation: Relu,
-                },
-                LayerSpec::Flatten,
-                LayerSpec::Dense {
-                    units: 5,
-                    activation: Softmax,
-                },
+                Conv2d::new(4, 3, Padding::Same, Relu).into(),
+                Conv2d::new(3, 2, Padding::Valid, Relu).into(),
+                Flatten::new().into(),
+                Dense::new(5, Softmax).into(),
             ],
         },
     ]

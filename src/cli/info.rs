@@ -1,0 +1,54 @@
+//! `clampnet info`: every adapter with the limits clampnet needs, the naga check of every shader, and
+//! the adapter and kernel set `train` would use.
+
+use super::GpuArgs;
+use clampnet::gpu::{self, portability, Context};
+use clampnet::Result;
+
+pub fn run(g: GpuArgs) -> Result<()> {
+    let (backends, adapters) = gpu::adapters(g.backend.as_deref())?;
+    println!("adapters ({backends}):");
+    for a in &adapters {
+        println!("  {}", a.description);
+        println!(
+            "    limits: storage binding {} MiB (needs the data: 47 MiB for Fashion-MNIST), uniform binding {} KiB (needs 64), \
+             buffer {} MiB, {} storage buffers per stage (needs 8), {} workgroups per dimension, \
+             {} invocations per workgroup (needs 256), {} KiB workgroup memory (needs 16)",
+            a.max_storage_buffer_binding_size / (1 << 20),
+            a.max_uniform_buffer_binding_size / 1024,
+            a.max_buffer_size / (1 << 20),
+            a.max_storage_buffers_per_shader_stage,
+            a.max_compute_workgroups_per_dimension,
+            a.max_compute_invocations_per_workgroup,
+            a.max_compute_workgroup_storage_size / 1024,
+        );
+        println!(
+            "    optional features present: {} (clampnet requests none: baseline WebGPU only)",
+            if a.optional_features.is_empty() {
+                "none".to_string()
+            } else {
+                a.optional_features.join(", ")
+            }
+        );
+    }
+    match portability::check_all(&clampnet::step::kernels()) {
+        Ok(n) => println!(
+            "shaders: {n} kernel variants validated by naga and translated to {}",
+            portability::TARGETS.join(", ")
+        ),
+        Err(errors) => println!(
+            "shaders: {} kernel variants fail to translate:\n  {}",
+            errors.len(),
+            errors.join("\n  ")
+        ),
+    }
+    match Context::new(&g.options()) {
+        Ok(ctx) => println!(
+            "train would use: {}, {} kernels",
+            gpu::describe(&ctx.info),
+            ctx.kernel_set.name()
+        ),
+        Err(e) => println!("train would fail: {e}"),
+    }
+    Ok(())
+}

@@ -1,0 +1,129 @@
+//! The commands: `train`, `info`, `bench`, `predict`, `eval`, `viz`, `inspect`, `make-sample`, each in
+//! its own file; here the argument types they share and the entry point, which prints an error and
+//! exits non-zero (1; 2 for usage errors, 130 after Ctrl-C) instead of panicking.
+
+mod bench;
+mod eval;
+mod info;
+mod inspect;
+mod make_sample;
+mod predict;
+mod train;
+mod viz;
+
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use clampnet::gpu::{self, GpuOptions};
+use clampnet::{Error, Result};
+
+#[derive(Parser)]
+#[command(
+    name = "clampnet",
+    version,
+    about = "Train CNNs on any GPU (wgpu + WGSL) with Keras-exact kernel regularizers and constraints"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Clone)]
+pub struct GpuArgs {
+    /// Graphics backend: vulkan, gl, metal, dx12 (default: WGPU_BACKEND, else the best available)
+    #[arg(long)]
+    backend: Option<String>,
+    /// Pick the adapter whose name contains this text (default: WGPU_ADAPTER_NAME)
+    #[arg(long)]
+    adapter: Option<String>,
+    /// Kernel shapes: cpu (tuned for CPU adapters such as lavapipe), gpu (tuned for GPUs), or auto (by
+    /// the adapter's type; default: CLAMPNET_KERNEL_SET). Both compute the same results; for benchmarks and debugging
+    #[arg(long, default_value = "auto", value_parser = ["auto", "cpu", "gpu"])]
+    kernel_set: String,
+}
+
+impl GpuArgs {
+    pub fn options(&self) -> GpuOptions {
+        GpuOptions {
+            backend: self.backend.clone(),
+            adapter: self.adapter.clone(),
+            timestamps: false,
+            kernel_set: gpu::KernelSet::parse(&self.kernel_set).unwrap_or(None),
+        }
+    }
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train a CNN: the reference model (Conv2D(32,3x3,relu) -> MaxPool2D(2) -> Flatten -> Dense(10,softmax)), or any --config
+    Train(train::TrainArgs),
+    /// List the GPU adapters and the one `train` would pick
+    Info(GpuArgs),
+    /// Time training steps of the reference model (or a config) with the data on the GPU
+    Bench(bench::BenchArgs),
+    /// Classify images (PNG, JPEG, ...) with a trained checkpoint
+    Predict(predict::PredictArgs),
+    /// Accuracy, loss, per-class accuracy and the confusion matrix of a checkpoint on a test set
+    Eval(eval::EvalArgs),
+    /// Pictures of a checkpoint: conv filter grids, weight histograms, and training curves (PNG)
+    Viz(viz::VizArgs),
+    /// Print per-tensor statistics of a checkpoint: max |w|, fraction of exact zeros, filter norms
+    Inspect(inspect::InspectArgs),
+    /// Cut the embedded sample (first N train / test images, gzip IDX) from a full Fashion-MNIST folder
+    MakeSample(make_sample::MakeSampleArgs),
+}
+
+pub fn main() -> ExitCode {
+    // Like other Unix tools, end quietly when the reader of stdout goes away (`clampnet eval | head`)
+    // instead of panicking on the broken pipe.
+    #[cfg(unix)]
+    // SAFETY: restoring the default disposition of SIGPIPE before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("clampnet=info"))
+        .init();
+    let result = match Cli::parse().command {
+        Command::Train(a) => match train::run(a) {
+            Ok(train::Outcome::Interrupted) => return ExitCode::from(130),
+            other => other.map(|_| ()),
+        },
+        Command::Info(g) => info::run(g),
+        Command::Bench(b) => bench::run(b),
+        Command::Predict(p) => predict::run(p),
+        Command::Eval(e) => eval::run(e),
+        Command::Viz(v) => viz::run(v),
+        Command::Inspect(i) => inspect::run(i),
+        Command::MakeSample(m) => make_sample::run(m),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A whole-number flag (taken as a signed number, so that `--epochs -1` reaches this check instead of
+/// failing to parse): at least `min`, else an error naming the flag.
+pub fn count(flag: &str, value: Option<i64>, min: i64) -> Result<Option<usize>> {
+    match value {
+        Some(v) if v < min => Err(Error::Config(format!(
+            "{flag} must be at least {min}, got {v}"
+        ))),
+        v => Ok(v.map(|v| v as usize)),
+    }
+}
+
+/// Peak resident memory of this process (VmHWM), in bytes; None where /proc is absent.
+pub fn peak_rss() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace()
+        .nth(1)?
+        .parse::<u64>()
+        .ok()
+        .map(|kb| kb * 1024)
+}

@@ -1,0 +1,486 @@
+//! `clampnet train`: settings from the flags, a config file or a checkpoint being resumed; the data;
+//! the trainer; the epochs, with progress, JSON lines, checkpoints, and a clean stop on Ctrl-C.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use clap::Args;
+use serde_json::json;
+
+use super::{count, GpuArgs};
+use clampnet::checkpoint::{self, RunMeta, Weights};
+use clampnet::config::Config;
+use clampnet::data::{self, Dataset};
+use clampnet::gpu::Context;
+use clampnet::model::{init_weights, ModelPlan};
+use clampnet::restrict::{Preset, Restrictions};
+use clampnet::trainer::{epoch_order, EpochStats, PassMetrics, Setup, Trainer};
+use clampnet::{Error, Result};
+
+#[derive(Args)]
+pub struct TrainArgs {
+    /// Model, restrictions, optimizer and training settings (TOML, Keras vocabulary; see configs/).
+    /// Flags given beside it override its values
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Folder with the four IDX files (raw or .gz), or with images in train/<class>/ and test/<class>/.
+    /// Default: $CLAMPNET_DATA, then /usr/share/datasets/fashion-mnist, then the embedded 4,000-image sample
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Kernel restrictions on the reference model: none, l1l2, clip, unitnorm, combo [default: none]
+    #[arg(long, value_enum, conflicts_with = "config")]
+    preset: Option<Preset>,
+    /// Epochs to train [default: 3]
+    #[arg(long, allow_negative_numbers = true)]
+    epochs: Option<i64>,
+    /// [default: 32]
+    #[arg(long, allow_negative_numbers = true)]
+    batch_size: Option<i64>,
+    /// Adam learning rate [default: 0.001]
+    #[arg(long, allow_negative_numbers = true)]
+    lr: Option<f32>,
+    /// Seed for the initial weights and the epoch shuffles [default: 0]
+    #[arg(long, allow_negative_numbers = true)]
+    seed: Option<u64>,
+    /// Keep the file order (no shuffling between epochs)
+    #[arg(long)]
+    no_shuffle: bool,
+    /// Use only the first N training examples
+    #[arg(long, allow_negative_numbers = true)]
+    limit_train: Option<i64>,
+    /// Use only the first N test examples
+    #[arg(long, allow_negative_numbers = true)]
+    limit_test: Option<i64>,
+    /// Start from these weights (safetensors, Keras names and layouts)
+    #[arg(long)]
+    init: Option<PathBuf>,
+    /// Write the trained weights here (safetensors, Keras names and layouts; with Adam's state and the
+    /// run's settings, for --resume), atomically
+    #[arg(long)]
+    save: Option<PathBuf>,
+    /// Also save after every N epochs
+    #[arg(long, allow_negative_numbers = true)]
+    save_every: Option<i64>,
+    /// Continue a run from a checkpoint written by --save (or by Ctrl-C); --epochs is the total to reach
+    #[arg(long, conflicts_with_all = ["config", "preset"])]
+    resume: Option<PathBuf>,
+    /// One JSON object per epoch on stdout
+    #[arg(long)]
+    json: bool,
+    /// Also write the per-epoch JSON lines to this file (appended when resuming), for `clampnet viz`
+    #[arg(long)]
+    metrics: Option<PathBuf>,
+    /// No per-epoch text on stderr
+    #[arg(long)]
+    quiet: bool,
+    #[command(flatten)]
+    gpu: GpuArgs,
+}
+
+/// How a training run ended.
+pub enum Outcome {
+    Done,
+    /// Ctrl-C: a checkpoint was written
+    Interrupted,
+}
+
+/// The settings of a run, resolved from the flags, a config file or a resumed checkpoint.
+struct Run {
+    cfg: Config,
+    plan: ModelPlan,
+    config_text: Option<String>,
+    preset: Option<Preset>,
+    limit_train: Option<usize>,
+    limit_test: Option<usize>,
+    save_every: Option<usize>,
+    /// (first epoch, steps already done in it)
+    start: (usize, usize),
+    /// what the run trains with, as checkpoints and the header say it
+    what: String,
+    /// the checkpoint being resumed: its tensors and metadata
+    resumed: Option<(Weights, RunMeta)>,
+}
+
+pub fn run(a: TrainArgs) -> Result<Outcome> {
+    let run = resolve(&a)?;
+    let mut ds = data::find_dataset(a.data.as_deref(), run.cfg.model.input)?;
+    if ds.classes != run.plan.classes {
+        return Err(Error::Config(format!(
+            "the dataset ({}) has {} classes but the model's last layer has {} units: set `units = {}` on the last dense layer of a --config",
+            ds.source, ds.classes, run.plan.classes, ds.classes
+        )));
+    }
+    if let Some(n) = run.limit_train {
+        ds.train.truncate(n);
+    }
+    if let Some(n) = run.limit_test {
+        ds.test.truncate(n);
+    }
+    log::info!(
+        "data: {} ({} train, {} test)",
+        ds.source,
+        ds.train.len(),
+        ds.test.len()
+    );
+    let weights = match (&a.init, &run.resumed) {
+        (Some(path), _) => {
+            let (w, _) = checkpoint::load(path)?;
+            checkpoint::match_model(path, &w, &run.plan)?
+        }
+        (None, Some((w, _))) => checkpoint::match_model(a.resume.as_ref().unwrap(), w, &run.plan)?,
+        (None, None) => init_weights(&run.plan, run.cfg.seed),
+    };
+    let ctx = Context::new(&a.gpu.options())?;
+    let setup = Setup::new(
+        run.plan.clone(),
+        run.cfg.restrictions.clone(),
+        run.cfg.optimizer,
+        run.cfg.batch_size,
+    );
+    let mut trainer = Trainer::new(&ctx, setup, &ds.train, &ds.test, &weights)?;
+    // the images live on the GPU now: free the host copy (host memory stays near the GPU working set)
+    ds.train.images = Vec::new();
+    ds.test.images = Vec::new();
+    if let (Some((tensors, meta)), Some(path)) = (&run.resumed, &a.resume) {
+        restore_optimizer(&mut trainer, path, tensors, meta)?;
+        if run.start.1 >= trainer.steps_per_epoch() {
+            return Err(RunMeta::invalid(path, "epoch_step"));
+        }
+    }
+    if !a.quiet {
+        let from = if a.resume.is_some() {
+            format!(", resuming at epoch {} step {}", run.start.0, run.start.1)
+        } else {
+            String::new()
+        };
+        eprintln!(
+            "training {} parameters ({}), batch {}, {} steps/epoch on {} ({} kernels){from}",
+            trainer.model.param_count(),
+            run.what,
+            run.cfg.batch_size,
+            trainer.steps_per_epoch(),
+            ctx.info.name,
+            trainer.kernel_set.name()
+        );
+    }
+    epochs(&a, &run, &mut trainer, &ds)
+}
+
+/// The run's settings: a resumed run takes them from its checkpoint (--epochs is the total to reach);
+/// otherwise the config file (or the reference model with a preset), then the flags.
+fn resolve(a: &TrainArgs) -> Result<Run> {
+    let resumed = match &a.resume {
+        Some(path) => {
+            let (w, meta) = checkpoint::load(path)?;
+            Some((w, RunMeta::from_map(&meta)))
+        }
+        None => None,
+    };
+    let meta = resumed.as_ref().map(|r| &r.1);
+    let config_text = match (&a.config, meta.and_then(|m| m.config_toml.clone())) {
+        (Some(path), _) => Some(std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?),
+        (None, t) => t,
+    };
+    let mut cfg = match &config_text {
+        Some(text) => Config::parse(text).map_err(|msg| {
+            let source = a
+                .config
+                .as_ref()
+                .map_or("the checkpoint's config".into(), |p| {
+                    p.display().to_string()
+                });
+            Error::Config(format!("{source}: {msg}"))
+        })?,
+        None => Config::reference(),
+    };
+    let plan = ModelPlan::new(&cfg.model)?;
+    let preset = a.preset.or_else(|| {
+        meta.and_then(|m| m.preset.as_deref())
+            .and_then(|p| <Preset as clap::ValueEnum>::from_str(p, true).ok())
+    });
+    if let Some(p) = preset {
+        cfg.restrictions = Restrictions::preset(p, &plan);
+    }
+    let mut limit_train = count("--limit-train", a.limit_train, 1)?;
+    let mut limit_test = count("--limit-test", a.limit_test, 1)?;
+    let mut start = (1usize, 0usize);
+    if let (Some(m), Some(path)) = (meta, &a.resume) {
+        cfg.batch_size = RunMeta::required(path, "batch_size", m.batch_size)?;
+        cfg.seed = RunMeta::required(path, "seed", m.seed)?;
+        cfg.optimizer.lr = RunMeta::required(path, "learning_rate", m.learning_rate)?;
+        cfg.shuffle = RunMeta::required(path, "shuffle", m.shuffle)?;
+        cfg.epochs = RunMeta::required(path, "epochs", m.epochs)?;
+        limit_train = limit_train.or(m.limit_train);
+        limit_test = limit_test.or(m.limit_test);
+        start = (
+            RunMeta::required(path, "epoch", m.epoch)? + 1,
+            RunMeta::required(path, "epoch_step", m.epoch_step)?,
+        );
+    }
+    apply_flags(a, &mut cfg)?;
+    for w in &cfg.warnings {
+        log::warn!("{w}");
+    }
+    let what = match (&a.config, preset) {
+        (Some(p), _) => format!("config {}", p.display()),
+        (None, _) if config_text.is_some() => "the checkpoint's config".to_string(),
+        (None, p) => format!("preset {:?}", p.unwrap_or(Preset::None)).to_lowercase(),
+    };
+    Ok(Run {
+        cfg,
+        plan,
+        config_text,
+        preset,
+        limit_train,
+        limit_test,
+        save_every: count("--save-every", a.save_every, 1)?,
+        start,
+        what,
+        resumed,
+    })
+}
+
+/// The flags over the config's values (a resumed run keeps its own, but for --epochs), checked.
+fn apply_flags(a: &TrainArgs, cfg: &mut Config) -> Result<()> {
+    cfg.epochs = count("--epochs", a.epochs, 1)?.unwrap_or(cfg.epochs);
+    let batch_size = count("--batch-size", a.batch_size, 1)?;
+    if a.resume.is_none() {
+        cfg.batch_size = batch_size.unwrap_or(cfg.batch_size);
+        cfg.optimizer.lr = a.lr.unwrap_or(cfg.optimizer.lr);
+        cfg.seed = a.seed.unwrap_or(cfg.seed);
+        cfg.shuffle = cfg.shuffle && !a.no_shuffle;
+    } else if batch_size.is_some()
+        || a.lr.is_some()
+        || a.seed.is_some()
+        || a.no_shuffle
+        || a.init.is_some()
+    {
+        return Err(Error::Config(
+            "--resume continues with the checkpoint's own settings: drop --batch-size, --lr, --seed, --no-shuffle and --init".into(),
+        ));
+    }
+    if cfg.epochs == 0 {
+        return Err(Error::Config("--epochs must be at least 1".into()));
+    }
+    if cfg.batch_size == 0 {
+        return Err(Error::Config("--batch-size must be at least 1".into()));
+    }
+    if !(cfg.optimizer.lr > 0.0 && cfg.optimizer.lr.is_finite()) {
+        return Err(Error::Config(format!(
+            "--lr must be a positive number, got {}",
+            cfg.optimizer.lr
+        )));
+    }
+    Ok(())
+}
+
+/// Adam's moments and the step count of a resumed checkpoint.
+fn restore_optimizer(
+    trainer: &mut Trainer,
+    path: &Path,
+    tensors: &Weights,
+    meta: &RunMeta,
+) -> Result<()> {
+    let slot = |kind: &str| -> Result<Vec<Vec<f32>>> {
+        trainer
+            .model
+            .params
+            .iter()
+            .map(|p| {
+                let name = format!("optimizer/{kind}/{}", p.name);
+                tensors.iter().find(|t| t.0 == name).map(|t| t.2.clone()).ok_or_else(|| Error::Checkpoint {
+                    path: path.into(),
+                    msg: format!("no tensor {name}: only checkpoints written by `clampnet train --save` can be resumed"),
+                })
+            })
+            .collect()
+    };
+    let steps = RunMeta::required(path, "optimizer_steps", meta.optimizer_steps)?;
+    let (m, v) = (slot("m")?, slot("v")?);
+    trainer.set_optimizer_state(&m, &v, steps)
+}
+
+/// The epochs of a run, from its start: train, evaluate, report, save.
+fn epochs(a: &TrainArgs, run: &Run, trainer: &mut Trainer, ds: &Dataset) -> Result<Outcome> {
+    let cfg = &run.cfg;
+    // Ctrl-C: stop at the next chunk boundary, save, exit 130
+    let interrupted = Arc::new(AtomicBool::new(false));
+    {
+        let flag = interrupted.clone();
+        let _ = ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst));
+    }
+    let mut report = Vec::new();
+    for epoch in run.start.0..=cfg.epochs {
+        let first = if epoch == run.start.0 { run.start.1 } else { 0 };
+        let order = epoch_order(trainer.train_examples(), cfg.seed, epoch, cfg.shuffle);
+        let started = std::time::Instant::now();
+        let bar = progress_bar(a.quiet, trainer.steps_per_epoch(), epoch, cfg.epochs, first);
+        // the trainer reads metrics once per 64 steps; the bar shows those ticks
+        let stop = || interrupted.load(Ordering::SeqCst);
+        let stats = trainer.train_range(epoch, &order, first, usize::MAX, &stop, &mut |p| {
+            bar.set_position(p.step as u64);
+            bar.set_message(format!(
+                "loss {:.4} accuracy {:.4} | {:.0} images/s",
+                p.metrics.loss, p.metrics.accuracy, p.images_per_second
+            ));
+        })?;
+        bar.finish_and_clear();
+        if !stats.completed {
+            let path = a
+                .save
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("clampnet-interrupted.safetensors"));
+            save(&path, trainer, run, ds, (epoch - 1, stats.next_step))?;
+            eprintln!(
+                "interrupted in epoch {epoch} at step {}: saved {}; continue with `clampnet train --resume {} --epochs {}`",
+                stats.next_step,
+                path.display(),
+                path.display(),
+                cfg.epochs
+            );
+            return Ok(Outcome::Interrupted);
+        }
+        let test = trainer.evaluate()?;
+        report = clampnet::report::restriction_report(&trainer.weights()?, &trainer.restrictions);
+        let line = epoch_line(
+            epoch,
+            &stats,
+            &test,
+            started.elapsed().as_secs_f64(),
+            &report,
+        );
+        write_epoch(a, cfg.epochs, epoch, &line)?;
+        if let (Some(path), Some(n)) = (&a.save, run.save_every) {
+            if epoch % n == 0 && epoch < cfg.epochs {
+                save(path, trainer, run, ds, (epoch, 0))?;
+                log::info!("saved {} after epoch {epoch}", path.display());
+            }
+        }
+    }
+    if !a.quiet && !report.is_empty() {
+        eprint!(
+            "restrictions after training:\n{}",
+            clampnet::report::table(&report)
+        );
+    }
+    if let Some(path) = &a.save {
+        save(path, trainer, run, ds, (cfg.epochs, 0))?;
+        if !a.quiet {
+            eprintln!("saved {}", path.display());
+        }
+    }
+    Ok(Outcome::Done)
+}
+
+fn progress_bar(
+    quiet: bool,
+    steps: usize,
+    epoch: usize,
+    epochs: usize,
+    at: usize,
+) -> indicatif::ProgressBar {
+    if quiet {
+        return indicatif::ProgressBar::hidden();
+    }
+    let b = indicatif::ProgressBar::new(steps as u64);
+    b.set_style(
+        indicatif::ProgressStyle::with_template(
+            "epoch {prefix} [{bar:30}] {pos}/{len} steps | {msg} | {elapsed_precise} < {eta_precise}",
+        )
+        .expect("a valid template")
+        .progress_chars("=> "),
+    );
+    b.set_prefix(format!("{epoch}/{epochs}"));
+    b.set_position(at as u64);
+    b
+}
+
+/// The JSON line of an epoch.
+fn epoch_line(
+    epoch: usize,
+    stats: &EpochStats,
+    test: &PassMetrics,
+    seconds: f64,
+    report: &[clampnet::report::TensorStats],
+) -> serde_json::Value {
+    json!({
+        "epoch": epoch,
+        "train_loss": stats.train.loss,
+        "train_accuracy": stats.train.accuracy,
+        "test_loss": test.loss,
+        "test_accuracy": test.accuracy,
+        "seconds": seconds,
+        "train_seconds": stats.train_seconds,
+        "images_per_second": stats.train.count as f64 / stats.train_seconds.max(1e-9),
+        "steps": stats.steps,
+        "restrictions": report,
+    })
+}
+
+/// An epoch's line on stdout (--json), in the metrics log (--metrics), and its summary on stderr.
+fn write_epoch(a: &TrainArgs, epochs: usize, epoch: usize, line: &serde_json::Value) -> Result<()> {
+    if a.json {
+        println!("{line}");
+    }
+    if let Some(path) = &a.metrics {
+        use std::io::Write;
+        let append = epoch > 1 || a.resume.is_some();
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .append(append)
+            .truncate(!append)
+            .open(path)
+            .map_err(|e| Error::io(path, e))?;
+        writeln!(f, "{line}").map_err(|e| Error::io(path, e))?;
+    }
+    if !a.quiet {
+        let f = |k: &str| line[k].as_f64().unwrap_or(0.0);
+        eprintln!(
+            "epoch {epoch}/{epochs}: loss {:.4} accuracy {:.4} | test loss {:.4} accuracy {:.4} | {:.1} s ({:.1} s training, {:.0} images/s)",
+            f("train_loss"), f("train_accuracy"), f("test_loss"), f("test_accuracy"), f("seconds"), f("train_seconds"), f("images_per_second")
+        );
+    }
+    Ok(())
+}
+
+/// Weights (Keras names), the optimizer's slots (`optimizer/<slot>/<name>`) and the run's settings
+/// (`RunMeta`) at (`epoch` completed, `epoch_step` steps into the next), written atomically.
+fn save(
+    path: &Path,
+    trainer: &Trainer,
+    run: &Run,
+    ds: &Dataset,
+    (epoch, epoch_step): (usize, usize),
+) -> Result<()> {
+    let mut tensors = trainer.weights()?;
+    let slots = trainer.optimizer_slots()?;
+    for (i, p) in trainer.model.params.iter().enumerate() {
+        for (name, values) in &slots {
+            tensors.push((
+                format!("optimizer/{name}/{}", p.name),
+                p.shape.clone(),
+                values[i].clone(),
+            ));
+        }
+    }
+    let cfg = &run.cfg;
+    let meta = RunMeta {
+        trained_with: Some(run.what.clone()),
+        optimizer_steps: Some(trainer.step),
+        epoch: Some(epoch),
+        epoch_step: Some(epoch_step),
+        epochs: Some(cfg.epochs),
+        seed: Some(cfg.seed),
+        batch_size: Some(cfg.batch_size),
+        learning_rate: Some(cfg.optimizer.lr),
+        shuffle: Some(cfg.shuffle),
+        config_toml: run.config_text.clone(),
+        preset: run.preset.map(|p| format!("{p:?}").to_lowercase()),
+        limit_train: run.limit_train,
+        limit_test: run.limit_test,
+        class_names: ds.class_names.clone(),
+    };
+    checkpoint::save(path, &tensors, Some(meta.to_map()))
+}

@@ -1,0 +1,230 @@
+//! GPU buffers: a labelled handle, the few kinds clampnet creates (storage, storage that can also be read
+//! through a uniform window, uniform, readback staging), uploads and readbacks.
+
+use std::sync::Arc;
+
+use super::{Context, UNIFORM_WINDOW};
+use crate::error::{Error, Result};
+
+/// A buffer on the GPU, with the label it was created with. Cloning shares the buffer.
+#[derive(Clone, Debug)]
+pub struct Buffer {
+    pub(crate) raw: wgpu::Buffer,
+    pub(crate) label: Arc<str>,
+}
+
+impl PartialEq for Buffer {
+    fn eq(&self, other: &Self) -> bool {
+        self.raw == other.raw
+    }
+}
+impl Eq for Buffer {}
+impl std::hash::Hash for Buffer {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.raw.hash(state)
+    }
+}
+
+impl Buffer {
+    /// Bytes.
+    pub fn size(&self) -> u64 {
+        self.raw.size()
+    }
+
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
+    /// An immutable uniform buffer (created by `Context::uniform`).
+    pub(crate) fn is_uniform(&self) -> bool {
+        self.raw.usage() == UNIFORM_USAGE
+    }
+}
+
+const UNIFORM_USAGE: wgpu::BufferUsages = wgpu::BufferUsages::UNIFORM
+    .union(wgpu::BufferUsages::COPY_DST)
+    .union(wgpu::BufferUsages::COPY_SRC);
+
+impl Context {
+    fn wrap(&self, raw: wgpu::Buffer, label: &str) -> Buffer {
+        Buffer {
+            raw,
+            label: label.into(),
+        }
+    }
+
+    /// A storage buffer holding `bytes` (padded to a non-zero multiple of 4, as storage bindings need).
+    pub fn storage_init(&self, label: &str, bytes: &[u8]) -> Buffer {
+        let size = (bytes.len().max(1).div_ceil(4) * 4) as u64;
+        self.buffer_init(label, bytes, size, wgpu::BufferUsages::empty())
+    }
+
+    /// A storage buffer that can also be bound as a uniform window of `UNIFORM_WINDOW` bytes at any
+    /// 256-byte aligned offset inside it (padded at the end so every such window fits).
+    pub fn storage_uniform_init(&self, label: &str, bytes: &[u8]) -> Buffer {
+        let size = (bytes.len().div_ceil(256) * 256) as u64 + UNIFORM_WINDOW;
+        self.buffer_init(label, bytes, size, wgpu::BufferUsages::UNIFORM)
+    }
+
+    /// `storage_zeroed` that can also be bound as a uniform window (see `storage_uniform_init`).
+    pub fn storage_uniform_zeroed(&self, label: &str, bytes: u64) -> Buffer {
+        let size = bytes.div_ceil(256) * 256 + UNIFORM_WINDOW;
+        self.storage_buffer(label, size, wgpu::BufferUsages::UNIFORM, false)
+    }
+
+    /// A zero-filled storage buffer of `bytes` (rounded up to a non-zero multiple of 4).
+    pub fn storage_zeroed(&self, label: &str, bytes: u64) -> Buffer {
+        let size = bytes.max(4).div_ceil(4) * 4;
+        self.storage_buffer(label, size, wgpu::BufferUsages::empty(), false)
+    }
+
+    /// `storage_zeroed`, refused with an error naming the buffer when it is larger than a storage binding
+    /// may be on this device.
+    pub fn storage_checked(&self, label: &str, bytes: u64) -> Result<Buffer> {
+        self.check_binding(label, bytes)?;
+        Ok(self.storage_zeroed(label, bytes))
+    }
+
+    /// `storage_uniform_zeroed`, checked as `storage_checked` is.
+    pub fn storage_uniform_checked(&self, label: &str, bytes: u64) -> Result<Buffer> {
+        self.check_binding(label, bytes)?;
+        Ok(self.storage_uniform_zeroed(label, bytes))
+    }
+
+    /// An error naming `what` when `bytes` exceed the device's storage-binding size.
+    pub fn check_binding(&self, what: &str, bytes: u64) -> Result<()> {
+        let max = self.limits.max_storage_buffer_binding_size;
+        if bytes > max {
+            return Err(Error::gpu(
+                format!("buffer '{what}'"),
+                format!(
+                    "needs {bytes} bytes, above the adapter's max_storage_buffer_binding_size of {max}; \
+                     use --limit-train / a smaller --batch-size"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// A uniform buffer holding `value` (immutable: only ever written here).
+    pub fn uniform<T: bytemuck::Pod>(&self, label: &str, value: &T) -> Buffer {
+        use wgpu::util::DeviceExt;
+        let raw = self
+            .device
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some(label),
+                contents: bytemuck::bytes_of(value),
+                usage: UNIFORM_USAGE,
+            });
+        self.wrap(raw, label)
+    }
+
+    /// A host-mappable buffer that `Context::submit` can copy into and `read_staged` reads.
+    pub fn staging(&self, label: &str, size: u64) -> Buffer {
+        let raw = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        self.wrap(raw, label)
+    }
+
+    /// A buffer of `size` bytes (a multiple of 4) holding `bytes` then zeros, written in place through
+    /// its mapping (no second host copy: the dataset is the largest upload).
+    fn buffer_init(
+        &self,
+        label: &str,
+        bytes: &[u8],
+        size: u64,
+        extra: wgpu::BufferUsages,
+    ) -> Buffer {
+        let buffer = self.storage_buffer(label, size, extra, true);
+        buffer
+            .raw
+            .slice(..)
+            .get_mapped_range_mut()
+            .expect("a buffer mapped at creation maps")
+            .slice(..bytes.len())
+            .copy_from_slice(bytes);
+        buffer.raw.unmap();
+        buffer
+    }
+
+    /// A storage buffer (copyable both ways, plus `extra` usages) of `size` bytes, counted in
+    /// `allocated_bytes`.
+    fn storage_buffer(
+        &self,
+        label: &str,
+        size: u64,
+        extra: wgpu::BufferUsages,
+        mapped_at_creation: bool,
+    ) -> Buffer {
+        self.count(size);
+        let raw = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size,
+            usage: wgpu::BufferUsages::STORAGE
+                | wgpu::BufferUsages::COPY_SRC
+                | wgpu::BufferUsages::COPY_DST
+                | extra,
+            mapped_at_creation,
+        });
+        self.wrap(raw, label)
+    }
+
+    /// Write `data` at byte `offset` of `buffer` (queued: it lands before the next submit runs).
+    pub fn write<T: bytemuck::Pod>(&self, buffer: &Buffer, offset: u64, data: &[T]) {
+        self.queue
+            .write_buffer(&buffer.raw, offset, bytemuck::cast_slice(data));
+    }
+
+    /// Copy `size` bytes at `offset` of `buffer` back to the host (one submit, one wait).
+    pub fn read_bytes(&self, buffer: &Buffer, offset: u64, size: u64) -> Result<Vec<u8>> {
+        let staging = self.staging("readback", size);
+        let mut enc = self.device.create_command_encoder(&Default::default());
+        enc.copy_buffer_to_buffer(&buffer.raw, offset, &staging.raw, 0, size);
+        self.queue.submit([enc.finish()]);
+        self.read_staged(&staging, None)
+    }
+
+    /// The bytes of a staging buffer once `submission` (None: all submitted work) has run.
+    pub fn read_staged(
+        &self,
+        staging: &Buffer,
+        submission: Option<&super::Submission>,
+    ) -> Result<Vec<u8>> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        staging.raw.map_async(wgpu::MapMode::Read, .., move |r| {
+            let _ = tx.send(r);
+        });
+        self.device
+            .poll(wgpu::PollType::Wait {
+                submission_index: submission.map(|s| s.0.clone()),
+                timeout: None,
+            })
+            .map_err(|e| Error::gpu("waiting for the GPU", e))?;
+        rx.recv()
+            .map_err(|e| Error::gpu("readback", e))?
+            .map_err(|e| Error::gpu("mapping a readback buffer", e))?;
+        self.check()?;
+        let bytes = staging
+            .raw
+            .slice(..)
+            .get_mapped_range()
+            .map_err(|e| Error::gpu("reading a mapped buffer", e))?
+            .to_vec();
+        staging.raw.unmap();
+        Ok(bytes)
+    }
+
+    pub fn read_f32(&self, buffer: &Buffer, offset_elems: u64, len: u64) -> Result<Vec<f32>> {
+        let bytes = self.read_bytes(buffer, offset_elems * 4, len * 4)?;
+        Ok(bytemuck::pod_collect_to_vec(&bytes))
+    }
+
+    pub fn read_u32(&self, buffer: &Buffer, offset_elems: u64, len: u64) -> Result<Vec<u32>> {
+        let bytes = self.read_bytes(buffer, offset_elems * 4, len * 4)?;
+        Ok(bytemuck::pod_collect_to_vec(&bytes))
+    }
+}

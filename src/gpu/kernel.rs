@@ -1,0 +1,57 @@
+//! Kernel definitions. Each op declares the entry points it dispatches as `KernelDef` statics next to
+//! its recording code (`src/layers/`, `src/step/`, `src/optim/`); `step::KERNELS` collects them, and
+//! pipelines are built from that list once, at start-up (`Pipelines`).
+
+/// A WGSL source file, embedded at build time so the binary runs from anywhere.
+#[derive(Debug)]
+pub struct Shader {
+    /// the file under shaders/
+    pub file: &'static str,
+    pub source: &'static str,
+}
+
+/// Declares a `Shader` for `shaders/<file>`: `shader!("conv2d.wgsl")`.
+#[macro_export]
+macro_rules! shader {
+    ($file:literal) => {
+        $crate::gpu::Shader {
+            file: $file,
+            source: include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/shaders/", $file)),
+        }
+    };
+}
+
+/// One compute entry point in one pipeline variant family.
+#[derive(Debug)]
+pub struct KernelDef {
+    /// unique name, as `bench --kernels` and the dispatch listings print it ("Conv2dForward")
+    pub name: &'static str,
+    pub shader: &'static Shader,
+    pub entry: &'static str,
+    /// pipeline-overridable constants fixed for this kernel (`POOLED`, `DY_UNIFORM`)
+    pub constants: &'static [(&'static str, f64)],
+    /// the entry point has a `GATE` override (apply relu'(y) to the incoming gradient): it is built in
+    /// two variants, chosen per dispatch
+    pub gated: bool,
+}
+
+impl KernelDef {
+    /// Pipeline-overridable constants of the variant `gate`.
+    pub fn constants(&self, gate: bool) -> Vec<(&'static str, f64)> {
+        let mut c = Vec::new();
+        if self.gated {
+            c.push(("GATE", if gate { 1.0 } else { 0.0 }));
+        }
+        c.extend_from_slice(self.constants);
+        c
+    }
+
+    /// The variants built: (false) or (false, true) for a gated kernel.
+    pub fn variants(&self) -> &'static [bool] {
+        if self.gated {
+            &[false, true]
+        } else {
+            &[false]
+        }
+    }
+}

@@ -1,0 +1,263 @@
+//! Every compute pipeline, built once at start-up inside an error scope that turns a validation error
+//! into one naming the shader and entry point; the binding table of every shader, read from the WGSL
+//! by naga, so that code binds buffers by the names the shader gives them and binding numbers are
+//! written once, in the WGSL; and the recorded dispatch.
+
+use std::collections::HashMap;
+
+use super::{Buffer, Context, KernelDef};
+use crate::error::{Error, Result};
+
+/// A binding of a shader: its number in group 0 and whether it is a uniform (else storage).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Slot {
+    pub binding: u32,
+    pub uniform: bool,
+}
+
+/// Compute pipelines by (kernel name, GATE variant). Layouts are derived from each entry point (only
+/// the bindings an entry point uses appear in its layout); bind groups are made against them.
+pub struct Pipelines {
+    pipelines: HashMap<(&'static str, bool), wgpu::ComputePipeline>,
+    /// per shader file: binding name -> slot
+    slots: HashMap<&'static str, HashMap<String, Slot>>,
+}
+
+/// The group-0 bindings a WGSL source declares, by variable name.
+pub fn reflect(file: &str, source: &str) -> Result<HashMap<String, Slot>> {
+    let module = naga::front::wgsl::parse_str(source)
+        .map_err(|e| Error::gpu(format!("parsing shaders/{file}"), e.emit_to_string(source)))?;
+    let mut slots = HashMap::new();
+    for (_, var) in module.global_variables.iter() {
+        let (Some(name), Some(rb)) = (&var.name, &var.binding) else {
+            continue;
+        };
+        if rb.group != 0 {
+            return Err(Error::gpu(
+                format!("shaders/{file}"),
+                format!(
+                    "binding {name} is in group {}: clampnet binds group 0 only",
+                    rb.group
+                ),
+            ));
+        }
+        let uniform = var.space == naga::AddressSpace::Uniform;
+        slots.insert(
+            name.clone(),
+            Slot {
+                binding: rb.binding,
+                uniform,
+            },
+        );
+    }
+    Ok(slots)
+}
+
+impl Pipelines {
+    /// Build every variant of `kernels` (names must be unique).
+    pub fn new(ctx: &Context, kernels: &[&'static KernelDef]) -> Result<Self> {
+        let mut modules = HashMap::new();
+        let mut pipelines = HashMap::new();
+        let mut slots = HashMap::new();
+        for kernel in kernels {
+            let file = kernel.shader.file;
+            if pipelines.contains_key(&(kernel.name, false)) {
+                return Err(Error::gpu(
+                    format!("kernel {}", kernel.name),
+                    "declared twice: kernel names must be unique",
+                ));
+            }
+            if !slots.contains_key(file) {
+                slots.insert(file, reflect(file, kernel.shader.source)?);
+            }
+            for &gate in kernel.variants() {
+                let scope = ctx.device.push_error_scope(wgpu::ErrorFilter::Validation);
+                let module = modules.entry(file).or_insert_with(|| {
+                    ctx.device
+                        .create_shader_module(wgpu::ShaderModuleDescriptor {
+                            label: Some(file),
+                            source: wgpu::ShaderSource::Wgsl(kernel.shader.source.into()),
+                        })
+                });
+                let constants = kernel.constants(gate);
+                let pipeline =
+                    ctx.device
+                        .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                            label: Some(kernel.entry),
+                            layout: None,
+                            module,
+                            entry_point: Some(kernel.entry),
+                            compilation_options: wgpu::PipelineCompilationOptions {
+                                constants: &constants,
+                                ..Default::default()
+                            },
+                            cache: None,
+                        });
+                if let Some(err) = pollster::block_on(scope.pop()) {
+                    return Err(Error::gpu(
+                        format!("building shaders/{file} entry point {}", kernel.entry),
+                        err,
+                    ));
+                }
+                pipelines.insert((kernel.name, gate), pipeline);
+            }
+        }
+        Ok(Pipelines { pipelines, slots })
+    }
+
+    fn get(&self, kernel: &KernelDef, gate: bool) -> Result<&wgpu::ComputePipeline> {
+        self.pipelines
+            .get(&(kernel.name, gate && kernel.gated))
+            .ok_or_else(|| {
+                Error::gpu(
+                    format!("kernel {}", kernel.name),
+                    "not among the pipelines built (missing from step::KERNELS?)",
+                )
+            })
+    }
+
+    /// The slot of the binding `name` of `kernel`'s shader.
+    pub fn slot(&self, kernel: &KernelDef, name: &str) -> Result<Slot> {
+        self.slots
+            .get(kernel.shader.file)
+            .and_then(|s| s.get(name))
+            .copied()
+            .ok_or_else(|| {
+                Error::gpu(
+                    format!("kernel {}", kernel.name),
+                    format!(
+                        "shaders/{} declares no binding named '{name}'",
+                        kernel.shader.file
+                    ),
+                )
+            })
+    }
+
+    /// A recorded dispatch of `kernel` (variant `gate`) over `groups` workgroups with these bindings
+    /// (binding number, buffer, byte offset, byte size).
+    pub(crate) fn dispatch(
+        &self,
+        ctx: &Context,
+        kernel: &'static KernelDef,
+        gate: bool,
+        bindings: Vec<BindingDesc>,
+        groups: (u32, u32, u32),
+    ) -> Result<Dispatch> {
+        let gate = gate && kernel.gated;
+        let layout = self.get(kernel, gate)?.get_bind_group_layout(0);
+        let entries: Vec<wgpu::BindGroupEntry> = bindings
+            .iter()
+            .map(|b| wgpu::BindGroupEntry {
+                binding: b.slot,
+                resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                    buffer: &b.buffer.raw,
+                    offset: b.offset,
+                    size: std::num::NonZeroU64::new(b.size),
+                }),
+            })
+            .collect();
+        let bind_group = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some(kernel.entry),
+            layout: &layout,
+            entries: &entries,
+        });
+        Ok(Dispatch {
+            kernel,
+            gate,
+            bind_group,
+            groups,
+            bindings,
+        })
+    }
+
+    /// Record `dispatches` into `pass`.
+    pub(crate) fn encode<'d>(
+        &self,
+        pass: &mut wgpu::ComputePass<'_>,
+        dispatches: impl IntoIterator<Item = &'d Dispatch>,
+    ) {
+        for d in dispatches {
+            let pipeline = &self.pipelines[&(d.kernel.name, d.gate)];
+            pass.set_pipeline(pipeline);
+            pass.set_bind_group(0, &d.bind_group, &[]);
+            pass.dispatch_workgroups(d.groups.0, d.groups.1, d.groups.2);
+        }
+    }
+}
+
+/// One recorded dispatch of a step: the pipeline, its bind group (built once), the workgroup grid, and
+/// what it binds.
+pub struct Dispatch {
+    pub kernel: &'static KernelDef,
+    /// the `GATE` variant of a gated kernel
+    pub gate: bool,
+    bind_group: wgpu::BindGroup,
+    pub groups: (u32, u32, u32),
+    pub bindings: Vec<BindingDesc>,
+}
+
+/// One binding of a recorded dispatch: binding number, buffer, byte range.
+#[derive(Clone, Debug)]
+pub struct BindingDesc {
+    pub slot: u32,
+    pub buffer: Buffer,
+    pub offset: u64,
+    pub size: u64,
+}
+
+/// A text listing of dispatch plans, one line per dispatch: kernel, variant, grid and bindings, buffers
+/// numbered in order of first appearance (with their sizes), so that two recordings of the same step
+/// compare equal exactly when they dispatch the same kernels over the same grids and buffers. Uniform
+/// buffers (immutable) also show their contents: 32-bit words in hex, or a hash of larger ones.
+pub fn listing(ctx: &Context, plans: &[(&str, &[Dispatch])]) -> Result<String> {
+    let mut ids: HashMap<Buffer, usize> = HashMap::new();
+    let mut out = String::new();
+    for (name, plan) in plans {
+        out.push_str(&format!("{name}:\n"));
+        for d in plan.iter() {
+            let mut b: Vec<&BindingDesc> = d.bindings.iter().collect();
+            b.sort_by_key(|b| b.slot);
+            let binds: Vec<String> = b
+                .iter()
+                .map(|b| {
+                    let n = ids.len();
+                    let id = *ids.entry(b.buffer.clone()).or_insert(n);
+                    let contents = if id == n && b.buffer.is_uniform() {
+                        let bytes = ctx.read_bytes(&b.buffer, 0, b.buffer.size())?;
+                        if bytes.len() <= 128 {
+                            let words: Vec<String> = bytes
+                                .chunks(4)
+                                .map(|w| {
+                                    format!("{:x}", u32::from_le_bytes([w[0], w[1], w[2], w[3]]))
+                                })
+                                .collect();
+                            format!("[{}]", words.join(","))
+                        } else {
+                            let hash = bytes.iter().fold(0xcbf29ce484222325u64, |h, &b| {
+                                (h ^ b as u64).wrapping_mul(0x100000001b3)
+                            });
+                            format!("[fnv {hash:016x}]")
+                        }
+                    } else {
+                        String::new()
+                    };
+                    Ok(format!(
+                        "{}=#{id}({}){contents}@{}+{}",
+                        b.slot,
+                        b.buffer.size(),
+                        b.offset,
+                        b.size
+                    ))
+                })
+                .collect::<Result<_>>()?;
+            out.push_str(&format!(
+                "  {}{} {:?} {}\n",
+                d.kernel.name,
+                if d.gate { " GATE" } else { "" },
+                d.groups,
+                binds.join(" ")
+            ));
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,528 @@
+//! Conv2D: stride 1, square `kernel_size`, padding `valid` or `same`, relu or linear, Keras layouts
+//! (x NHWC, kernel (k, k, in, out), bias (out,)). Shader: shaders/conv2d.wgsl (shared with the fused
+//! conv + relu + max-pool op, `conv2d_pool.rs`). Twin: `reference::conv2d`.
+//!
+//! On the GPU, unfused (both kernel sets):
+//!   forward          conv2d_forward                     bias and activation fused
+//!   weight gradient  conv2d_weight_partials -> reduce   partial sums over chunks of output rows
+//!   input gradient   conv2d_backward_input              a gather, no atomics
+//! The backward applies relu' itself when `model::fuse` gives it the GATE variant.
+
+use serde::Deserialize;
+
+use super::{spatial, Build, Io, Layer, Op, ParamRestriction, TwinForward};
+use crate::config::de::{linear, positive_usize, valid};
+use crate::config::{ConstraintConfig, RegularizerConfig};
+use crate::error::Result;
+use crate::gpu::{Buffer, KernelDef, Recorder, Shader};
+use crate::model::fuse::OpPlan;
+use crate::model::{
+    Activation, Init, LayerPlan, ModelPlan, Padding, ParamDecl, ParamSpec, Role, Shape, MAX_VALUES,
+};
+use crate::reference as twin;
+
+/// Keras' `Conv2D(filters, kernel_size, padding, activation, kernel_regularizer, bias_regularizer,
+/// kernel_constraint, bias_constraint)`.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Conv2d {
+    #[serde(deserialize_with = "positive_usize")]
+    pub filters: usize,
+    #[serde(deserialize_with = "positive_usize")]
+    pub kernel_size: usize,
+    #[serde(default = "valid")]
+    pub padding: Padding,
+    #[serde(default = "linear")]
+    pub activation: Activation,
+    #[serde(default)]
+    pub kernel_regularizer: Option<RegularizerConfig>,
+    #[serde(default)]
+    pub bias_regularizer: Option<RegularizerConfig>,
+    #[serde(default)]
+    pub kernel_constraint: Option<ConstraintConfig>,
+    #[serde(default)]
+    pub bias_constraint: Option<ConstraintConfig>,
+}
+
+impl Conv2d {
+    pub fn new(
+        filters: usize,
+        kernel_size: usize,
+        padding: Padding,
+        activation: Activation,
+    ) -> Self {
+        Conv2d {
+            filters,
+            kernel_size,
+            padding,
+            activation,
+            kernel_regularizer: None,
+            bias_regularizer: None,
+            kernel_constraint: None,
+            bias_constraint: None,
+        }
+    }
+
+    /// The twin's shapes for this layer over `batch` examples.
+    pub fn dims(&self, l: &LayerPlan, batch: usize) -> twin::ConvDims {
+        let (h, w, c) = spatial(l.input);
+        twin::ConvDims::new(
+            batch,
+            h,
+            w,
+            c,
+            self.filters,
+            self.kernel_size,
+            self.padding == Padding::Same,
+        )
+    }
+}
+
+impl Layer for Conv2d {
+    fn keras_name(&self) -> &'static str {
+        "conv2d"
+    }
+
+    fn output(&self, input: Shape, _last: bool) -> std::result::Result<Shape, String> {
+        let k = self.kernel_size;
+        let (h, w) = match input {
+            Shape::Spatial { h, w, .. } => (h, w),
+            Shape::Flat(_) => (1, 1),
+        };
+        let fits = |n: Option<usize>| n.is_some_and(|n| n <= MAX_VALUES);
+        let kernel = k
+            .checked_mul(k)
+            .and_then(|kk| kk.checked_mul(input.len()))
+            .and_then(|n| n.checked_mul(self.filters));
+        if !fits(kernel) || !fits(h.checked_mul(w).and_then(|hw| hw.checked_mul(self.filters))) {
+            return Err(format!(
+                "its kernel or output is too large: at most {} values",
+                u32::MAX
+            ));
+        }
+        let Shape::Spatial { h, w, .. } = input else {
+            return Err(
+                "conv2d and max_pool2d need a spatial input, but the input is already flat".into(),
+            );
+        };
+        if self.filters == 0 || k == 0 {
+            return Err("filters and kernel_size must be at least 1".into());
+        }
+        if self.activation == Activation::Softmax {
+            return Err("conv2d activation must be relu or linear".into());
+        }
+        let (oh, ow) = match self.padding {
+            Padding::Valid => {
+                if k > h || k > w {
+                    return Err(format!("kernel {k}x{k} is larger than its {h}x{w} input"));
+                }
+                (h - k + 1, w - k + 1)
+            }
+            Padding::Same => {
+                if k % 2 == 0 {
+                    return Err("padding 'same' needs an odd kernel_size".into());
+                }
+                (h, w)
+            }
+        };
+        Ok(Shape::Spatial {
+            h: oh,
+            w: ow,
+            c: self.filters,
+        })
+    }
+
+    fn params(&self, input: Shape) -> Vec<ParamDecl> {
+        let (_, _, c) = spatial(input);
+        let k = self.kernel_size;
+        vec![
+            ParamDecl {
+                suffix: "kernel",
+                role: Role::Kernel,
+                shape: vec![k, k, c, self.filters],
+                init: Init::GlorotUniform {
+                    fan_in: k * k * c,
+                    fan_out: k * k * self.filters,
+                },
+                trainable: true,
+            },
+            ParamDecl {
+                suffix: "bias",
+                role: Role::Bias,
+                shape: vec![self.filters],
+                init: Init::Zeros,
+                trainable: true,
+            },
+        ]
+    }
+
+    fn macs(&self, input: Shape, output: Shape) -> f64 {
+        let (_, _, c) = spatial(input);
+        (output.len() * self.kernel_size * self.kernel_size * c) as f64
+    }
+
+    fn relu(&self) -> bool {
+        self.activation == Activation::Relu
+    }
+
+    fn take_restrictions(&mut self) -> Vec<ParamRestriction> {
+        vec![
+            (
+                "kernel",
+                self.kernel_regularizer.take(),
+                self.kernel_constraint.take(),
+            ),
+            (
+                "bias",
+                self.bias_regularizer.take(),
+                self.bias_constraint.take(),
+            ),
+        ]
+    }
+
+    fn twin_forward(&self, l: &LayerPlan, batch: usize, x: &[f64], w: &[&[f64]]) -> TwinForward {
+        TwinForward {
+            y: twin::conv2d_forward(&self.dims(l, batch), x, w[0], w[1], self.relu()),
+            argmax: None,
+        }
+    }
+
+    fn twin_backward(
+        &self,
+        l: &LayerPlan,
+        batch: usize,
+        x: &[f64],
+        w: &[&[f64]],
+        fwd: &TwinForward,
+        dy: &[f64],
+    ) -> (Vec<Vec<f64>>, Vec<f64>) {
+        let (dk, db, dx) =
+            twin::conv2d_backward(&self.dims(l, batch), x, w[0], &fwd.y, dy, self.relu());
+        (vec![dk, db], dx)
+    }
+
+    fn op(&self, _model: &ModelPlan, plan: &OpPlan, b: &Build) -> Result<Box<dyn Op>> {
+        Ok(Box::new(ConvOp::new(self, plan, b)?))
+    }
+}
+
+pub static SHADER: Shader = crate::shader!("conv2d.wgsl");
+
+pub static FORWARD: KernelDef = KernelDef {
+    name: "Conv2dForward",
+    shader: &SHADER,
+    entry: "conv2d_forward",
+    constants: &[],
+    gated: false,
+};
+pub static WEIGHT_PARTIALS: KernelDef = KernelDef {
+    name: "Conv2dWeightPartials",
+    shader: &SHADER,
+    entry: "conv2d_weight_partials",
+    constants: &[],
+    gated: true,
+};
+pub static WEIGHT_REDUCE: KernelDef = KernelDef {
+    name: "Conv2dWeightReduce",
+    shader: &SHADER,
+    entry: "conv2d_weight_reduce",
+    constants: &[],
+    gated: false,
+};
+pub static BACKWARD_INPUT: KernelDef = KernelDef {
+    name: "Conv2dBackwardInput",
+    shader: &SHADER,
+    entry: "conv2d_backward_input",
+    constants: &[],
+    gated: true,
+};
+
+pub static KERNELS: &[&KernelDef] = &[&FORWARD, &WEIGHT_PARTIALS, &WEIGHT_REDUCE, &BACKWARD_INPUT];
+
+/// The uniform of every conv2d.wgsl entry point, field for field.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct ConvParams {
+    pub batch: u32,
+    pub in_h: u32,
+    pub in_w: u32,
+    pub in_c: u32,
+    pub out_h: u32,
+    pub out_w: u32,
+    pub out_c: u32,
+    pub k: u32,
+    pub pad: u32,
+    pub relu: u32,
+    /// weight gradient: output rows per chunk (pooled rows when fused with the pool)
+    pub rows_per: u32,
+    /// weight gradient: chunks in all
+    pub chunks: u32,
+    /// the GPU shape of the pooled weight gradient: pooled positions per chunk
+    pub chunk_len: u32,
+    pub _pad1: u32,
+    pub _pad2: u32,
+    pub _pad3: u32,
+}
+const _: () = assert!(std::mem::size_of::<ConvParams>() == 64);
+
+/// The conv weight gradient's register tile per invocation, (patch rows, output channels), as
+/// conv2d.wgsl writes them: `conv2d_weight_partials` and the fused `conv2d_weight_partials_pooled`.
+pub const WEIGHT_GRAD_TILE: (usize, u32) = (8, 8);
+pub const POOLED_WEIGHT_GRAD_TILE: (usize, u32) = (10, 16);
+
+/// How the conv weight gradient splits a step: (`rows_per`, `chunks`), chunks of `rows_per` output rows
+/// of one image (pooled rows when the conv is fused with its 2x2 pool), about 256 chunks per step (128
+/// pooled: llvmpipe sums fewer partials for the same speed).
+pub fn conv_weight_chunks(batch: usize, out_h: usize, pooled: bool) -> (u32, u32) {
+    let h = if pooled { out_h / 2 } else { out_h }.max(1);
+    let rows_per = (batch * h)
+        .div_ceil(if pooled { 128 } else { 256 })
+        .clamp(1, h);
+    (rows_per as u32, (batch * h.div_ceil(rows_per)) as u32)
+}
+
+/// The patch-row table of a conv layer for its weight gradient: one (di, dj, input offset, kind) per row
+/// t = (di*k + dj)*IC + c, then the bias row (kind 1), padded with kind 2 (no row) to whole groups of
+/// either weight-gradient tile's rows.
+pub fn conv_taps(cp: &ConvParams) -> Vec<[i32; 4]> {
+    let mut taps = Vec::new();
+    for di in 0..cp.k {
+        for dj in 0..cp.k {
+            for c in 0..cp.in_c {
+                taps.push([
+                    di as i32,
+                    dj as i32,
+                    ((di * cp.in_w + dj) * cp.in_c + c) as i32,
+                    0,
+                ]);
+            }
+        }
+    }
+    taps.push([0, 0, 0, 1]);
+    taps.resize(
+        taps.len().div_ceil(TAPS_MULTIPLE) * TAPS_MULTIPLE,
+        [0, 0, 0, 2],
+    );
+    taps
+}
+
+/// conv_taps pads to a multiple of both tiles' row counts (their least common multiple).
+pub const TAPS_MULTIPLE: usize = {
+    let (a, b) = (WEIGHT_GRAD_TILE.0, POOLED_WEIGHT_GRAD_TILE.0);
+    let (mut x, mut y) = (a, b);
+    while y != 0 {
+        (x, y) = (y, x % y);
+    }
+    a / x * b
+};
+
+/// The shapes and parameters of a conv op, unfused or fused with its pool: what both record from.
+pub(crate) struct ConvCore {
+    pub name: String,
+    pub kernel: ParamSpec,
+    pub bias: ParamSpec,
+    /// input (h, w, c) and conv output (h, w, c)
+    pub input: (usize, usize, usize),
+    pub conv_out: (usize, usize, usize),
+    pub k: usize,
+    pub pad: usize,
+    pub relu: bool,
+    /// the patch-row table (`conv_taps`), also readable as a uniform window
+    pub taps: Buffer,
+}
+
+impl ConvCore {
+    pub fn new(spec: &Conv2d, name: &str, params: &[ParamSpec], input: Shape, b: &Build) -> Self {
+        let (h, w, c) = spatial(input);
+        let k = spec.kernel_size;
+        let (oh, ow) = match spec.padding {
+            Padding::Valid => (h - k + 1, w - k + 1),
+            Padding::Same => (h, w),
+        };
+        let taps = conv_taps(&ConvParams {
+            k: k as u32,
+            in_w: w as u32,
+            in_c: c as u32,
+            ..Default::default()
+        });
+        ConvCore {
+            name: name.to_string(),
+            kernel: params[0].clone(),
+            bias: params[1].clone(),
+            input: (h, w, c),
+            conv_out: (oh, ow, spec.filters),
+            k,
+            pad: if spec.padding == Padding::Same {
+                (k - 1) / 2
+            } else {
+                0
+            },
+            relu: spec.activation == Activation::Relu,
+            taps: b
+                .ctx
+                .storage_uniform_init(&format!("{name} taps"), bytemuck::cast_slice(&taps)),
+        }
+    }
+
+    /// The uniform over `rows` examples, with the weight gradient's split (`rows_per`, `chunks`,
+    /// `chunk_len`).
+    pub fn params(
+        &self,
+        rows: usize,
+        (rows_per, chunks, chunk_len): (u32, u32, u32),
+    ) -> ConvParams {
+        let ((h, w, c), (oh, ow, oc)) = (self.input, self.conv_out);
+        ConvParams {
+            batch: rows as u32,
+            in_h: h as u32,
+            in_w: w as u32,
+            in_c: c as u32,
+            out_h: oh as u32,
+            out_w: ow as u32,
+            out_c: oc as u32,
+            k: self.k as u32,
+            pad: self.pad as u32,
+            relu: self.relu as u32,
+            rows_per,
+            chunks,
+            chunk_len,
+            ..Default::default()
+        }
+    }
+
+    /// Rows of the patch table (k*k*IC) plus the bias row.
+    pub fn patch_rows(&self) -> usize {
+        self.kernel.len / self.conv_out.2 + 1
+    }
+
+    /// The weight-gradient partial sums of `chunks` chunks, for this plan.
+    pub fn partials(&self, r: &mut Recorder, chunks: u32) -> Buffer {
+        r.scratch(
+            &format!("{} weight-gradient partials", self.name),
+            (chunks as usize * self.patch_rows() * self.conv_out.2 * 4) as u64,
+        )
+    }
+
+    /// Sum the partials into dK and db: one invocation per output, or (`gpu_shape`) 8 lanes per
+    /// output in workgroups of 32 outputs.
+    pub fn reduce(
+        &self,
+        r: &mut Recorder,
+        u: &Buffer,
+        io: &Io,
+        partials: &Buffer,
+        gpu_shape: bool,
+    ) {
+        let outputs = self.patch_rows() * self.conv_out.2;
+        let (kernel, grid) = if gpu_shape {
+            (
+                &super::conv2d_pool::WEIGHT_REDUCE_GPU,
+                r.grid_1d(outputs * 8, 256),
+            )
+        } else {
+            (&WEIGHT_REDUCE, r.grid_1d(outputs, 64))
+        };
+        r.dispatch(kernel)
+            .bind("P", u)
+            .span("dkernel", io.grads(), self.kernel.offset, self.kernel.len)
+            .span("dbias", io.grads(), self.bias.offset, self.bias.len)
+            .bind("partials", partials)
+            .grid(grid);
+    }
+
+    /// Grid of one invocation per input pixel (the input gradient).
+    pub fn input_grid(&self, rows: usize) -> (u32, u32, u32) {
+        let (h, w, _) = self.input;
+        ((h * w).div_ceil(64) as u32, rows as u32, 1)
+    }
+}
+
+/// Conv2D on its own.
+struct ConvOp {
+    core: ConvCore,
+    gate: bool,
+    y: Buffer,
+    dy: Option<Buffer>,
+}
+
+impl ConvOp {
+    fn new(spec: &Conv2d, plan: &OpPlan, b: &Build) -> Result<Self> {
+        Ok(ConvOp {
+            core: ConvCore::new(spec, &plan.name, &plan.params, plan.input, b),
+            gate: plan.gate,
+            y: b.output(plan)?,
+            dy: b.output_grad(plan)?,
+        })
+    }
+
+    fn uniform(&self, r: &mut Recorder, rows: usize) -> Buffer {
+        let (rows_per, chunks) = conv_weight_chunks(rows, self.core.conv_out.0, false);
+        let p = self.core.params(rows, (rows_per, chunks, 0));
+        r.uniform(&self.core.name, &p)
+    }
+}
+
+impl Op for ConvOp {
+    fn output(&self) -> &Buffer {
+        &self.y
+    }
+
+    fn output_grad(&self) -> Option<&Buffer> {
+        self.dy.as_ref()
+    }
+
+    fn forward(&self, r: &mut Recorder, io: &Io, rows: usize) {
+        let c = &self.core;
+        let u = self.uniform(r, rows);
+        let (oh, ow, oc) = c.conv_out;
+        r.dispatch(&FORWARD)
+            .bind("P", &u)
+            .bind("x", io.x)
+            .span("kernel", io.params, c.kernel.offset, c.kernel.len)
+            .span("bias", io.params, c.bias.offset, c.bias.len)
+            .bind("y", &self.y)
+            .grid((
+                (oh * ow).div_ceil(256) as u32,
+                rows as u32,
+                oc.div_ceil(8) as u32,
+            ));
+    }
+
+    fn backward(&self, r: &mut Recorder, io: &Io, rows: usize) {
+        let c = &self.core;
+        let dy = self
+            .dy
+            .as_ref()
+            .expect("a training op has an output gradient");
+        let u = self.uniform(r, rows);
+        let (_, chunks) = conv_weight_chunks(rows, c.conv_out.0, false);
+        let partials = c.partials(r, chunks);
+        // (chunks, patch-row groups, channel groups); the argmax binding is declared but unused here
+        r.dispatch(&WEIGHT_PARTIALS)
+            .gate(self.gate)
+            .bind("P", &u)
+            .bind("x", io.x)
+            .bind("y", &self.y)
+            .bind("dy", dy)
+            .bind("partials", &partials)
+            .bind("taps", &c.taps)
+            .placeholder("argmax")
+            .grid((
+                (chunks as usize).div_ceil(64) as u32,
+                c.patch_rows().div_ceil(WEIGHT_GRAD_TILE.0) as u32,
+                (c.conv_out.2 as u32).div_ceil(WEIGHT_GRAD_TILE.1),
+            ));
+        c.reduce(r, &u, io, &partials, false);
+        if let Some(dx) = io.dx {
+            r.dispatch(&BACKWARD_INPUT)
+                .gate(self.gate)
+                .bind("P", &u)
+                .span("kernel", io.params, c.kernel.offset, c.kernel.len)
+                .bind("y", &self.y)
+                .bind("dy", dy)
+                .bind("dx", dx)
+                .placeholder("argmax")
+                .grid(c.input_grid(rows));
+        }
+    }
+}

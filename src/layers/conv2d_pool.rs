@@ -1,0 +1,232 @@
+//! The fusion of a relu Conv2D with the 2x2 MaxPool2D after it: one op whose forward writes only the
+//! pooled output and the window position it chose (4, "none", where the pooled value is 0: relu' = 0
+//! there), and whose weight gradient visits only the pooled positions (a quarter of the conv outputs,
+//! the only ones with a gradient). The pool's backward and relu' are folded into the conv's gradients.
+//! Shader: shaders/conv2d.wgsl (the fused and `_gpu` entry points, and the POOLED variants). Twin: the
+//! conv twin then the pool twin.
+//!
+//! With the CPU kernel set the forward reads the kernel and the patch-row table through 64 KiB uniform
+//! windows, so the fusion applies only where both fit one.
+
+use super::conv2d::{conv_weight_chunks, ConvCore, POOLED_WEIGHT_GRAD_TILE, SHADER, TAPS_MULTIPLE};
+use super::{Build, Fusion, Io, LayerSpec, Op};
+use crate::error::Result;
+use crate::gpu::{Buffer, KernelDef, KernelSet, Recorder, UNIFORM_WINDOW};
+use crate::model::fuse::OpPlan;
+use crate::model::{Activation, ModelPlan};
+
+pub static FUSION: Fusion = Fusion {
+    name: "conv2d + relu + max_pool2d(2)",
+    matches,
+    build,
+    kernels: &[
+        &FORWARD,
+        &WEIGHT_PARTIALS,
+        &BACKWARD_INPUT_POOLED,
+        &FORWARD_GPU,
+        &WEIGHT_PARTIALS_GPU,
+        &WEIGHT_REDUCE_GPU,
+    ],
+};
+
+/// conv + relu + 2x2 max-pool (CPU shape): 2 pooled pixels x 16 channels per invocation
+pub static FORWARD: KernelDef = KernelDef {
+    name: "Conv2dReluMaxPool2Forward",
+    shader: &SHADER,
+    entry: "conv2d_relu_maxpool2_forward",
+    constants: &[],
+    gated: false,
+};
+/// the weight gradient over the pooled positions (CPU shape): 10 patch rows x 16 channels per invocation
+pub static WEIGHT_PARTIALS: KernelDef = KernelDef {
+    name: "Conv2dWeightPartialsPooled",
+    shader: &SHADER,
+    entry: "conv2d_weight_partials_pooled",
+    constants: &[("POOLED", 1.0)],
+    gated: false,
+};
+/// the input gradient through the pool's choice
+pub static BACKWARD_INPUT_POOLED: KernelDef = KernelDef {
+    name: "Conv2dBackwardInputPooled",
+    shader: &SHADER,
+    entry: "conv2d_backward_input",
+    constants: &[("POOLED", 1.0)],
+    gated: false,
+};
+/// GPU shape: one invocation per (pooled pixel, channel)
+pub static FORWARD_GPU: KernelDef = KernelDef {
+    name: "Conv2dReluMaxPool2ForwardGpu",
+    shader: &SHADER,
+    entry: "conv2d_relu_maxpool2_forward_gpu",
+    constants: &[],
+    gated: false,
+};
+/// GPU shape: workgroups of 32 channels x 8 lanes over chunks of pooled positions
+pub static WEIGHT_PARTIALS_GPU: KernelDef = KernelDef {
+    name: "Conv2dWeightPartialsPooledGpu",
+    shader: &SHADER,
+    entry: "conv2d_weight_partials_pooled_gpu",
+    constants: &[],
+    gated: false,
+};
+/// GPU shape of the partial-sum reduce: 32 outputs x 8 lanes per workgroup
+pub static WEIGHT_REDUCE_GPU: KernelDef = KernelDef {
+    name: "Conv2dWeightReduceGpu",
+    shader: &SHADER,
+    entry: "conv2d_weight_reduce_gpu",
+    constants: &[],
+    gated: false,
+};
+
+/// A relu conv2d at layer `i` followed by a 2x2 max-pool, whose kernel and patch-row table fit the
+/// uniform windows the CPU shape reads them through (any size with the GPU shapes): 2 layers.
+fn matches(plan: &ModelPlan, i: usize, set: KernelSet) -> Option<usize> {
+    let l = &plan.layers;
+    let LayerSpec::Conv2d(conv) = &l[i].spec else {
+        return None;
+    };
+    let next_is_pool2 =
+        matches!(l.get(i + 1).map(|n| &n.spec), Some(LayerSpec::MaxPool2d(p)) if p.pool_size == 2);
+    if conv.activation != Activation::Relu || !next_is_pool2 {
+        return None;
+    }
+    let p = plan.layer_params(i);
+    let (kernel, bias) = (p[0], p[1]);
+    let window = UNIFORM_WINDOW as usize;
+    let taps = kernel.len / bias.len + 1;
+    let fits =
+        kernel.len * 4 <= window && taps.div_ceil(TAPS_MULTIPLE) * TAPS_MULTIPLE * 16 <= window;
+    (set == KernelSet::Gpu || fits).then_some(2)
+}
+
+/// How the GPU shape of the pooled conv weight gradient splits a step: (`chunk_len`, `chunks`), chunks of
+/// `chunk_len` pooled positions (a multiple of its 8 lanes, at least 32), about 128 chunks.
+pub fn pooled_chunks_gpu(positions: usize) -> (u32, u32) {
+    let len = positions.div_ceil(128).next_multiple_of(8).max(32);
+    (len as u32, positions.div_ceil(len).max(1) as u32)
+}
+
+fn build(model: &ModelPlan, plan: &OpPlan, b: &Build) -> Result<Box<dyn Op>> {
+    let LayerSpec::Conv2d(conv) = &model.layers[plan.layers.start].spec else {
+        unreachable!("matched a conv2d")
+    };
+    let bytes = (b.batch * plan.output.len() * 4) as u64;
+    Ok(Box::new(ConvPoolOp {
+        core: ConvCore::new(conv, &plan.name, &plan.params, plan.input, b),
+        set: b.set,
+        y: b.output(plan)?,
+        dy: b.output_grad(plan)?,
+        argmax: b
+            .ctx
+            .storage_checked(&format!("{} pool argmax", plan.name), bytes)?,
+    }))
+}
+
+struct ConvPoolOp {
+    core: ConvCore,
+    set: KernelSet,
+    /// the pooled output [B, OH/2, OW/2, OC]
+    y: Buffer,
+    dy: Option<Buffer>,
+    /// the window position each pooled output came from (4: none, the value is 0)
+    argmax: Buffer,
+}
+
+impl ConvPoolOp {
+    /// The uniform over `rows` examples and the weight gradient's chunk count.
+    fn uniform(&self, r: &mut Recorder, rows: usize) -> (Buffer, u32) {
+        let (oh, ow, _) = self.core.conv_out;
+        let (rows_per, chunks) = conv_weight_chunks(rows, oh, true);
+        let (chunk_len, chunks) = match self.set {
+            KernelSet::Gpu => pooled_chunks_gpu(rows * (oh / 2) * (ow / 2)),
+            KernelSet::Cpu => (0, chunks),
+        };
+        let p = self.core.params(rows, (rows_per, chunks, chunk_len));
+        (r.uniform(&self.core.name, &p), chunks)
+    }
+}
+
+impl Op for ConvPoolOp {
+    fn output(&self) -> &Buffer {
+        &self.y
+    }
+
+    fn output_grad(&self) -> Option<&Buffer> {
+        self.dy.as_ref()
+    }
+
+    fn forward(&self, r: &mut Recorder, io: &Io, rows: usize) {
+        let c = &self.core;
+        let (u, _) = self.uniform(r, rows);
+        let (oh, ow, oc) = c.conv_out;
+        let (ph, pw) = (oh / 2, ow / 2);
+        match self.set {
+            KernelSet::Gpu => r
+                .dispatch(&FORWARD_GPU)
+                .bind("P", &u)
+                .bind("x", io.x)
+                .span("kernel", io.params, c.kernel.offset, c.kernel.len)
+                .span("bias", io.params, c.bias.offset, c.bias.len)
+                .bind("y", &self.y)
+                .bind("argmax", &self.argmax)
+                .grid(((ph * pw * oc).div_ceil(256) as u32, rows as u32, 1)),
+            KernelSet::Cpu => r
+                .dispatch(&FORWARD)
+                .bind("P", &u)
+                .bind("x", io.x)
+                .span("bias", io.params, c.bias.offset, c.bias.len)
+                .bind("y", &self.y)
+                .bind("argmax", &self.argmax)
+                .window("kernel_u", io.params, c.kernel.offset)
+                .window("taps_u", &c.taps, 0)
+                .grid((
+                    (ph * pw.div_ceil(2)).div_ceil(32) as u32,
+                    rows as u32,
+                    oc.div_ceil(16) as u32,
+                )),
+        }
+    }
+
+    fn backward(&self, r: &mut Recorder, io: &Io, rows: usize) {
+        let c = &self.core;
+        let dy = self
+            .dy
+            .as_ref()
+            .expect("a training op has an output gradient");
+        let (u, chunks) = self.uniform(r, rows);
+        let partials = c.partials(r, chunks);
+        let oc = c.conv_out.2 as u32;
+        let row_groups = c.patch_rows().div_ceil(POOLED_WEIGHT_GRAD_TILE.0) as u32;
+        // the weight gradient needs only the pool's choice, not its output
+        let (kernel, grid) = match self.set {
+            KernelSet::Gpu => (&WEIGHT_PARTIALS_GPU, (chunks, row_groups, oc.div_ceil(32))),
+            KernelSet::Cpu => (
+                &WEIGHT_PARTIALS,
+                (
+                    (chunks as usize).div_ceil(64) as u32,
+                    row_groups,
+                    oc.div_ceil(POOLED_WEIGHT_GRAD_TILE.1),
+                ),
+            ),
+        };
+        r.dispatch(kernel)
+            .bind("P", &u)
+            .bind("x", io.x)
+            .bind("dy", dy)
+            .bind("partials", &partials)
+            .bind("taps", &c.taps)
+            .bind("argmax", &self.argmax)
+            .grid(grid);
+        c.reduce(r, &u, io, &partials, self.set == KernelSet::Gpu);
+        if let Some(dx) = io.dx {
+            r.dispatch(&BACKWARD_INPUT_POOLED)
+                .bind("P", &u)
+                .span("kernel", io.params, c.kernel.offset, c.kernel.len)
+                .bind("y", &self.y)
+                .bind("dy", dy)
+                .bind("dx", dx)
+                .bind("argmax", &self.argmax)
+                .grid(c.input_grid(rows));
+        }
+    }
+}

@@ -1,0 +1,257 @@
+//! Layer kinds. Each kind is one file holding everything about it: its Keras settings (the config's
+//! `[[model.layers]]` table), shapes, parameter declarations (Keras name, shape, initializer), cost, the
+//! glue to its CPU twin (`src/reference/`), and its GPU op: uniform struct, kernels, grids, buffers and
+//! forward and backward recording. Its WGSL is under `shaders/`.
+//!
+//! Adding a layer kind: its file here, its shader, and one line in `registry!` below. A fusion (several
+//! layers run as one op) is a file and one line in `FUSIONS`.
+
+pub mod conv2d;
+pub mod conv2d_pool;
+pub mod dense;
+pub mod flatten;
+pub mod max_pool;
+
+use serde::Deserialize;
+
+pub use conv2d::Conv2d;
+pub use dense::Dense;
+pub use flatten::Flatten;
+pub use max_pool::MaxPool2d;
+
+use crate::config::{ConstraintConfig, RegularizerConfig};
+use crate::error::{Error, Result};
+use crate::gpu::{Buffer, Context, KernelDef, KernelSet, Recorder};
+use crate::model::fuse::OpPlan;
+use crate::model::{LayerPlan, ModelPlan, ParamDecl, Shape};
+
+/// The registry: one line per layer kind, `Variant(module::Type)`, with the serde attributes of its
+/// `type = "..."` name in a config (snake_case of the variant by default).
+macro_rules! registry {
+    ($( $(#[$attr:meta])* $variant:ident($module:ident::$ty:ident) ),* $(,)?) => {
+        /// One layer of a sequential model, as a config's `[[model.layers]]` table describes it.
+        #[derive(Clone, Debug, PartialEq, Deserialize)]
+        #[serde(tag = "type", rename_all = "snake_case")]
+        pub enum LayerSpec {
+            $( $(#[$attr])* $variant($module::$ty), )*
+        }
+
+        impl LayerSpec {
+            /// What the layer kind knows about itself.
+            pub fn kind(&self) -> &dyn Layer {
+                match self { $( LayerSpec::$variant(l) => l, )* }
+            }
+
+            pub fn kind_mut(&mut self) -> &mut dyn Layer {
+                match self { $( LayerSpec::$variant(l) => l, )* }
+            }
+        }
+
+        $( impl From<$module::$ty> for LayerSpec {
+            fn from(l: $module::$ty) -> Self {
+                LayerSpec::$variant(l)
+            }
+        } )*
+
+        /// The kernels every layer kind and fusion dispatches.
+        pub fn kernels() -> Vec<&'static KernelDef> {
+            let mut k: Vec<&'static KernelDef> = Vec::new();
+            $( k.extend_from_slice($module::KERNELS); )*
+            for f in FUSIONS {
+                k.extend_from_slice(f.kernels);
+            }
+            k
+        }
+    };
+}
+
+registry! {
+    Conv2d(conv2d::Conv2d),
+    #[serde(rename = "max_pool2d", alias = "max_pooling2d")]
+    MaxPool2d(max_pool::MaxPool2d),
+    Flatten(flatten::Flatten),
+    Dense(dense::Dense),
+}
+
+/// Several layers run as one op: `matches` says where, `build` makes the op. The op's CPU twin is the
+/// chain of its layers' twins.
+pub struct Fusion {
+    pub name: &'static str,
+    /// the number of layers from layer `i` this fusion runs as one op, where it applies there
+    pub matches: fn(&ModelPlan, usize, KernelSet) -> Option<usize>,
+    pub build: fn(&ModelPlan, &OpPlan, &Build) -> Result<Box<dyn Op>>,
+    pub kernels: &'static [&'static KernelDef],
+}
+
+impl std::fmt::Debug for Fusion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name)
+    }
+}
+
+/// The fusions, tried in order at each layer.
+pub static FUSIONS: &[&Fusion] = &[&conv2d_pool::FUSION];
+
+/// The restriction settings of one parameter in a layer's config: Keras' `<param>_regularizer` and
+/// `<param>_constraint`.
+pub type ParamRestriction = (
+    &'static str,
+    Option<RegularizerConfig>,
+    Option<ConstraintConfig>,
+);
+
+/// What a layer kind knows about itself (no GPU here but `op`).
+pub trait Layer {
+    /// The base of Keras' auto-names: "conv2d" -> conv2d, conv2d_1, ...
+    fn keras_name(&self) -> &'static str;
+
+    /// The output shape for `input`, or what is wrong (`last`: the model's last layer).
+    fn output(&self, input: Shape, last: bool) -> std::result::Result<Shape, String>;
+
+    /// The parameters, in Keras' weight order.
+    fn params(&self, _input: Shape) -> Vec<ParamDecl> {
+        Vec::new()
+    }
+
+    /// Multiply-adds per image of the forward pass.
+    fn macs(&self, _input: Shape, _output: Shape) -> f64 {
+        0.0
+    }
+
+    /// The units of the softmax this layer ends with (the model's classes), if it ends with one.
+    fn softmax_units(&self) -> Option<usize> {
+        None
+    }
+
+    /// Its output is a relu's.
+    fn relu(&self) -> bool {
+        false
+    }
+
+    /// Its backward can apply relu' of the relu layer right before it (`model::fuse`).
+    fn gates_input(&self) -> bool {
+        false
+    }
+
+    /// Its output is its input, reshaped: no op runs for it.
+    fn is_view(&self) -> bool {
+        false
+    }
+
+    /// The config's restriction settings, per parameter suffix, taken out of the layer (`Config::parse`
+    /// resolves them into `Restrictions`).
+    fn take_restrictions(&mut self) -> Vec<ParamRestriction> {
+        Vec::new()
+    }
+
+    /// The CPU twin of the forward pass over `batch` examples: the output (and a pool's choices).
+    fn twin_forward(&self, l: &LayerPlan, batch: usize, x: &[f64], w: &[&[f64]]) -> TwinForward;
+
+    /// The CPU twin of the backward pass: the parameter gradients (weight order) and dL/dx.
+    fn twin_backward(
+        &self,
+        l: &LayerPlan,
+        batch: usize,
+        x: &[f64],
+        w: &[&[f64]],
+        fwd: &TwinForward,
+        dy: &[f64],
+    ) -> (Vec<Vec<f64>>, Vec<f64>);
+
+    /// The GPU op of this layer alone.
+    fn op(&self, _model: &ModelPlan, plan: &OpPlan, _b: &Build) -> Result<Box<dyn Op>> {
+        Err(Error::Model(format!("{}: no GPU op", plan.name)))
+    }
+}
+
+/// What a twin forward pass produces.
+#[derive(Clone, Debug, Default)]
+pub struct TwinForward {
+    pub y: Vec<f64>,
+    /// a max-pool's choice per output element
+    pub argmax: Option<Vec<u32>>,
+}
+
+/// What building an op needs.
+pub struct Build<'a> {
+    pub ctx: &'a Context,
+    pub set: KernelSet,
+    /// rows of a full batch: buffers are sized for it
+    pub batch: usize,
+    /// allocate gradient buffers (false: a forward-only predictor)
+    pub training: bool,
+}
+
+impl Build<'_> {
+    /// The output buffer of an op: `[batch, len]` f32.
+    pub fn output(&self, plan: &OpPlan) -> Result<Buffer> {
+        self.ctx.storage_checked(
+            &format!("{} out", plan.name),
+            (self.batch * plan.output.len() * 4) as u64,
+        )
+    }
+
+    /// The gradient of an op's output, when training.
+    pub fn output_grad(&self, plan: &OpPlan) -> Result<Option<Buffer>> {
+        if !self.training {
+            return Ok(None);
+        }
+        let bytes = (self.batch * plan.output.len() * 4) as u64;
+        Ok(Some(
+            self.ctx
+                .storage_checked(&format!("{} dout", plan.name), bytes)?,
+        ))
+    }
+}
+
+/// The buffers an op reads and writes besides its own.
+pub struct Io<'a> {
+    /// its input, `[rows, input]`
+    pub x: &'a Buffer,
+    /// where its backward writes dL/dx (None: no earlier op needs it)
+    pub dx: Option<&'a Buffer>,
+    /// the flat parameters
+    pub params: &'a Buffer,
+    /// the flat gradients (training only)
+    pub grads: Option<&'a Buffer>,
+}
+
+impl<'a> Io<'a> {
+    pub fn grads(&self) -> &'a Buffer {
+        self.grads.expect("a training step binds the gradients")
+    }
+}
+
+/// One op of a step on the GPU: it owns its output, its output's gradient and its scratch buffers, and
+/// records its passes over `rows` examples (the last batch of an epoch may be short).
+pub trait Op {
+    /// `[batch, output]`
+    fn output(&self) -> &Buffer;
+
+    /// dL/d(output), `[batch, output]` (None in a forward-only op)
+    fn output_grad(&self) -> Option<&Buffer>;
+
+    fn forward(&self, r: &mut Recorder, io: &Io, rows: usize);
+
+    /// Parameter gradients into `io.grads`, and dL/dx into `io.dx` where given.
+    fn backward(&self, r: &mut Recorder, io: &Io, rows: usize);
+}
+
+/// Build the op of `plan`.
+pub fn build_op(model: &ModelPlan, plan: &OpPlan, b: &Build) -> Result<Box<dyn Op>> {
+    match plan.fusion {
+        Some(f) => (f.build)(model, plan, b),
+        None => model.layers[plan.layers.start]
+            .spec
+            .kind()
+            .op(model, plan, b),
+    }
+}
+
+/// The dims of a spatial shape; layers that need one check it in `output` first.
+pub(crate) fn spatial(s: Shape) -> (usize, usize, usize) {
+    match s {
+        Shape::Spatial { h, w, c } => (h, w, c),
+        Shape::Flat(_) => unreachable!("checked by the layer's `output`: a spatial shape"),
+    }
+}

@@ -1,0 +1,55 @@
+//! Softmax + sparse categorical cross-entropy from logits, and the batch gather.
+
+/// Softmax + sparse categorical cross-entropy from logits: (ce per example, dlogits = (softmax - onehot)/B,
+/// correct per example: first argmax == label).
+pub fn softmax_xent(
+    batch: usize,
+    classes: usize,
+    logits: &[f64],
+    labels: &[u32],
+) -> (Vec<f64>, Vec<f64>, Vec<bool>) {
+    let mut ce = vec![0.0; batch];
+    let mut dl = vec![0.0; batch * classes];
+    let mut correct = vec![false; batch];
+    for n in 0..batch {
+        let row = &logits[n * classes..(n + 1) * classes];
+        let (mut arg, mut mx) = (0, row[0]);
+        for (k, &v) in row.iter().enumerate().skip(1) {
+            if v > mx {
+                mx = v;
+                arg = k;
+            }
+        }
+        let sum: f64 = row.iter().map(|&v| (v - mx).exp()).sum();
+        let y = labels[n] as usize;
+        ce[n] = mx + sum.ln() - row[y];
+        correct[n] = arg == y;
+        for k in 0..classes {
+            let p = (row[k] - mx).exp() / sum;
+            dl[n * classes + k] = (p - if k == y { 1.0 } else { 0.0 }) / batch as f64;
+        }
+    }
+    (ce, dl, correct)
+}
+
+/// x[r, p] = images[order[batch_index * full_batch + r], p] / 255, y[r] likewise.
+pub fn gather_batch(
+    images: &[u8],
+    labels: &[u32],
+    order: &[u32],
+    batch_index: usize,
+    full_batch: usize,
+    rows: usize,
+    per_image: usize,
+) -> (Vec<f32>, Vec<u32>) {
+    let mut x = vec![0f32; rows * per_image];
+    let mut y = vec![0u32; rows];
+    for r in 0..rows {
+        let e = order[batch_index * full_batch + r] as usize;
+        for p in 0..per_image {
+            x[r * per_image + p] = images[e * per_image + p] as f32 / 255.0;
+        }
+        y[r] = labels[e];
+    }
+    (x, y)
+}

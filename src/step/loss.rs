@@ -1,0 +1,108 @@
+//! The loss and the metrics: fused softmax + sparse categorical cross-entropy from the logits (and
+//! dL/dlogits), then the accumulation of Keras' loss tracker (the batch-size-weighted mean, the
+//! regularization loss included) and accuracy, which also advances the step state on the GPU.
+//! Shader: shaders/loss.wgsl. Twin: `reference::softmax_xent`.
+
+use super::gather::GpuSplit;
+use crate::gpu::{Buffer, Context, KernelDef, Recorder, Shader};
+
+pub static SHADER: Shader = crate::shader!("loss.wgsl");
+
+pub static SOFTMAX_XENT: KernelDef = KernelDef {
+    name: "SoftmaxXent",
+    shader: &SHADER,
+    entry: "softmax_xent",
+    constants: &[],
+    gated: false,
+};
+pub static ACCUMULATE: KernelDef = KernelDef {
+    name: "Accumulate",
+    shader: &SHADER,
+    entry: "accumulate",
+    constants: &[],
+    gated: false,
+};
+
+pub static KERNELS: &[&KernelDef] = &[&SOFTMAX_XENT, &ACCUMULATE];
+
+/// The uniform of loss.wgsl, field for field.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct LossParams {
+    pub batch: u32,
+    pub classes: u32,
+    /// what `accumulate` advances: bit 0 the optimizer step, bit 1 the batch index
+    pub advance: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(std::mem::size_of::<LossParams>() == 16);
+
+/// The metrics of a pass, field for field with the WGSL `Metrics`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct Metrics {
+    pub loss_sum: f32,
+    pub correct: f32,
+    pub count: f32,
+    /// set when a non-finite loss was seen
+    pub nonfinite: u32,
+}
+const _: () = assert!(std::mem::size_of::<Metrics>() == 16);
+
+/// The per-example cross-entropy and correctness of a batch, [batch, 2].
+pub struct Loss {
+    per_example: Buffer,
+    classes: usize,
+}
+
+impl Loss {
+    /// [batch, 2]: each example's cross-entropy and whether it was classified right
+    pub fn per_example(&self) -> &Buffer {
+        &self.per_example
+    }
+
+    pub fn new(ctx: &Context, batch: usize, classes: usize) -> Self {
+        Loss {
+            per_example: ctx.storage_zeroed("per-example loss", (batch * 2 * 4) as u64),
+            classes,
+        }
+    }
+
+    /// The loss of `rows` examples from `logits` and the labels `y`, writing dL/dlogits; then (in
+    /// `accumulate`) their metrics, advancing the optimizer step when `training`. Returns the uniform
+    /// both read.
+    pub fn record_softmax_xent(
+        &self,
+        r: &mut Recorder,
+        (logits, y, dlogits): (&Buffer, &Buffer, &Buffer),
+        rows: usize,
+        training: bool,
+    ) -> Buffer {
+        let p = LossParams {
+            batch: rows as u32,
+            classes: self.classes as u32,
+            advance: if training { 3 } else { 2 },
+            _pad: 0,
+        };
+        let u = r.uniform("loss", &p);
+        r.dispatch(&SOFTMAX_XENT)
+            .bind("P", &u)
+            .bind("logits", logits)
+            .bind("labels", y)
+            .bind("dlogits", dlogits)
+            .bind("per_example", &self.per_example)
+            .grid((rows.div_ceil(64) as u32, 1, 1));
+        u
+    }
+
+    /// Add this batch to the split's metrics (with the regularization loss `reg`) and advance its state.
+    pub fn record_accumulate(&self, r: &mut Recorder, u: &Buffer, reg: &Buffer, split: &GpuSplit) {
+        r.dispatch(&ACCUMULATE)
+            .bind("P", u)
+            .bind("per_example", &self.per_example)
+            .bind("reg_loss", reg)
+            .bind("metrics", &split.metrics)
+            .bind("state", &split.state)
+            .grid((1, 1, 1));
+    }
+}

@@ -1,0 +1,299 @@
+//! A training step on the GPU, and the model it runs.
+//!
+//! - `Network`: the model's ops (`model::fuse` of its plan, built by `layers`), its flat parameters and
+//!   gradients, and the batch they read: everything a forward or backward pass over a batch touches.
+//! - `Step`: a `Network` with the data splits, the loss, the update, and the recorded plans: the full
+//!   and the short last step of a training epoch and of an evaluation pass, the evaluation's
+//!   regularization loss, the epoch-end constraints. `record` below is the step, in order.
+
+pub mod gather;
+pub mod loss;
+
+use crate::data::Split;
+use crate::error::{Error, Result};
+use crate::gpu::{Buffer, Context, Dispatch, KernelDef, KernelSet, Pipelines, Recorder};
+use crate::layers::{build_op, Build, Io, Op};
+use crate::model::{fuse, ModelPlan};
+use crate::optim::{Settings, Update, UpdateIo};
+use crate::restrict::Restrictions;
+
+use gather::{Batch, GpuSplit};
+use loss::Loss;
+
+/// Every kernel a step can dispatch: pipelines are built from this list.
+pub fn kernels() -> Vec<&'static KernelDef> {
+    let mut k: Vec<&'static KernelDef> = Vec::new();
+    k.extend_from_slice(gather::KERNELS);
+    k.extend(crate::layers::kernels());
+    k.extend_from_slice(loss::KERNELS);
+    k.extend(crate::optim::kernels());
+    k
+}
+
+/// A training step, or an evaluation step (forward and loss only).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Train,
+    Eval,
+}
+
+/// The model on the GPU, for batches of up to `batch` rows.
+pub struct Network {
+    pub model: ModelPlan,
+    pub batch: usize,
+    /// the flat parameters [flat_len], also readable through uniform windows
+    pub params: Buffer,
+    /// the flat gradients [flat_len padded to 64], when training
+    pub grads: Option<Buffer>,
+    pub input: Batch,
+    ops: Vec<Box<dyn Op>>,
+    /// per op: an earlier op has weights, so its backward writes the gradient of its input
+    needs_dx: Vec<bool>,
+}
+
+impl Network {
+    /// `weights` in the model's parameter order; `training`: also the gradient buffers.
+    pub fn new(
+        ctx: &Context,
+        model: ModelPlan,
+        (set, fuse): (KernelSet, bool),
+        batch: usize,
+        training: bool,
+        weights: &[Vec<f32>],
+    ) -> Result<Self> {
+        let flat = model.flat_len;
+        // the optimizer binds the whole flat parameter buffer (as it does the gradients and its slots)
+        ctx.check_binding("parameters", (flat as u64).saturating_mul(4))?;
+        ctx.check_binding("input batch", (batch * model.input_len() * 4) as u64)?;
+        let flat_init = flatten_weights(&model, weights)?;
+        let params = ctx.storage_uniform_init("params", bytemuck::cast_slice(&flat_init));
+        let grads =
+            training.then(|| ctx.storage_zeroed("grads", (flat.div_ceil(64) * 64 * 4) as u64));
+        let input = Batch::new(ctx, batch, model.input_len())?;
+        let b = Build {
+            ctx,
+            set,
+            batch,
+            training,
+        };
+        let plans = fuse::lower(&model, set, fuse);
+        let ops = plans
+            .iter()
+            .map(|plan| build_op(&model, plan, &b))
+            .collect::<Result<_>>()?;
+        Ok(Network {
+            batch,
+            params,
+            grads,
+            input,
+            ops,
+            needs_dx: plans.iter().map(|p| p.needs_dx).collect(),
+            model,
+        })
+    }
+
+    /// The buffers of op `i`: its input is the previous op's output (or the batch), its input gradient
+    /// the previous op's output gradient, where an earlier op has weights.
+    fn io(&self, i: usize) -> Io<'_> {
+        let (x, dx) = if i == 0 {
+            (&self.input.x, None)
+        } else {
+            let prev = &self.ops[i - 1];
+            (prev.output(), prev.output_grad())
+        };
+        Io {
+            x,
+            dx: dx.filter(|_| self.needs_dx[i]),
+            params: &self.params,
+            grads: self.grads.as_ref(),
+        }
+    }
+
+    pub fn record_forward(&self, r: &mut Recorder, rows: usize) {
+        for (i, op) in self.ops.iter().enumerate() {
+            op.forward(r, &self.io(i), rows);
+        }
+    }
+
+    pub fn record_backward(&self, r: &mut Recorder, rows: usize) {
+        for (i, op) in self.ops.iter().enumerate().rev() {
+            op.backward(r, &self.io(i), rows);
+        }
+    }
+
+    /// The last op's output, [batch, classes].
+    pub fn logits(&self) -> &Buffer {
+        self.ops.last().expect("a model has an op").output()
+    }
+
+    /// The last op's output gradient, when training.
+    pub fn dlogits(&self) -> Option<&Buffer> {
+        self.ops.last().expect("a model has an op").output_grad()
+    }
+}
+
+/// `weights` (per tensor, the model's order) laid out in the flat parameter memory.
+pub fn flatten_weights(model: &ModelPlan, weights: &[Vec<f32>]) -> Result<Vec<f32>> {
+    if weights.len() != model.params.len() {
+        return Err(Error::Model(format!(
+            "{} weight tensors given, the model has {}",
+            weights.len(),
+            model.params.len()
+        )));
+    }
+    let mut flat = vec![0f32; model.flat_len];
+    for (p, w) in model.params.iter().zip(weights) {
+        if w.len() != p.len {
+            return Err(Error::Model(format!(
+                "{}: {} values given, expected {}",
+                p.name,
+                w.len(),
+                p.len
+            )));
+        }
+        flat[p.offset..p.offset + p.len].copy_from_slice(w);
+    }
+    Ok(flat)
+}
+
+/// Everything a training run keeps on the GPU, and its recorded plans.
+pub struct Step {
+    pub net: Network,
+    pub update: Update,
+    pub loss: Loss,
+    pub train: GpuSplit,
+    pub test: GpuSplit,
+    pub pipes: Pipelines,
+    pub plans: Plans,
+}
+
+/// The recorded plans of a training run.
+pub struct Plans {
+    pub train_full: Vec<Dispatch>,
+    /// the short last step of an epoch
+    pub train_last: Option<Vec<Dispatch>>,
+    pub eval_full: Vec<Dispatch>,
+    pub eval_last: Option<Vec<Dispatch>>,
+    /// the regularization loss an evaluation pass adds (where a tensor has a penalty)
+    pub eval_reg: Vec<Dispatch>,
+    /// the constraints that run once after each epoch
+    pub epoch_end: Vec<Dispatch>,
+}
+
+/// What a `Step` is built from.
+pub struct StepSetup<'a> {
+    pub model: ModelPlan,
+    pub restrictions: &'a Restrictions,
+    pub optimizer: &'a Settings,
+    pub batch: usize,
+    pub set: KernelSet,
+    pub fuse: bool,
+}
+
+impl Step {
+    /// Check every size against the device's limits, then upload the data, allocate every buffer and
+    /// record the plans.
+    pub fn new(
+        ctx: &Context,
+        s: StepSetup,
+        train: &Split,
+        test: &Split,
+        weights: &[Vec<f32>],
+    ) -> Result<Self> {
+        GpuSplit::check_size(ctx, train, "train")?;
+        GpuSplit::check_size(ctx, test, "test")?;
+        let pipes = Pipelines::new(ctx, &kernels())?;
+        let steps_per_epoch = train.len().div_ceil(s.batch);
+        let update = Update::new(ctx, &s.model, s.restrictions, s.optimizer, steps_per_epoch)?;
+        let classes = s.model.classes;
+        let net = Network::new(ctx, s.model, (s.set, s.fuse), s.batch, true, weights)?;
+        let mut step = Step {
+            loss: Loss::new(ctx, s.batch, classes),
+            train: GpuSplit::upload(ctx, train, "train"),
+            test: GpuSplit::upload(ctx, test, "test"),
+            net,
+            update,
+            pipes,
+            plans: Plans {
+                train_full: Vec::new(),
+                train_last: None,
+                eval_full: Vec::new(),
+                eval_last: None,
+                eval_reg: Vec::new(),
+                epoch_end: Vec::new(),
+            },
+        };
+        step.plans = ctx.validated("recording the training step", || {
+            step.record_plans(ctx, s.set)
+        })??;
+        Ok(step)
+    }
+
+    fn record_plans(&self, ctx: &Context, set: KernelSet) -> Result<Plans> {
+        let mut r = Recorder::new(ctx, &self.pipes, set);
+        let b = self.net.batch;
+        let (n_train, n_test) = (self.train.n, self.test.n);
+        let eb = b.min(n_test);
+        let short = |n: usize, b: usize| (!n.is_multiple_of(b)).then_some(n % b);
+        let mut plan = |rows: usize, mode: Mode| self.record(&mut r, rows, mode);
+        let train_full = plan(b, Mode::Train)?;
+        let train_last = short(n_train, b)
+            .map(|rows| plan(rows, Mode::Train))
+            .transpose()?;
+        let eval_full = plan(eb, Mode::Eval)?;
+        let eval_last = short(n_test, eb)
+            .map(|rows| plan(rows, Mode::Eval))
+            .transpose()?;
+        let p = &self.update.prologue;
+        p.record_regularization_loss(&mut r, &self.net.params);
+        let eval_reg = r.finish()?;
+        self.update
+            .constraints
+            .record(&mut r, &self.net.params, true);
+        let epoch_end = r.finish()?;
+        Ok(Plans {
+            train_full,
+            train_last,
+            eval_full,
+            eval_last,
+            eval_reg,
+            epoch_end,
+        })
+    }
+
+    /// One step over `rows` examples: the table of contents of clampnet's training.
+    pub fn record(&self, r: &mut Recorder, rows: usize, mode: Mode) -> Result<Vec<Dispatch>> {
+        let net = &self.net;
+        let (split, full_batch) = match mode {
+            Mode::Train => (&self.train, net.batch),
+            Mode::Eval => (&self.test, net.batch.min(self.test.n)),
+        };
+        let dlogits = net.dlogits().expect("a training network has gradients");
+        net.input.record(r, split, rows, full_batch);
+        net.record_forward(r, rows);
+        let u = self.loss.record_softmax_xent(
+            r,
+            (net.logits(), &net.input.y, dlogits),
+            rows,
+            mode == Mode::Train,
+        );
+        if mode == Mode::Train {
+            net.record_backward(r, rows);
+            let grads = net
+                .grads
+                .as_ref()
+                .expect("a training network has gradients");
+            self.update.record_step(
+                r,
+                &UpdateIo {
+                    params: &net.params,
+                    grads,
+                    state: &split.state,
+                },
+            );
+        }
+        self.loss
+            .record_accumulate(r, &u, &self.update.prologue.reg, split);
+        r.finish()
+    }
+}

@@ -1,0 +1,413 @@
+//! The conformance harness of the layer kinds (and fusions): every op, alone, on the GPU against its CPU
+//! twin, in both kernel sets and both GATE variants where it has them; and every layer's twin against
+//! central finite differences. The op runs through the same code the trainer records (`model::fuse`,
+//! `layers::build_op`, the op's own forward and backward), on random data of odd sizes: not multiples
+//! of the workgroup sizes or of the register tiles.
+//!
+//! A new layer kind adds a line to `cases()`.
+
+mod common;
+
+use clampnet::gpu::{Context, KernelSet, Pipelines, Recorder};
+use clampnet::layers::{
+    build_op, Build, Conv2d, Dense, Flatten, Io, LayerSpec, MaxPool2d, TwinForward,
+};
+use clampnet::model::{fuse, Activation, ModelPlan, ModelSpec, Padding};
+use common::*;
+
+/// A stack of layers that `model::fuse` runs as exactly one op, over `batches` batch sizes.
+struct Case {
+    what: &'static str,
+    input: [usize; 3],
+    layers: Vec<LayerSpec>,
+    batches: &'static [usize],
+    /// inputs from a small set of values, so that a max-pool sees ties
+    ties: bool,
+}
+
+fn case(
+    what: &'static str,
+    input: [usize; 3],
+    batches: &'static [usize],
+    layers: Vec<LayerSpec>,
+) -> Case {
+    Case {
+        what,
+        input,
+        layers,
+        batches,
+        ties: false,
+    }
+}
+
+fn conv(filters: usize, k: usize, padding: Padding, activation: Activation) -> LayerSpec {
+    Conv2d::new(filters, k, padding, activation).into()
+}
+
+fn pool(k: usize) -> LayerSpec {
+    MaxPool2d::new(k).into()
+}
+
+/// A dense layer over a flat input of `n` (the input is [1, n, 1], flattened: a view, no op).
+fn dense(n: usize, units: usize, activation: Activation) -> ([usize; 3], Vec<LayerSpec>) {
+    (
+        [1, n, 1],
+        vec![Flatten::new().into(), Dense::new(units, activation).into()],
+    )
+}
+
+/// One line per layer kind and shape that matters.
+fn cases() -> Vec<Case> {
+    use Activation::*;
+    use Padding::*;
+    let mut c = vec![
+        case(
+            "conv2d, the reference layer",
+            [28, 28, 1],
+            &[3],
+            vec![conv(32, 3, Valid, Relu)],
+        ),
+        case(
+            "conv2d, RGB, same padding, 5 filters",
+            [9, 7, 3],
+            &[2],
+            vec![conv(5, 3, Same, Relu)],
+        ),
+        case(
+            "conv2d, even kernel, linear, 11 filters",
+            [6, 5, 4],
+            &[3],
+            vec![conv(11, 2, Valid, Linear)],
+        ),
+        case(
+            "conv2d, 5x5 same",
+            [5, 9, 2],
+            &[1],
+            vec![conv(9, 5, Same, Relu)],
+        ),
+        case(
+            "conv2d, 1x1 kernel, one filter",
+            [7, 7, 1],
+            &[2],
+            vec![conv(1, 1, Valid, Relu)],
+        ),
+        case(
+            "conv2d + relu + 2x2 max-pool, the reference",
+            [28, 28, 1],
+            &[3, 19],
+            vec![conv(32, 3, Valid, Relu), pool(2)],
+        ),
+        case(
+            "conv2d + relu + 2x2 max-pool, RGB same, odd rows",
+            [9, 8, 3],
+            &[2],
+            vec![conv(5, 3, Same, Relu), pool(2)],
+        ),
+        case(
+            "conv2d + relu + 2x2 max-pool, even kernel",
+            [7, 7, 2],
+            &[2, 5],
+            vec![conv(11, 2, Valid, Relu), pool(2)],
+        ),
+        Case {
+            ties: true,
+            ..case(
+                "max_pool2d 2x2, the reference's",
+                [26, 26, 32],
+                &[3],
+                vec![pool(2)],
+            )
+        },
+        Case {
+            ties: true,
+            ..case(
+                "max_pool2d 2x2, leftover rows and columns",
+                [7, 9, 3],
+                &[2],
+                vec![pool(2)],
+            )
+        },
+        Case {
+            ties: true,
+            ..case("max_pool2d 3x3", [10, 11, 5], &[1], vec![pool(3)])
+        },
+        Case {
+            ties: true,
+            ..case("max_pool2d 4x4, one window", [4, 4, 1], &[2], vec![pool(4)])
+        },
+    ];
+    for (what, batches, n, units, act) in [
+        (
+            "dense, the reference's (logits)",
+            &[5usize][..],
+            5408,
+            10,
+            Softmax,
+        ),
+        (
+            "dense relu, 19 outputs (two passes of 16)",
+            &[13][..],
+            37,
+            19,
+            Relu,
+        ),
+        ("dense relu, 1 output", &[1][..], 3, 1, Relu),
+        ("dense relu, 67 rows", &[67][..], 129, 8, Relu),
+        (
+            "dense linear, 40 outputs (three passes)",
+            &[5][..],
+            11,
+            40,
+            Linear,
+        ),
+    ] {
+        let (input, layers) = dense(n, units, act);
+        c.push(case(what, input, batches, layers));
+    }
+    c
+}
+
+fn rand_vec(rng: &mut TestRng, n: usize, a: f32) -> Vec<f32> {
+    (0..n).map(|_| rng.sym(a)).collect()
+}
+
+fn to64(v: &[f32]) -> Vec<f64> {
+    v.iter().map(|&x| x as f64).collect()
+}
+
+/// What an op computed: its output, its parameter gradients (weight order) and dL/dx.
+struct Outputs {
+    y: Vec<f64>,
+    grads: Vec<Vec<f64>>,
+    dx: Vec<f64>,
+}
+
+/// Run the op of `plan` (`gate`: its GATE variant) forward and backward on the GPU.
+#[allow(clippy::too_many_arguments)]
+fn run_gpu(
+    ctx: &Context,
+    pipes: &Pipelines,
+    plan: &ModelPlan,
+    set: KernelSet,
+    gate: bool,
+    batch: usize,
+    (x, w, dy): (&[f32], &[Vec<f32>], &[f32]),
+) -> Outputs {
+    let ops = fuse::lower(plan, set, true);
+    assert_eq!(ops.len(), 1, "one op");
+    let mut op_plan = ops[0].clone();
+    op_plan.gate = gate;
+    op_plan.needs_dx = true;
+    let b = Build {
+        ctx,
+        set,
+        batch,
+        training: true,
+    };
+    let op = build_op(plan, &op_plan, &b).unwrap();
+    let flat = clampnet::step::flatten_weights(plan, w).unwrap();
+    let params = ctx.storage_uniform_init("params", bytemuck::cast_slice(&flat));
+    let grads = ctx.storage_zeroed("grads", (plan.flat_len * 4) as u64);
+    let xb = ctx.storage_init("x", bytemuck::cast_slice(x));
+    let dx = ctx.storage_zeroed("dx", (x.len() * 4) as u64);
+    ctx.write(op.output_grad().unwrap(), 0, dy);
+    let io = Io {
+        x: &xb,
+        dx: Some(&dx),
+        params: &params,
+        grads: Some(&grads),
+    };
+    let mut r = Recorder::new(ctx, pipes, set);
+    op.forward(&mut r, &io, batch);
+    op.backward(&mut r, &io, batch);
+    let dispatches = r.finish().unwrap();
+    ctx.submit(pipes, &dispatches, None);
+    let read = |buf, offset: usize, len: usize| {
+        to64(&ctx.read_f32(buf, offset as u64, len as u64).unwrap())
+    };
+    Outputs {
+        y: read(op.output(), 0, batch * op_plan.output.len()),
+        grads: plan
+            .params
+            .iter()
+            .map(|p| read(&grads, p.offset, p.len))
+            .collect(),
+        dx: read(&dx, 0, x.len()),
+    }
+}
+
+/// The twin of the same layers: forward through each, backward from `dy` through each.
+fn run_twin(plan: &ModelPlan, batch: usize, x: &[f64], w: &[Vec<f64>], dy: &[f64]) -> Outputs {
+    let ws = |i: usize| -> Vec<&[f64]> {
+        plan.layers[i]
+            .params
+            .iter()
+            .map(|&p| w[p].as_slice())
+            .collect()
+    };
+    let mut acts = vec![x.to_vec()];
+    let mut fwds: Vec<TwinForward> = Vec::new();
+    for (i, l) in plan.layers.iter().enumerate() {
+        let f = l.spec.kind().twin_forward(l, batch, &acts[i], &ws(i));
+        acts.push(f.y.clone());
+        fwds.push(f);
+    }
+    let mut grads: Vec<Vec<f64>> = plan.params.iter().map(|p| vec![0.0; p.len]).collect();
+    let mut d = dy.to_vec();
+    for (i, l) in plan.layers.iter().enumerate().rev() {
+        let (dw, dx) = l
+            .spec
+            .kind()
+            .twin_backward(l, batch, &acts[i], &ws(i), &fwds[i], &d);
+        for (&p, g) in l.params.iter().zip(dw) {
+            grads[p] = g;
+        }
+        d = dx;
+    }
+    Outputs {
+        y: acts.pop().unwrap(),
+        grads,
+        dx: d,
+    }
+}
+
+#[test]
+fn every_op_matches_its_twin_in_both_kernel_sets_and_gate_variants() {
+    let (ctx, _g) = gpu();
+    let pipes = Pipelines::new(ctx, &clampnet::step::kernels()).unwrap();
+    let mut rng = TestRng::new(31);
+    for c in cases() {
+        let plan = ModelPlan::partial(&ModelSpec {
+            input: c.input,
+            layers: c.layers.clone(),
+        })
+        .unwrap();
+        let kind = plan.layers.last().unwrap().spec.kind();
+        for &batch in c.batches {
+            let x: Vec<f32> = (0..batch * plan.input_len())
+                .map(|_| {
+                    if c.ties {
+                        (rng.next_u32() % 7) as f32 * 0.5 - 1.5
+                    } else {
+                        rng.sym(1.0)
+                    }
+                })
+                .collect();
+            let w: Vec<Vec<f32>> = plan
+                .params
+                .iter()
+                .map(|p| rand_vec(&mut rng, p.len, 0.5))
+                .collect();
+            let w64: Vec<Vec<f64>> = w.iter().map(|t| to64(t)).collect();
+            let out_len = plan.layers.last().unwrap().output.len();
+            let dy = rand_vec(&mut rng, batch * out_len, 1.0);
+            let twin = run_twin(&plan, batch, &to64(&x), &w64, &to64(&dy));
+            for set in [KernelSet::Cpu, KernelSet::Gpu] {
+                let op = &fuse::lower(&plan, set, true)[0];
+                // an op that owns relu' runs in both variants: applying it, or given a gated gradient
+                let gates: &[bool] = if op.fusion.is_none() && (kind.relu() || kind.gates_input()) {
+                    &[true, false]
+                } else {
+                    &[false]
+                };
+                for &gate in gates {
+                    let what = format!("{} (batch {batch}, {set:?} set, GATE {gate})", c.what);
+                    let mut dy_in = dy.clone();
+                    let mut want_dx = twin.dx.clone();
+                    if kind.relu() && !gate {
+                        // the gradient arrives gated: relu' is idempotent, so the twin's results hold
+                        for (g, &y) in dy_in.iter_mut().zip(&twin.y) {
+                            if y <= 0.0 {
+                                *g = 0.0;
+                            }
+                        }
+                    }
+                    if kind.gates_input() && gate {
+                        // relu' of the layer before: no gradient where the input is not positive
+                        for (g, &v) in want_dx.iter_mut().zip(&x) {
+                            if v <= 0.0 {
+                                *g = 0.0;
+                            }
+                        }
+                    }
+                    let got = run_gpu(ctx, &pipes, &plan, set, gate, batch, (&x, &w, &dy_in));
+                    // a max-pool moves values: exact; sums of products: f32 accumulation
+                    let tol = if plan.params.is_empty() { 0.0 } else { 1e-5 };
+                    assert_close64(&format!("{what} y"), &got.y, &twin.y, tol, tol);
+                    for (p, (g, t)) in plan.params.iter().zip(got.grads.iter().zip(&twin.grads)) {
+                        assert_close64(&format!("{what} d{}", p.name), g, t, tol, tol);
+                    }
+                    assert_close64(&format!("{what} dx"), &got.dx, &want_dx, tol, tol);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn every_layer_twin_matches_finite_differences() {
+    let mut rng = TestRng::new(32);
+    for c in cases() {
+        let plan = ModelPlan::partial(&ModelSpec {
+            input: c.input,
+            layers: c.layers.clone(),
+        })
+        .unwrap();
+        let batch = 2;
+        let mut x: Vec<f64> = (0..batch * plan.input_len())
+            .map(|_| rng.sym(1.0) as f64)
+            .collect();
+        let mut w: Vec<Vec<f64>> = plan
+            .params
+            .iter()
+            .map(|p| (0..p.len).map(|_| rng.sym(0.5) as f64).collect())
+            .collect();
+        let out_len = plan.layers.last().unwrap().output.len();
+        let dy: Vec<f64> = (0..batch * out_len).map(|_| rng.sym(1.0) as f64).collect();
+        // L = sum(dy * y): its gradients are what the backward computes from dy
+        let loss = |x: &[f64], w: &[Vec<f64>]| -> f64 {
+            run_twin(&plan, batch, x, w, &dy)
+                .y
+                .iter()
+                .zip(&dy)
+                .map(|(a, b)| a * b)
+                .sum()
+        };
+        let twin = run_twin(&plan, batch, &x, &w, &dy);
+        let h = 1e-6;
+        let check = |what: &str, analytic: f64, numeric: f64| {
+            // relu and max-pool kinks are measure-zero for random data; 1e-6 covers f64 rounding
+            assert!(
+                (numeric - analytic).abs() <= 1e-6 + 1e-5 * numeric.abs(),
+                "{} {what}: analytic {analytic} numeric {numeric}",
+                c.what
+            );
+        };
+        for t in 0..w.len() {
+            let step = (w[t].len() / 40).max(1);
+            for i in (0..w[t].len()).step_by(step) {
+                let orig = w[t][i];
+                w[t][i] = orig + h;
+                let up = loss(&x, &w);
+                w[t][i] = orig - h;
+                let down = loss(&x, &w);
+                w[t][i] = orig;
+                check(
+                    &format!("{}[{i}]", plan.params[t].name),
+                    twin.grads[t][i],
+                    (up - down) / (2.0 * h),
+                );
+            }
+        }
+        let step = (x.len() / 40).max(1);
+        for i in (0..x.len()).step_by(step) {
+            let orig = x[i];
+            x[i] = orig + h;
+            let up = loss(&x, &w);
+            x[i] = orig - h;
+            let down = loss(&x, &w);
+            x[i] = orig;
+            check(&format!("dx[{i}]"), twin.dx[i], (up - down) / (2.0 * h));
+        }
+    }
+}

@@ -1,0 +1,456 @@
+//! The ops of a step that are not layers, each through its own recording code against its CPU twin on
+//! random data of odd sizes: the batch gather, softmax cross-entropy, the metrics accumulation, the
+//! update (penalties, clipping, weight decay, Adam, proximal L1, regularization loss), the constraints
+//! over Keras axes, and grids folded above 65,535 workgroups.
+
+mod common;
+
+use clampnet::data::Split;
+use clampnet::gpu::{Buffer, Context, Dispatch, Pipelines, Recorder};
+use clampnet::optim::constraints;
+use clampnet::optim::prologue::{Prologue, Segment};
+use clampnet::optim::{Adam, GradClip, Optimizer, Settings, UpdateIo};
+use clampnet::reference as r;
+use clampnet::restrict::{Constraint, Regularizer};
+use clampnet::step::gather::{byte_to_unit, Batch, GpuSplit, State};
+use clampnet::step::loss::{Loss, LossParams, Metrics};
+use common::*;
+
+fn rand_vec(rng: &mut TestRng, n: usize, a: f32) -> Vec<f32> {
+    (0..n).map(|_| rng.sym(a)).collect()
+}
+
+fn f64s(v: &[f32]) -> Vec<f64> {
+    v.iter().map(|&x| x as f64).collect()
+}
+
+fn pipes(ctx: &Context) -> Pipelines {
+    Pipelines::new(ctx, &clampnet::step::kernels()).unwrap()
+}
+
+/// Record with `f`, run, wait.
+fn run(ctx: &Context, pipes: &Pipelines, f: impl FnOnce(&mut Recorder)) {
+    let mut r = Recorder::new(ctx, pipes, ctx.kernel_set);
+    f(&mut r);
+    let plan: Vec<Dispatch> = r.finish().unwrap();
+    ctx.submit(pipes, &plan, None);
+    ctx.wait().unwrap();
+}
+
+fn read(ctx: &Context, b: &Buffer, n: usize) -> Vec<f32> {
+    ctx.read_f32(b, 0, n as u64).unwrap()
+}
+
+#[test]
+fn gather_matches_twin() {
+    let (ctx, _g) = gpu();
+    let pipes = pipes(ctx);
+    let mut rng = TestRng::new(7);
+    let (n, per_image, full_batch) = (23usize, 13usize, 5usize); // odd: byte packing crosses u32 words
+    let images: Vec<u8> = (0..n * per_image)
+        .map(|_| (rng.next_u32() % 256) as u8)
+        .collect();
+    let labels: Vec<u32> = (0..n).map(|_| rng.next_u32() % 10).collect();
+    let mut order: Vec<u32> = (0..n as u32).collect();
+    order.reverse();
+    order.swap(3, 17);
+    let split = Split {
+        images: images.clone(),
+        labels: labels.clone(),
+        height: 1,
+        width: per_image,
+        channels: 1,
+    };
+    let data = GpuSplit::upload(ctx, &split, "test");
+    ctx.write(&data.perm, 0, &order);
+    let batch = Batch::new(ctx, full_batch, per_image).unwrap();
+    for (batch_index, rows) in [(0usize, 5usize), (2, 5), (4, 3)] {
+        data.begin(ctx, 0, batch_index);
+        run(ctx, &pipes, |r| batch.record(r, &data, rows, full_batch));
+        let (x, y) = r::gather_batch(
+            &images,
+            &labels,
+            &order,
+            batch_index,
+            full_batch,
+            rows,
+            per_image,
+        );
+        assert_eq!(
+            read(ctx, &batch.x, rows * per_image),
+            x,
+            "gathered pixels (u8 / 255, exact)"
+        );
+        assert_eq!(
+            ctx.read_u32(&batch.y, 0, rows as u64).unwrap(),
+            y,
+            "gathered labels"
+        );
+    }
+    assert_eq!(byte_to_unit()[51], 0.2, "the division table is IEEE's");
+}
+
+#[test]
+fn softmax_xent_matches_twin() {
+    let (ctx, _g) = gpu();
+    let pipes = pipes(ctx);
+    let mut rng = TestRng::new(1);
+    for (batch, classes, scale) in [(7usize, 10usize, 3.0f32), (5, 3, 30.0), (67, 10, 12.0)] {
+        let logits = rand_vec(&mut rng, batch * classes, scale);
+        let labels: Vec<u32> = (0..batch)
+            .map(|_| rng.next_u32() % classes as u32)
+            .collect();
+        let lb = ctx.storage_init("logits", bytemuck::cast_slice(&logits));
+        let yb = ctx.storage_init("labels", bytemuck::cast_slice(&labels));
+        let dl = ctx.storage_zeroed("dlogits", (batch * classes * 4) as u64);
+        let loss = Loss::new(ctx, batch, classes);
+        run(ctx, &pipes, |r| {
+            loss.record_softmax_xent(r, (&lb, &yb, &dl), batch, false);
+        });
+        let (ce, want_dl, correct) = r::softmax_xent(batch, classes, &f64s(&logits), &labels);
+        let per = read(ctx, loss.per_example(), batch * 2);
+        let ce_gpu: Vec<f64> = per.iter().step_by(2).map(|&v| v as f64).collect();
+        let ok_gpu: Vec<f32> = per.iter().skip(1).step_by(2).copied().collect();
+        // f32 logsumexp: a few ulp of the largest logit
+        assert_close64("cross-entropy", &ce_gpu, &ce, 1e-6 * scale as f64, 1e-6);
+        assert_close64(
+            "dlogits",
+            &f64s(&read(ctx, &dl, batch * classes)),
+            &want_dl,
+            1e-7,
+            1e-5,
+        );
+        assert_eq!(
+            ok_gpu,
+            correct.iter().map(|&c| c as u8 as f32).collect::<Vec<_>>()
+        );
+    }
+}
+
+#[test]
+fn accumulate_sums_metrics_and_advances_state() {
+    let (ctx, _g) = gpu();
+    let pipes = pipes(ctx);
+    let split = Split {
+        images: vec![0; 3],
+        labels: vec![0; 3],
+        height: 1,
+        width: 1,
+        channels: 1,
+    };
+    let data = GpuSplit::upload(ctx, &split, "test");
+    let loss = Loss::new(ctx, 3, 10);
+    let reg = ctx.storage_init("reg", bytemuck::cast_slice(&[0.25f32]));
+    let start = Metrics {
+        loss_sum: 10.0,
+        correct: 4.0,
+        count: 8.0,
+        nonfinite: 0,
+    };
+    for (advance, want_state) in [(3u32, (8u32, 3u32)), (2, (7, 3))] {
+        ctx.write(loss.per_example(), 0, &[0.5f32, 1.0, 2.0, 0.0, 1.5, 1.0]); // (ce, correct) x 3
+        ctx.write(&data.state, 0, &[State { step: 7, batch: 2 }]);
+        ctx.write(&data.metrics, 0, &[start]);
+        let p = LossParams {
+            batch: 3,
+            classes: 10,
+            advance,
+            _pad: 0,
+        };
+        run(ctx, &pipes, |r| {
+            let u = r.uniform("loss", &p);
+            loss.record_accumulate(r, &u, &reg, &data);
+        });
+        let m: Metrics =
+            bytemuck::pod_read_unaligned(&ctx.read_bytes(&data.metrics, 0, 16).unwrap());
+        // mean ce = 4/3, plus reg 0.25, weighted by the batch of 3
+        assert!(
+            (m.loss_sum - (10.0 + (4.0 / 3.0 + 0.25) * 3.0)).abs() < 1e-5,
+            "{m:?}"
+        );
+        assert_eq!((m.correct, m.count, m.nonfinite), (6.0, 11.0, 0));
+        let s: State = bytemuck::pod_read_unaligned(&ctx.read_bytes(&data.state, 0, 8).unwrap());
+        assert_eq!((s.step, s.batch), want_state);
+    }
+    // a NaN loss raises the flag
+    ctx.write(loss.per_example(), 0, &[f32::NAN, 0.0, 0.0, 0.0, 0.0, 0.0]);
+    let p = LossParams {
+        batch: 1,
+        classes: 10,
+        advance: 3,
+        _pad: 0,
+    };
+    run(ctx, &pipes, |r| {
+        let u = r.uniform("loss", &p);
+        loss.record_accumulate(r, &u, &reg, &data);
+    });
+    let m: Metrics = bytemuck::pod_read_unaligned(&ctx.read_bytes(&data.metrics, 0, 16).unwrap());
+    assert_eq!(m.nonfinite, 1);
+}
+
+#[test]
+fn update_with_penalties_clipping_decay_and_proximal_l1_matches_twin() {
+    let (ctx, _g) = gpu();
+    let pipes = pipes(ctx);
+    let mut rng = TestRng::new(8);
+    let n = 352usize;
+    // four tensors with different penalties (one proximal), starting 64-aligned as the model lays them
+    // out, with alignment padding between them and after the last (the buffers hold whole vec4s)
+    let regs = [
+        Regularizer {
+            l1: 0.01,
+            l2: 0.0,
+            proximal: false,
+        },
+        Regularizer {
+            l1: 0.0,
+            l2: 0.02,
+            proximal: false,
+        },
+        Regularizer {
+            l1: 0.003,
+            l2: 0.005,
+            proximal: true,
+        },
+        Regularizer::default(),
+    ];
+    let spans = [(0usize, 64usize), (64, 100), (192, 77), (320, 29)];
+    let segs: Vec<Segment> = spans
+        .iter()
+        .zip(&regs)
+        .map(|(&(start, len), r)| Segment {
+            start: start as u32,
+            len: len as u32,
+            l1: r.l1,
+            l2: r.l2,
+            proximal: r.proximal as u32,
+            ..Default::default()
+        })
+        .collect();
+    let mut w = rand_vec(&mut rng, n, 0.5);
+    for i in (0..n).step_by(17) {
+        w[i] = 0.0;
+    }
+    for i in (192..269).step_by(3) {
+        w[i] *= 1e-4; // below the proximal threshold
+    }
+    let m = rand_vec(&mut rng, n, 0.01);
+    let v: Vec<f32> = rand_vec(&mut rng, n, 0.001)
+        .iter()
+        .map(|x| x.abs())
+        .collect();
+    let mut g = rand_vec(&mut rng, n, 0.1);
+    for i in (0..n).step_by(5) {
+        g[i] *= 1e-6; // tiny gradients, where eps matters
+    }
+    let cases = [
+        (0.0f32, GradClip::None, 0u64),
+        (0.004, GradClip::Norm(0.3), 6),
+        (0.0, GradClip::GlobalNorm(0.4), 999),
+        (0.01, GradClip::Value(0.02), 2),
+    ];
+    for (wd, clip, step) in cases {
+        let h = Settings {
+            lr: 3e-3,
+            weight_decay: wd,
+            clip,
+            ..Settings::default()
+        };
+        let prologue = Prologue::new(ctx, &segs, n, &h).unwrap();
+        let adam = Adam::new(ctx, n, &h, 1);
+        let (params, grads) = (
+            ctx.storage_init("w", bytemuck::cast_slice(&w)),
+            ctx.storage_init("g", bytemuck::cast_slice(&g)),
+        );
+        let state = ctx.storage_init(
+            "state",
+            bytemuck::bytes_of(&State {
+                step: step as u32,
+                batch: 0,
+            }),
+        );
+        let slots = adam.slots();
+        ctx.write(slots[0].1, 0, &m);
+        ctx.write(slots[1].1, 0, &v);
+        adam.set_step_sizes(ctx, step, 1);
+        let io = UpdateIo {
+            params: &params,
+            grads: &grads,
+            state: &state,
+        };
+        run(ctx, &pipes, |r| {
+            prologue.record_regularization_loss(r, &params);
+            prologue.record_gradient_sumsq(r, &io);
+            adam.record(r, &prologue, &io);
+        });
+        // twin: penalty gradient per tensor, Keras' clipping over all of them, then Adam (+ prox)
+        let mut total: Vec<Vec<f32>> = spans
+            .iter()
+            .zip(&regs)
+            .map(|(&(s, l), r)| r::total_gradient(&w[s..s + l], &g[s..s + l], r))
+            .collect();
+        if matches!(clip, GradClip::Norm(_) | GradClip::GlobalNorm(_)) {
+            let want: Vec<f64> = total
+                .iter()
+                .map(|t| t.iter().map(|&x| x as f64 * x as f64).sum())
+                .collect();
+            assert_close64(
+                "gradient sums of squares",
+                &f64s(&read(ctx, &prologue.sumsq, 4)),
+                &want,
+                1e-9,
+                1e-5,
+            );
+        }
+        r::clip_gradients(&mut total, clip);
+        let (mut tw, mut tm, mut tv) = (w.clone(), m.clone(), v.clone());
+        for (k, &(s, l)) in spans.iter().enumerate() {
+            let prox = if regs[k].proximal { regs[k].l1 } else { 0.0 };
+            r::adam_update(
+                &mut tw[s..s + l],
+                &total[k],
+                &mut tm[s..s + l],
+                &mut tv[s..s + l],
+                step + 1,
+                &h,
+                prox,
+            );
+        }
+        let what = format!("update (step {step}, wd {wd}, {clip:?})");
+        let got_w = read(ctx, &params, n);
+        assert_close(&format!("{what} w"), &got_w, &tw, 1e-8, 1e-5);
+        assert_close(
+            &format!("{what} m"),
+            &read(ctx, slots[0].1, n),
+            &tm,
+            1e-9,
+            1e-5,
+        );
+        assert_close(
+            &format!("{what} v"),
+            &read(ctx, slots[1].1, n),
+            &tv,
+            1e-10,
+            1e-5,
+        );
+        let zeros = got_w[192..269].iter().filter(|&&x| x == 0.0).count();
+        assert!(
+            zeros >= 5,
+            "{what}: proximal L1 leaves exact zeros ({zeros})"
+        );
+        assert!(
+            got_w[0..64].iter().all(|&x| x != 0.0),
+            "{what}: plain L1 leaves none"
+        );
+        // the regularization loss of the weights before the update
+        let want: f64 = spans
+            .iter()
+            .zip(&regs)
+            .map(|(&(s, l), r)| r::regularization_loss(&w[s..s + l], r.l1, r.l2))
+            .sum();
+        assert_close64(
+            "regularization loss",
+            &f64s(&read(ctx, &prologue.reg, 1)),
+            &[want],
+            1e-6,
+            1e-5,
+        );
+    }
+}
+
+#[test]
+fn constraints_match_twin_over_keras_axes() {
+    let (ctx, _g) = gpu();
+    let pipes = pipes(ctx);
+    let mut rng = TestRng::new(9);
+    let shape = [3usize, 2, 5, 7]; // a conv kernel (kh, kw, in, out) of odd sizes
+    let len: usize = shape.iter().product();
+    let offset = 64usize; // the tensor sits inside a larger flat buffer, as in the trainer
+    let w = rand_vec(&mut rng, len, 1.5);
+    let mut flat = rand_vec(&mut rng, offset + len + 64, 9.0);
+    flat[offset..offset + len].copy_from_slice(&w);
+    let cases = vec![
+        Constraint::ClipByValue { lo: -0.5, hi: 0.75 },
+        Constraint::NonNeg,
+        Constraint::UnitNorm { axes: vec![0] },
+        Constraint::UnitNorm {
+            axes: vec![0, 1, 2],
+        },
+        Constraint::UnitNorm { axes: vec![3] },
+        Constraint::MaxNorm {
+            max_value: 1.3,
+            axes: vec![0, 1, 2],
+        },
+        Constraint::MaxNorm {
+            max_value: 2.0,
+            axes: vec![1, 3],
+        },
+        Constraint::MinMaxNorm {
+            min_value: 0.5,
+            max_value: 1.0,
+            rate: 0.7,
+            axes: vec![0, 1, 2],
+        },
+        Constraint::MinMaxNorm {
+            min_value: 2.5,
+            max_value: 4.0,
+            rate: 1.0,
+            axes: vec![2],
+        },
+    ];
+    for c in cases {
+        let params = ctx.storage_init("params", bytemuck::cast_slice(&flat));
+        run(ctx, &pipes, |r| {
+            constraints::record(r, &params, &c, offset, &shape)
+        });
+        let got = read(ctx, &params, flat.len());
+        let mut want = w.clone();
+        r::apply_constraint(&mut want, &shape, &c);
+        assert_close(
+            &format!("{c:?}"),
+            &got[offset..offset + len],
+            &want,
+            1e-6,
+            1e-6,
+        );
+        assert_eq!(
+            &got[..offset],
+            &flat[..offset],
+            "{c:?} touched elements before the tensor"
+        );
+        assert_eq!(
+            &got[offset + len..],
+            &flat[offset + len..],
+            "{c:?} touched elements after the tensor"
+        );
+    }
+}
+
+#[test]
+fn grids_above_65535_workgroups_fold_into_a_second_dimension() {
+    let (ctx, _g) = gpu();
+    let pipes = pipes(ctx);
+    let len: usize = 65_535 * 64 + 1_000; // one more workgroup than a dimension holds, and a ragged end
+    let groups = ctx.fold(len.div_ceil(64) as u32);
+    assert!(groups.1 > 1, "{groups:?}");
+    let w: Vec<f32> = (0..len + 64)
+        .map(|i| if i % 2 == 0 { 5.0 } else { -5.0 })
+        .collect();
+    let params = ctx.storage_init("params", bytemuck::cast_slice(&w));
+    let clip = Constraint::ClipByValue { lo: -1.0, hi: 1.0 };
+    run(ctx, &pipes, |r| {
+        constraints::record(r, &params, &clip, 0, &[len])
+    });
+    let got = read(ctx, &params, w.len());
+    assert!(
+        got[..len]
+            .iter()
+            .enumerate()
+            .all(|(i, &v)| v == if i % 2 == 0 { 1.0 } else { -1.0 }),
+        "every element reached"
+    );
+    assert!(
+        got[len..].iter().all(|v| v.abs() == 5.0),
+        "nothing past the end"
+    );
+}
