@@ -132,6 +132,7 @@ fn private_array(@builtin(global_invocation_id) g: vec3<u32>) {
 
 static SHADER: Shader = Shader {
     file: "load_cost (examples/load_cost.rs)",
+    parts: &[],
     source: WGSL,
 };
 

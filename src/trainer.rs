@@ -266,7 +266,7 @@ impl<'a> Trainer<'a> {
         }
         ctx.write(&gpu.train.perm, 0, order);
         gpu.update
-            .optimizer
+            .prologue
             .set_step_sizes(ctx, self.step - first as u64, per_epoch);
         gpu.train.begin(ctx, self.step, first);
         let start = Instant::now();

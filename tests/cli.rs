@@ -161,6 +161,31 @@ fn bad_settings_are_refused_with_a_clear_error() {
         &clampnet(&["train", "--lr=-0.1"]),
         &["--lr must be a positive number"],
     );
+    // a negative number after a flag reaches the setting's own check, which names the flag
+    assert_fails_with(
+        &clampnet(&["train", "--lr", "-1"]),
+        &["--lr must be a positive number, got -1"],
+    );
+    for flag in [
+        "--epochs",
+        "--batch-size",
+        "--limit-train",
+        "--limit-test",
+        "--save-every",
+    ] {
+        assert_fails_with(
+            &clampnet(&["train", flag, "-3"]),
+            &[&format!("{flag} must be at least 1, got -3")],
+        );
+    }
+    assert_fails_with(
+        &clampnet(&["bench", "--steps", "-5"]),
+        &["--steps must be at least 1, got -5"],
+    );
+    assert_fails_with(
+        &clampnet(&["eval", "x.safetensors", "--limit-test", "-1"]),
+        &["--limit-test must be at least 1, got -1"],
+    );
     assert_fails_with(
         &clampnet(&[
             "train",

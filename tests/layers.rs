@@ -210,7 +210,7 @@ fn run_gpu(
     let grads = ctx.storage_zeroed("grads", (plan.flat_len * 4) as u64);
     let xb = ctx.storage_init("x", bytemuck::cast_slice(x));
     let dx = ctx.storage_zeroed("dx", (x.len() * 4) as u64);
-    ctx.write(op.output_grad().unwrap(), 0, dy);
+    ctx.write(op.out().dy(), 0, dy);
     let io = Io {
         x: &xb,
         dx: Some(&dx),
@@ -226,7 +226,7 @@ fn run_gpu(
         to64(&ctx.read_f32(buf, offset as u64, len as u64).unwrap())
     };
     Outputs {
-        y: read(op.output(), 0, batch * op_plan.output.len()),
+        y: read(&op.out().y, 0, batch * op_plan.output.len()),
         grads: plan
             .params
             .iter()

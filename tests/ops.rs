@@ -256,8 +256,8 @@ fn update_with_penalties_clipping_decay_and_proximal_l1_matches_twin() {
             clip,
             ..Settings::default()
         };
-        let prologue = Prologue::new(ctx, &segs, n, &h).unwrap();
-        let adam = Adam::new(ctx, n, &h, 1);
+        let prologue = Prologue::new(ctx, &segs, n, &h, 1).unwrap();
+        let adam = Adam::new(ctx, n, &h);
         let (params, grads) = (
             ctx.storage_init("w", bytemuck::cast_slice(&w)),
             ctx.storage_init("g", bytemuck::cast_slice(&g)),
@@ -272,7 +272,7 @@ fn update_with_penalties_clipping_decay_and_proximal_l1_matches_twin() {
         let slots = adam.slots();
         ctx.write(slots[0].1, 0, &m);
         ctx.write(slots[1].1, 0, &v);
-        adam.set_step_sizes(ctx, step, 1);
+        prologue.set_step_sizes(ctx, step, 1);
         let io = UpdateIo {
             params: &params,
             grads: &grads,

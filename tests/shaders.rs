@@ -7,7 +7,7 @@ use std::collections::HashMap;
 
 use clampnet::gpu::portability;
 use clampnet::layers::{conv2d, dense, max_pool};
-use clampnet::optim::{constraints, prologue};
+use clampnet::optim::{adam, constraints, prologue};
 use clampnet::step::{gather, kernels, loss};
 
 /// Every shader the kernels use, once: (file, source).
@@ -44,13 +44,26 @@ fn every_shader_file_is_used_and_documented() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("shaders");
     for entry in std::fs::read_dir(&dir).unwrap() {
         let file = entry.unwrap().file_name().into_string().unwrap();
-        let (_, src) = used
-            .iter()
-            .find(|(f, _)| *f == file)
-            .unwrap_or_else(|| panic!("shaders/{file} has no kernel"));
-        assert!(src.starts_with("//"), "{file} opens with a header comment");
-        assert_eq!(&std::fs::read_to_string(dir.join(&file)).unwrap(), src);
+        let text = std::fs::read_to_string(dir.join(&file)).unwrap();
+        assert!(text.starts_with("//"), "{file} opens with a header comment");
+        assert!(
+            kernels()
+                .iter()
+                .any(|k| k.shader.parts.contains(&file.as_str())),
+            "shaders/{file} has no kernel"
+        );
     }
+    // a shader is its files, in order
+    for k in kernels() {
+        let text: String = k
+            .shader
+            .parts
+            .iter()
+            .map(|p| std::fs::read_to_string(dir.join(p)).unwrap())
+            .collect();
+        assert_eq!(text, k.shader.source, "{}", k.shader.file);
+    }
+    assert!(!used.is_empty());
     // kernel names are unique: the pipelines, the listings and `bench --kernels` key on them
     let mut names: Vec<&str> = kernels().iter().map(|k| k.name).collect();
     names.sort();
@@ -95,8 +108,12 @@ fn uniform_structs_match_their_rust_twins() {
             layout!(prologue::Segment; start, len, l1, l2, proximal, _pad0, _pad1, _pad2),
         ),
         (
+            "UpdateParams",
+            layout!(prologue::UpdateParams; n, n_segments, lr, weight_decay, clip_mode, clip_value, _pad0, _pad1),
+        ),
+        (
             "AdamParams",
-            layout!(prologue::AdamParams; n, n_segments, lr, beta1, beta2, one_minus_beta1, one_minus_beta2, eps, weight_decay, clip_mode, clip_value, _pad0),
+            layout!(adam::AdamParams; beta1, beta2, one_minus_beta1, one_minus_beta2, eps, _pad0, _pad1, _pad2),
         ),
         (
             "ClipParams",

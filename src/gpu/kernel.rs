@@ -2,23 +2,32 @@
 //! its recording code (`src/layers/`, `src/step/`, `src/optim/`); `step::KERNELS` collects them, and
 //! pipelines are built from that list once, at start-up (`Pipelines`).
 
-/// A WGSL source file, embedded at build time so the binary runs from anywhere.
+/// A WGSL shader module, embedded at build time so the binary runs from anywhere: one file under
+/// shaders/, or several read as one (an optimizer's shader is the shared update prologue followed by
+/// its own file).
 #[derive(Debug)]
 pub struct Shader {
-    /// the file under shaders/
+    /// the module's name: its last file
     pub file: &'static str,
+    /// the files under shaders/, in order
+    pub parts: &'static [&'static str],
+    /// their text, concatenated
     pub source: &'static str,
 }
 
-/// Declares a `Shader` for `shaders/<file>`: `shader!("conv2d.wgsl")`.
+/// Declares a `Shader` of files under shaders/: `shader!("conv2d.wgsl")`, or
+/// `shader!("update_prologue.wgsl", "adam.wgsl")` for one read after the other.
 #[macro_export]
 macro_rules! shader {
-    ($file:literal) => {
+    ($($part:literal),+) => {
         $crate::gpu::Shader {
-            file: $file,
-            source: include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/shaders/", $file)),
+            file: $crate::shader!(@last $($part),+),
+            parts: &[$($part),+],
+            source: concat!($(include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/shaders/", $part))),+),
         }
     };
+    (@last $part:literal) => { $part };
+    (@last $part:literal, $($rest:literal),+) => { $crate::shader!(@last $($rest),+) };
 }
 
 /// One compute entry point in one pipeline variant family.

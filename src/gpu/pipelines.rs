@@ -209,6 +209,8 @@ pub struct BindingDesc {
 /// numbered in order of first appearance (with their sizes), so that two recordings of the same step
 /// compare equal exactly when they dispatch the same kernels over the same grids and buffers. Uniform
 /// buffers (immutable) also show their contents: 32-bit words in hex, or a hash of larger ones.
+// buffers hash by their identity, not by anything mutable
+#[allow(clippy::mutable_key_type)]
 pub fn listing(ctx: &Context, plans: &[(&str, &[Dispatch])]) -> Result<String> {
     let mut ids: HashMap<Buffer, usize> = HashMap::new();
     let mut out = String::new();

@@ -10,7 +10,7 @@
 
 use serde::Deserialize;
 
-use super::{spatial, Build, Io, Layer, Op, ParamRestriction, TwinForward};
+use super::{spatial, Build, Io, Layer, Op, OpOutput, ParamRestriction, TwinForward};
 use crate::config::de::{linear, positive_usize, valid};
 use crate::config::{ConstraintConfig, RegularizerConfig};
 use crate::error::Result;
@@ -119,7 +119,7 @@ impl Layer for Conv2d {
                 (h - k + 1, w - k + 1)
             }
             Padding::Same => {
-                if k % 2 == 0 {
+                if k.is_multiple_of(2) {
                     return Err("padding 'same' needs an odd kernel_size".into());
                 }
                 (h, w)
@@ -166,18 +166,10 @@ impl Layer for Conv2d {
     }
 
     fn take_restrictions(&mut self) -> Vec<ParamRestriction> {
-        vec![
-            (
-                "kernel",
-                self.kernel_regularizer.take(),
-                self.kernel_constraint.take(),
-            ),
-            (
-                "bias",
-                self.bias_regularizer.take(),
-                self.bias_constraint.take(),
-            ),
-        ]
+        super::kernel_and_bias(
+            (&mut self.kernel_regularizer, &mut self.kernel_constraint),
+            (&mut self.bias_regularizer, &mut self.bias_constraint),
+        )
     }
 
     fn twin_forward(&self, l: &LayerPlan, batch: usize, x: &[f64], w: &[&[f64]]) -> TwinForward {
@@ -441,8 +433,7 @@ impl ConvCore {
 struct ConvOp {
     core: ConvCore,
     gate: bool,
-    y: Buffer,
-    dy: Option<Buffer>,
+    out: OpOutput,
 }
 
 impl ConvOp {
@@ -450,8 +441,7 @@ impl ConvOp {
         Ok(ConvOp {
             core: ConvCore::new(spec, &plan.name, &plan.params, plan.input, b),
             gate: plan.gate,
-            y: b.output(plan)?,
-            dy: b.output_grad(plan)?,
+            out: b.outputs(plan, false)?,
         })
     }
 
@@ -463,12 +453,8 @@ impl ConvOp {
 }
 
 impl Op for ConvOp {
-    fn output(&self) -> &Buffer {
-        &self.y
-    }
-
-    fn output_grad(&self) -> Option<&Buffer> {
-        self.dy.as_ref()
+    fn out(&self) -> &OpOutput {
+        &self.out
     }
 
     fn forward(&self, r: &mut Recorder, io: &Io, rows: usize) {
@@ -480,7 +466,7 @@ impl Op for ConvOp {
             .bind("x", io.x)
             .span("kernel", io.params, c.kernel.offset, c.kernel.len)
             .span("bias", io.params, c.bias.offset, c.bias.len)
-            .bind("y", &self.y)
+            .bind("y", &self.out.y)
             .grid((
                 (oh * ow).div_ceil(256) as u32,
                 rows as u32,
@@ -490,10 +476,7 @@ impl Op for ConvOp {
 
     fn backward(&self, r: &mut Recorder, io: &Io, rows: usize) {
         let c = &self.core;
-        let dy = self
-            .dy
-            .as_ref()
-            .expect("a training op has an output gradient");
+        let dy = self.out.dy();
         let u = self.uniform(r, rows);
         let (_, chunks) = conv_weight_chunks(rows, c.conv_out.0, false);
         let partials = c.partials(r, chunks);
@@ -502,7 +485,7 @@ impl Op for ConvOp {
             .gate(self.gate)
             .bind("P", &u)
             .bind("x", io.x)
-            .bind("y", &self.y)
+            .bind("y", &self.out.y)
             .bind("dy", dy)
             .bind("partials", &partials)
             .bind("taps", &c.taps)
@@ -518,7 +501,7 @@ impl Op for ConvOp {
                 .gate(self.gate)
                 .bind("P", &u)
                 .span("kernel", io.params, c.kernel.offset, c.kernel.len)
-                .bind("y", &self.y)
+                .bind("y", &self.out.y)
                 .bind("dy", dy)
                 .bind("dx", dx)
                 .placeholder("argmax")

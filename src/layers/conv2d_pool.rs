@@ -9,7 +9,7 @@
 //! windows, so the fusion applies only where both fit one.
 
 use super::conv2d::{conv_weight_chunks, ConvCore, POOLED_WEIGHT_GRAD_TILE, SHADER, TAPS_MULTIPLE};
-use super::{Build, Fusion, Io, LayerSpec, Op};
+use super::{Build, Fusion, Io, LayerSpec, Op, OpOutput};
 use crate::error::Result;
 use crate::gpu::{Buffer, KernelDef, KernelSet, Recorder, UNIFORM_WINDOW};
 use crate::model::fuse::OpPlan;
@@ -114,8 +114,7 @@ fn build(model: &ModelPlan, plan: &OpPlan, b: &Build) -> Result<Box<dyn Op>> {
     Ok(Box::new(ConvPoolOp {
         core: ConvCore::new(conv, &plan.name, &plan.params, plan.input, b),
         set: b.set,
-        y: b.output(plan)?,
-        dy: b.output_grad(plan)?,
+        out: b.outputs(plan, false)?,
         argmax: b
             .ctx
             .storage_checked(&format!("{} pool argmax", plan.name), bytes)?,
@@ -126,8 +125,7 @@ struct ConvPoolOp {
     core: ConvCore,
     set: KernelSet,
     /// the pooled output [B, OH/2, OW/2, OC]
-    y: Buffer,
-    dy: Option<Buffer>,
+    out: OpOutput,
     /// the window position each pooled output came from (4: none, the value is 0)
     argmax: Buffer,
 }
@@ -147,12 +145,8 @@ impl ConvPoolOp {
 }
 
 impl Op for ConvPoolOp {
-    fn output(&self) -> &Buffer {
-        &self.y
-    }
-
-    fn output_grad(&self) -> Option<&Buffer> {
-        self.dy.as_ref()
+    fn out(&self) -> &OpOutput {
+        &self.out
     }
 
     fn forward(&self, r: &mut Recorder, io: &Io, rows: usize) {
@@ -167,7 +161,7 @@ impl Op for ConvPoolOp {
                 .bind("x", io.x)
                 .span("kernel", io.params, c.kernel.offset, c.kernel.len)
                 .span("bias", io.params, c.bias.offset, c.bias.len)
-                .bind("y", &self.y)
+                .bind("y", &self.out.y)
                 .bind("argmax", &self.argmax)
                 .grid(((ph * pw * oc).div_ceil(256) as u32, rows as u32, 1)),
             KernelSet::Cpu => r
@@ -175,7 +169,7 @@ impl Op for ConvPoolOp {
                 .bind("P", &u)
                 .bind("x", io.x)
                 .span("bias", io.params, c.bias.offset, c.bias.len)
-                .bind("y", &self.y)
+                .bind("y", &self.out.y)
                 .bind("argmax", &self.argmax)
                 .window("kernel_u", io.params, c.kernel.offset)
                 .window("taps_u", &c.taps, 0)
@@ -189,10 +183,7 @@ impl Op for ConvPoolOp {
 
     fn backward(&self, r: &mut Recorder, io: &Io, rows: usize) {
         let c = &self.core;
-        let dy = self
-            .dy
-            .as_ref()
-            .expect("a training op has an output gradient");
+        let dy = self.out.dy();
         let (u, chunks) = self.uniform(r, rows);
         let partials = c.partials(r, chunks);
         let oc = c.conv_out.2 as u32;
@@ -222,7 +213,7 @@ impl Op for ConvPoolOp {
             r.dispatch(&BACKWARD_INPUT_POOLED)
                 .bind("P", &u)
                 .span("kernel", io.params, c.kernel.offset, c.kernel.len)
-                .bind("y", &self.y)
+                .bind("y", &self.out.y)
                 .bind("dy", dy)
                 .bind("dx", dx)
                 .bind("argmax", &self.argmax)

@@ -13,7 +13,7 @@
 
 use serde::Deserialize;
 
-use super::{Build, Io, Layer, Op, ParamRestriction, TwinForward};
+use super::{Build, Io, Layer, Op, OpOutput, ParamRestriction, TwinForward};
 use crate::config::de::{linear, positive_usize};
 use crate::config::{ConstraintConfig, RegularizerConfig};
 use crate::error::Result;
@@ -120,18 +120,10 @@ impl Layer for Dense {
     }
 
     fn take_restrictions(&mut self) -> Vec<ParamRestriction> {
-        vec![
-            (
-                "kernel",
-                self.kernel_regularizer.take(),
-                self.kernel_constraint.take(),
-            ),
-            (
-                "bias",
-                self.bias_regularizer.take(),
-                self.bias_constraint.take(),
-            ),
-        ]
+        super::kernel_and_bias(
+            (&mut self.kernel_regularizer, &mut self.kernel_constraint),
+            (&mut self.bias_regularizer, &mut self.bias_constraint),
+        )
     }
 
     fn twin_forward(&self, l: &LayerPlan, batch: usize, x: &[f64], w: &[&[f64]]) -> TwinForward {
@@ -167,14 +159,6 @@ impl Layer for Dense {
         // an output gradient that fits a uniform window is read through one (CPU kernel set)
         let bytes = (b.batch * plan.output.len() * 4) as u64;
         let dy_uniform = b.set == KernelSet::Cpu && bytes <= UNIFORM_WINDOW;
-        let dy = match (b.training, dy_uniform) {
-            (false, _) => None,
-            (true, true) => Some(
-                b.ctx
-                    .storage_uniform_checked(&format!("{} dout", plan.name), bytes)?,
-            ),
-            (true, false) => b.output_grad(plan)?,
-        };
         Ok(Box::new(DenseOp {
             name: plan.name.clone(),
             kernel: plan.params[0].clone(),
@@ -184,8 +168,7 @@ impl Layer for Dense {
             relu: self.relu(),
             gate: plan.gate,
             set: b.set,
-            y: b.output(plan)?,
-            dy,
+            out: b.outputs(plan, dy_uniform)?,
             dy_uniform,
         }))
     }
@@ -339,8 +322,7 @@ struct DenseOp {
     relu: bool,
     gate: bool,
     set: KernelSet,
-    y: Buffer,
-    dy: Option<Buffer>,
+    out: OpOutput,
     /// `dy` can be bound as a uniform window (the CPU set's DY_UNIFORM variants)
     dy_uniform: bool,
 }
@@ -377,7 +359,7 @@ impl DenseOp {
         r.dispatch(&FORWARD_REDUCE)
             .bind("P", u)
             .span("bias", io.params, self.bias.offset, self.bias.len)
-            .bind("y", &self.y)
+            .bind("y", &self.out.y)
             .bind("partials", &partials)
             .grid(grid);
     }
@@ -388,7 +370,7 @@ impl DenseOp {
             .gate(self.gate)
             .bind("P", u)
             .bind("x", io.x)
-            .bind("y", &self.y)
+            .bind("y", &self.out.y)
             .bind("dy", dy)
             .span("dkernel", io.grads(), self.kernel.offset, self.kernel.len)
             .span("dbias", io.grads(), self.bias.offset, self.bias.len)
@@ -399,7 +381,7 @@ impl DenseOp {
                 .gate(self.gate)
                 .bind("P", u)
                 .span("kernel", io.params, self.kernel.offset, self.kernel.len)
-                .bind("y", &self.y)
+                .bind("y", &self.out.y)
                 .bind("dy", dy)
                 .bind("dx", dx)
                 .grid(grid);
@@ -436,7 +418,7 @@ impl DenseOp {
         .gate(self.gate)
         .bind("P", u)
         .bind("x", io.x)
-        .bind("y", &self.y)
+        .bind("y", &self.out.y)
         .span("dkernel", io.grads(), self.kernel.offset, self.kernel.len)
         .grid((in_groups, self.out_n.div_ceil(16) as u32, 1));
         let grid = r.grid_1d(self.out_n, 64);
@@ -447,7 +429,7 @@ impl DenseOp {
         )
         .gate(self.gate)
         .bind("P", u)
-        .bind("y", &self.y)
+        .bind("y", &self.out.y)
         .span("dbias", io.grads(), self.bias.offset, self.bias.len)
         .grid(grid);
         let Some(dx) = io.dx else {
@@ -463,7 +445,7 @@ impl DenseOp {
                 .gate(self.gate)
                 .bind("P", u)
                 .span("kernel", io.params, self.kernel.offset, self.kernel.len)
-                .bind("y", &self.y)
+                .bind("y", &self.out.y)
                 .bind("dx", dx)
                 .grid((in_groups, 1, 1));
         }
@@ -471,12 +453,8 @@ impl DenseOp {
 }
 
 impl Op for DenseOp {
-    fn output(&self) -> &Buffer {
-        &self.y
-    }
-
-    fn output_grad(&self) -> Option<&Buffer> {
-        self.dy.as_ref()
+    fn out(&self) -> &OpOutput {
+        &self.out
     }
 
     fn forward(&self, r: &mut Recorder, io: &Io, rows: usize) {
@@ -489,17 +467,14 @@ impl Op for DenseOp {
                 .bind("x", io.x)
                 .span("kernel", io.params, self.kernel.offset, self.kernel.len)
                 .span("bias", io.params, self.bias.offset, self.bias.len)
-                .bind("y", &self.y)
+                .bind("y", &self.out.y)
                 .grid(((self.out_n as u32).div_ceil(16), rows as u32, 1)),
             KernelSet::Cpu => self.forward_cpu(r, io, rows, &u, &p),
         }
     }
 
     fn backward(&self, r: &mut Recorder, io: &Io, rows: usize) {
-        let dy = self
-            .dy
-            .as_ref()
-            .expect("a training op has an output gradient");
+        let dy = self.out.dy();
         let u = r.uniform(&self.name, &self.params(rows));
         match self.set {
             KernelSet::Gpu => self.backward_gpu(r, io, rows, &u, dy),

@@ -7,7 +7,7 @@
 
 use serde::Deserialize;
 
-use super::{spatial, Build, Io, Layer, Op, TwinForward};
+use super::{spatial, Build, Io, Layer, Op, OpOutput, TwinForward};
 use crate::config::de::{default_pool, positive_usize};
 use crate::error::Result;
 use crate::gpu::{Buffer, KernelDef, Recorder, Shader};
@@ -98,8 +98,7 @@ impl Layer for MaxPool2d {
             input: spatial(plan.input),
             output: spatial(plan.output),
             gate: plan.gate,
-            y: b.output(plan)?,
-            dy: b.output_grad(plan)?,
+            out: b.outputs(plan, false)?,
             argmax: b
                 .ctx
                 .storage_checked(&format!("{} argmax", plan.name), bytes)?,
@@ -147,8 +146,7 @@ struct PoolOp {
     input: (usize, usize, usize),
     output: (usize, usize, usize),
     gate: bool,
-    y: Buffer,
-    dy: Option<Buffer>,
+    out: OpOutput,
     argmax: Buffer,
 }
 
@@ -170,12 +168,8 @@ impl PoolOp {
 }
 
 impl Op for PoolOp {
-    fn output(&self) -> &Buffer {
-        &self.y
-    }
-
-    fn output_grad(&self) -> Option<&Buffer> {
-        self.dy.as_ref()
+    fn out(&self) -> &OpOutput {
+        &self.out
     }
 
     /// One invocation per output pixel, all channels.
@@ -185,7 +179,7 @@ impl Op for PoolOp {
         r.dispatch(&FORWARD)
             .bind("P", &u)
             .bind("x", io.x)
-            .bind("y", &self.y)
+            .bind("y", &self.out.y)
             .bind("argmax", &self.argmax)
             .grid(((oh * ow).div_ceil(64) as u32, rows as u32, 1));
     }
@@ -200,14 +194,9 @@ impl Op for PoolOp {
         r.dispatch(&BACKWARD)
             .gate(self.gate)
             .bind("P", &u)
-            .bind("y", &self.y)
+            .bind("y", &self.out.y)
             .bind("argmax", &self.argmax)
-            .bind(
-                "dy",
-                self.dy
-                    .as_ref()
-                    .expect("a training op has an output gradient"),
-            )
+            .bind("dy", self.out.dy())
             .bind("dx", dx)
             .grid(((h * w).div_ceil(64) as u32, rows as u32, 1));
     }

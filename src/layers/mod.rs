@@ -100,6 +100,28 @@ pub type ParamRestriction = (
     Option<ConstraintConfig>,
 );
 
+/// The restriction settings of a layer with a kernel and a bias, Keras' `kernel_regularizer`,
+/// `kernel_constraint`, `bias_regularizer` and `bias_constraint`, taken out of it.
+pub(crate) fn kernel_and_bias(
+    (kernel_regularizer, kernel_constraint): (
+        &mut Option<RegularizerConfig>,
+        &mut Option<ConstraintConfig>,
+    ),
+    (bias_regularizer, bias_constraint): (
+        &mut Option<RegularizerConfig>,
+        &mut Option<ConstraintConfig>,
+    ),
+) -> Vec<ParamRestriction> {
+    vec![
+        (
+            "kernel",
+            kernel_regularizer.take(),
+            kernel_constraint.take(),
+        ),
+        ("bias", bias_regularizer.take(), bias_constraint.take()),
+    ]
+}
+
 /// What a layer kind knows about itself (no GPU here but `op`).
 pub trait Layer {
     /// The base of Keras' auto-names: "conv2d" -> conv2d, conv2d_1, ...
@@ -183,24 +205,38 @@ pub struct Build<'a> {
 }
 
 impl Build<'_> {
-    /// The output buffer of an op: `[batch, len]` f32.
-    pub fn output(&self, plan: &OpPlan) -> Result<Buffer> {
-        self.ctx.storage_checked(
-            &format!("{} out", plan.name),
-            (self.batch * plan.output.len() * 4) as u64,
-        )
-    }
-
-    /// The gradient of an op's output, when training.
-    pub fn output_grad(&self, plan: &OpPlan) -> Result<Option<Buffer>> {
-        if !self.training {
-            return Ok(None);
-        }
+    /// An op's output `[batch, len]` f32 and, when training, its gradient (`dy_window`: also readable
+    /// through a uniform window).
+    pub fn outputs(&self, plan: &OpPlan, dy_window: bool) -> Result<OpOutput> {
         let bytes = (self.batch * plan.output.len() * 4) as u64;
-        Ok(Some(
-            self.ctx
-                .storage_checked(&format!("{} dout", plan.name), bytes)?,
-        ))
+        let label = |what: &str| format!("{} {what}", plan.name);
+        let dy = match (self.training, dy_window) {
+            (false, _) => None,
+            (true, false) => Some(self.ctx.storage_checked(&label("dout"), bytes)?),
+            (true, true) => Some(self.ctx.storage_uniform_checked(&label("dout"), bytes)?),
+        };
+        Ok(OpOutput {
+            y: self.ctx.storage_checked(&label("out"), bytes)?,
+            dy,
+        })
+    }
+}
+
+/// What an op writes for the next one: its output, and (training) the gradient of that output, which
+/// the next op's backward (or the loss) writes and its own backward reads.
+pub struct OpOutput {
+    /// `[batch, output]`
+    pub y: Buffer,
+    /// dL/dy, `[batch, output]` (None in a forward-only op)
+    pub dy: Option<Buffer>,
+}
+
+impl OpOutput {
+    /// dL/dy, which a training op has.
+    pub fn dy(&self) -> &Buffer {
+        self.dy
+            .as_ref()
+            .expect("a training op has an output gradient")
     }
 }
 
@@ -225,11 +261,8 @@ impl<'a> Io<'a> {
 /// One op of a step on the GPU: it owns its output, its output's gradient and its scratch buffers, and
 /// records its passes over `rows` examples (the last batch of an epoch may be short).
 pub trait Op {
-    /// `[batch, output]`
-    fn output(&self) -> &Buffer;
-
-    /// dL/d(output), `[batch, output]` (None in a forward-only op)
-    fn output_grad(&self) -> Option<&Buffer>;
+    /// Its output and the output's gradient.
+    fn out(&self) -> &OpOutput;
 
     fn forward(&self, r: &mut Recorder, io: &Io, rows: usize);
 

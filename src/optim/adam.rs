@@ -1,12 +1,15 @@
 //! Adam in Keras' form: `m += (g − m)(1 − β1)`, `v += (g² − v)(1 − β2)`, `w −= m·α/(√v + ε)` with
 //! `α = lr·√(1 − β2^t)/(1 − β1^t)` computed per step on the host in float32 (as TensorFlow does; the
-//! GPU's pow is an approximation) into a table per epoch; ε on the uncorrected √v, not PyTorch's form.
-//! One invocation per 4 elements, the prologue (penalty, clipping, weight decay) fused in front, the
-//! proximal L1 soft-threshold after. Slots: m, v. Twin: `reference::adam_update`.
+//! GPU's pow is an approximation) into the prologue's step-size table; ε on the uncorrected √v, not
+//! PyTorch's form. One invocation per 4 elements, the prologue (penalty, clipping, weight decay) in front
+//! and the proximal L1 step after, in one shader: shaders/update_prologue.wgsl + shaders/adam.wgsl.
+//! Slots: m, v. Twin: `reference::adam_update`.
 
-use super::prologue::{Prologue, SHADER};
-use super::{Optimizer, Settings, UpdateIo};
-use crate::gpu::{Buffer, Context, KernelDef, Recorder};
+use super::prologue::Prologue;
+use super::{Method, Optimizer, Settings, UpdateIo};
+use crate::gpu::{Buffer, Context, KernelDef, Recorder, Shader};
+
+pub static SHADER: Shader = crate::shader!("update_prologue.wgsl", "adam.wgsl");
 
 pub static UPDATE: KernelDef = KernelDef {
     name: "AdamUpdate",
@@ -18,27 +21,49 @@ pub static UPDATE: KernelDef = KernelDef {
 
 pub static KERNELS: &[&KernelDef] = &[&UPDATE];
 
+/// Adam's own uniform, field for field with the WGSL `AdamParams`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct AdamParams {
+    pub beta1: f32,
+    pub beta2: f32,
+    /// Keras computes 1 - beta in Python (double) and casts: so does `Adam::new`
+    pub one_minus_beta1: f32,
+    pub one_minus_beta2: f32,
+    pub eps: f32,
+    pub _pad0: u32,
+    pub _pad1: u32,
+    pub _pad2: u32,
+}
+const _: () = assert!(std::mem::size_of::<AdamParams>() == 32);
+
 pub struct Adam {
-    settings: Settings,
     /// elements of the flat parameters
     n: usize,
+    uniform: Buffer,
     m: Buffer,
     v: Buffer,
-    /// α of each step of the current epoch, indexed by the step state's batch
-    step_sizes: Buffer,
 }
 
 impl Adam {
-    /// For flat parameters of `n` elements, `steps_per_epoch` entries of step sizes.
-    pub fn new(ctx: &Context, n: usize, settings: &Settings, steps_per_epoch: usize) -> Self {
+    /// For flat parameters of `n` elements.
+    pub fn new(ctx: &Context, n: usize, settings: &Settings) -> Self {
+        let Method::Adam { beta1, beta2, eps } = settings.method;
+        let p = AdamParams {
+            beta1,
+            beta2,
+            one_minus_beta1: (1.0 - beta1 as f64) as f32,
+            one_minus_beta2: (1.0 - beta2 as f64) as f32,
+            eps,
+            ..Default::default()
+        };
         // whole 64-element blocks: adam_update reads and writes them as vec4s
         let padded = n.div_ceil(64) * 64;
         Adam {
-            settings: *settings,
             n,
+            uniform: ctx.uniform("adam params", &p),
             m: ctx.storage_zeroed("adam m", (padded * 4) as u64),
             v: ctx.storage_zeroed("adam v", (padded * 4) as u64),
-            step_sizes: ctx.storage_zeroed("adam alphas", (steps_per_epoch * 4) as u64),
         }
     }
 }
@@ -51,23 +76,11 @@ impl Optimizer for Adam {
     /// Grid: one workgroup of 16 invocations per 64 elements (folded), which lies inside one tensor.
     fn record(&self, r: &mut Recorder, prologue: &Prologue, io: &UpdateIo) {
         let grid = r.grid_1d(self.n, 64);
-        r.dispatch(&UPDATE)
-            .bind("P", &prologue.uniform)
-            .window("segments", &prologue.segments, 0)
-            .bind("state", io.state)
-            .bind("alphas", &self.step_sizes)
-            .bind("sumsq", &prologue.sumsq)
-            .bind("params4", io.params)
-            .bind("grads4", io.grads)
+        prologue
+            .bind(r.dispatch(&UPDATE), io)
+            .bind("A", &self.uniform)
             .bind("m4", &self.m)
             .bind("v4", &self.v)
             .grid(grid);
-    }
-
-    fn set_step_sizes(&self, ctx: &Context, first_step: u64, steps: usize) {
-        let alphas: Vec<f32> = (1..=steps as u64)
-            .map(|i| self.settings.step_size(first_step + i))
-            .collect();
-        ctx.write(&self.step_sizes, 0, &alphas);
     }
 }

@@ -141,11 +141,9 @@ pub trait Optimizer {
     /// The slots, in checkpoint order ("m", "v").
     fn slots(&self) -> Vec<(&'static str, &Buffer)>;
 
-    /// Record the update of every trainable tensor.
+    /// Record the update of every trainable tensor: its shader is the prologue's followed by its own,
+    /// and `Prologue::bind` binds what the prologue part reads.
     fn record(&self, r: &mut Recorder, prologue: &Prologue, io: &UpdateIo);
-
-    /// Write this epoch's step-size table: steps `first_step + 1 ..= first_step + steps`.
-    fn set_step_sizes(&self, ctx: &Context, first_step: u64, steps: usize);
 }
 
 /// Every kernel of the update: the prologue's, each optimizer's, the constraints'.
@@ -176,11 +174,9 @@ impl Update {
     ) -> Result<Self> {
         settings.validate()?;
         let segments = prologue::segments(model, restrictions);
-        let prologue = Prologue::new(ctx, &segments, model.flat_len, settings)?;
+        let prologue = Prologue::new(ctx, &segments, model.flat_len, settings, steps_per_epoch)?;
         let optimizer: Box<dyn Optimizer> = match settings.method {
-            Method::Adam { .. } => {
-                Box::new(Adam::new(ctx, model.flat_len, settings, steps_per_epoch))
-            }
+            Method::Adam { .. } => Box::new(Adam::new(ctx, model.flat_len, settings)),
         };
         Ok(Update {
             prologue,

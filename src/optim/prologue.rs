@@ -1,15 +1,16 @@
-//! What every optimizer's update shares: the per-tensor table of penalties (`segments`), the
-//! regularization loss, the gradient sums of squares that clipnorm and global_clipnorm read, and the
-//! uniform of the update (clipping and weight decay settings). The update shader applies them, in Keras'
-//! order: penalty gradient, clipping, weight decay, then the optimizer's own step.
+//! What every optimizer's update shares (shaders/update_prologue.wgsl, read before each optimizer's own
+//! shader): the per-tensor table of penalties (`segments`), the regularization loss, the gradient sums
+//! of squares that clipnorm and global_clipnorm read, the uniform of clipping and weight decay, and the
+//! table of per-step step sizes. The update applies them in Keras' order: penalty gradient, clipping,
+//! weight decay, then the optimizer's own step, then the proximal L1 step.
 
-use super::{GradClip, Method, Settings, UpdateIo};
+use super::{GradClip, Settings, UpdateIo};
 use crate::error::{Error, Result};
 use crate::gpu::{Buffer, Context, KernelDef, Recorder, Shader};
 use crate::model::ModelPlan;
 use crate::restrict::Restrictions;
 
-pub static SHADER: Shader = crate::shader!("optimizer.wgsl");
+pub static SHADER: Shader = crate::shader!("update_prologue.wgsl");
 
 /// one workgroup: reg[0] = sum over tensors of l1 * sum|w| + l2 * sum w^2
 pub static REGULARIZATION_LOSS: KernelDef = KernelDef {
@@ -45,48 +46,55 @@ pub struct Segment {
 }
 const _: () = assert!(std::mem::size_of::<Segment>() == 32);
 
-/// The update's uniform, field for field with the WGSL `AdamParams`.
+/// The prologue's uniform, field for field with the WGSL `UpdateParams`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
-pub struct AdamParams {
+pub struct UpdateParams {
+    /// elements of the flat parameters
     pub n: u32,
     pub n_segments: u32,
     pub lr: f32,
-    pub beta1: f32,
-    pub beta2: f32,
-    pub one_minus_beta1: f32,
-    pub one_minus_beta2: f32,
-    pub eps: f32,
     pub weight_decay: f32,
     /// 0 none, 1 clipnorm, 2 global_clipnorm, 3 clipvalue
     pub clip_mode: u32,
     pub clip_value: f32,
     pub _pad0: u32,
+    pub _pad1: u32,
 }
-const _: () = assert!(std::mem::size_of::<AdamParams>() == 48);
+const _: () = assert!(std::mem::size_of::<UpdateParams>() == 32);
 
 /// The update shader reads the segments as a uniform array of this many.
 pub const MAX_SEGMENTS: usize = 2048;
 
 /// The per-tensor table and the buffers of the prologue.
 pub struct Prologue {
+    settings: Settings,
     /// one `Segment` per trainable tensor, readable as a uniform window
     pub segments: Buffer,
     pub n_segments: u32,
-    /// the update's uniform
+    /// `UpdateParams`
     pub uniform: Buffer,
     /// per tensor: the sum of squares of its penalised gradient
     pub sumsq: Buffer,
     /// the regularization loss of the weights before this step's update, [1]
     pub reg: Buffer,
+    /// the step size of each step of the current epoch, indexed by the step state's batch
+    pub step_sizes: Buffer,
     /// some tensor has a penalty (else the regularization loss is not computed)
     pub any_penalty: bool,
     clip_by_norm: bool,
 }
 
 impl Prologue {
-    /// Over `segs` (one per trainable tensor) of flat parameters of `n` elements.
-    pub fn new(ctx: &Context, segs: &[Segment], n: usize, settings: &Settings) -> Result<Self> {
+    /// Over `segs` (one per trainable tensor) of flat parameters of `n` elements, with a step-size table
+    /// of `steps_per_epoch` entries.
+    pub fn new(
+        ctx: &Context,
+        segs: &[Segment],
+        n: usize,
+        settings: &Settings,
+        steps_per_epoch: usize,
+    ) -> Result<Self> {
         if segs.len() > MAX_SEGMENTS {
             return Err(Error::Model(format!(
                 "{} parameter tensors; clampnet's optimizer takes at most {MAX_SEGMENTS}: use fewer layers",
@@ -100,31 +108,35 @@ impl Prologue {
             GradClip::GlobalNorm(c) => (2, c),
             GradClip::Value(c) => (3, c),
         };
-        let Method::Adam { beta1, beta2, eps } = settings.method;
-        let p = AdamParams {
+        let p = UpdateParams {
             n: n as u32,
             n_segments,
             lr: settings.lr,
-            beta1,
-            beta2,
-            // Keras computes 1 - beta in Python (double) and casts: do the same.
-            one_minus_beta1: (1.0 - beta1 as f64) as f32,
-            one_minus_beta2: (1.0 - beta2 as f64) as f32,
-            eps,
             weight_decay: settings.weight_decay,
             clip_mode,
             clip_value,
             ..Default::default()
         };
         Ok(Prologue {
+            settings: *settings,
             any_penalty: segs.iter().any(|s| s.l1 != 0.0 || s.l2 != 0.0),
             clip_by_norm: clip_mode == 1 || clip_mode == 2,
             segments: ctx.storage_uniform_init("penalty segments", bytemuck::cast_slice(segs)),
             n_segments,
-            uniform: ctx.uniform("adam params", &p),
+            uniform: ctx.uniform("update params", &p),
             sumsq: ctx.storage_zeroed("gradient sums of squares", (n_segments * 4) as u64),
             reg: ctx.storage_zeroed("regularization loss", 4),
+            step_sizes: ctx.storage_zeroed("step sizes", (steps_per_epoch * 4) as u64),
         })
+    }
+
+    /// Write this epoch's step sizes (`Settings::step_size`): steps `first_step + 1 ..= first_step +
+    /// steps`.
+    pub fn set_step_sizes(&self, ctx: &Context, first_step: u64, steps: usize) {
+        let table: Vec<f32> = (1..=steps as u64)
+            .map(|i| self.settings.step_size(first_step + i))
+            .collect();
+        ctx.write(&self.step_sizes, 0, &table);
     }
 
     /// The regularization loss of the current weights into `reg` (nothing where no tensor has a
@@ -134,7 +146,7 @@ impl Prologue {
             return;
         }
         r.dispatch(&REGULARIZATION_LOSS)
-            .bind("P", &self.uniform)
+            .bind("U", &self.uniform)
             .window("segments", &self.segments, 0)
             .bind("params", params)
             .bind("reg", &self.reg)
@@ -147,12 +159,29 @@ impl Prologue {
             return;
         }
         r.dispatch(&GRADIENT_SUMSQ)
-            .bind("P", &self.uniform)
+            .bind("U", &self.uniform)
             .bind("grads", io.grads)
             .window("segments", &self.segments, 0)
             .bind("params", io.params)
             .bind("sumsq", &self.sumsq)
             .grid((self.n_segments, 1, 1));
+    }
+
+    /// Bind what an optimizer's update reads of the prologue (its shader is the prologue's followed by
+    /// its own): the uniform, the segments, the step state and step sizes, the sums of squares, and the
+    /// parameters and gradients as vec4 arrays.
+    pub fn bind<'r, 'a>(
+        &self,
+        d: crate::gpu::DispatchBuilder<'r, 'a>,
+        io: &UpdateIo,
+    ) -> crate::gpu::DispatchBuilder<'r, 'a> {
+        d.bind("U", &self.uniform)
+            .window("segments", &self.segments, 0)
+            .bind("state", io.state)
+            .bind("step_sizes", &self.step_sizes)
+            .bind("sumsq", &self.sumsq)
+            .bind("params4", io.params)
+            .bind("grads4", io.grads)
     }
 }
 

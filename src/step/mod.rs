@@ -98,8 +98,8 @@ impl Network {
         let (x, dx) = if i == 0 {
             (&self.input.x, None)
         } else {
-            let prev = &self.ops[i - 1];
-            (prev.output(), prev.output_grad())
+            let prev = self.ops[i - 1].out();
+            (&prev.y, prev.dy.as_ref())
         };
         Io {
             x,
@@ -123,12 +123,17 @@ impl Network {
 
     /// The last op's output, [batch, classes].
     pub fn logits(&self) -> &Buffer {
-        self.ops.last().expect("a model has an op").output()
+        &self.ops.last().expect("a model has an op").out().y
     }
 
     /// The last op's output gradient, when training.
     pub fn dlogits(&self) -> Option<&Buffer> {
-        self.ops.last().expect("a model has an op").output_grad()
+        self.ops
+            .last()
+            .expect("a model has an op")
+            .out()
+            .dy
+            .as_ref()
     }
 }
 
