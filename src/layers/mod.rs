@@ -3,21 +3,13 @@
 //! glue to its CPU twin (`src/reference/`), and its GPU op: uniform struct, kernels, grids, buffers and
 //! forward and backward recording. Its WGSL is under `shaders/`.
 //!
-//! Adding a layer kind: its file here, its shader, and one line in `registry!` below. A fusion (several
-//! layers run as one op) is a file and one line in `FUSIONS`.
+//! Adding a layer kind: its file here, its shader, and one line in `registry!` below (which declares
+//! the module too). A fusion (several layers run as one op) is a file, its `mod` line and one line in
+//! `FUSIONS`.
 
-pub mod conv2d;
 pub mod conv2d_pool;
-pub mod dense;
-pub mod flatten;
-pub mod max_pool;
 
 use serde::Deserialize;
-
-pub use conv2d::Conv2d;
-pub use dense::Dense;
-pub use flatten::Flatten;
-pub use max_pool::MaxPool2d;
 
 use crate::config::{ConstraintConfig, RegularizerConfig};
 use crate::error::{Error, Result};
@@ -25,10 +17,13 @@ use crate::gpu::{Buffer, Context, KernelDef, KernelSet, Recorder};
 use crate::model::fuse::OpPlan;
 use crate::model::{LayerPlan, ModelPlan, ParamDecl, Shape};
 
-/// The registry: one line per layer kind, `Variant(module::Type)`, with the serde attributes of its
-/// `type = "..."` name in a config (snake_case of the variant by default).
+/// The registry: one line per layer kind, `Variant(module::Type)` (the module is this folder's file of
+/// that name), with the serde attributes of its `type = "..."` name in a config (snake_case of the
+/// variant by default).
 macro_rules! registry {
     ($( $(#[$attr:meta])* $variant:ident($module:ident::$ty:ident) ),* $(,)?) => {
+        $( pub mod $module; pub use $module::$ty; )*
+
         /// One layer of a sequential model, as a config's `[[model.layers]]` table describes it.
         #[derive(Clone, Debug, PartialEq, Deserialize)]
         #[serde(tag = "type", rename_all = "snake_case")]

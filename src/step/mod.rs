@@ -173,6 +173,7 @@ pub struct Step {
 }
 
 /// The recorded plans of a training run.
+#[derive(Default)]
 pub struct Plans {
     pub train_full: Vec<Dispatch>,
     /// the short last step of an epoch
@@ -219,14 +220,7 @@ impl Step {
             net,
             update,
             pipes,
-            plans: Plans {
-                train_full: Vec::new(),
-                train_last: None,
-                eval_full: Vec::new(),
-                eval_last: None,
-                eval_reg: Vec::new(),
-                epoch_end: Vec::new(),
-            },
+            plans: Plans::default(),
         };
         step.plans = ctx.validated("recording the training step", || {
             step.record_plans(ctx, s.set)
