@@ -185,7 +185,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let plan = r.finish()?;
     for (e, d) in entries.iter().zip(&plan) {
         let run = |reps: usize| -> clampnet::Result<()> {
-            ctx.submit(&pipes, std::iter::repeat_n(d, reps), None);
+            ctx.submit(std::iter::repeat_n(d, reps), None);
             ctx.wait()
         };
         run(2)?;

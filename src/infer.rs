@@ -67,7 +67,7 @@ impl<'a> Predictor<'a> {
                 _ => &full,
             };
             data.begin(ctx, 0, step);
-            ctx.submit(&self.pipes, p, None);
+            ctx.submit(p, None);
             out.extend(ctx.read_f32(self.net.logits(), 0, (rows * k) as u64)?);
         }
         Ok(out)

@@ -283,11 +283,7 @@ impl<'a> Trainer<'a> {
                 }
             });
             let slot = chunk % 2;
-            let sub = ctx.submit(
-                &gpu.pipes,
-                plans,
-                Some((&gpu.train.metrics, &self.staging[slot], 16)),
-            );
+            let sub = ctx.submit(plans, Some((&gpu.train.metrics, &self.staging[slot], 16)));
             if let Some((pslot, psub, pdone)) = pending.take() {
                 last = self.read_metrics(pslot, &psub, epoch, pdone - first)?;
                 let secs = start.elapsed().as_secs_f64();
@@ -306,7 +302,7 @@ impl<'a> Trainer<'a> {
             last = self.read_metrics(pslot, &psub, epoch, pdone - first)?;
         }
         if s == per_epoch && !self.gpu.plans.epoch_end.is_empty() {
-            ctx.submit(&self.gpu.pipes, &self.gpu.plans.epoch_end, None);
+            ctx.submit(&self.gpu.plans.epoch_end, None);
         }
         let train_seconds = start.elapsed().as_secs_f64();
         let steps = s - first;
@@ -361,7 +357,7 @@ impl<'a> Trainer<'a> {
                 (Some(last), true) => last,
                 _ => &gpu.plans.eval_full,
             });
-            ctx.submit(&gpu.pipes, reg.iter().chain(plans), None);
+            ctx.submit(reg.iter().chain(plans), None);
             s = end;
         }
         let bytes = ctx.read_bytes(&gpu.test.metrics, 0, 16)?;
@@ -392,7 +388,7 @@ impl<'a> Trainer<'a> {
     /// Used by `clampnet bench`; the dispatches overwrite the work buffers, so call it outside an epoch.
     pub fn profile_step(&self, reps: usize) -> Result<Vec<(&'static str, f64)>> {
         let plan = &self.gpu.plans.train_full;
-        let t = timer::time_each(self.ctx, &self.gpu.pipes, plan, reps)?;
+        let t = timer::time_each(self.ctx, plan, reps)?;
         Ok(plan.iter().map(|d| d.kernel.name).zip(t).collect())
     }
 
@@ -403,14 +399,14 @@ impl<'a> Trainer<'a> {
         steps: usize,
     ) -> Result<Option<Vec<(&'static str, f64)>>> {
         let plan = &self.gpu.plans.train_full;
-        let t = timer::timestamps_each(self.ctx, &self.gpu.pipes, plan, steps)?;
+        let t = timer::timestamps_each(self.ctx, plan, steps)?;
         Ok(t.map(|t| plan.iter().map(|d| d.kernel.name).zip(t).collect()))
     }
 
     /// What one training step costs apart from the kernels themselves (`timer::overheads`): host
     /// recording time, and GPU time per step where timestamps exist. Disturbs the training state.
     pub fn profile_step_overheads(&self, steps: usize) -> Result<(f64, Option<f64>)> {
-        timer::overheads(self.ctx, &self.gpu.pipes, &self.gpu.plans.train_full, steps)
+        timer::overheads(self.ctx, &self.gpu.plans.train_full, steps)
     }
 
     /// The optimizer's slots ("m", "v" for Adam), per tensor, in the model's parameter order.

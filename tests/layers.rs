@@ -221,7 +221,7 @@ fn run_gpu(
     op.forward(&mut r, &io, batch);
     op.backward(&mut r, &io, batch);
     let dispatches = r.finish().unwrap();
-    ctx.submit(pipes, &dispatches, None);
+    ctx.submit(&dispatches, None);
     let read = |buf, offset: usize, len: usize| {
         to64(&ctx.read_f32(buf, offset as u64, len as u64).unwrap())
     };

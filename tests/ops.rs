@@ -33,7 +33,7 @@ fn run(ctx: &Context, pipes: &Pipelines, f: impl FnOnce(&mut Recorder)) {
     let mut r = Recorder::new(ctx, pipes, ctx.kernel_set);
     f(&mut r);
     let plan: Vec<Dispatch> = r.finish().unwrap();
-    ctx.submit(pipes, &plan, None);
+    ctx.submit(&plan, None);
     ctx.wait().unwrap();
 }
 

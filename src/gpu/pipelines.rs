@@ -144,7 +144,8 @@ impl Pipelines {
         groups: (u32, u32, u32),
     ) -> Result<Dispatch> {
         let gate = gate && kernel.gated;
-        let layout = self.get(kernel, gate)?.get_bind_group_layout(0);
+        let pipeline = self.get(kernel, gate)?.clone();
+        let layout = pipeline.get_bind_group_layout(0);
         let entries: Vec<wgpu::BindGroupEntry> = bindings
             .iter()
             .map(|b| wgpu::BindGroupEntry {
@@ -164,24 +165,11 @@ impl Pipelines {
         Ok(Dispatch {
             kernel,
             gate,
+            pipeline,
             bind_group,
             groups,
             bindings,
         })
-    }
-
-    /// Record `dispatches` into `pass`.
-    pub(crate) fn encode<'d>(
-        &self,
-        pass: &mut wgpu::ComputePass<'_>,
-        dispatches: impl IntoIterator<Item = &'d Dispatch>,
-    ) {
-        for d in dispatches {
-            let pipeline = &self.pipelines[&(d.kernel.name, d.gate)];
-            pass.set_pipeline(pipeline);
-            pass.set_bind_group(0, &d.bind_group, &[]);
-            pass.dispatch_workgroups(d.groups.0, d.groups.1, d.groups.2);
-        }
     }
 }
 
@@ -191,9 +179,22 @@ pub struct Dispatch {
     pub kernel: &'static KernelDef,
     /// the `GATE` variant of a gated kernel
     pub gate: bool,
+    pipeline: wgpu::ComputePipeline,
     bind_group: wgpu::BindGroup,
     pub groups: (u32, u32, u32),
     pub bindings: Vec<BindingDesc>,
+}
+
+/// Record `dispatches` into `pass` (each holds its pipeline and bind group).
+pub(crate) fn encode<'d>(
+    pass: &mut wgpu::ComputePass<'_>,
+    dispatches: impl IntoIterator<Item = &'d Dispatch>,
+) {
+    for d in dispatches {
+        pass.set_pipeline(&d.pipeline);
+        pass.set_bind_group(0, &d.bind_group, &[]);
+        pass.dispatch_workgroups(d.groups.0, d.groups.1, d.groups.2);
+    }
 }
 
 /// One binding of a recorded dispatch: binding number, buffer, byte range.

@@ -1,6 +1,6 @@
 //! Running recorded plans: one command buffer per submit, one compute pass holding every dispatch.
 
-use super::{Buffer, Context, Dispatch, Pipelines};
+use super::{Buffer, Context, Dispatch};
 use crate::error::{Error, Result};
 
 /// A submitted command buffer, to wait for.
@@ -11,14 +11,13 @@ impl Context {
     /// into a staging buffer, and submit.
     pub fn submit<'d>(
         &self,
-        pipes: &Pipelines,
         dispatches: impl IntoIterator<Item = &'d Dispatch>,
         copy: Option<(&Buffer, &Buffer, u64)>,
     ) -> Submission {
         let mut enc = self.device.create_command_encoder(&Default::default());
         {
             let mut pass = enc.begin_compute_pass(&Default::default());
-            pipes.encode(&mut pass, dispatches);
+            super::pipelines::encode(&mut pass, dispatches);
         }
         if let Some((from, to, bytes)) = copy {
             enc.copy_buffer_to_buffer(&from.raw, 0, &to.raw, 0, bytes);

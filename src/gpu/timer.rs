@@ -4,7 +4,7 @@
 
 use std::time::Instant;
 
-use super::{Context, Dispatch, Pipelines};
+use super::{Context, Dispatch};
 use crate::error::Result;
 
 /// Timestamp queries at the beginning and end of compute passes (the device must have been opened with
@@ -66,19 +66,14 @@ impl PassTimer {
 
 /// Each dispatch of `plan` on its own: `reps` back-to-back copies of it in one compute pass, one submit,
 /// wall clock to completion; seconds per dispatch. The dispatches overwrite their buffers.
-pub fn time_each(
-    ctx: &Context,
-    pipes: &Pipelines,
-    plan: &[Dispatch],
-    reps: usize,
-) -> Result<Vec<f64>> {
+pub fn time_each(ctx: &Context, plan: &[Dispatch], reps: usize) -> Result<Vec<f64>> {
     let mut out = Vec::new();
     for d in plan {
         let run = |n: usize| -> Result<f64> {
             let mut enc = ctx.device.create_command_encoder(&Default::default());
             {
                 let mut pass = enc.begin_compute_pass(&Default::default());
-                pipes.encode(&mut pass, std::iter::repeat_n(d, n));
+                super::pipelines::encode(&mut pass, std::iter::repeat_n(d, n));
             }
             let t = Instant::now();
             ctx.queue.submit([enc.finish()]);
@@ -94,12 +89,7 @@ pub fn time_each(
 /// GPU time of each dispatch of `plan` from timestamp queries: every dispatch in its own compute pass,
 /// `steps` copies of the plan in one submit, the median per dispatch. None when the device was not
 /// opened with timestamp queries.
-pub fn timestamps_each(
-    ctx: &Context,
-    pipes: &Pipelines,
-    plan: &[Dispatch],
-    steps: usize,
-) -> Result<Option<Vec<f64>>> {
+pub fn timestamps_each(ctx: &Context, plan: &[Dispatch], steps: usize) -> Result<Option<Vec<f64>>> {
     if !ctx.timestamps || steps == 0 {
         return Ok(None);
     }
@@ -109,7 +99,7 @@ pub fn timestamps_each(
     for s in 0..steps {
         for (k, d) in plan.iter().enumerate() {
             let mut pass = enc.begin_compute_pass(&timer.pass((s * n + k) as u32));
-            pipes.encode(&mut pass, [d]);
+            super::pipelines::encode(&mut pass, [d]);
         }
     }
     let secs = timer.finish(ctx, enc)?;
@@ -128,16 +118,11 @@ pub fn timestamps_each(
 /// What running `plan` costs apart from its kernels: the host time to record it (the best of 3
 /// recordings of `steps` copies, not submitted) and, with timestamp queries, the GPU time per copy of
 /// `steps` copies in one pass (barriers and launch gaps included, the host excluded).
-pub fn overheads(
-    ctx: &Context,
-    pipes: &Pipelines,
-    plan: &[Dispatch],
-    steps: usize,
-) -> Result<(f64, Option<f64>)> {
+pub fn overheads(ctx: &Context, plan: &[Dispatch], steps: usize) -> Result<(f64, Option<f64>)> {
     let steps = steps.max(1);
     let record = |pass: &mut wgpu::ComputePass| {
         for _ in 0..steps {
-            pipes.encode(pass, plan);
+            super::pipelines::encode(pass, plan);
         }
     };
     let mut encode = f64::INFINITY;
