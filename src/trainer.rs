@@ -431,8 +431,27 @@ impl<'a> Trainer<'a> {
 
     /// Restore Adam's moments and the optimizer step count (a resumed run).
     pub fn set_optimizer_state(&mut self, m: &[Vec<f32>], v: &[Vec<f32>], step: u64) -> Result<()> {
+        self.set_optimizer_slots(&[m, v], step)
+    }
+
+    /// The names of the optimizer's slots, in order ("m", "v" for Adam).
+    pub fn optimizer_slot_names(&self) -> Vec<&'static str> {
         let slots = self.gpu.update.optimizer.slots();
-        for ((what, buf), values) in slots.into_iter().zip([m, v]) {
+        slots.into_iter().map(|(name, _)| name).collect()
+    }
+
+    /// Restore the optimizer's slots (in `optimizer_slot_names` order, per tensor) and the optimizer
+    /// step count (a resumed run).
+    pub fn set_optimizer_slots(&mut self, values: &[&[Vec<f32>]], step: u64) -> Result<()> {
+        let slots = self.gpu.update.optimizer.slots();
+        if values.len() != slots.len() {
+            return Err(Error::Model(format!(
+                "{} optimizer slots given, the optimizer has {}",
+                values.len(),
+                slots.len()
+            )));
+        }
+        for ((what, buf), values) in slots.into_iter().zip(values) {
             if values.len() != self.model.params.len() {
                 return Err(Error::Model(format!(
                     "optimizer state {what}: {} tensors, the model has {}",
@@ -440,7 +459,7 @@ impl<'a> Trainer<'a> {
                     self.model.params.len()
                 )));
             }
-            for (p, t) in self.model.params.iter().zip(values) {
+            for (p, t) in self.model.params.iter().zip(values.iter()) {
                 if t.len() != p.len {
                     return Err(Error::Model(format!(
                         "optimizer state {what} of {}: {} values, expected {}",

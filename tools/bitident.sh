@@ -5,8 +5,8 @@
 # configs/two_conv.toml, and three configs derived here that add the optimizer's other settings
 # (clipnorm + weight_decay, global_clipnorm, clipvalue), each with --kernel-set cpu and --kernel-set gpu,
 # `train --epochs 1 --limit-train 2000 --save`, and compares the saved weights and Adam moments byte
-# for byte (tools/same_tensors.py). Needs the dataset (`apt-get install dataset-fashion-mnist`) and an
-# adapter.
+# for byte (tools/same_tensors.py), and each build's `eval --json` of the same checkpoint. Needs the
+# dataset (`apt-get install dataset-fashion-mnist`) and an adapter.
 #   tools/bitident.sh [BASE [NEW]]        NEW: a commit, or . for the working tree
 # Outputs under target/bitident/. Exit status 0 when all 22 pairs are identical.
 set -euo pipefail
@@ -46,8 +46,16 @@ for set in cpu gpu; do
                 --save "$work/$tag.$side.safetensors" 2>"$work/$tag.$side.log" ||
                 { echo "$tag: $side failed:"; cat "$work/$tag.$side.log"; exit 2; }
         done
-        printf '%-22s ' "$tag"
+        printf '%-26s ' "$tag"
         python3 tools/same_tensors.py "$work/$tag.a.safetensors" "$work/$tag.b.safetensors" || failed=1
+        # and inference: `eval --json` of the same checkpoint, through each build's forward pass
+        for side in a b; do
+            bin=${!side}
+            "$bin" eval "$work/$tag.a.safetensors" --kernel-set "$set" --limit-test 1000 --json \
+                >"$work/$tag.$side.eval.json" 2>/dev/null
+        done
+        cmp -s "$work/$tag.a.eval.json" "$work/$tag.b.eval.json" ||
+            { echo "  eval --json differs"; failed=1; }
     done
 done
 exit $failed

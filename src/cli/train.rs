@@ -275,7 +275,7 @@ fn apply_flags(a: &TrainArgs, cfg: &mut Config) -> Result<()> {
     Ok(())
 }
 
-/// Adam's moments and the step count of a resumed checkpoint.
+/// The optimizer's slots (`optimizer/<slot>/<tensor>`) and the step count of a resumed checkpoint.
 fn restore_optimizer(
     trainer: &mut Trainer,
     path: &Path,
@@ -297,8 +297,13 @@ fn restore_optimizer(
             .collect()
     };
     let steps = RunMeta::required(path, "optimizer_steps", meta.optimizer_steps)?;
-    let (m, v) = (slot("m")?, slot("v")?);
-    trainer.set_optimizer_state(&m, &v, steps)
+    let slots = trainer
+        .optimizer_slot_names()
+        .into_iter()
+        .map(slot)
+        .collect::<Result<Vec<_>>>()?;
+    let refs: Vec<&[Vec<f32>]> = slots.iter().map(|s| s.as_slice()).collect();
+    trainer.set_optimizer_slots(&refs, steps)
 }
 
 /// The epochs of a run, from its start: train, evaluate, report, save.

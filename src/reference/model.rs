@@ -5,7 +5,7 @@ use super::loss::softmax_xent;
 use super::optim::*;
 use crate::layers::TwinForward;
 use crate::model::ModelPlan;
-use crate::optim::Settings;
+use crate::optim::settings::Settings;
 use crate::restrict::{Regularizer, Restrictions};
 
 pub struct Forward {

@@ -1,7 +1,7 @@
 //! Optimizer and restriction twins: Adam with the penalty gradient folded in (f32, Keras' float32
 //! arithmetic and order), regularization loss, and the constraints over Keras axes.
 
-use crate::optim::{GradClip, Method, Settings};
+use crate::optim::settings::{GradClip, Method, Settings};
 use crate::restrict::{Constraint, Regularizer};
 
 /// The gradient Keras' optimizer sees: the data gradient plus the penalty gradient
