@@ -173,7 +173,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         })
         .collect();
     let pipes = Pipelines::new(&ctx, &kernels)?;
-    let mut r = Recorder::new(&ctx, &pipes, ctx.kernel_set);
+    let mut r = Recorder::new(&ctx, &pipes);
     for k in &kernels {
         r.dispatch(k)
             .bind("s", &s)

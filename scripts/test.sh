@@ -6,7 +6,7 @@
 #   - libegl1 + libegl-mesa0 + libgl1-mesa-dri: the software GL adapter through EGL
 #   - dataset-fashion-mnist: the real data (tests fall back to the embedded sample where it suffices)
 # Arguments go to `cargo test` and select a single run on the default backend
-# (e.g. scripts/test.sh --test kernels); set WGPU_BACKEND to choose it.
+# (e.g. scripts/test.sh --test layers); set WGPU_BACKEND to choose it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

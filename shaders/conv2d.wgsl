@@ -6,7 +6,8 @@
 // dpre = dy * relu'(y) with relu'(0) = 0 (y > 0 exactly when pre > 0), or dpre = dy when linear.
 // Backward passes are gathers: no atomics.
 //
-// Two sets of shapes (KernelSet in src/gpu/context.rs; each op in src/layers/ picks its kernels by it). For CPU adapters (llvmpipe), the entry points below:
+// Two sets of shapes (KernelSet in src/gpu/context.rs; each op in src/layers/ picks its kernels by it).
+// For CPU adapters (llvmpipe), the entry points below:
 // every invocation loops over output channels, so kernel weights are loaded at addresses uniform across
 // the workgroup; the batch index comes from the grid (workgroup_id.y), not from integer division;
 // accumulators are vec4s with constant indices (registers, not scratch memory, on llvmpipe). For GPUs, the

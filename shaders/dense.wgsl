@@ -2,7 +2,8 @@
 //   x [B, IN], W [IN, OUT], b [OUT], y [B, OUT], dy [B, OUT], dx [B, IN]
 // For CPU adapters the forward is split over the inputs (dense_forward: partial sums per chunk of
 // inputs; dense_forward_reduce: bias + activation); for GPUs the `_gpu` entry points at the end of the
-// file do it in one pass (KernelSet in src/gpu/context.rs; each op in src/layers/ picks its kernels by it). Softmax on the last layer is not applied here: the layer emits logits and loss.wgsl fuses
+// file do it in one pass (KernelSet in src/gpu/context.rs; each op in src/layers/ picks its kernels by
+// it). Softmax on the last layer is not applied here: the layer emits logits and loss.wgsl fuses
 // softmax + cross-entropy, as Keras does when it computes the loss from logits.
 // Backward fuses relu'(y) (relu'(0) = 0); every gradient element is written by one invocation.
 // CPU shapes: invocations handle 8 (forward) or 16 (backward) outputs at a time in vec4 registers, so that W

@@ -3,7 +3,7 @@
 
 use crate::data::Split;
 use crate::error::{Error, Result};
-use crate::gpu::{Context, Dispatch, KernelSet, Pipelines, Recorder};
+use crate::gpu::{Context, Dispatch, Pipelines, Recorder};
 use crate::model::ModelPlan;
 use crate::step::gather::GpuSplit;
 use crate::step::{kernels, Network};
@@ -12,7 +12,6 @@ pub struct Predictor<'a> {
     ctx: &'a Context,
     pipes: Pipelines,
     net: Network,
-    set: KernelSet,
 }
 
 impl<'a> Predictor<'a> {
@@ -32,7 +31,6 @@ impl<'a> Predictor<'a> {
             ctx,
             pipes: Pipelines::new(ctx, &kernels())?,
             net: Network::new(ctx, model, (set, true), batch, false, weights)?,
-            set,
         })
     }
 
@@ -51,7 +49,7 @@ impl<'a> Predictor<'a> {
         let data = GpuSplit::upload(ctx, split, "input");
         let (n, b, k) = (split.len(), self.net.batch, model.classes);
         let steps = n.div_ceil(b);
-        let mut r = Recorder::new(ctx, &self.pipes, self.set);
+        let mut r = Recorder::new(ctx, &self.pipes);
         let mut plan = |rows: usize| -> Result<Vec<Dispatch>> {
             self.net.input.record(&mut r, &data, rows, b);
             self.net.record_forward(&mut r, rows);

@@ -183,6 +183,10 @@ fn bad_settings_are_refused_with_a_clear_error() {
         &["--steps must be at least 1, got -5"],
     );
     assert_fails_with(
+        &clampnet(&["make-sample", "--train", "-1"]),
+        &["--train must be at least 0, got -1"],
+    );
+    assert_fails_with(
         &clampnet(&["eval", "x.safetensors", "--limit-test", "-1"]),
         &["--limit-test must be at least 1, got -1"],
     );
@@ -863,6 +867,11 @@ fn trains_on_an_image_folder_dataset_and_predicts_its_class_names() {
     assert_fails_with(
         &clampnet(&["train", "--data", data, "--epochs", "1"]),
         &["has 3 classes", "10 units", "units = 3"],
+    );
+    // and a 3-class checkpoint evaluated on 10-class data (the default dataset) is refused, not a panic
+    assert_fails_with(
+        &clampnet(&["eval", ckpt.to_str().unwrap(), "--limit-test", "50"]),
+        &["has 10 classes", "3 outputs", "--data"],
     );
     // a test folder with other classes is refused
     std::fs::create_dir_all(dir.join("test").join("zigzag")).unwrap();

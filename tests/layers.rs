@@ -217,7 +217,7 @@ fn run_gpu(
         params: &params,
         grads: Some(&grads),
     };
-    let mut r = Recorder::new(ctx, pipes, set);
+    let mut r = Recorder::new(ctx, pipes);
     op.forward(&mut r, &io, batch);
     op.backward(&mut r, &io, batch);
     let dispatches = r.finish().unwrap();

@@ -30,7 +30,7 @@ fn pipes(ctx: &Context) -> Pipelines {
 
 /// Record with `f`, run, wait.
 fn run(ctx: &Context, pipes: &Pipelines, f: impl FnOnce(&mut Recorder)) {
-    let mut r = Recorder::new(ctx, pipes, ctx.kernel_set);
+    let mut r = Recorder::new(ctx, pipes);
     f(&mut r);
     let plan: Vec<Dispatch> = r.finish().unwrap();
     ctx.submit(&plan, None);

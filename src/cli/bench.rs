@@ -75,14 +75,21 @@ pub fn run(b: BenchArgs) -> Result<()> {
         }
     }
     let plan = ModelPlan::new(&cfg.model)?;
-    let largest = *batch_sizes.iter().max().expect("checked non-empty");
-    let split = synthetic(&plan, largest * (steps + warmup).min(64));
     // per-kernel times from timestamp queries where the adapter has them (the only optional feature
     // clampnet ever requests, and only here)
     let ctx = Context::new(&GpuOptions {
         timestamps: b.kernels,
         ..b.gpu.options()
     })?;
+    // checked before the synthetic data is made for it
+    let largest = *batch_sizes.iter().max().expect("checked non-empty");
+    let max_rows = ctx.limits.max_compute_workgroups_per_dimension as usize;
+    if largest > max_rows {
+        return Err(Error::Config(format!(
+            "--batch-sizes {largest} is above the adapter's max_compute_workgroups_per_dimension ({max_rows}), which bounds a batch"
+        )));
+    }
+    let split = synthetic(&plan, largest * (steps + warmup).min(64));
     let mut rows = Vec::new();
     for &bs in &batch_sizes {
         rows.push(time_batch(

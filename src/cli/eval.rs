@@ -6,8 +6,7 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 use serde_json::json;
 
-use super::predict::{load_model, run_model, softmax};
-use super::{count, GpuArgs};
+use super::{count, load_model, run_model, softmax, GpuArgs};
 use clampnet::checkpoint;
 use clampnet::data;
 use clampnet::{Error, Result};
@@ -36,6 +35,12 @@ pub fn run(e: EvalArgs) -> Result<()> {
     let limit_test = count("--limit-test", e.limit_test, 1)?;
     let (plan, weights, names) = load_model(&e.checkpoint)?;
     let mut ds = data::find_dataset(e.data.as_deref(), plan.spec.input)?;
+    if ds.classes != plan.classes {
+        return Err(Error::Config(format!(
+            "the dataset ({}) has {} classes but the checkpoint's model has {} outputs: evaluate it on data of its own classes (--data)",
+            ds.source, ds.classes, plan.classes
+        )));
+    }
     if let Some(n) = limit_test {
         ds.test.truncate(n);
     }

@@ -15,7 +15,14 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
-use clampnet::gpu::{self, GpuOptions};
+use std::path::Path;
+
+use clampnet::checkpoint::{self, RunMeta};
+use clampnet::config::Config;
+use clampnet::data;
+use clampnet::gpu::{self, Context, GpuOptions};
+use clampnet::infer::Predictor;
+use clampnet::model::ModelPlan;
 use clampnet::{Error, Result};
 
 #[derive(Parser)]
@@ -126,4 +133,48 @@ pub fn peak_rss() -> Option<u64> {
         .parse::<u64>()
         .ok()
         .map(|kb| kb * 1024)
+}
+
+/// The model a checkpoint was trained as (its stored config, else the reference model), its weights and
+/// its class names.
+pub fn load_model(path: &Path) -> Result<(ModelPlan, Vec<Vec<f32>>, Vec<String>)> {
+    let (tensors, meta) = checkpoint::load(path)?;
+    let meta = RunMeta::from_map(&meta);
+    let cfg = match &meta.config_toml {
+        Some(text) => Config::parse(text).map_err(|msg| Error::Checkpoint {
+            path: path.into(),
+            msg: format!("stored config: {msg}"),
+        })?,
+        None => Config::reference(),
+    };
+    let plan = ModelPlan::new(&cfg.model)?;
+    let weights = checkpoint::match_model(path, &tensors, &plan)?;
+    let names: Vec<String> = match meta.class_names {
+        Some(n) if n.len() == plan.classes => n,
+        _ if plan.classes == 10 => data::FASHION_CLASSES
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+        _ => (0..plan.classes).map(|i| format!("class {i}")).collect(),
+    };
+    Ok((plan, weights, names))
+}
+
+/// Logits of `split` through the model on the GPU.
+pub fn run_model(
+    gpu: &GpuArgs,
+    plan: &ModelPlan,
+    weights: &[Vec<f32>],
+    split: &data::Split,
+) -> Result<Vec<f32>> {
+    let ctx = Context::new(&gpu.options())?;
+    let batch = split.len().clamp(1, 256);
+    Predictor::new(&ctx, plan.clone(), weights, batch)?.logits(split)
+}
+
+pub fn softmax(logits: &[f32]) -> Vec<f64> {
+    let mx = logits.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) as f64;
+    let e: Vec<f64> = logits.iter().map(|&l| (l as f64 - mx).exp()).collect();
+    let s: f64 = e.iter().sum();
+    e.into_iter().map(|v| v / s).collect()
 }

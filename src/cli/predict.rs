@@ -5,13 +5,8 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 use serde_json::json;
 
-use super::{count, GpuArgs};
-use clampnet::checkpoint::{self, RunMeta};
-use clampnet::config::Config;
+use super::{count, load_model, run_model, softmax, GpuArgs};
 use clampnet::data;
-use clampnet::gpu::Context;
-use clampnet::infer::Predictor;
-use clampnet::model::ModelPlan;
 use clampnet::{Error, Result};
 
 #[derive(Args)]
@@ -32,50 +27,6 @@ pub struct PredictArgs {
     json: bool,
     #[command(flatten)]
     gpu: GpuArgs,
-}
-
-/// The model a checkpoint was trained as (its stored config, else the reference model), its weights and
-/// its class names.
-pub fn load_model(path: &Path) -> Result<(ModelPlan, Vec<Vec<f32>>, Vec<String>)> {
-    let (tensors, meta) = checkpoint::load(path)?;
-    let meta = RunMeta::from_map(&meta);
-    let cfg = match &meta.config_toml {
-        Some(text) => Config::parse(text).map_err(|msg| Error::Checkpoint {
-            path: path.into(),
-            msg: format!("stored config: {msg}"),
-        })?,
-        None => Config::reference(),
-    };
-    let plan = ModelPlan::new(&cfg.model)?;
-    let weights = checkpoint::match_model(path, &tensors, &plan)?;
-    let names: Vec<String> = match meta.class_names {
-        Some(n) if n.len() == plan.classes => n,
-        _ if plan.classes == 10 => data::FASHION_CLASSES
-            .iter()
-            .map(|s| s.to_string())
-            .collect(),
-        _ => (0..plan.classes).map(|i| format!("class {i}")).collect(),
-    };
-    Ok((plan, weights, names))
-}
-
-/// Logits of `split` through the model on the GPU.
-pub fn run_model(
-    gpu: &GpuArgs,
-    plan: &ModelPlan,
-    weights: &[Vec<f32>],
-    split: &data::Split,
-) -> Result<Vec<f32>> {
-    let ctx = Context::new(&gpu.options())?;
-    let batch = split.len().clamp(1, 256);
-    Predictor::new(&ctx, plan.clone(), weights, batch)?.logits(split)
-}
-
-pub fn softmax(logits: &[f32]) -> Vec<f64> {
-    let mx = logits.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) as f64;
-    let e: Vec<f64> = logits.iter().map(|&l| (l as f64 - mx).exp()).collect();
-    let s: f64 = e.iter().sum();
-    e.into_iter().map(|v| v / s).collect()
 }
 
 /// An image file as the model's input: grayscale or RGB, resized (with a notice), inverted if asked.
@@ -111,7 +62,8 @@ fn read_image(path: &Path, [h, w, c]: [usize; 3], invert: bool) -> Result<Vec<u8
 }
 
 pub fn run(p: PredictArgs) -> Result<()> {
-    let top_k = count("--top-k", Some(p.top_k), 1)?.unwrap_or(1);
+    // --top-k 0 prints the most likely class, as 1 does
+    let top_k = count("--top-k", Some(p.top_k), 0)?.unwrap_or(1).max(1);
     let (plan, weights, names) = load_model(&p.checkpoint)?;
     let [h, w, c] = plan.spec.input;
     let mut images = Vec::new();

@@ -348,14 +348,16 @@ fn epochs(a: &TrainArgs, run: &Run, trainer: &mut Trainer, ds: &Dataset) -> Resu
         }
         let test = trainer.evaluate()?;
         report = clampnet::report::restriction_report(&trainer.weights()?, &trainer.restrictions);
-        let line = epoch_line(
-            epoch,
-            &stats,
-            &test,
-            started.elapsed().as_secs_f64(),
-            &report,
-        );
-        write_epoch(a, cfg.epochs, epoch, &line)?;
+        let seconds = started.elapsed().as_secs_f64();
+        let line = epoch_line(epoch, &stats, &test, seconds, &report);
+        write_epoch(a, epoch, &line)?;
+        if !a.quiet {
+            eprintln!(
+                "epoch {epoch}/{}: loss {:.4} accuracy {:.4} | test loss {:.4} accuracy {:.4} | {:.1} s ({:.1} s training, {:.0} images/s)",
+                cfg.epochs, stats.train.loss, stats.train.accuracy, test.loss, test.accuracy, seconds,
+                stats.train_seconds, stats.train.count as f64 / stats.train_seconds.max(1e-9)
+            );
+        }
         if let (Some(path), Some(n)) = (&a.save, run.save_every) {
             if epoch % n == 0 && epoch < cfg.epochs {
                 save(path, trainer, run, ds, (epoch, 0))?;
@@ -423,8 +425,8 @@ fn epoch_line(
     })
 }
 
-/// An epoch's line on stdout (--json), in the metrics log (--metrics), and its summary on stderr.
-fn write_epoch(a: &TrainArgs, epochs: usize, epoch: usize, line: &serde_json::Value) -> Result<()> {
+/// An epoch's line on stdout (--json) and in the metrics log (--metrics).
+fn write_epoch(a: &TrainArgs, epoch: usize, line: &serde_json::Value) -> Result<()> {
     if a.json {
         println!("{line}");
     }
@@ -439,13 +441,6 @@ fn write_epoch(a: &TrainArgs, epochs: usize, epoch: usize, line: &serde_json::Va
             .open(path)
             .map_err(|e| Error::io(path, e))?;
         writeln!(f, "{line}").map_err(|e| Error::io(path, e))?;
-    }
-    if !a.quiet {
-        let f = |k: &str| line[k].as_f64().unwrap_or(0.0);
-        eprintln!(
-            "epoch {epoch}/{epochs}: loss {:.4} accuracy {:.4} | test loss {:.4} accuracy {:.4} | {:.1} s ({:.1} s training, {:.0} images/s)",
-            f("train_loss"), f("train_accuracy"), f("test_loss"), f("test_accuracy"), f("seconds"), f("train_seconds"), f("images_per_second")
-        );
     }
     Ok(())
 }

@@ -84,10 +84,11 @@ pub struct Context {
     allocated: std::sync::atomic::AtomicU64,
     /// the first uncaptured device error or device loss, reported by `check()` instead of a panic
     failure: std::sync::Arc<std::sync::Mutex<Option<String>>>,
-    pub instance: wgpu::Instance,
-    pub adapter: wgpu::Adapter,
-    pub device: wgpu::Device,
-    pub queue: wgpu::Queue,
+    /// held for as long as the device is
+    _instance: wgpu::Instance,
+    _adapter: wgpu::Adapter,
+    pub(crate) device: wgpu::Device,
+    pub(crate) queue: wgpu::Queue,
     pub info: wgpu::AdapterInfo,
     pub limits: wgpu::Limits,
 }
@@ -221,8 +222,8 @@ impl Context {
             kernel_set,
             allocated: Default::default(),
             failure,
-            instance,
-            adapter,
+            _instance: instance,
+            _adapter: adapter,
             device,
             queue,
             info,
@@ -274,11 +275,6 @@ impl Context {
         }
         self.check()?;
         Ok(out)
-    }
-
-    /// "Vulkan", "Gl", ...: the backend of the adapter in use.
-    pub fn backend_name(&self) -> String {
-        format!("{:?}", self.info.backend)
     }
 }
 

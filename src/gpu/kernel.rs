@@ -1,5 +1,5 @@
 //! Kernel definitions. Each op declares the entry points it dispatches as `KernelDef` statics next to
-//! its recording code (`src/layers/`, `src/step/`, `src/optim/`); `step::KERNELS` collects them, and
+//! its recording code (`src/layers/`, `src/step/`, `src/optim/`); `step::kernels()` collects them, and
 //! pipelines are built from that list once, at start-up (`Pipelines`).
 
 /// A WGSL shader module, embedded at build time so the binary runs from anywhere: one file under

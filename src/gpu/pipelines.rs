@@ -111,7 +111,7 @@ impl Pipelines {
             .ok_or_else(|| {
                 Error::gpu(
                     format!("kernel {}", kernel.name),
-                    "not among the pipelines built (missing from step::KERNELS?)",
+                    "not among the pipelines built (missing from step::kernels()?)",
                 )
             })
     }

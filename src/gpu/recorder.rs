@@ -15,14 +15,12 @@
 use std::collections::HashMap;
 
 use super::pipelines::BindingDesc;
-use super::{Buffer, Context, Dispatch, KernelDef, KernelSet, Pipelines, UNIFORM_WINDOW};
+use super::{Buffer, Context, Dispatch, KernelDef, Pipelines, UNIFORM_WINDOW};
 use crate::error::{Error, Result};
 
 pub struct Recorder<'a> {
     pub ctx: &'a Context,
     pipes: &'a Pipelines,
-    /// the kernel shapes ops record (each op picks its kernels by it)
-    pub set: KernelSet,
     /// bound where a kernel variant declares a storage buffer it never reads
     placeholder: Buffer,
     /// bound where a kernel variant declares a uniform window it never reads
@@ -35,11 +33,10 @@ pub struct Recorder<'a> {
 }
 
 impl<'a> Recorder<'a> {
-    pub fn new(ctx: &'a Context, pipes: &'a Pipelines, set: KernelSet) -> Self {
+    pub fn new(ctx: &'a Context, pipes: &'a Pipelines) -> Self {
         Recorder {
             ctx,
             pipes,
-            set,
             placeholder: ctx.storage_zeroed("placeholder", 4),
             placeholder_window: ctx.storage_uniform_zeroed("placeholder window", 0),
             uniforms: HashMap::new(),
@@ -71,11 +68,6 @@ impl<'a> Recorder<'a> {
             gate: false,
             bindings: Vec::new(),
         }
-    }
-
-    /// Append already recorded dispatches (a plan shared by several recordings).
-    pub fn extend(&mut self, dispatches: impl IntoIterator<Item = Dispatch>) {
-        self.plan.extend(dispatches);
     }
 
     /// The dispatches recorded since the last `finish`, or the first error among them. Uniforms are not

@@ -17,7 +17,7 @@ use crate::error::Result;
 use crate::gpu::{Buffer, KernelDef, Recorder, Shader};
 use crate::model::fuse::OpPlan;
 use crate::model::{
-    Activation, Init, LayerPlan, ModelPlan, Padding, ParamDecl, ParamSpec, Role, Shape, MAX_VALUES,
+    Activation, Init, LayerPlan, Padding, ParamDecl, ParamSpec, Role, Shape, MAX_VALUES,
 };
 use crate::reference as twin;
 
@@ -193,7 +193,7 @@ impl Layer for Conv2d {
         (vec![dk, db], dx)
     }
 
-    fn op(&self, _model: &ModelPlan, plan: &OpPlan, b: &Build) -> Result<Box<dyn Op>> {
+    fn op(&self, plan: &OpPlan, b: &Build) -> Result<Box<dyn Op>> {
         Ok(Box::new(ConvOp::new(self, plan, b)?))
     }
 }
@@ -221,6 +221,14 @@ pub static WEIGHT_REDUCE: KernelDef = KernelDef {
     constants: &[],
     gated: false,
 };
+/// the GPU shape of the partial-sum reduce (of the fused op's chunks): 32 outputs x 8 lanes per workgroup
+pub static WEIGHT_REDUCE_GPU: KernelDef = KernelDef {
+    name: "Conv2dWeightReduceGpu",
+    shader: &SHADER,
+    entry: "conv2d_weight_reduce_gpu",
+    constants: &[],
+    gated: false,
+};
 pub static BACKWARD_INPUT: KernelDef = KernelDef {
     name: "Conv2dBackwardInput",
     shader: &SHADER,
@@ -229,7 +237,13 @@ pub static BACKWARD_INPUT: KernelDef = KernelDef {
     gated: true,
 };
 
-pub static KERNELS: &[&KernelDef] = &[&FORWARD, &WEIGHT_PARTIALS, &WEIGHT_REDUCE, &BACKWARD_INPUT];
+pub static KERNELS: &[&KernelDef] = &[
+    &FORWARD,
+    &WEIGHT_PARTIALS,
+    &WEIGHT_REDUCE,
+    &WEIGHT_REDUCE_GPU,
+    &BACKWARD_INPUT,
+];
 
 /// The uniform of every conv2d.wgsl entry point, field for field.
 #[repr(C)]
@@ -408,7 +422,7 @@ impl ConvCore {
         let outputs = self.patch_rows() * self.conv_out.2;
         let (kernel, grid) = if gpu_shape {
             (
-                &super::conv2d_pool::WEIGHT_REDUCE_GPU,
+                &WEIGHT_REDUCE_GPU,
                 r.grid_1d(outputs * 8, 256),
             )
         } else {

@@ -25,7 +25,6 @@ pub static FUSION: Fusion = Fusion {
         &BACKWARD_INPUT_POOLED,
         &FORWARD_GPU,
         &WEIGHT_PARTIALS_GPU,
-        &WEIGHT_REDUCE_GPU,
     ],
 };
 
@@ -66,14 +65,6 @@ pub static WEIGHT_PARTIALS_GPU: KernelDef = KernelDef {
     name: "Conv2dWeightPartialsPooledGpu",
     shader: &SHADER,
     entry: "conv2d_weight_partials_pooled_gpu",
-    constants: &[],
-    gated: false,
-};
-/// GPU shape of the partial-sum reduce: 32 outputs x 8 lanes per workgroup
-pub static WEIGHT_REDUCE_GPU: KernelDef = KernelDef {
-    name: "Conv2dWeightReduceGpu",
-    shader: &SHADER,
-    entry: "conv2d_weight_reduce_gpu",
     constants: &[],
     gated: false,
 };

@@ -20,7 +20,7 @@ use crate::error::Result;
 use crate::gpu::{Buffer, DispatchBuilder, KernelDef, KernelSet, Recorder, Shader, UNIFORM_WINDOW};
 use crate::model::fuse::OpPlan;
 use crate::model::{
-    Activation, Init, LayerPlan, ModelPlan, ParamDecl, ParamSpec, Role, Shape, MAX_VALUES,
+    Activation, Init, LayerPlan, ParamDecl, ParamSpec, Role, Shape, MAX_VALUES,
 };
 use crate::reference as twin;
 
@@ -155,7 +155,7 @@ impl Layer for Dense {
         (vec![dw, db], dx)
     }
 
-    fn op(&self, _model: &ModelPlan, plan: &OpPlan, b: &Build) -> Result<Box<dyn Op>> {
+    fn op(&self, plan: &OpPlan, b: &Build) -> Result<Box<dyn Op>> {
         // an output gradient that fits a uniform window is read through one (CPU kernel set)
         let bytes = (b.batch * plan.output.len() * 4) as u64;
         let dy_uniform = b.set == KernelSet::Cpu && bytes <= UNIFORM_WINDOW;

@@ -12,7 +12,7 @@ use crate::config::de::{default_pool, positive_usize};
 use crate::error::Result;
 use crate::gpu::{Buffer, KernelDef, Recorder, Shader};
 use crate::model::fuse::OpPlan;
-use crate::model::{LayerPlan, ModelPlan, Shape};
+use crate::model::{LayerPlan, Shape};
 use crate::reference as twin;
 
 /// Keras' `MaxPooling2D(pool_size)`.
@@ -90,7 +90,7 @@ impl Layer for MaxPool2d {
         )
     }
 
-    fn op(&self, _model: &ModelPlan, plan: &OpPlan, b: &Build) -> Result<Box<dyn Op>> {
+    fn op(&self, plan: &OpPlan, b: &Build) -> Result<Box<dyn Op>> {
         let bytes = (b.batch * plan.output.len() * 4) as u64;
         Ok(Box::new(PoolOp {
             name: plan.name.clone(),

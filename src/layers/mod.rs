@@ -176,7 +176,7 @@ pub trait Layer {
     ) -> (Vec<Vec<f64>>, Vec<f64>);
 
     /// The GPU op of this layer alone.
-    fn op(&self, _model: &ModelPlan, plan: &OpPlan, _b: &Build) -> Result<Box<dyn Op>> {
+    fn op(&self, plan: &OpPlan, _b: &Build) -> Result<Box<dyn Op>> {
         Err(Error::Model(format!("{}: no GPU op", plan.name)))
     }
 }
@@ -205,15 +205,16 @@ impl Build<'_> {
     pub fn outputs(&self, plan: &OpPlan, dy_window: bool) -> Result<OpOutput> {
         let bytes = (self.batch * plan.output.len() * 4) as u64;
         let label = |what: &str| format!("{} {what}", plan.name);
+        let y = self.ctx.storage_checked(&label("output"), bytes)?;
         let dy = match (self.training, dy_window) {
             (false, _) => None,
-            (true, false) => Some(self.ctx.storage_checked(&label("dout"), bytes)?),
-            (true, true) => Some(self.ctx.storage_uniform_checked(&label("dout"), bytes)?),
+            (true, false) => Some(self.ctx.storage_checked(&label("output gradient"), bytes)?),
+            (true, true) => Some(
+                self.ctx
+                    .storage_uniform_checked(&label("output gradient"), bytes)?,
+            ),
         };
-        Ok(OpOutput {
-            y: self.ctx.storage_checked(&label("out"), bytes)?,
-            dy,
-        })
+        Ok(OpOutput { y, dy })
     }
 }
 
@@ -269,10 +270,7 @@ pub trait Op {
 pub fn build_op(model: &ModelPlan, plan: &OpPlan, b: &Build) -> Result<Box<dyn Op>> {
     match plan.fusion {
         Some(f) => (f.build)(model, plan, b),
-        None => model.layers[plan.layers.start]
-            .spec
-            .kind()
-            .op(model, plan, b),
+        None => model.layers[plan.layers.start].spec.kind().op(plan, b),
     }
 }
 

@@ -17,7 +17,7 @@ use crate::layers::{Fusion, FUSIONS};
 /// One op of the step: one layer, or the layers a fusion replaced.
 #[derive(Clone, Debug)]
 pub struct OpPlan {
-    /// the first layer's name (buffer labels)
+    /// its layers' names joined by "+" (buffer labels, errors)
     pub name: String,
     /// the model layers it runs
     pub layers: Range<usize>,
@@ -54,8 +54,9 @@ pub fn lower(plan: &ModelPlan, set: KernelSet, fuse: bool) -> Vec<OpPlan> {
             None => (None, 1),
         };
         let range = i..i + n;
+        let names: Vec<&str> = layers[i..i + n].iter().map(|l| l.name.as_str()).collect();
         ops.push(OpPlan {
-            name: layers[i].name.clone(),
+            name: names.join("+"),
             layers: range.clone(),
             fusion,
             input: layers[i].input,

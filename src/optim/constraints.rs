@@ -168,8 +168,4 @@ impl Constraints {
             record(r, params, c, p.offset, &p.shape);
         }
     }
-
-    pub fn has_epoch_end(&self) -> bool {
-        !self.per_epoch.is_empty()
-    }
 }

@@ -9,6 +9,7 @@
 //! - `prologue`: penalties, clipping and weight decay (`update_prologue.wgsl`, prepended to every
 //!   optimizer's shader), and the per-tensor table they read
 //! - `adam`: Adam, its slots (m, v) and its shader; a second optimizer is one such file and one WGSL file
+//!   (plus its settings in `settings::Method` and a line in `kernels()` and in `Update::new`)
 //! - `constraints`: the constraint passes
 //! - `settings`: what configures an optimizer (plain data, read by the CPU twins too)
 

@@ -49,14 +49,6 @@ impl Default for Settings {
 }
 
 impl Settings {
-    /// Adam with these moments and epsilon, the rest default.
-    pub fn adam(beta1: f32, beta2: f32, eps: f32) -> Self {
-        Settings {
-            method: Method::Adam { beta1, beta2, eps },
-            ..Settings::default()
-        }
-    }
-
     /// The step size of step t (1-based), in float32 and in Keras' order. Adam:
     /// `lr * sqrt(1 - beta2^t) / (1 - beta1^t)` with `powf`.
     pub fn step_size(&self, t: u64) -> f32 {
@@ -65,13 +57,6 @@ impl Settings {
                 let tf = t as f32;
                 self.lr * (1.0 - beta2.powf(tf)).sqrt() / (1.0 - beta1.powf(tf))
             }
-        }
-    }
-
-    /// "adam"
-    pub fn name(&self) -> &'static str {
-        match self.method {
-            Method::Adam { .. } => "adam",
         }
     }
 

@@ -64,7 +64,7 @@ pub struct GpuSplit {
 }
 
 impl GpuSplit {
-    /// Upload `s` (its images checked against the storage-binding limit first: `check_sizes`).
+    /// Upload `s` (its images checked against the storage-binding limit first: `check_size`).
     pub fn upload(ctx: &Context, s: &Split, what: &str) -> GpuSplit {
         GpuSplit {
             images: ctx.storage_init(&format!("{what} images"), &s.images),

@@ -222,14 +222,12 @@ impl Step {
             pipes,
             plans: Plans::default(),
         };
-        step.plans = ctx.validated("recording the training step", || {
-            step.record_plans(ctx, s.set)
-        })??;
+        step.plans = ctx.validated("recording the training step", || step.record_plans(ctx))??;
         Ok(step)
     }
 
-    fn record_plans(&self, ctx: &Context, set: KernelSet) -> Result<Plans> {
-        let mut r = Recorder::new(ctx, &self.pipes, set);
+    fn record_plans(&self, ctx: &Context) -> Result<Plans> {
+        let mut r = Recorder::new(ctx, &self.pipes);
         let b = self.net.batch;
         let (n_train, n_test) = (self.train.n, self.test.n);
         let eb = b.min(n_test);
