@@ -180,6 +180,8 @@ pub struct RunMeta {
     pub shuffle: Option<bool>,
     /// the model, restrictions and optimizer, as the TOML the run was given
     pub config_toml: Option<String>,
+    /// or as the Keras model JSON it was given (a `.keras` / `.json` config)
+    pub keras_config: Option<String>,
     pub preset: Option<String>,
     pub limit_train: Option<usize>,
     pub limit_test: Option<usize>,
@@ -213,6 +215,7 @@ impl RunMeta {
         put("learning_rate", self.learning_rate.map(|v| v.to_string()));
         put("shuffle", self.shuffle.map(|v| v.to_string()));
         put("config_toml", self.config_toml.clone());
+        put("keras_config", self.keras_config.clone());
         put("preset", self.preset.clone());
         put("limit_train", self.limit_train.map(|v| v.to_string()));
         put(
@@ -241,6 +244,7 @@ impl RunMeta {
             learning_rate: num(meta, "learning_rate"),
             shuffle: meta.get("shuffle").map(|v| v == "true"),
             config_toml: meta.get("config_toml").cloned(),
+            keras_config: meta.get("keras_config").cloned(),
             preset: meta.get("preset").cloned(),
             limit_train: num(meta, "limit_train"),
             limit_test: num(meta, "limit_test"),

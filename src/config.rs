@@ -345,6 +345,7 @@ impl Config {
             c.model = ModelSpec {
                 input: m.input,
                 layers: m.layers,
+                names: Vec::new(),
             };
             // each layer's <param>_regularizer / <param>_constraint, taken out of the architecture
             let pending: Vec<_> = c
@@ -375,7 +376,7 @@ impl Config {
     }
 
     /// Resolve a tensor's regularizer and constraint settings into `restrictions`.
-    fn restrict(
+    pub(crate) fn restrict(
         &mut self,
         p: &crate::model::ParamSpec,
         reg: Option<RegularizerConfig>,
@@ -405,7 +406,7 @@ impl Config {
 }
 
 /// The optimizer section, Keras' defaults where a key is absent.
-fn optimizer(o: OptimizerSection) -> std::result::Result<Settings, String> {
+pub(crate) fn optimizer(o: OptimizerSection) -> std::result::Result<Settings, String> {
     let d = Settings::default();
     let Method::Adam { beta1, beta2, eps } = d.method;
     Ok(Settings {

@@ -250,6 +250,7 @@ fn bad_checkpoints_and_data_are_refused_and_good_checkpoints_survive() {
             clampnet::layers::Flatten::new().into(),
             clampnet::layers::Dense::new(10, clampnet::model::Activation::Softmax).into(),
         ],
+        names: Vec::new(),
     })
     .unwrap();
     let w = clampnet::model::init_weights(&small, 0);

@@ -280,6 +280,7 @@ fn every_op_matches_its_twin_in_both_kernel_sets_and_gate_variants() {
         let plan = ModelPlan::partial(&ModelSpec {
             input: c.input,
             layers: c.layers.clone(),
+            names: Vec::new(),
         })
         .unwrap();
         let kind = plan.layers.last().unwrap().spec.kind();
@@ -351,6 +352,7 @@ fn every_layer_twin_matches_finite_differences() {
         let plan = ModelPlan::partial(&ModelSpec {
             input: c.input,
             layers: c.layers.clone(),
+            names: Vec::new(),
         })
         .unwrap();
         let batch = 2;

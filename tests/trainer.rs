@@ -366,6 +366,7 @@ fn a_model_too_large_for_a_binding_is_refused_before_any_allocation() {
             Dense::new(60_000, Activation::Relu).into(),
             Dense::new(10, Activation::Softmax).into(),
         ],
+        names: Vec::new(),
     };
     let plan = ModelPlan::new(&spec).unwrap();
     let split = Split {

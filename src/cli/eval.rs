@@ -13,7 +13,7 @@ use clampnet::{Error, Result};
 
 #[derive(Args)]
 pub struct EvalArgs {
-    /// a checkpoint written by `clampnet train --save`
+    /// a checkpoint written by `clampnet train --save` (.safetensors or .keras), or any Keras .keras file
     checkpoint: PathBuf,
     /// dataset folder (default: as `train` finds it)
     #[arg(long)]

@@ -5,12 +5,11 @@ use std::path::PathBuf;
 use clap::Args;
 use serde_json::json;
 
-use clampnet::checkpoint::{self, RunMeta};
 use clampnet::Result;
 
 #[derive(Args)]
 pub struct InspectArgs {
-    /// a safetensors checkpoint
+    /// a checkpoint: .safetensors, .keras or .weights.h5 (read as the reference model)
     file: PathBuf,
     /// {"tensors": [{"name", "shape", "max_abs", "zero_fraction", "filter_norm_min", "filter_norm_max"}]}
     #[arg(long)]
@@ -18,7 +17,7 @@ pub struct InspectArgs {
 }
 
 pub fn run(a: InspectArgs) -> Result<()> {
-    let (weights, meta) = checkpoint::load(&a.file)?;
+    let (weights, meta) = clampnet::files::load_checkpoint(&a.file, None)?;
     // the model's tensors (a `train --save` checkpoint also holds the optimizer's state under optimizer/)
     let stats: Vec<_> = weights
         .iter()
@@ -29,7 +28,6 @@ pub fn run(a: InspectArgs) -> Result<()> {
         println!("{}", json!({ "tensors": stats }));
         return Ok(());
     }
-    let meta = RunMeta::from_map(&meta);
     if let Some(t) = &meta.trained_with {
         println!(
             "{}: trained with {t}, {} optimizer steps",

@@ -3,6 +3,7 @@
 //! exits non-zero (1; 2 for usage errors, 130 after Ctrl-C) instead of panicking.
 
 mod bench;
+mod convert;
 mod eval;
 mod info;
 mod inspect;
@@ -17,9 +18,10 @@ use clap::{Args, Parser, Subcommand};
 
 use std::path::Path;
 
-use clampnet::checkpoint::{self, RunMeta};
+use clampnet::checkpoint;
 use clampnet::config::Config;
 use clampnet::data;
+use clampnet::files::{self, Source};
 use clampnet::gpu::{self, Context, GpuOptions};
 use clampnet::infer::Predictor;
 use clampnet::model::ModelPlan;
@@ -77,6 +79,8 @@ enum Command {
     Viz(viz::VizArgs),
     /// Print per-tensor statistics of a checkpoint: max |w|, fraction of exact zeros, filter norms
     Inspect(inspect::InspectArgs),
+    /// Convert a model between .safetensors, .keras and .weights.h5 (by extension), weights and Adam's state
+    Convert(convert::ConvertArgs),
     /// Cut the embedded sample (first N train / test images, gzip IDX) from a full Fashion-MNIST folder
     MakeSample(make_sample::MakeSampleArgs),
 }
@@ -103,6 +107,7 @@ pub fn main() -> ExitCode {
         Command::Viz(v) => viz::run(v),
         Command::Inspect(i) => inspect::run(i),
         Command::MakeSample(m) => make_sample::run(m),
+        Command::Convert(c) => convert::run(c),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -138,13 +143,20 @@ pub fn peak_rss() -> Option<u64> {
 /// The model a checkpoint was trained as (its stored config, else the reference model), its weights and
 /// its class names.
 pub fn load_model(path: &Path) -> Result<(ModelPlan, Vec<Vec<f32>>, Vec<String>)> {
-    let (tensors, meta) = checkpoint::load(path)?;
-    let meta = RunMeta::from_map(&meta);
-    let cfg = match &meta.config_toml {
-        Some(text) => Config::parse(text).map_err(|msg| Error::Checkpoint {
+    if files::Format::of(path) == files::Format::WeightsH5 {
+        return Err(Error::Checkpoint {
             path: path.into(),
-            msg: format!("stored config: {msg}"),
-        })?,
+            msg: "a .weights.h5 file holds no architecture: use the .keras file, or make one with `clampnet convert WEIGHTS.weights.h5 MODEL.keras --config MODEL.json`".into(),
+        });
+    }
+    let (tensors, meta) = files::load_checkpoint(path, None)?;
+    let cfg = match Source::from_meta(&meta) {
+        Some(s) => s
+            .parse("the checkpoint's stored config")
+            .map_err(|e| Error::Checkpoint {
+                path: path.into(),
+                msg: e.to_string(),
+            })?,
         None => Config::reference(),
     };
     let plan = ModelPlan::new(&cfg.model)?;

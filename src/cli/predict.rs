@@ -11,7 +11,7 @@ use clampnet::{Error, Result};
 
 #[derive(Args)]
 pub struct PredictArgs {
-    /// a checkpoint written by `clampnet train --save`
+    /// a checkpoint written by `clampnet train --save` (.safetensors or .keras), or any Keras .keras file
     checkpoint: PathBuf,
     /// image files (any format the image crate reads); converted to the model's input
     #[arg(required = true)]

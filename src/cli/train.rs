@@ -12,6 +12,7 @@ use super::{count, GpuArgs};
 use clampnet::checkpoint::{self, RunMeta, Weights};
 use clampnet::config::Config;
 use clampnet::data::{self, Dataset};
+use clampnet::files::{self, Source};
 use clampnet::gpu::Context;
 use clampnet::model::{init_weights, ModelPlan};
 use clampnet::restrict::{Preset, Restrictions};
@@ -20,8 +21,9 @@ use clampnet::{Error, Result};
 
 #[derive(Args)]
 pub struct TrainArgs {
-    /// Model, restrictions, optimizer and training settings (TOML, Keras vocabulary; see configs/).
-    /// Flags given beside it override its values
+    /// The model: clampnet's TOML (Keras vocabulary; see configs/), a Keras model JSON (`model.to_json()`)
+    /// or a Keras `.keras` file (which also gives the initial weights, unless --init does), with its
+    /// restrictions and, when compiled, its optimizer. Flags given beside it override its values
     #[arg(long)]
     config: Option<PathBuf>,
     /// Folder with the four IDX files (raw or .gz), or with images in train/<class>/ and test/<class>/.
@@ -52,11 +54,13 @@ pub struct TrainArgs {
     /// Use only the first N test examples
     #[arg(long, allow_negative_numbers = true)]
     limit_test: Option<i64>,
-    /// Start from these weights (safetensors, Keras names and layouts)
+    /// Start from these weights: a checkpoint (.safetensors), a Keras model (.keras) or Keras weights
+    /// (.weights.h5), by layer name
     #[arg(long)]
     init: Option<PathBuf>,
-    /// Write the trained weights here (safetensors, Keras names and layouts; with Adam's state and the
-    /// run's settings, for --resume), atomically
+    /// Write the trained model here, atomically, by extension: .safetensors (clampnet's checkpoint), .keras
+    /// (loadable by keras.saving.load_model) or .weights.h5 (model.load_weights); each holds Adam's state,
+    /// and .safetensors and .keras the run's settings, for --resume
     #[arg(long)]
     save: Option<PathBuf>,
     /// Also save after every N epochs
@@ -89,7 +93,10 @@ pub enum Outcome {
 struct Run {
     cfg: Config,
     plan: ModelPlan,
-    config_text: Option<String>,
+    /// the model's description (TOML or Keras JSON), stored with checkpoints
+    source: Option<Source>,
+    /// the weights a `.keras` --config came with
+    config_weights: Option<Vec<Vec<f32>>>,
     preset: Option<Preset>,
     limit_train: Option<usize>,
     limit_test: Option<usize>,
@@ -123,13 +130,16 @@ pub fn run(a: TrainArgs) -> Result<Outcome> {
         ds.train.len(),
         ds.test.len()
     );
-    let weights = match (&a.init, &run.resumed) {
-        (Some(path), _) => {
-            let (w, _) = checkpoint::load(path)?;
+    let weights = match (&a.init, &run.resumed, &run.config_weights) {
+        (Some(path), _, _) => {
+            let (w, _) = files::load_checkpoint(path, run.source.as_ref())?;
             checkpoint::match_model(path, &w, &run.plan)?
         }
-        (None, Some((w, _))) => checkpoint::match_model(a.resume.as_ref().unwrap(), w, &run.plan)?,
-        (None, None) => init_weights(&run.plan, run.cfg.seed),
+        (None, Some((w, _)), _) => {
+            checkpoint::match_model(a.resume.as_ref().unwrap(), w, &run.plan)?
+        }
+        (None, None, Some(w)) => w.clone(),
+        (None, None, None) => init_weights(&run.plan, run.cfg.seed),
     };
     let ctx = Context::new(&a.gpu.options())?;
     let setup = Setup::new(
@@ -171,28 +181,20 @@ pub fn run(a: TrainArgs) -> Result<Outcome> {
 /// otherwise the config file (or the reference model with a preset), then the flags.
 fn resolve(a: &TrainArgs) -> Result<Run> {
     let resumed = match &a.resume {
-        Some(path) => {
-            let (w, meta) = checkpoint::load(path)?;
-            Some((w, RunMeta::from_map(&meta)))
-        }
+        Some(path) => Some(files::load_checkpoint(path, None)?),
         None => None,
     };
     let meta = resumed.as_ref().map(|r| &r.1);
-    let config_text = match (&a.config, meta.and_then(|m| m.config_toml.clone())) {
-        (Some(path), _) => Some(std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?),
-        (None, t) => t,
-    };
-    let mut cfg = match &config_text {
-        Some(text) => Config::parse(text).map_err(|msg| {
-            let source = a
-                .config
-                .as_ref()
-                .map_or("the checkpoint's config".into(), |p| {
-                    p.display().to_string()
-                });
-            Error::Config(format!("{source}: {msg}"))
-        })?,
-        None => Config::reference(),
+    let (source, mut cfg, config_weights) = match (&a.config, meta.and_then(Source::from_meta)) {
+        (Some(path), _) => {
+            let m = files::load_config(path)?;
+            (Some(m.source), m.config, m.weights)
+        }
+        (None, Some(s)) => {
+            let cfg = s.parse("the checkpoint's config")?;
+            (Some(s), cfg, None)
+        }
+        (None, None) => (None, Config::reference(), None),
     };
     let plan = ModelPlan::new(&cfg.model)?;
     let preset = a.preset.or_else(|| {
@@ -224,13 +226,14 @@ fn resolve(a: &TrainArgs) -> Result<Run> {
     }
     let what = match (&a.config, preset) {
         (Some(p), _) => format!("config {}", p.display()),
-        (None, _) if config_text.is_some() => "the checkpoint's config".to_string(),
+        (None, _) if source.is_some() => "the checkpoint's config".to_string(),
         (None, p) => format!("preset {:?}", p.unwrap_or(Preset::None)).to_lowercase(),
     };
     Ok(Run {
         cfg,
         plan,
-        config_text,
+        source,
+        config_weights,
         preset,
         limit_train,
         limit_test,
@@ -476,11 +479,19 @@ fn save(
         batch_size: Some(cfg.batch_size),
         learning_rate: Some(cfg.optimizer.lr),
         shuffle: Some(cfg.shuffle),
-        config_toml: run.config_text.clone(),
+        config_toml: None,
+        keras_config: None,
         preset: run.preset.map(|p| format!("{p:?}").to_lowercase()),
         limit_train: run.limit_train,
         limit_test: run.limit_test,
         class_names: ds.class_names.clone(),
     };
-    checkpoint::save(path, &tensors, Some(meta.to_map()))
+    let mut meta = meta;
+    if let Some(s) = &run.source {
+        s.to_meta(&mut meta);
+    }
+    for w in files::save_checkpoint(path, &tensors, &meta, run.source.as_ref())? {
+        log::warn!("{}: {w}", path.display());
+    }
+    Ok(())
 }

@@ -5,12 +5,11 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use clampnet::checkpoint;
 use clampnet::{Error, Result};
 
 #[derive(Args)]
 pub struct VizArgs {
-    /// a safetensors checkpoint
+    /// a checkpoint: .safetensors, .keras or .weights.h5 (read as the reference model)
     checkpoint: PathBuf,
     /// folder for the PNG files
     #[arg(long)]
@@ -21,7 +20,7 @@ pub struct VizArgs {
 }
 
 pub fn run(v: VizArgs) -> Result<()> {
-    let (weights, _) = checkpoint::load(&v.checkpoint)?;
+    let (weights, _) = clampnet::files::load_checkpoint(&v.checkpoint, None)?;
     let log = match &v.metrics {
         Some(p) => {
             let text = std::fs::read_to_string(p).map_err(|e| Error::io(p, e))?;

@@ -14,6 +14,8 @@ use super::{spatial, Build, Io, Layer, Op, OpOutput, ParamRestriction, TwinForwa
 use crate::config::de::{linear, positive_usize, valid};
 use crate::config::{ConstraintConfig, RegularizerConfig};
 use crate::error::Result;
+use crate::keras::{self, FromKeras, LayerConfig};
+use serde_json::{json, Map, Value};
 use crate::gpu::{Buffer, KernelDef, Recorder, Shader};
 use crate::model::fuse::OpPlan;
 use crate::model::{
@@ -78,9 +80,54 @@ impl Conv2d {
     }
 }
 
+/// Keras' `Conv2D`: strides 1, dilation 1, one group, channels last, a bias, square kernels.
+impl FromKeras for Conv2d {
+    const CLASS: &'static str = "Conv2D";
+
+    fn from_keras(c: &LayerConfig) -> std::result::Result<Self, String> {
+        c.only("strides", &[json!(1), json!([1, 1])])?;
+        c.only("dilation_rate", &[json!(1), json!([1, 1])])?;
+        c.only("groups", &[json!(1)])?;
+        c.only("data_format", &[json!("channels_last")])?;
+        c.only("use_bias", &[json!(true)])?;
+        Ok(Conv2d::new(
+            c.count("filters")?,
+            c.square("kernel_size")?,
+            c.padding()?,
+            c.activation(&[Activation::Relu, Activation::Linear])?,
+        ))
+    }
+}
+
 impl Layer for Conv2d {
     fn keras_name(&self) -> &'static str {
         "conv2d"
+    }
+
+    fn keras_class(&self) -> &'static str {
+        Self::CLASS
+    }
+
+    fn keras_config(&self, name: &str) -> Map<String, Value> {
+        let mut m = keras::base(name);
+        let k = self.kernel_size;
+        m.insert("filters".into(), json!(self.filters));
+        m.insert("kernel_size".into(), json!([k, k]));
+        m.insert("strides".into(), json!([1, 1]));
+        m.insert(
+            "padding".into(),
+            json!(match self.padding {
+                Padding::Valid => "valid",
+                Padding::Same => "same",
+            }),
+        );
+        m.insert("data_format".into(), json!("channels_last"));
+        m.insert("dilation_rate".into(), json!([1, 1]));
+        m.insert("groups".into(), json!(1));
+        m.insert("activation".into(), json!(keras::activation_name(self.activation)));
+        m.insert("use_bias".into(), json!(true));
+        keras::default_initializers(&mut m);
+        m
     }
 
     fn output(&self, input: Shape, _last: bool) -> std::result::Result<Shape, String> {

@@ -17,6 +17,8 @@ use super::{Build, Io, Layer, Op, OpOutput, ParamRestriction, TwinForward};
 use crate::config::de::{linear, positive_usize};
 use crate::config::{ConstraintConfig, RegularizerConfig};
 use crate::error::Result;
+use crate::keras::{self, FromKeras, LayerConfig};
+use serde_json::{json, Map, Value};
 use crate::gpu::{Buffer, DispatchBuilder, KernelDef, KernelSet, Recorder, Shader, UNIFORM_WINDOW};
 use crate::model::fuse::OpPlan;
 use crate::model::{
@@ -56,9 +58,36 @@ impl Dense {
     }
 }
 
+/// Keras' `Dense` with a bias, relu / linear, or softmax on the last layer.
+impl FromKeras for Dense {
+    const CLASS: &'static str = "Dense";
+
+    fn from_keras(c: &LayerConfig) -> std::result::Result<Self, String> {
+        c.only("use_bias", &[json!(true)])?;
+        c.only("lora_rank", &[])?;
+        Ok(Dense::new(
+            c.count("units")?,
+            c.activation(&[Activation::Relu, Activation::Linear, Activation::Softmax])?,
+        ))
+    }
+}
+
 impl Layer for Dense {
     fn keras_name(&self) -> &'static str {
         "dense"
+    }
+
+    fn keras_class(&self) -> &'static str {
+        Self::CLASS
+    }
+
+    fn keras_config(&self, name: &str) -> Map<String, Value> {
+        let mut m = keras::base(name);
+        m.insert("units".into(), json!(self.units));
+        m.insert("activation".into(), json!(keras::activation_name(self.activation)));
+        m.insert("use_bias".into(), json!(true));
+        keras::default_initializers(&mut m);
+        m
     }
 
     fn output(&self, input: Shape, last: bool) -> std::result::Result<Shape, String> {

@@ -5,6 +5,8 @@ use serde::Deserialize;
 
 use super::{Layer, TwinForward};
 use crate::gpu::KernelDef;
+use crate::keras::{self, FromKeras, LayerConfig};
+use serde_json::{json, Map, Value};
 use crate::model::{LayerPlan, Shape};
 
 /// Keras' `Flatten()`.
@@ -20,9 +22,29 @@ impl Flatten {
 
 pub static KERNELS: &[&KernelDef] = &[];
 
+/// Keras' `Flatten` (channels last: the NHWC order clampnet keeps).
+impl FromKeras for Flatten {
+    const CLASS: &'static str = "Flatten";
+
+    fn from_keras(c: &LayerConfig) -> std::result::Result<Self, String> {
+        c.only("data_format", &[json!("channels_last")])?;
+        Ok(Flatten::new())
+    }
+}
+
 impl Layer for Flatten {
     fn keras_name(&self) -> &'static str {
         "flatten"
+    }
+
+    fn keras_class(&self) -> &'static str {
+        Self::CLASS
+    }
+
+    fn keras_config(&self, name: &str) -> Map<String, Value> {
+        let mut m = keras::base(name);
+        m.insert("data_format".into(), json!("channels_last"));
+        m
     }
 
     fn output(&self, input: Shape, _last: bool) -> std::result::Result<Shape, String> {

@@ -10,6 +10,8 @@ use serde::Deserialize;
 use super::{spatial, Build, Io, Layer, Op, OpOutput, TwinForward};
 use crate::config::de::{default_pool, positive_usize};
 use crate::error::Result;
+use crate::keras::{self, FromKeras, LayerConfig};
+use serde_json::{json, Map, Value};
 use crate::gpu::{Buffer, KernelDef, Recorder, Shader};
 use crate::model::fuse::OpPlan;
 use crate::model::{LayerPlan, Shape};
@@ -40,9 +42,36 @@ impl MaxPool2d {
     }
 }
 
+/// Keras' `MaxPooling2D`: square windows, strides equal to the window, padding valid, channels last.
+impl FromKeras for MaxPool2d {
+    const CLASS: &'static str = "MaxPooling2D";
+
+    fn from_keras(c: &LayerConfig) -> std::result::Result<Self, String> {
+        let k = c.square("pool_size")?;
+        c.only("strides", &[json!(k), json!([k, k])])?;
+        c.only("padding", &[json!("valid")])?;
+        c.only("data_format", &[json!("channels_last")])?;
+        Ok(MaxPool2d::new(k))
+    }
+}
+
 impl Layer for MaxPool2d {
     fn keras_name(&self) -> &'static str {
         "max_pooling2d"
+    }
+
+    fn keras_class(&self) -> &'static str {
+        Self::CLASS
+    }
+
+    fn keras_config(&self, name: &str) -> Map<String, Value> {
+        let mut m = keras::base(name);
+        let k = self.pool_size;
+        m.insert("pool_size".into(), json!([k, k]));
+        m.insert("padding".into(), json!("valid"));
+        m.insert("strides".into(), json!([k, k]));
+        m.insert("data_format".into(), json!("channels_last"));
+        m
     }
 
     fn output(&self, input: Shape, _last: bool) -> std::result::Result<Shape, String> {

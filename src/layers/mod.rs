@@ -42,6 +42,26 @@ macro_rules! registry {
             }
         }
 
+        impl LayerSpec {
+        /// The layer kind whose Keras class is `class`, read from its config; None: no kind has that class.
+        pub fn from_keras(
+            class: &str,
+            c: &crate::keras::LayerConfig,
+        ) -> Option<std::result::Result<LayerSpec, String>> {
+            use crate::keras::FromKeras;
+            $( if class == <$module::$ty as FromKeras>::CLASS {
+                return Some(<$module::$ty as FromKeras>::from_keras(c).map(LayerSpec::$variant));
+            } )*
+            None
+        }
+
+        /// The Keras classes clampnet trains.
+        pub fn keras_classes() -> Vec<&'static str> {
+            use crate::keras::FromKeras;
+            vec![$( <$module::$ty as FromKeras>::CLASS, )*]
+        }
+        }
+
         $( impl From<$module::$ty> for LayerSpec {
             fn from(l: $module::$ty) -> Self {
                 LayerSpec::$variant(l)
@@ -121,6 +141,13 @@ pub(crate) fn kernel_and_bias(
 pub trait Layer {
     /// The base of Keras' auto-names: "conv2d" -> conv2d, conv2d_1, ...
     fn keras_name(&self) -> &'static str;
+
+    /// Keras' class name ("Conv2D"); reading a Keras config is the kind's `keras::FromKeras`.
+    fn keras_class(&self) -> &'static str;
+
+    /// The layer's Keras config under the name `name`, without its restrictions (`keras::export` adds
+    /// each parameter's `<suffix>_regularizer` and `<suffix>_constraint`).
+    fn keras_config(&self, name: &str) -> serde_json::Map<String, serde_json::Value>;
 
     /// The output shape for `input`, or what is wrong (`last`: the model's last layer).
     fn output(&self, input: Shape, last: bool) -> std::result::Result<Shape, String>;

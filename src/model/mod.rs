@@ -33,9 +33,21 @@ pub struct ModelSpec {
     /// (H, W, C), C = 1 or 3
     pub input: [usize; 3],
     pub layers: Vec<LayerSpec>,
+    /// The layers' Keras names (a `.keras` file's), one per layer; empty: Keras' auto-names
+    /// ("conv2d", "conv2d_1", "max_pooling2d", ...)
+    pub names: Vec<String>,
 }
 
 impl ModelSpec {
+    /// `layers` on an (H, W, C) input, with Keras' auto-names.
+    pub fn new(input: [usize; 3], layers: Vec<LayerSpec>) -> Self {
+        ModelSpec {
+            input,
+            layers,
+            names: Vec::new(),
+        }
+    }
+
     /// Conv2D(32, 3x3, relu) -> MaxPool2D(2x2) -> Flatten -> Dense(10, softmax) on 28x28x1.
     pub fn reference() -> Self {
         use crate::layers::{Conv2d, Dense, Flatten, MaxPool2d};
@@ -47,6 +59,7 @@ impl ModelSpec {
                 Flatten::new().into(),
                 Dense::new(10, Activation::Softmax).into(),
             ],
+            names: Vec::new(),
         }
     }
 }
@@ -187,6 +200,27 @@ impl ModelPlan {
         if spec.layers.is_empty() {
             return Err(Error::Model("the model has no layers".into()));
         }
+        if !spec.names.is_empty() {
+            if spec.names.len() != spec.layers.len() {
+                return Err(Error::Model(format!(
+                    "{} layer names for {} layers",
+                    spec.names.len(),
+                    spec.layers.len()
+                )));
+            }
+            for (i, n) in spec.names.iter().enumerate() {
+                if n.is_empty() || n.contains(['/', '.']) {
+                    return Err(Error::Model(format!(
+                        "layer {i}: the name {n:?} cannot name tensors: use letters, digits and '_'"
+                    )));
+                }
+                if spec.names[..i].contains(n) {
+                    return Err(Error::Model(format!(
+                        "two layers are named {n:?}: Keras layer names are unique"
+                    )));
+                }
+            }
+        }
         let mut shape = Shape::Spatial { h, w, c };
         let mut layers = Vec::new();
         let mut params = Vec::new();
@@ -197,7 +231,9 @@ impl ModelPlan {
             let kind = layer.kind();
             let base = kind.keras_name();
             let count = counts.entry(base).or_insert(0);
-            let name = if *count == 0 {
+            let name = if let Some(n) = spec.names.get(i) {
+                n.clone()
+            } else if *count == 0 {
                 base.to_string()
             } else {
                 format!("{base}_{count}")

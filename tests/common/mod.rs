@@ -113,6 +113,7 @@ pub fn odd_models() -> Vec<ModelSpec> {
                 Flatten::new().into(),
                 Dense::new(3, Softmax).into(),
             ],
+            names: Vec::new(),
         },
         ModelSpec {
             input: [8, 9, 3],
@@ -124,6 +125,7 @@ pub fn odd_models() -> Vec<ModelSpec> {
                 Dense::new(7, Relu).into(),
                 Dense::new(4, Softmax).into(),
             ],
+            names: Vec::new(),
         },
         ModelSpec {
             input: [6, 5, 1],
@@ -133,6 +135,7 @@ pub fn odd_models() -> Vec<ModelSpec> {
                 Flatten::new().into(),
                 Dense::new(5, Softmax).into(),
             ],
+            names: Vec::new(),
         },
     ]
 }

@@ -1,0 +1,144 @@
+#!/usr/bin/env python3
+"""Write the .keras fixtures that clampnet's CLI-level parity tests train (tests/fixtures/keras/).
+
+Run from the repository root (TensorFlow and Keras 3 from PyPI):
+    python3 -m venv .venv-tf && .venv-tf/bin/pip install tensorflow-cpu numpy safetensors
+    .venv-tf/bin/python tools/make_keras_file_fixtures.py [--data /usr/share/datasets/fashion-mnist]
+
+Each model is built, compiled with its optimizer and loss, and saved by Keras itself as <name>.keras with
+its initial weights (Keras' seeded initializers; some kernels scaled up so that constraints bind from
+the first step). Then Keras trains it 3 steps (3 epochs of one batch of the first 8 Fashion-MNIST training
+images, no shuffling) and <name>.expected.safetensors records the weights after the 3 steps under
+clampnet's names (<layer>.kernel, <layer>.bias) and the 3 losses Keras reported (`losses`).
+Together the files cover every layer class, regularizer, constraint and optimizer option clampnet
+reads from Keras files.
+"""
+import argparse
+import gzip
+import json
+import os
+import sys
+
+import numpy as np
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import keras  # noqa: E402
+from safetensors.numpy import save_file  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from clampnet_keras import ClipByValue  # noqa: E402
+
+L, R, C = keras.layers, keras.regularizers, keras.constraints
+
+
+def read_idx(path):
+    data = open(path, "rb").read()
+    if data[:2] == b"\x1f\x8b":
+        data = gzip.decompress(data)
+    ndim = data[3]
+    dims = [int.from_bytes(data[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim)]
+    return np.frombuffer(data, np.uint8, offset=4 + 4 * ndim).reshape(dims)
+
+
+def reference_l1l2():
+    """The reference model, every regularizer class, Adam's defaults."""
+    m = keras.Sequential([
+        keras.Input((28, 28, 1)),
+        L.Conv2D(32, (3, 3), activation="relu", kernel_regularizer=R.L1(0.01)),
+        L.MaxPooling2D((2, 2)),
+        L.Flatten(),
+        L.Dense(10, activation="softmax", kernel_regularizer=R.L2(0.01),
+                bias_regularizer=R.L1L2(l1=0.001, l2=0.002)),
+    ])
+    return m, keras.optimizers.Adam(), {}
+
+
+def two_conv():
+    """Named layers, same and valid padding, a linear conv, a hidden dense layer, the norm constraints,
+    non_neg, and Adam with every setting changed and clipnorm."""
+    m = keras.Sequential([
+        keras.Input((28, 28, 1)),
+        L.Conv2D(8, 3, padding="same", activation="relu", name="features",
+                 kernel_constraint=C.MaxNorm(1.5, axis=[0, 1, 2]), bias_constraint=C.NonNeg()),
+        L.MaxPooling2D(2, name="pool_a"),
+        L.Conv2D(6, 3, padding="valid", activation="linear", name="mixer",
+                 kernel_constraint=C.UnitNorm(axis=[0, 1, 2]),
+                 kernel_regularizer=R.L1L2(l1=0.001, l2=0.01)),
+        L.MaxPooling2D(2, name="pool_b"),
+        L.Flatten(name="flat"),
+        L.Dense(16, activation="relu", name="hidden",
+                kernel_constraint=C.MinMaxNorm(0.5, 1.0, rate=0.7, axis=0), bias_regularizer=R.L2(0.01)),
+        L.Dense(10, activation="softmax", name="probs"),
+    ], name="two_conv")
+    opt = keras.optimizers.Adam(learning_rate=0.003, beta_1=0.8, beta_2=0.99, epsilon=1e-6, clipnorm=1.0)
+    return m, opt, {"features": 4.0}
+
+
+def clip_decay():
+    """A Functional model (one chain), clampnet's ClipByValue, a 5x5 conv, 3x3 pooling, Adam with
+    weight decay and global_clipnorm."""
+    x = keras.Input((28, 28, 1))
+    h = L.Conv2D(4, 5, activation="relu", kernel_constraint=ClipByValue(-0.2, 0.2),
+                 bias_constraint=ClipByValue(-0.05, 0.05))(x)
+    h = L.MaxPooling2D(3)(h)
+    h = L.Flatten()(h)
+    y = L.Dense(10, activation="softmax", kernel_constraint=C.NonNeg())(h)
+    m = keras.Model(x, y, name="clip_decay")
+    opt = keras.optimizers.Adam(learning_rate=0.01, weight_decay=0.01, global_clipnorm=0.5)
+    return m, opt, {"conv2d": 3.0}
+
+
+def dense_clipvalue():
+    """No conv: flatten first, two dense layers, Adam's clipvalue."""
+    m = keras.Sequential([
+        keras.Input((28, 28, 1)),
+        L.Flatten(),
+        L.Dense(32, activation="relu", kernel_regularizer=R.L1(0.001)),
+        L.Dense(10, activation="softmax"),
+    ])
+    return m, keras.optimizers.Adam(learning_rate=0.002, clipvalue=0.001), {}
+
+
+MODELS = [reference_l1l2, two_conv, clip_decay, dense_clipvalue]
+
+
+def names(model):
+    out = []
+    for layer in model.layers:
+        for w in layer.weights:
+            out.append(f"{layer.name}.{w.name}")
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--data", default="/usr/share/datasets/fashion-mnist")
+    ap.add_argument("--out", default="tests/fixtures/keras")
+    args = ap.parse_args()
+    os.makedirs(args.out, exist_ok=True)
+    find = lambda stem: next(os.path.join(args.data, f) for f in sorted(os.listdir(args.data)) if f.startswith(stem))
+    x = read_idx(find("train-images"))[:8].astype(np.float32)[..., None] / 255.0
+    y = read_idx(find("train-labels"))[:8].astype(np.int64)
+    manifest = {"keras": keras.__version__, "backend": keras.backend.backend(), "models": {}}
+    for make in MODELS:
+        keras.backend.clear_session()
+        keras.utils.set_random_seed(0)
+        model, opt, hot = make()
+        name = make.__name__
+        for layer, scale in hot.items():
+            k = model.get_layer(layer).kernel
+            k.assign(k.numpy() * scale)
+        model.compile(optimizer=opt, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        model.save(os.path.join(args.out, f"{name}.keras"))
+        hist = model.fit(x, y, batch_size=8, epochs=3, shuffle=False, verbose=0)
+        tensors = {n: np.ascontiguousarray(w.numpy()) for n, w in zip(names(model), model.weights)}
+        tensors["losses"] = np.array(hist.history["loss"], np.float32)
+        save_file(tensors, os.path.join(args.out, f"{name}.expected.safetensors"))
+        manifest["models"][name] = {"doc": make.__doc__, "losses": hist.history["loss"]}
+        print(name, hist.history["loss"])
+    with open(os.path.join(args.out, "MANIFEST.json"), "w") as f:
+        json.dump(manifest, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
