@@ -37,4 +37,4 @@ WGPU_BACKEND=gl cargo test --release
 # The kernel set for GPUs (chosen by adapter type, so never by default here): the whole-trainer suites
 # against the CPU twin and Keras' fixtures again, with the GPU-shaped kernels on lavapipe.
 echo "== trainer, restriction and Keras-parity tests with the GPU kernel set (lavapipe)"
-CLAMPNET_KERNEL_SET=gpu cargo test --release --test trainer --test restrictions --test keras_parity
+CLAMPNET_KERNEL_SET=gpu cargo test --release --test trainer --test restrictions --test keras_parity --test keras_files

@@ -55,18 +55,21 @@ pub fn layer_paths(plan: &ModelPlan) -> Vec<String> {
         .collect()
 }
 
+/// An HDF5 error on reading `what`, with the usual cause.
+fn unreadable(what: &str, e: hdf5_pure::Error) -> String {
+    format!("{what}: not readable ({e}); was the file truncated or written by another tool?")
+}
+
 fn is_group(f: &File, path: &str) -> bool {
     f.group(path).is_ok()
 }
 
 /// One float32 dataset of shape `shape`.
 fn tensor(f: &File, path: &str, shape: &[usize]) -> Result<Vec<f32>, String> {
-    let d = f
-        .dataset(path)
-        .map_err(|e| format!("{path}: not readable ({e})"))?;
+    let d = f.dataset(path).map_err(|e| unreadable(path, e))?;
     let got: Vec<usize> = d
         .shape()
-        .map_err(|e| format!("{path}: {e}"))?
+        .map_err(|e| unreadable(path, e))?
         .iter()
         .map(|&n| n as usize)
         .collect();
@@ -78,9 +81,9 @@ fn tensor(f: &File, path: &str, shape: &[usize]) -> Result<Vec<f32>, String> {
     match d.datatype() {
         Ok(Datatype::FloatingPoint { size: 4, .. }) => {}
         Ok(t) => return Err(format!("{path} is {t:?}, expected float32")),
-        Err(e) => return Err(format!("{path}: {e}")),
+        Err(e) => return Err(unreadable(path, e)),
     }
-    let v = d.read_f32().map_err(|e| format!("{path}: {e}"))?;
+    let v = d.read_f32().map_err(|e| unreadable(path, e))?;
     if v.len() != shape.iter().product::<usize>() {
         return Err(format!("{path}: {} values for shape {shape:?}", v.len()));
     }
@@ -104,7 +107,7 @@ fn read_weights_from(f: &File, plan: &ModelPlan) -> Result<Vec<Vec<f32>>, String
     let layers = f
         .group("layers")
         .map_err(|_| "not a Keras 3 weights file: it has no `layers` group".to_string())?;
-    let in_file = layers.groups().map_err(|e| e.to_string())?;
+    let in_file = layers.groups().map_err(|e| unreadable("layers", e))?;
     let paths = layer_paths(plan);
     for name in &in_file {
         let known = paths.contains(name);
@@ -132,7 +135,7 @@ fn read_weights_from(f: &File, plan: &ModelPlan) -> Result<Vec<Vec<f32>>, String
                 in_file.join(", ")
             )
         })?;
-        let n = g.datasets().map_err(|e| e.to_string())?.len();
+        let n = g.datasets().map_err(|e| unreadable(&vars, e))?.len();
         if n != l.params.len() {
             return Err(format!(
                 "layer '{}' has {n} weights in the file, the model's layer has {}",
@@ -158,13 +161,16 @@ pub fn read_optimizer(bytes: Vec<u8>, plan: &ModelPlan) -> Result<Option<Optimiz
     let Ok(g) = f.group("optimizer/vars") else {
         return Ok(None);
     };
-    let n = g.datasets().map_err(|e| e.to_string())?.len();
+    let n = g
+        .datasets()
+        .map_err(|e| unreadable("optimizer/vars", e))?
+        .len();
     if n != 2 + 2 * plan.params.len() {
         return Ok(None);
     }
     let d = f
         .dataset("optimizer/vars/0")
-        .map_err(|e| format!("optimizer/vars/0: {e}"))?;
+        .map_err(|e| unreadable("optimizer/vars/0", e))?;
     let iterations = match (d.shape(), d.datatype()) {
         (Ok(s), Ok(Datatype::FixedPoint { size: 8, .. })) if s.is_empty() => d
             .read_i64()
