@@ -218,14 +218,14 @@ fn named(
     h5: Vec<u8>,
     meta: &mut RunMeta,
 ) -> std::result::Result<(Weights, RunMeta), String> {
-    let weights = h5::read_weights(h5.clone(), plan)?;
+    let (weights, optimizer) = h5::read(h5, plan)?;
     let mut out: Weights = plan
         .params
         .iter()
         .zip(weights)
         .map(|(p, w)| (p.name.clone(), p.shape.clone(), w))
         .collect();
-    if let Some(o) = h5::read_optimizer(h5, plan)? {
+    if let Some(o) = optimizer {
         for (p, (m, v)) in plan.params.iter().zip(o.moments) {
             out.push((format!("optimizer/m/{}", p.name), p.shape.clone(), m));
             out.push((format!("optimizer/v/{}", p.name), p.shape.clone(), v));

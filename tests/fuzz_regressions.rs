@@ -58,3 +58,41 @@ fn config_inputs_are_refused_cleanly() {
         assert!(r.is_err(), "{f:?} should be refused");
     }
 }
+
+#[test]
+fn keras_inputs_are_refused_cleanly() {
+    for f in inputs("keras") {
+        let bytes = std::fs::read(&f).unwrap();
+        let a = clampnet::keras::archive::read(&bytes);
+        assert!(a.is_err(), "{f:?} should be refused");
+    }
+    // through the CLI's loader too: the error names the file
+    for f in inputs("keras") {
+        let e = clampnet::files::load_config(&f).err().unwrap().to_string();
+        assert!(
+            e.contains(f.file_name().unwrap().to_str().unwrap()),
+            "{f:?}: {e}"
+        );
+    }
+}
+
+#[test]
+fn keras_h5_inputs_are_refused_cleanly() {
+    let plan = clampnet::model::ModelPlan::new(&clampnet::model::ModelSpec::reference()).unwrap();
+    for f in inputs("keras_h5") {
+        let bytes = std::fs::read(&f).unwrap();
+        assert!(
+            clampnet::keras::h5::read_weights(bytes.clone(), &plan).is_err(),
+            "{f:?}"
+        );
+        let _ = clampnet::keras::h5::read_optimizer(bytes, &plan);
+    }
+}
+
+#[test]
+fn keras_json_inputs_are_refused_cleanly() {
+    for f in inputs("keras_json") {
+        let text = std::fs::read_to_string(&f).unwrap();
+        assert!(clampnet::keras::parse_model(&text).is_err(), "{f:?}");
+    }
+}

@@ -5,6 +5,7 @@
 //! - clampnet's own `.keras` / `.weights.h5` read back bit-identical (tensors, Adam's state, settings),
 //!   and a run resumed from a `.keras` checkpoint equals an uninterrupted one bit for bit;
 //! - bad files and what clampnet cannot train are refused with the layer and the thing named.
+//!
 //! Keras' side of the round trip (Keras loading clampnet's files) is tools/keras_roundtrip.py.
 
 mod common;

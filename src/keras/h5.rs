@@ -154,10 +154,22 @@ fn read_weights_from(f: &File, plan: &ModelPlan) -> Result<Vec<Vec<f32>>, String
     Ok(out)
 }
 
+/// The model's weights and, when the file holds it for this model, Adam's state: one parse.
+pub fn read(
+    bytes: Vec<u8>,
+    plan: &ModelPlan,
+) -> Result<(Vec<Vec<f32>>, Option<OptimizerVars>), String> {
+    let f = open(bytes)?;
+    Ok((read_weights_from(&f, plan)?, optimizer_from(&f, plan)?))
+}
+
 /// Adam's state, when the file holds it for this model (None: no optimizer variables, or another
 /// optimizer's).
 pub fn read_optimizer(bytes: Vec<u8>, plan: &ModelPlan) -> Result<Option<OptimizerVars>, String> {
-    let f = open(bytes)?;
+    optimizer_from(&open(bytes)?, plan)
+}
+
+fn optimizer_from(f: &File, plan: &ModelPlan) -> Result<Option<OptimizerVars>, String> {
     let Ok(g) = f.group("optimizer/vars") else {
         return Ok(None);
     };
@@ -180,12 +192,12 @@ pub fn read_optimizer(bytes: Vec<u8>, plan: &ModelPlan) -> Result<Option<Optimiz
             .ok_or("optimizer/vars/0 (iterations) is not readable")?,
         _ => return Err("optimizer/vars/0 (iterations) is not an int64 scalar".into()),
     };
-    let learning_rate = tensor(&f, "optimizer/vars/1", &[])?[0];
+    let learning_rate = tensor(f, "optimizer/vars/1", &[])?[0];
     let mut moments = Vec::new();
     for (i, p) in plan.params.iter().enumerate() {
         moments.push((
-            tensor(&f, &format!("optimizer/vars/{}", 2 + 2 * i), &p.shape)?,
-            tensor(&f, &format!("optimizer/vars/{}", 3 + 2 * i), &p.shape)?,
+            tensor(f, &format!("optimizer/vars/{}", 2 + 2 * i), &p.shape)?,
+            tensor(f, &format!("optimizer/vars/{}", 3 + 2 * i), &p.shape)?,
         ));
     }
     Ok(Some(OptimizerVars {

@@ -78,6 +78,51 @@ pub fn read_model(v: &Value) -> Result<KerasModel, String> {
         .and_then(Value::as_str)
         .unwrap_or("sequential")
         .to_string();
+    let Layers {
+        input,
+        specs,
+        names,
+        restrictions,
+    } = read_layers(layers)?;
+    let input = match input {
+        Some(s) => s,
+        None => config
+            .get("build_input_shape")
+            .or_else(|| v.get("build_config").and_then(|b| b.get("input_shape")))
+            .map(dims)
+            .transpose()?
+            .ok_or("the model has no input shape: add keras.Input((H, W, C)) as its first layer")?,
+    };
+    let model = ModelSpec {
+        input,
+        layers: specs,
+        names,
+    };
+    let mut cfg = Config::reference();
+    cfg.model = model;
+    let plan = ModelPlan::new(&cfg.model).map_err(|e| e.to_string())?;
+    restrict(&mut cfg, &plan, restrictions)?;
+    cfg.restrictions
+        .validate(&plan)
+        .map_err(|e| e.to_string())?;
+    let compiled = match v.get("compile_config").filter(|c| !c.is_null()) {
+        Some(cc) => {
+            compile(&mut cfg, cc)?;
+            true
+        }
+        None => false,
+    };
+    Ok(KerasModel {
+        name,
+        config: cfg,
+        compiled,
+    })
+}
+
+/// Per layer, what the model's `layers` list says (but the InputLayer): the input shape when given,
+/// the layer kinds, their names, and their restriction settings (`<param>_regularizer` /
+/// `<param>_constraint`, resolved once the plan knows the parameters' shapes).
+fn read_layers(layers: &[Value]) -> Result<Layers, String> {
     let mut input = None;
     let mut specs = Vec::new();
     let mut names = Vec::new();
@@ -128,23 +173,29 @@ pub fn read_model(v: &Value) -> Result<KerasModel, String> {
         specs.push(spec);
         names.push(lname.to_string());
     }
-    let input = match input {
-        Some(s) => s,
-        None => config
-            .get("build_input_shape")
-            .or_else(|| v.get("build_config").and_then(|b| b.get("input_shape")))
-            .map(dims)
-            .transpose()?
-            .ok_or("the model has no input shape: add keras.Input((H, W, C)) as its first layer")?,
-    };
-    let model = ModelSpec {
+    Ok(Layers {
         input,
-        layers: specs,
+        specs,
         names,
-    };
-    let mut cfg = Config::reference();
-    cfg.model = model;
-    let plan = ModelPlan::new(&cfg.model).map_err(|e| e.to_string())?;
+        restrictions,
+    })
+}
+
+/// What `read_layers` found.
+struct Layers {
+    input: Option<[usize; 3]>,
+    specs: Vec<LayerSpec>,
+    names: Vec<String>,
+    /// per layer, its set `<param>_regularizer` / `<param>_constraint` keys
+    restrictions: Vec<Vec<(String, Value)>>,
+}
+
+/// The layers' restriction settings, resolved against the plan's parameters into `cfg.restrictions`.
+fn restrict(
+    cfg: &mut Config,
+    plan: &ModelPlan,
+    restrictions: Vec<Vec<(String, Value)>>,
+) -> Result<(), String> {
     for (layer, raw) in plan.layers.iter().zip(restrictions) {
         for (key, value) in raw {
             let (suffix, is_constraint) = match key.strip_suffix("_regularizer") {
@@ -170,21 +221,7 @@ pub fn read_model(v: &Value) -> Result<KerasModel, String> {
             cfg.restrict(p, reg, cons)?;
         }
     }
-    cfg.restrictions
-        .validate(&plan)
-        .map_err(|e| e.to_string())?;
-    let compiled = match v.get("compile_config").filter(|c| !c.is_null()) {
-        Some(cc) => {
-            compile(&mut cfg, cc)?;
-            true
-        }
-        None => false,
-    };
-    Ok(KerasModel {
-        name,
-        config: cfg,
-        compiled,
-    })
+    Ok(())
 }
 
 /// `[null, H, W, C]` (or `[H, W, C]`) as (H, W, C).
@@ -269,10 +306,22 @@ fn collect_restrictions(map: &Map<String, Value>) -> Vec<(String, Value)> {
         .collect()
 }
 
-/// A Keras object `{class_name, config, registered_name}` or a bare name: (class, config).
-fn class_and_config(v: &Value) -> Result<(String, Map<String, Value>, Option<String>), String> {
+/// A Keras object reference: `{class_name, config, registered_name}`, or a bare name.
+struct Object {
+    class: String,
+    config: Map<String, Value>,
+    /// set for a custom (registered) class: "package>Class"
+    registered: Option<String>,
+}
+
+/// Read a Keras object reference.
+fn class_and_config(v: &Value) -> Result<Object, String> {
     match v {
-        Value::String(s) => Ok((s.clone(), Map::new(), None)),
+        Value::String(s) => Ok(Object {
+            class: s.clone(),
+            config: Map::new(),
+            registered: None,
+        }),
         Value::Object(o) => {
             let class = o
                 .get("class_name")
@@ -287,7 +336,11 @@ fn class_and_config(v: &Value) -> Result<(String, Map<String, Value>, Option<Str
                 .get("registered_name")
                 .and_then(Value::as_str)
                 .map(str::to_string);
-            Ok((class.to_string(), config, registered))
+            Ok(Object {
+                class: class.to_string(),
+                config,
+                registered,
+            })
         }
         _ => Err(format!("{v} is not a Keras object")),
     }
@@ -303,7 +356,11 @@ fn number(config: &Map<String, Value>, key: &str, default: f64) -> Result<f64, S
 }
 
 fn regularizer(v: &Value) -> Result<RegularizerConfig, String> {
-    let (class, c, registered) = class_and_config(v)?;
+    let Object {
+        class,
+        config: c,
+        registered,
+    } = class_and_config(v)?;
     let custom = registered.as_deref().is_some_and(|r| r != class);
     let (l1, l2) = match class.as_str() {
         _ if custom => (f64::NAN, f64::NAN),
@@ -359,7 +416,11 @@ fn axis(c: &Map<String, Value>, rank: usize) -> Result<Value, String> {
 }
 
 fn constraint(v: &Value, rank: usize) -> Result<ConstraintConfig, String> {
-    let (class, c, registered) = class_and_config(v)?;
+    let Object {
+        class,
+        config: c,
+        registered,
+    } = class_and_config(v)?;
     let custom = registered.as_deref().filter(|r| *r != class);
     let table = match (class.as_str(), custom) {
         (_, Some(CLIP_CLASS)) => json!({ "clip": {
@@ -398,7 +459,11 @@ fn constraint(v: &Value, rank: usize) -> Result<ConstraintConfig, String> {
 /// softmax's probabilities).
 fn compile(cfg: &mut Config, cc: &Value) -> Result<(), String> {
     if let Some(opt) = cc.get("optimizer").filter(|o| !o.is_null()) {
-        let (class, c, registered) = class_and_config(opt)?;
+        let Object {
+            class,
+            config: c,
+            registered,
+        } = class_and_config(opt)?;
         if class.to_lowercase() != "adam" || registered.as_deref().is_some_and(|r| r != class) {
             return Err(format!(
                 "compile_config: the optimizer {} is not supported (supported: Adam)",
@@ -447,7 +512,11 @@ fn compile(cfg: &mut Config, cc: &Value) -> Result<(), String> {
     match cc.get("loss").filter(|l| !l.is_null()) {
         None => Ok(()),
         Some(l) => {
-            let (class, c, registered) = class_and_config(l)?;
+            let Object {
+                class,
+                config: c,
+                registered,
+            } = class_and_config(l)?;
             let name = if class == "function" {
                 l.get("config")
                     .and_then(Value::as_str)
