@@ -5,7 +5,8 @@
 //   m += (g - m) * (1 - beta1);  v += (g^2 - v) * (1 - beta2)
 //   w -= m * alpha / (sqrt(v) + eps)          eps on the uncorrected sqrt(v): Keras' form, not PyTorch's
 //   w = prox4(w, alpha / (sqrt(v) + eps))     proximal L1 only: Adam's own per-element step size
-// alpha = lr * sqrt(1 - beta2^t) / (1 - beta1^t) is `step_sizes[state.batch]`.
+// alpha = lr_t * sqrt(1 - beta2^t) / (1 - beta1^t) is `step_sizes[state.batch].x`. AdamW is this
+// update with weight decay.
 
 struct AdamParams {
     beta1: f32, beta2: f32, one_minus_beta1: f32, one_minus_beta2: f32,
@@ -38,7 +39,7 @@ fn adam_update(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw
     var w = decay4(w0);
     let mi = m0 + (g - m0) * A.one_minus_beta1;
     let vi = v0 + (g * g - v0) * A.one_minus_beta2;
-    let alpha = step_sizes[state.batch];
+    let alpha = step_sizes[state.batch].x;
     w = w - (mi * alpha) / (sqrt(vi) + A.eps);
     w = prox4(seg, w, alpha / (sqrt(vi) + A.eps));
     m4[q] = select(m0, mi, live);

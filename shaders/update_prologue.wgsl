@@ -12,11 +12,14 @@
 //   clip4             clipnorm:   g * c / max(||g_tensor||, c)
 //                     global:     g * c * min(1 / ||g_all||, 1 / c)
 //                     clipvalue:  min(max(g, -c), c)
-//   decay4            w -= w * weight_decay * lr         decoupled weight decay, before the update
+//   decay4            w -= w * weight_decay * lr_t       decoupled weight decay, before the update
 //   prox4             w = sign(w) * max(|w| - l1 * step, 0)   the proximal L1 step, after it (step: the
 //                                                        optimizer's own per-element step size)
-// step_sizes[state.batch] is this step's step size (Adam's alpha), computed per step on the host exactly
-// as Keras does (float32 powf; the GPU's pow is an exp2/log2 approximation), one table per epoch.
+// step_sizes[state.batch] is this step's (step size, learning rate): the optimizer's step size (Adam's
+// alpha, SGD's and RMSprop's learning rate) and the learning rate of the schedule at this step, computed
+// per step on the host exactly as Keras does (float32 powf; the GPU's pow is an exp2/log2
+// approximation), one table per epoch. U.lr is the initial learning rate (not read).
+
 
 struct Segment {
     start: u32, len: u32, l1: f32, l2: f32,
@@ -40,7 +43,7 @@ struct State {
 @group(0) @binding(3) var<storage, read> state: State;
 @group(0) @binding(4) var<storage, read_write> params: array<f32>;
 @group(0) @binding(5) var<storage, read_write> reg: array<f32>;
-@group(0) @binding(6) var<storage, read> step_sizes: array<f32>;   // [steps of this epoch]
+@group(0) @binding(6) var<storage, read> step_sizes: array<vec2<f32>>;   // [steps of this epoch]
 @group(0) @binding(7) var<storage, read_write> sumsq: array<f32>;  // [segments]
 // An update works on 4 elements at a time (4 loads for the price of one per-lane loop on llvmpipe): the
 // same buffers as params and grads, as vec4 arrays (sized to whole vec4s: 64-element padded)
@@ -112,7 +115,7 @@ fn clip4(s: u32, g0: vec4<f32>) -> vec4<f32> {
 fn decay4(w0: vec4<f32>) -> vec4<f32> {
     var w = w0;
     if (U.weight_decay != 0.0) {
-        w -= w * U.weight_decay * U.lr;
+        w -= w * U.weight_decay * step_sizes[state.batch].y;
     }
     return w;
 }

@@ -42,9 +42,10 @@ use serde::Deserialize;
 use crate::error::{Error, Result};
 use crate::layers::LayerSpec;
 use crate::model::{ModelPlan, ModelSpec};
-use crate::optim::{GradClip, Method, Settings};
+use crate::optim::settings::MAX_PIECES;
+use crate::optim::{GradClip, Method, Schedule, Settings};
 use crate::restrict::{Constraint, Regularizer, Restrictions};
-use de::{beta, non_negative_f32, opt_positive_f32, opt_positive_usize};
+use de::{beta, non_negative_f32, opt_non_negative_f32, opt_positive_f32, opt_positive_usize};
 
 /// Value checks that run while parsing, so their errors carry the key and the line (also used by the
 /// layer kinds' settings in `src/layers/`).
@@ -88,6 +89,12 @@ pub mod de {
         } else {
             Err(serde::de::Error::custom("must be at least 1"))
         }
+    }
+
+    pub fn opt_non_negative_f32<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> std::result::Result<Option<f32>, D::Error> {
+        non_negative_f32(d).map(Some)
     }
 
     pub fn opt_positive_usize<'de, D: Deserializer<'de>>(
@@ -258,22 +265,36 @@ impl TryFrom<ClipRaw> for ClipConfig {
     }
 }
 
+/// `[optimizer]`: Keras' optimizer classes and their settings, by Keras' names.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OptimizerSection {
-    /// only "adam"
+    /// "adam" (default), "adamw", "sgd", "rmsprop"
     #[serde(default, rename = "type")]
     pub kind: Option<OptimizerKind>,
-    #[serde(default, deserialize_with = "opt_positive_f32")]
-    pub learning_rate: Option<f32>,
+    /// a number, or a schedule table (`type = "exponential_decay"`, ...)
+    #[serde(default)]
+    pub learning_rate: Option<LearningRate>,
     #[serde(default, deserialize_with = "beta")]
     pub beta_1: Option<f32>,
     #[serde(default, deserialize_with = "beta")]
     pub beta_2: Option<f32>,
     #[serde(default, deserialize_with = "opt_positive_f32")]
     pub epsilon: Option<f32>,
-    #[serde(default, deserialize_with = "non_negative_f32")]
-    pub weight_decay: f32,
+    #[serde(default, deserialize_with = "opt_non_negative_f32")]
+    pub weight_decay: Option<f32>,
+    /// sgd, rmsprop
+    #[serde(default, deserialize_with = "opt_non_negative_f32")]
+    pub momentum: Option<f32>,
+    /// sgd
+    #[serde(default)]
+    pub nesterov: Option<bool>,
+    /// rmsprop
+    #[serde(default, deserialize_with = "beta")]
+    pub rho: Option<f32>,
+    /// rmsprop
+    #[serde(default)]
+    pub centered: Option<bool>,
     #[serde(default, deserialize_with = "opt_positive_f32")]
     pub clipnorm: Option<f32>,
     #[serde(default, deserialize_with = "opt_positive_f32")]
@@ -282,10 +303,131 @@ pub struct OptimizerSection {
     pub clipvalue: Option<f32>,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OptimizerKind {
     Adam,
+    Adamw,
+    Sgd,
+    Rmsprop,
+}
+
+/// `learning_rate`: a number or one of Keras' schedules.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum LearningRate {
+    Value(f64),
+    Schedule(ScheduleConfig),
+}
+
+/// Keras' learning-rate schedules, by their snake_case names (`type = "exponential_decay"`), with
+/// Keras' argument names and defaults.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ScheduleConfig {
+    ExponentialDecay {
+        initial_learning_rate: f64,
+        decay_steps: f64,
+        decay_rate: f64,
+        #[serde(default)]
+        staircase: bool,
+    },
+    InverseTimeDecay {
+        initial_learning_rate: f64,
+        decay_steps: f64,
+        decay_rate: f64,
+        #[serde(default)]
+        staircase: bool,
+    },
+    CosineDecay {
+        initial_learning_rate: f64,
+        decay_steps: f64,
+        #[serde(default)]
+        alpha: f64,
+        #[serde(default)]
+        warmup_target: Option<f64>,
+        #[serde(default)]
+        warmup_steps: f64,
+    },
+    PiecewiseConstantDecay {
+        boundaries: Vec<i64>,
+        values: Vec<f64>,
+    },
+}
+
+impl ScheduleConfig {
+    /// (the initial learning rate, the schedule)
+    pub fn resolve(&self) -> std::result::Result<(f32, Schedule), String> {
+        Ok(match *self {
+            ScheduleConfig::ExponentialDecay {
+                initial_learning_rate,
+                decay_steps,
+                decay_rate,
+                staircase,
+            } => (
+                initial_learning_rate as f32,
+                Schedule::ExponentialDecay {
+                    decay_steps: decay_steps as f32,
+                    decay_rate: decay_rate as f32,
+                    staircase,
+                },
+            ),
+            ScheduleConfig::InverseTimeDecay {
+                initial_learning_rate,
+                decay_steps,
+                decay_rate,
+                staircase,
+            } => (
+                initial_learning_rate as f32,
+                Schedule::InverseTimeDecay {
+                    decay_steps: decay_steps as f32,
+                    decay_rate: decay_rate as f32,
+                    staircase,
+                },
+            ),
+            ScheduleConfig::CosineDecay {
+                initial_learning_rate,
+                decay_steps,
+                alpha,
+                warmup_target,
+                warmup_steps,
+            } => (
+                initial_learning_rate as f32,
+                Schedule::CosineDecay {
+                    decay_steps: decay_steps as f32,
+                    alpha: alpha as f32,
+                    warmup_target: warmup_target.map(|t| t as f32),
+                    warmup_steps: warmup_steps as f32,
+                },
+            ),
+            ScheduleConfig::PiecewiseConstantDecay {
+                ref boundaries,
+                ref values,
+            } => {
+                let n = boundaries.len();
+                if n == 0 || n > MAX_PIECES || values.len() != n + 1 {
+                    return Err(format!(
+                        "piecewise_constant_decay needs 1 to {MAX_PIECES} boundaries and one value more than boundaries, got {n} and {}",
+                        values.len()
+                    ));
+                }
+                let mut b = [0i64; MAX_PIECES];
+                let mut v = [0f32; MAX_PIECES + 1];
+                b[..n].copy_from_slice(boundaries);
+                for (d, &x) in v.iter_mut().zip(values) {
+                    *d = x as f32;
+                }
+                (
+                    v[0],
+                    Schedule::PiecewiseConstantDecay {
+                        n,
+                        boundaries: b,
+                        values: v,
+                    },
+                )
+            }
+        })
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -407,11 +549,100 @@ impl Config {
 
 /// The optimizer section, Keras' defaults where a key is absent.
 pub(crate) fn optimizer(o: OptimizerSection) -> std::result::Result<Settings, String> {
-    let d = Settings::default();
-    let Method::Adam { beta1, beta2, eps } = d.method;
-    Ok(Settings {
-        lr: o.learning_rate.unwrap_or(d.lr),
-        weight_decay: o.weight_decay,
+    let kind = o.kind.unwrap_or(OptimizerKind::Adam);
+    let name = match kind {
+        OptimizerKind::Adam => "adam",
+        OptimizerKind::Adamw => "adamw",
+        OptimizerKind::Sgd => "sgd",
+        OptimizerKind::Rmsprop => "rmsprop",
+    };
+    let not_for = |key: &str, given: bool, ok: &[OptimizerKind], owners: &str| {
+        if given && !ok.contains(&kind) {
+            Err(format!(
+                "optimizer: `{key}` is a setting of {owners}, not of {name}"
+            ))
+        } else {
+            Ok(())
+        }
+    };
+    use OptimizerKind::*;
+    not_for(
+        "beta_1",
+        o.beta_1.is_some(),
+        &[Adam, Adamw],
+        "adam and adamw",
+    )?;
+    not_for(
+        "beta_2",
+        o.beta_2.is_some(),
+        &[Adam, Adamw],
+        "adam and adamw",
+    )?;
+    not_for(
+        "momentum",
+        o.momentum.is_some(),
+        &[Sgd, Rmsprop],
+        "sgd and rmsprop",
+    )?;
+    not_for("nesterov", o.nesterov.is_some(), &[Sgd], "sgd")?;
+    not_for(
+        "epsilon",
+        o.epsilon.is_some(),
+        &[Adam, Adamw, Rmsprop],
+        "adam, adamw and rmsprop",
+    )?;
+    not_for("rho", o.rho.is_some(), &[Rmsprop], "rmsprop")?;
+    not_for("centered", o.centered.is_some(), &[Rmsprop], "rmsprop")?;
+    let default = Method::keras_default(name).ok_or("unknown optimizer")?;
+    let method = match default {
+        Method::Adam { beta1, beta2, eps } | Method::AdamW { beta1, beta2, eps } => {
+            let (beta1, beta2, eps) = (
+                o.beta_1.unwrap_or(beta1),
+                o.beta_2.unwrap_or(beta2),
+                o.epsilon.unwrap_or(eps),
+            );
+            if kind == Adamw {
+                Method::AdamW { beta1, beta2, eps }
+            } else {
+                Method::Adam { beta1, beta2, eps }
+            }
+        }
+        Method::Sgd { momentum, nesterov } => Method::Sgd {
+            momentum: o.momentum.unwrap_or(momentum),
+            nesterov: o.nesterov.unwrap_or(nesterov),
+        },
+        Method::RmsProp {
+            rho,
+            momentum,
+            eps,
+            centered,
+        } => Method::RmsProp {
+            rho: o.rho.unwrap_or(rho),
+            momentum: o.momentum.unwrap_or(momentum),
+            eps: o.epsilon.unwrap_or(eps),
+            centered: o.centered.unwrap_or(centered),
+        },
+    };
+    let (lr, schedule) = match &o.learning_rate {
+        None => (Settings::default().lr, Schedule::Constant),
+        Some(LearningRate::Value(v)) if *v > 0.0 && v.is_finite() => {
+            (*v as f32, Schedule::Constant)
+        }
+        Some(LearningRate::Value(v)) => {
+            return Err(format!(
+                "optimizer: learning_rate must be a positive number, got {v}"
+            ))
+        }
+        Some(LearningRate::Schedule(s)) => s.resolve().map_err(|e| format!("optimizer: {e}"))?,
+    };
+    let weight_decay = o
+        .weight_decay
+        .unwrap_or(if kind == Adamw { 0.004 } else { 0.0 });
+    let settings = Settings {
+        lr,
+        weight_decay,
+        schedule,
+        method,
         clip: match (o.clipnorm, o.global_clipnorm, o.clipvalue) {
             (None, None, None) => GradClip::None,
             (Some(v), None, None) => GradClip::Norm(v),
@@ -419,12 +650,9 @@ pub(crate) fn optimizer(o: OptimizerSection) -> std::result::Result<Settings, St
             (None, None, Some(v)) => GradClip::Value(v),
             _ => return Err("optimizer: only one of clipnorm, global_clipnorm, clipvalue can be set (as in Keras)".into()),
         },
-        method: Method::Adam {
-            beta1: o.beta_1.unwrap_or(beta1),
-            beta2: o.beta_2.unwrap_or(beta2),
-            eps: o.epsilon.unwrap_or(eps),
-        },
-    })
+    };
+    settings.validate().map_err(|e| format!("optimizer: {e}"))?;
+    Ok(settings)
 }
 
 /// A constraint config for the tensor `name` of Keras `shape`. Keras' default axis is 0; on a conv

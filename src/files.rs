@@ -9,7 +9,8 @@
 //! | `.toml`             | clampnet's config                                                          |
 //!
 //! Whatever the format, a checkpoint reads as clampnet's tensors (`<layer>.<variable>`, Keras layouts,
-//! Adam's moments as `optimizer/m/<tensor>` and `optimizer/v/<tensor>`) and its `RunMeta`.
+//! the optimizer's state as `optimizer/<slot>/<tensor>`: Adam's `m` and `v`, SGD's `momentum`, ...) and
+//! its `RunMeta`.
 
 use std::path::Path;
 
@@ -17,9 +18,9 @@ use crate::checkpoint::{self, RunMeta, Weights};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::keras;
-use crate::keras::h5::{self, OptimizerVars};
+use crate::keras::h5::{self, OptimizerLayout, OptimizerVars};
 use crate::model::ModelPlan;
-
+use crate::optim::{Schedule, Settings};
 /// What a path's extension says it is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {
@@ -184,7 +185,8 @@ pub fn load_checkpoint(path: &Path, model: Option<&Source>) -> Result<(Weights, 
             let h5 = a
                 .weights
                 .ok_or_else(|| err("the zip has no model.weights.h5".into()))?;
-            named(&plan, h5, &mut meta).map_err(|m| err(format!("model.weights.h5: {m}")))
+            named(&plan, &cfg.optimizer, h5, &mut meta)
+                .map_err(|m| err(format!("model.weights.h5: {m}")))
         }
         Format::WeightsH5 => {
             let cfg = match model {
@@ -197,7 +199,7 @@ pub fn load_checkpoint(path: &Path, model: Option<&Source>) -> Result<(Weights, 
             if let Some(s) = model {
                 s.to_meta(&mut meta);
             }
-            named(&plan, bytes, &mut meta).map_err(|m| {
+            named(&plan, &cfg.optimizer, bytes, &mut meta).map_err(|m| {
                 let hint = if model.is_none() {
                     " (a .weights.h5 file holds no architecture: this read it as the reference model; give the model with --config)"
                 } else {
@@ -212,13 +214,15 @@ pub fn load_checkpoint(path: &Path, model: Option<&Source>) -> Result<(Weights, 
     }
 }
 
-/// A Keras weights file's tensors, named by `plan`, with Adam's state when it has it.
+/// A Keras weights file's tensors, named by `plan`, with the optimizer's state (`settings`') when it has
+/// it.
 fn named(
     plan: &ModelPlan,
+    settings: &Settings,
     h5: Vec<u8>,
     meta: &mut RunMeta,
 ) -> std::result::Result<(Weights, RunMeta), String> {
-    let (weights, optimizer) = h5::read(h5, plan)?;
+    let (weights, optimizer) = h5::read(h5, plan, OptimizerLayout::of(settings))?;
     let mut out: Weights = plan
         .params
         .iter()
@@ -226,12 +230,13 @@ fn named(
         .map(|(p, w)| (p.name.clone(), p.shape.clone(), w))
         .collect();
     if let Some(o) = optimizer {
-        for (p, (m, v)) in plan.params.iter().zip(o.moments) {
-            out.push((format!("optimizer/m/{}", p.name), p.shape.clone(), m));
-            out.push((format!("optimizer/v/{}", p.name), p.shape.clone(), v));
+        for (slot, tensors) in settings.method.slot_names().into_iter().zip(o.slots) {
+            for (p, t) in plan.params.iter().zip(tensors) {
+                out.push((format!("optimizer/{slot}/{}", p.name), p.shape.clone(), t));
+            }
         }
         meta.optimizer_steps = meta.optimizer_steps.or(Some(o.iterations));
-        meta.learning_rate = meta.learning_rate.or(Some(o.learning_rate));
+        meta.learning_rate = meta.learning_rate.or(o.learning_rate);
     }
     Ok((out, meta.clone()))
 }
@@ -274,16 +279,21 @@ pub fn save_checkpoint(
             })
             .collect()
     };
-    let optimizer = match (slot("m"), slot("v"), meta.optimizer_steps) {
-        (Some(m), Some(v), Some(steps)) => Some(OptimizerVars {
+    let method = cfg.optimizer.method;
+    let slots: Option<Vec<_>> = method.slot_names().into_iter().map(slot).collect();
+    let optimizer = match (slots, meta.optimizer_steps) {
+        (Some(slots), Some(steps)) => Some(OptimizerVars {
             iterations: steps,
-            learning_rate: meta.learning_rate.unwrap_or(cfg.optimizer.lr),
-            moments: m.into_iter().zip(v).collect(),
+            learning_rate: (cfg.optimizer.schedule == Schedule::Constant)
+                .then(|| meta.learning_rate.unwrap_or(cfg.optimizer.lr)),
+            slots,
+            interleaved: method.keras_interleaved(),
         }),
         _ => None,
     };
+    let optimizer_name = method.keras_class().to_lowercase();
     let name = source.map_or("sequential".into(), Source::keras_name);
-    let h5 = h5::write(&plan, &name, &weights, optimizer.as_ref()).map_err(err)?;
+    let h5 = h5::write(&plan, &name, &optimizer_name, &weights, optimizer.as_ref()).map_err(err)?;
     let mut warnings = Vec::new();
     let bytes = if format == Format::Keras {
         let json = keras::model_json(&cfg, &name, &mut warnings)?;

@@ -85,7 +85,8 @@ fn keras_h5_inputs_are_refused_cleanly() {
             clampnet::keras::h5::read_weights(bytes.clone(), &plan).is_err(),
             "{f:?}"
         );
-        let _ = clampnet::keras::h5::read_optimizer(bytes, &plan);
+        let layout = clampnet::keras::h5::OptimizerLayout::of(&Default::default());
+        let _ = clampnet::keras::h5::read_optimizer(bytes, &plan, layout);
     }
 }
 

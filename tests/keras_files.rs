@@ -18,11 +18,17 @@ use clampnet::keras::{self, archive, h5};
 use clampnet::model::ModelPlan;
 use serde_json::{json, Value};
 
-const MODELS: [&str; 4] = [
+/// Every fixture tools/make_keras_file_fixtures.py made.
+const MODELS: [&str; 9] = [
     "reference_l1l2",
     "two_conv",
     "clip_decay",
     "dense_clipvalue",
+    "sgd_nesterov_exponential",
+    "sgd_piecewise",
+    "rmsprop_centered_cosine",
+    "rmsprop_inverse_time",
+    "adamw_cosine",
 ];
 
 fn clampnet(args: &[&str]) -> Output {
@@ -405,12 +411,32 @@ fn what_clampnet_cannot_train_is_refused_by_name() {
     assert!(e.contains("my>Mine") && e.contains("custom object"), "{e}");
     // an optimizer, a schedule, a loss
     let mut x = v.clone();
+    x["compile_config"]["optimizer"]["class_name"] = json!("Adagrad");
+    let e = parse_err(&x);
+    assert!(
+        e.contains("Adagrad") && e.contains("Adam, AdamW, SGD, RMSprop"),
+        "{e}"
+    );
+    // another optimizer's setting
+    let mut x = v.clone();
     x["compile_config"]["optimizer"]["class_name"] = json!("SGD");
-    assert!(parse_err(&x).contains("SGD"), "{}", parse_err(&x));
+    let e = parse_err(&x);
+    assert!(e.contains("SGD") && e.contains("beta_1"), "{e}");
     let mut x = v.clone();
     x["compile_config"]["optimizer"]["config"]["learning_rate"] =
-        json!({"class_name": "ExponentialDecay", "config": {}});
-    assert!(parse_err(&x).contains("constant learning rate"));
+        json!({"class_name": "PolynomialDecay", "config": {}});
+    let e = parse_err(&x);
+    assert!(
+        e.contains("PolynomialDecay") && e.contains("CosineDecay"),
+        "{e}"
+    );
+    // a setting out of range, a schedule with a value missing
+    let mut x = v.clone();
+    x["compile_config"]["optimizer"]["config"]["beta_1"] = json!(1.5);
+    assert!(parse_err(&x).contains("beta_1"), "{}", parse_err(&x));
+    let (mut s, _) = fixture_parts("sgd_piecewise");
+    s["compile_config"]["optimizer"]["config"]["learning_rate"]["config"]["values"] = json!([0.1]);
+    assert!(parse_err(&s).contains("piecewise"), "{}", parse_err(&s));
     let mut x = v.clone();
     x["compile_config"]["loss"] = json!("categorical_crossentropy");
     let e = parse_err(&x);
@@ -589,6 +615,6 @@ fn corrupted_weights_files_never_panic() {
             }
         }
         let _ = h5::read_weights(b.clone(), &plan);
-        let _ = h5::read_optimizer(b, &plan);
+        let _ = h5::read_optimizer(b, &plan, h5::OptimizerLayout::of(&m.config.optimizer));
     }
 }

@@ -206,8 +206,8 @@ fn cpu_twin_matches_keras_for_every_preset() {
                 ..Settings::default()
             };
             let mut w = weights(init);
-            let mut m: Vec<Vec<f32>> = w.iter().map(|v| vec![0.0; v.len()]).collect();
-            let mut v = m.clone();
+            let sizes: Vec<usize> = w.iter().map(|t| t.len()).collect();
+            let mut slots = reference::zero_slots(&h, &sizes);
             let mut losses = Vec::new();
             for t in 1..=3 {
                 losses.push(reference::reference_step(
@@ -215,8 +215,7 @@ fn cpu_twin_matches_keras_for_every_preset() {
                     &r,
                     &h,
                     &mut w,
-                    &mut m,
-                    &mut v,
+                    &mut slots,
                     t,
                     &x,
                     &data.labels,

@@ -9,7 +9,7 @@ use clampnet::data::Split;
 use clampnet::gpu::{Buffer, Context, Dispatch, Pipelines, Recorder};
 use clampnet::optim::constraints;
 use clampnet::optim::prologue::{Prologue, Segment};
-use clampnet::optim::{Adam, GradClip, Optimizer, Settings, UpdateIo};
+use clampnet::optim::{build_optimizer, GradClip, Method, Schedule, Settings, UpdateIo};
 use clampnet::reference as r;
 use clampnet::restrict::{Constraint, Regularizer};
 use clampnet::step::gather::{byte_to_unit, Batch, GpuSplit, State};
@@ -188,45 +188,17 @@ fn accumulate_sums_metrics_and_advances_state() {
     assert_eq!(m.nonfinite, 1);
 }
 
+/// Every optimizer (Adam, AdamW, SGD plain / momentum / nesterov, RMSprop plain / momentum / centered),
+/// with and without a learning-rate schedule, after the shared prologue (penalties, every clipping,
+/// weight decay) and with the proximal L1 step where it is defined, against the twin on 4 tensors of
+/// odd sizes with alignment padding between them.
 #[test]
 fn update_with_penalties_clipping_decay_and_proximal_l1_matches_twin() {
     let (ctx, _g) = gpu();
     let pipes = pipes(ctx);
     let mut rng = TestRng::new(8);
     let n = 352usize;
-    // four tensors with different penalties (one proximal), starting 64-aligned as the model lays them
-    // out, with alignment padding between them and after the last (the buffers hold whole vec4s)
-    let regs = [
-        Regularizer {
-            l1: 0.01,
-            l2: 0.0,
-            proximal: false,
-        },
-        Regularizer {
-            l1: 0.0,
-            l2: 0.02,
-            proximal: false,
-        },
-        Regularizer {
-            l1: 0.003,
-            l2: 0.005,
-            proximal: true,
-        },
-        Regularizer::default(),
-    ];
     let spans = [(0usize, 64usize), (64, 100), (192, 77), (320, 29)];
-    let segs: Vec<Segment> = spans
-        .iter()
-        .zip(&regs)
-        .map(|(&(start, len), r)| Segment {
-            start: start as u32,
-            len: len as u32,
-            l1: r.l1,
-            l2: r.l2,
-            proximal: r.proximal as u32,
-            ..Default::default()
-        })
-        .collect();
     let mut w = rand_vec(&mut rng, n, 0.5);
     for i in (0..n).step_by(17) {
         w[i] = 0.0;
@@ -234,127 +206,217 @@ fn update_with_penalties_clipping_decay_and_proximal_l1_matches_twin() {
     for i in (192..269).step_by(3) {
         w[i] *= 1e-4; // below the proximal threshold
     }
-    let m = rand_vec(&mut rng, n, 0.01);
-    let v: Vec<f32> = rand_vec(&mut rng, n, 0.001)
-        .iter()
-        .map(|x| x.abs())
-        .collect();
     let mut g = rand_vec(&mut rng, n, 0.1);
     for i in (0..n).step_by(5) {
         g[i] *= 1e-6; // tiny gradients, where eps matters
     }
+    let exponential = Schedule::ExponentialDecay {
+        decay_steps: 3.0,
+        decay_rate: 0.5,
+        staircase: false,
+    };
+    let cosine = Schedule::CosineDecay {
+        decay_steps: 10.0,
+        alpha: 0.1,
+        warmup_target: Some(0.01),
+        warmup_steps: 4.0,
+    };
+    let methods = [
+        (Method::keras_default("adam").unwrap(), Schedule::Constant),
+        (Method::keras_default("adamw").unwrap(), cosine),
+        (Method::keras_default("sgd").unwrap(), exponential),
+        (
+            Method::Sgd {
+                momentum: 0.9,
+                nesterov: false,
+            },
+            Schedule::Constant,
+        ),
+        (
+            Method::Sgd {
+                momentum: 0.8,
+                nesterov: true,
+            },
+            exponential,
+        ),
+        (Method::keras_default("rmsprop").unwrap(), cosine),
+        (
+            Method::RmsProp {
+                rho: 0.8,
+                momentum: 0.5,
+                eps: 1e-6,
+                centered: true,
+            },
+            Schedule::Constant,
+        ),
+        (
+            Method::RmsProp {
+                rho: 0.9,
+                momentum: 0.0,
+                eps: 1e-7,
+                centered: true,
+            },
+            exponential,
+        ),
+    ];
     let cases = [
         (0.0f32, GradClip::None, 0u64),
         (0.004, GradClip::Norm(0.3), 6),
         (0.0, GradClip::GlobalNorm(0.4), 999),
         (0.01, GradClip::Value(0.02), 2),
     ];
-    for (wd, clip, step) in cases {
-        let h = Settings {
-            lr: 3e-3,
-            weight_decay: wd,
-            clip,
-            ..Settings::default()
-        };
-        let prologue = Prologue::new(ctx, &segs, n, &h, 1).unwrap();
-        let adam = Adam::new(ctx, n, &h);
-        let (params, grads) = (
-            ctx.storage_init("w", bytemuck::cast_slice(&w)),
-            ctx.storage_init("g", bytemuck::cast_slice(&g)),
-        );
-        let state = ctx.storage_init(
-            "state",
-            bytemuck::bytes_of(&State {
-                step: step as u32,
-                batch: 0,
-            }),
-        );
-        let slots = adam.slots();
-        ctx.write(slots[0].1, 0, &m);
-        ctx.write(slots[1].1, 0, &v);
-        prologue.set_step_sizes(ctx, step, 1);
-        let io = UpdateIo {
-            params: &params,
-            grads: &grads,
-            state: &state,
-        };
-        run(ctx, &pipes, |r| {
-            prologue.record_regularization_loss(r, &params);
-            prologue.record_gradient_sumsq(r, &io);
-            adam.record(r, &prologue, &io);
-        });
-        // twin: penalty gradient per tensor, Keras' clipping over all of them, then Adam (+ prox)
-        let mut total: Vec<Vec<f32>> = spans
+    for (method, schedule) in methods {
+        // four tensors with different penalties, one proximal where the method defines the step
+        let regs = [
+            Regularizer {
+                l1: 0.01,
+                l2: 0.0,
+                proximal: false,
+            },
+            Regularizer {
+                l1: 0.0,
+                l2: 0.02,
+                proximal: false,
+            },
+            Regularizer {
+                l1: 0.003,
+                l2: 0.005,
+                proximal: method.proximal_defined(),
+            },
+            Regularizer::default(),
+        ];
+        let segs: Vec<Segment> = spans
             .iter()
             .zip(&regs)
-            .map(|(&(s, l), r)| r::total_gradient(&w[s..s + l], &g[s..s + l], r))
+            .map(|(&(start, len), r)| Segment {
+                start: start as u32,
+                len: len as u32,
+                l1: r.l1,
+                l2: r.l2,
+                proximal: r.proximal as u32,
+                ..Default::default()
+            })
             .collect();
-        if matches!(clip, GradClip::Norm(_) | GradClip::GlobalNorm(_)) {
-            let want: Vec<f64> = total
+        // the optimizer's state: moments of either sign, velocities positive and above the average
+        // gradient's square (RMSprop centered)
+        let init: Vec<Vec<f32>> = method
+            .slot_names()
+            .iter()
+            .map(|&name| match name {
+                "v" | "velocity" => rand_vec(&mut rng, n, 0.001)
+                    .iter()
+                    .map(|x| x.abs() + 1e-4)
+                    .collect(),
+                "average_gradient" => rand_vec(&mut rng, n, 0.005),
+                _ => rand_vec(&mut rng, n, 0.01),
+            })
+            .collect();
+        for (wd, clip, step) in cases {
+            let h = Settings {
+                lr: 3e-3,
+                weight_decay: wd,
+                clip,
+                method,
+                schedule,
+            };
+            let what = format!("{method:?} {schedule:?} (step {step}, wd {wd}, {clip:?})");
+            let prologue = Prologue::new(ctx, &segs, n, &h, 1).unwrap();
+            let opt = build_optimizer(ctx, n, &h);
+            let (params, grads) = (
+                ctx.storage_init("w", bytemuck::cast_slice(&w)),
+                ctx.storage_init("g", bytemuck::cast_slice(&g)),
+            );
+            let state = ctx.storage_init(
+                "state",
+                bytemuck::bytes_of(&State {
+                    step: step as u32,
+                    batch: 0,
+                }),
+            );
+            let slots = opt.slots();
+            let names: Vec<&str> = slots.iter().map(|s| s.0).collect();
+            assert_eq!(names, method.slot_names(), "{what}: slot names");
+            for (s, v) in slots.iter().zip(&init) {
+                ctx.write(s.1, 0, v);
+            }
+            prologue.set_step_sizes(ctx, step, 1);
+            let io = UpdateIo {
+                params: &params,
+                grads: &grads,
+                state: &state,
+            };
+            run(ctx, &pipes, |r| {
+                prologue.record_regularization_loss(r, &params);
+                prologue.record_gradient_sumsq(r, &io);
+                opt.record(r, &prologue, &io);
+            });
+            // twin: penalty gradient per tensor, Keras' clipping over all of them, then the optimizer
+            let mut total: Vec<Vec<f32>> = spans
                 .iter()
-                .map(|t| t.iter().map(|&x| x as f64 * x as f64).sum())
+                .zip(&regs)
+                .map(|(&(s, l), r)| r::total_gradient(&w[s..s + l], &g[s..s + l], r))
                 .collect();
+            if matches!(clip, GradClip::Norm(_) | GradClip::GlobalNorm(_)) {
+                let want: Vec<f64> = total
+                    .iter()
+                    .map(|t| t.iter().map(|&x| x as f64 * x as f64).sum())
+                    .collect();
+                assert_close64(
+                    "gradient sums of squares",
+                    &f64s(&read(ctx, &prologue.sumsq, 4)),
+                    &want,
+                    1e-9,
+                    1e-5,
+                );
+            }
+            r::clip_gradients(&mut total, clip);
+            let mut tw = w.clone();
+            let mut ts = init.clone();
+            for (k, &(s, l)) in spans.iter().enumerate() {
+                let prox = if regs[k].proximal { regs[k].l1 } else { 0.0 };
+                let mut mine: Vec<&mut [f32]> = ts.iter_mut().map(|t| &mut t[s..s + l]).collect();
+                r::optimizer_update(&mut tw[s..s + l], &total[k], &mut mine, step + 1, &h, prox);
+            }
+            let got_w = read(ctx, &params, n);
+            assert_close(&format!("{what} w"), &got_w, &tw, 1e-8, 1e-5);
+            for ((name, buf), want) in slots.iter().zip(&ts) {
+                assert_close(
+                    &format!("{what} {name}"),
+                    &read(ctx, buf, n),
+                    want,
+                    1e-9,
+                    1e-5,
+                );
+            }
+            // the padding between tensors is left alone
+            assert_eq!(got_w[164..192], w[164..192], "{what}: padding");
+            // exact zeros where the twin has them (Adam's step size is large enough here to leave some)
+            let zeros = |v: &[f32]| v[192..269].iter().filter(|&&x| x == 0.0).count();
+            assert_eq!(zeros(&got_w), zeros(&tw), "{what}: proximal zeros");
+            if matches!(method, Method::Adam { .. } | Method::AdamW { .. }) {
+                assert!(zeros(&got_w) >= 5, "{what}: proximal L1 leaves exact zeros");
+            }
+            assert!(
+                got_w[0..64]
+                    .iter()
+                    .zip(&w[0..64])
+                    .all(|(&x, &x0)| x != 0.0 || x0 == 0.0),
+                "{what}: plain L1 leaves none"
+            );
+            // the regularization loss of the weights before the update
+            let want: f64 = spans
+                .iter()
+                .zip(&regs)
+                .map(|(&(s, l), r)| r::regularization_loss(&w[s..s + l], r.l1, r.l2))
+                .sum();
             assert_close64(
-                "gradient sums of squares",
-                &f64s(&read(ctx, &prologue.sumsq, 4)),
-                &want,
-                1e-9,
+                "regularization loss",
+                &f64s(&read(ctx, &prologue.reg, 1)),
+                &[want],
+                1e-6,
                 1e-5,
             );
         }
-        r::clip_gradients(&mut total, clip);
-        let (mut tw, mut tm, mut tv) = (w.clone(), m.clone(), v.clone());
-        for (k, &(s, l)) in spans.iter().enumerate() {
-            let prox = if regs[k].proximal { regs[k].l1 } else { 0.0 };
-            r::adam_update(
-                &mut tw[s..s + l],
-                &total[k],
-                &mut tm[s..s + l],
-                &mut tv[s..s + l],
-                step + 1,
-                &h,
-                prox,
-            );
-        }
-        let what = format!("update (step {step}, wd {wd}, {clip:?})");
-        let got_w = read(ctx, &params, n);
-        assert_close(&format!("{what} w"), &got_w, &tw, 1e-8, 1e-5);
-        assert_close(
-            &format!("{what} m"),
-            &read(ctx, slots[0].1, n),
-            &tm,
-            1e-9,
-            1e-5,
-        );
-        assert_close(
-            &format!("{what} v"),
-            &read(ctx, slots[1].1, n),
-            &tv,
-            1e-10,
-            1e-5,
-        );
-        let zeros = got_w[192..269].iter().filter(|&&x| x == 0.0).count();
-        assert!(
-            zeros >= 5,
-            "{what}: proximal L1 leaves exact zeros ({zeros})"
-        );
-        assert!(
-            got_w[0..64].iter().all(|&x| x != 0.0),
-            "{what}: plain L1 leaves none"
-        );
-        // the regularization loss of the weights before the update
-        let want: f64 = spans
-            .iter()
-            .zip(&regs)
-            .map(|(&(s, l), r)| r::regularization_loss(&w[s..s + l], r.l1, r.l2))
-            .sum();
-        assert_close64(
-            "regularization loss",
-            &f64s(&read(ctx, &prologue.reg, 1)),
-            &[want],
-            1e-6,
-            1e-5,
-        );
     }
 }
 

@@ -59,12 +59,9 @@ fn every_restriction_matches_keras_on_gpu_and_twin() {
             &init,
         )
         .unwrap();
-        let (mut w, mut m, mut v) = (
-            init.clone(),
-            init.iter().map(|t| vec![0.0; t.len()]).collect::<Vec<_>>(),
-            Vec::new(),
-        );
-        v.clone_from(&m);
+        let mut w = init.clone();
+        let sizes: Vec<usize> = init.iter().map(|t| t.len()).collect();
+        let mut slots = r::zero_slots(&cfg.optimizer, &sizes);
         let mut losses = Vec::new();
         for step in 1..=3u64 {
             let s = trainer
@@ -76,8 +73,7 @@ fn every_restriction_matches_keras_on_gpu_and_twin() {
                 &cfg.restrictions,
                 &cfg.optimizer,
                 &mut w,
-                &mut m,
-                &mut v,
+                &mut slots,
                 step,
                 &x,
                 &data.labels,

@@ -6,7 +6,7 @@ mod common;
 use clampnet::data::Split;
 use clampnet::model::init_weights;
 use clampnet::model::ModelPlan;
-use clampnet::optim::{GradClip, Settings};
+use clampnet::optim::{GradClip, Method, Schedule, Settings};
 use clampnet::reference as r;
 use clampnet::restrict::{Constraint, Restrictions};
 use clampnet::trainer::{epoch_order, Setup, Trainer};
@@ -24,6 +24,142 @@ fn random_split(rng: &mut TestRng, n: usize, plan: &ModelPlan) -> Split {
         height: h,
         width: w,
         channels: c,
+    }
+}
+
+/// Every optimizer with a schedule through the whole trainer, 2 epochs of 3 steps (the schedule's table
+/// rewritten per epoch from the step count), against the twin; the optimizer's slots too. No proximal
+/// L1 (undefined with momentum).
+#[test]
+fn trainer_matches_twin_with_every_optimizer_and_schedule() {
+    let (ctx, _g) = gpu();
+    let mut rng = TestRng::new(22);
+    let spec = odd_models().remove(1);
+    let plan = ModelPlan::new(&spec).unwrap();
+    let (n_train, n_test, batch) = (13usize, 4usize, 5usize);
+    let train = random_split(&mut rng, n_train, &plan);
+    let test = random_split(&mut rng, n_test, &plan);
+    let mut res = every_restriction(&plan);
+    for (_, t) in res.tensors.iter_mut() {
+        if let Some(r) = t.regularizer.as_mut() {
+            r.proximal = false;
+        }
+    }
+    let mut pieces = Schedule::PiecewiseConstantDecay {
+        n: 2,
+        boundaries: [0; 16],
+        values: [0.0; 17],
+    };
+    if let Schedule::PiecewiseConstantDecay {
+        boundaries, values, ..
+    } = &mut pieces
+    {
+        boundaries[..2].copy_from_slice(&[1, 3]);
+        values[..3].copy_from_slice(&[0.01, 0.004, 0.001]);
+    }
+    let cases = [
+        (
+            Method::Sgd {
+                momentum: 0.9,
+                nesterov: true,
+            },
+            Schedule::ExponentialDecay {
+                decay_steps: 2.0,
+                decay_rate: 0.7,
+                staircase: true,
+            },
+        ),
+        (
+            Method::Sgd {
+                momentum: 0.0,
+                nesterov: false,
+            },
+            pieces,
+        ),
+        (
+            Method::RmsProp {
+                rho: 0.85,
+                momentum: 0.3,
+                eps: 1e-6,
+                centered: true,
+            },
+            Schedule::CosineDecay {
+                decay_steps: 4.0,
+                alpha: 0.2,
+                warmup_target: Some(0.004),
+                warmup_steps: 2.0,
+            },
+        ),
+        (
+            Method::keras_default("adamw").unwrap(),
+            Schedule::InverseTimeDecay {
+                decay_steps: 1.0,
+                decay_rate: 0.5,
+                staircase: false,
+            },
+        ),
+    ];
+    for (method, schedule) in cases {
+        let h = Settings {
+            lr: if matches!(schedule, Schedule::PiecewiseConstantDecay { .. }) {
+                0.01
+            } else {
+                3e-3
+            },
+            weight_decay: 0.02,
+            clip: GradClip::Norm(0.5),
+            method,
+            schedule,
+        };
+        let what = format!("{method:?} {schedule:?}");
+        let w0 = init_weights(&plan, 3);
+        let mut t = Trainer::new(
+            ctx,
+            Setup::new(plan.clone(), res.clone(), h, batch),
+            &train,
+            &test,
+            &w0,
+        )
+        .unwrap();
+        let mut w = w0.clone();
+        let sizes: Vec<usize> = w.iter().map(|t| t.len()).collect();
+        let mut slots = r::zero_slots(&h, &sizes);
+        let mut step = 0u64;
+        for epoch in 1..=2 {
+            let order = epoch_order(n_train, 5, epoch, true);
+            t.train_epoch(epoch, &order, &mut |_| {}).unwrap();
+            for b in 0..n_train.div_ceil(batch) {
+                let rows = batch.min(n_train - b * batch);
+                let (x, y) = r::gather_batch(
+                    &train.images,
+                    &train.labels,
+                    &order,
+                    b,
+                    batch,
+                    rows,
+                    plan.input_len(),
+                );
+                step += 1;
+                r::reference_step(&plan, &res, &h, &mut w, &mut slots, step, &x, &y);
+            }
+            r::reference_epoch_end(&plan, &res, &mut w);
+            for (i, (name, _, got)) in t.weights().unwrap().into_iter().enumerate() {
+                assert_close(
+                    &format!("{what} epoch {epoch} {name}"),
+                    &got,
+                    &w[i],
+                    2e-5,
+                    1e-4,
+                );
+            }
+        }
+        let got = t.optimizer_slots().unwrap();
+        assert_eq!(got.len(), method.slot_names().len(), "{what}");
+        for ((name, tensors), want) in got.iter().zip(&slots) {
+            for (i, g) in tensors.iter().enumerate() {
+                assert_close(&format!("{what} slot {name} {i}"), g, &want[i], 1e-6, 1e-3);
+            }
+        }
     }
 }
 
@@ -58,10 +194,9 @@ fn trainer_matches_twin_on_odd_models() {
             &w0,
         )
         .unwrap();
-
         let mut w = w0.clone();
-        let mut m: Vec<Vec<f32>> = w.iter().map(|v| vec![0.0; v.len()]).collect();
-        let mut v = m.clone();
+        let sizes: Vec<usize> = w.iter().map(|t| t.len()).collect();
+        let mut slots = r::zero_slots(&h, &sizes);
         let mut step = 0u64;
         for epoch in 1..=2 {
             let order = epoch_order(n_train, 7, epoch, true);
@@ -86,9 +221,8 @@ fn trainer_matches_twin_on_odd_models() {
                     .collect();
                 let x64: Vec<f64> = x.iter().map(|&a| a as f64).collect();
                 last_grads = r::model_loss_grads(&plan, &w64, &x64, &y).1;
-                loss_sum +=
-                    r::reference_step(&plan, &res, &h, &mut w, &mut m, &mut v, step, &x, &y)
-                        * rows as f64;
+                loss_sum += r::reference_step(&plan, &res, &h, &mut w, &mut slots, step, &x, &y)
+                    * rows as f64;
             }
             r::reference_epoch_end(&plan, &res, &mut w);
             let what = format!("model {mi} epoch {epoch}");

@@ -10,8 +10,8 @@ its initial weights (Keras' seeded initializers; some kernels scaled up so that 
 the first step). Then Keras trains it 3 steps (3 epochs of one batch of the first 8 Fashion-MNIST training
 images, no shuffling) and <name>.expected.safetensors records the weights after the 3 steps under
 clampnet's names (<layer>.kernel, <layer>.bias) and the 3 losses Keras reported (`losses`).
-Together the files cover every layer class, regularizer, constraint and optimizer option clampnet
-reads from Keras files.
+Together the files cover every layer class, regularizer, constraint, optimizer (Adam, AdamW, SGD,
+RMSprop and their options) and learning-rate schedule clampnet reads from Keras files.
 """
 import argparse
 import gzip
@@ -99,7 +99,61 @@ def dense_clipvalue():
     return m, keras.optimizers.Adam(learning_rate=0.002, clipvalue=0.001), {}
 
 
-MODELS = [reference_l1l2, two_conv, clip_decay, dense_clipvalue]
+def small_conv(**dense):
+    return [
+        keras.Input((28, 28, 1)),
+        L.Conv2D(6, 3, activation="relu"),
+        L.MaxPooling2D(2),
+        L.Flatten(),
+        L.Dense(10, activation="softmax", **dense),
+    ]
+
+
+S = keras.optimizers.schedules
+
+
+def sgd_nesterov_exponential():
+    """SGD with nesterov momentum and weight decay, an ExponentialDecay schedule, max_norm."""
+    m = keras.Sequential(small_conv(kernel_constraint=C.MaxNorm(0.5)))
+    lr = S.ExponentialDecay(0.05, decay_steps=2, decay_rate=0.5)
+    return m, keras.optimizers.SGD(lr, momentum=0.9, nesterov=True, weight_decay=0.01), {}
+
+
+def sgd_piecewise():
+    """Plain SGD (no momentum slot) on a PiecewiseConstantDecay schedule (staircase), L1."""
+    m = keras.Sequential([
+        keras.Input((28, 28, 1)),
+        L.Flatten(),
+        L.Dense(16, activation="relu", kernel_regularizer=R.L1(0.001)),
+        L.Dense(10, activation="softmax"),
+    ])
+    lr = S.PiecewiseConstantDecay([0, 1], [0.1, 0.05, 0.01])
+    return m, keras.optimizers.SGD(lr), {}
+
+
+def rmsprop_centered_cosine():
+    """RMSprop centered with momentum and clipnorm on a CosineDecay with linear warmup."""
+    m = keras.Sequential(small_conv())
+    lr = S.CosineDecay(0.001, decay_steps=4, alpha=0.1, warmup_target=0.003, warmup_steps=1)
+    return m, keras.optimizers.RMSprop(lr, rho=0.8, momentum=0.5, centered=True, clipnorm=1.0), {}
+
+
+def rmsprop_inverse_time():
+    """RMSprop's defaults but epsilon, an InverseTimeDecay schedule, unit_norm on the dense kernel."""
+    m = keras.Sequential(small_conv(kernel_constraint=C.UnitNorm(axis=0)))
+    lr = S.InverseTimeDecay(0.002, decay_steps=1, decay_rate=0.5, staircase=True)
+    return m, keras.optimizers.RMSprop(lr, epsilon=1e-6), {}
+
+
+def adamw_cosine():
+    """AdamW (decoupled weight decay) on a CosineDecay schedule, an L2 bias penalty."""
+    m = keras.Sequential(small_conv(bias_regularizer=R.L2(0.01)))
+    lr = S.CosineDecay(0.004, decay_steps=3, alpha=0.0)
+    return m, keras.optimizers.AdamW(lr, weight_decay=0.05), {}
+
+
+MODELS = [reference_l1l2, two_conv, clip_decay, dense_clipvalue, sgd_nesterov_exponential, sgd_piecewise,
+          rmsprop_centered_cosine, rmsprop_inverse_time, adamw_cosine]
 
 
 def names(model):

@@ -8,7 +8,7 @@ fuzz_target!(|data: &[u8]| {
         if let Ok(m) = clampnet::keras::parse_model(&a.config) {
             if let (Ok(plan), Some(w)) = (clampnet::model::ModelPlan::new(&m.config.model), a.weights) {
                 let _ = clampnet::keras::h5::read_weights(w.clone(), &plan);
-                let _ = clampnet::keras::h5::read_optimizer(w, &plan);
+                let _ = clampnet::keras::h5::read_optimizer(w, &plan, clampnet::keras::h5::OptimizerLayout::of(&m.config.optimizer));
             }
         }
     }

@@ -39,7 +39,7 @@ pub struct TrainArgs {
     /// [default: 32]
     #[arg(long, allow_negative_numbers = true)]
     batch_size: Option<i64>,
-    /// Adam learning rate [default: 0.001]
+    /// Learning rate (with a schedule: its initial_learning_rate) [default: 0.001]
     #[arg(long, allow_negative_numbers = true)]
     lr: Option<f32>,
     /// Seed for the initial weights and the epoch shuffles [default: 0]
@@ -250,6 +250,16 @@ fn apply_flags(a: &TrainArgs, cfg: &mut Config) -> Result<()> {
     let batch_size = count("--batch-size", a.batch_size, 1)?;
     if a.resume.is_none() {
         cfg.batch_size = batch_size.unwrap_or(cfg.batch_size);
+        if a.lr.is_some()
+            && matches!(
+                cfg.optimizer.schedule,
+                clampnet::optim::Schedule::PiecewiseConstantDecay { .. }
+            )
+        {
+            return Err(Error::Config(
+                "--lr sets a schedule's initial_learning_rate, and a piecewise_constant_decay has none: set its values in the config".into(),
+            ));
+        }
         cfg.optimizer.lr = a.lr.unwrap_or(cfg.optimizer.lr);
         cfg.seed = a.seed.unwrap_or(cfg.seed);
         cfg.shuffle = cfg.shuffle && !a.no_shuffle;

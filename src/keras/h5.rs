@@ -4,8 +4,10 @@
 //! ```text
 //! layers/<layer name>/vars/<i>   float32, the layer's variables in Keras' order (kernel, bias)
 //! optimizer/vars/0               int64 scalar, `iterations`
-//! optimizer/vars/1               float32 scalar, `learning_rate`
-//! optimizer/vars/2, 3, ...       Adam: momentum, velocity of each trainable variable in turn
+//! optimizer/vars/1               float32 scalar, `learning_rate` (absent with a schedule)
+//! optimizer/vars/2, 3, ...       the slots: Adam's momentum, velocity of each trainable variable in
+//!                                turn (interleaved); SGD's and RMSprop's one slot after the other
+
 //! vars                           the model's own (none)
 //! ```
 //! every `vars` group with a string attribute `name` (a layer's: its own name). A layer's group is not
@@ -17,14 +19,33 @@ use hdf5_pure::{AttrValue, Datatype, File, FileBuilder, GroupBuilder};
 
 use crate::model::ModelPlan;
 
-/// Adam's state in Keras' form.
+/// An optimizer's state in Keras' form.
 #[derive(Clone, Debug, PartialEq)]
 pub struct OptimizerVars {
     /// optimizer steps done
     pub iterations: u64,
-    pub learning_rate: f32,
-    /// per model parameter (the plan's order): (momentum, velocity)
-    pub moments: Vec<(Vec<f32>, Vec<f32>)>,
+    /// the `learning_rate` variable (None: a schedule, which has none)
+    pub learning_rate: Option<f32>,
+    /// [slot][parameter], slots in `Method::slot_names` order, parameters in the plan's
+    pub slots: Vec<Vec<Vec<f32>>>,
+    /// Keras' variable order: the slots interleaved per parameter (Adam) or one after the other
+    pub interleaved: bool,
+}
+
+/// Where the optimizer variable of `slot` of parameter `p` is, after the `base` variables.
+fn slot_index(
+    base: usize,
+    slot: usize,
+    p: usize,
+    slots: usize,
+    params: usize,
+    interleaved: bool,
+) -> usize {
+    if interleaved {
+        base + p * slots + slot
+    } else {
+        base + slot * params + p
+    }
 }
 
 fn open(bytes: Vec<u8>) -> Result<File, String> {
@@ -154,22 +175,54 @@ fn read_weights_from(f: &File, plan: &ModelPlan) -> Result<Vec<Vec<f32>>, String
     Ok(out)
 }
 
-/// The model's weights and, when the file holds it for this model, Adam's state: one parse.
+/// What the optimizer's variables in a file look like: its slot count, their order, whether there is
+/// a `learning_rate` variable (a constant rate).
+#[derive(Clone, Copy, Debug)]
+pub struct OptimizerLayout {
+    pub slots: usize,
+    pub interleaved: bool,
+    pub learning_rate: bool,
+}
+
+impl OptimizerLayout {
+    pub fn of(s: &crate::optim::Settings) -> Self {
+        OptimizerLayout {
+            slots: s.method.slot_names().len(),
+            interleaved: s.method.keras_interleaved(),
+            learning_rate: s.schedule == crate::optim::Schedule::Constant,
+        }
+    }
+}
+
+/// The model's weights and, when the file holds it for this model and optimizer, the optimizer's
+/// state: one parse.
 pub fn read(
     bytes: Vec<u8>,
     plan: &ModelPlan,
+    layout: OptimizerLayout,
 ) -> Result<(Vec<Vec<f32>>, Option<OptimizerVars>), String> {
     let f = open(bytes)?;
-    Ok((read_weights_from(&f, plan)?, optimizer_from(&f, plan)?))
+    Ok((
+        read_weights_from(&f, plan)?,
+        optimizer_from(&f, plan, layout)?,
+    ))
 }
 
-/// Adam's state, when the file holds it for this model (None: no optimizer variables, or another
-/// optimizer's).
-pub fn read_optimizer(bytes: Vec<u8>, plan: &ModelPlan) -> Result<Option<OptimizerVars>, String> {
-    optimizer_from(&open(bytes)?, plan)
+/// The optimizer's state, when the file holds it for this model (None: no optimizer variables, or
+/// another optimizer's).
+pub fn read_optimizer(
+    bytes: Vec<u8>,
+    plan: &ModelPlan,
+    layout: OptimizerLayout,
+) -> Result<Option<OptimizerVars>, String> {
+    optimizer_from(&open(bytes)?, plan, layout)
 }
 
-fn optimizer_from(f: &File, plan: &ModelPlan) -> Result<Option<OptimizerVars>, String> {
+fn optimizer_from(
+    f: &File,
+    plan: &ModelPlan,
+    layout: OptimizerLayout,
+) -> Result<Option<OptimizerVars>, String> {
     let Ok(g) = f.group("optimizer/vars") else {
         return Ok(None);
     };
@@ -177,7 +230,9 @@ fn optimizer_from(f: &File, plan: &ModelPlan) -> Result<Option<OptimizerVars>, S
         .datasets()
         .map_err(|e| unreadable("optimizer/vars", e))?
         .len();
-    if n != 2 + 2 * plan.params.len() {
+    let base = 1 + layout.learning_rate as usize;
+    let params = plan.params.len();
+    if n != base + layout.slots * params {
         return Ok(None);
     }
     let d = f
@@ -192,18 +247,24 @@ fn optimizer_from(f: &File, plan: &ModelPlan) -> Result<Option<OptimizerVars>, S
             .ok_or("optimizer/vars/0 (iterations) is not readable")?,
         _ => return Err("optimizer/vars/0 (iterations) is not an int64 scalar".into()),
     };
-    let learning_rate = tensor(f, "optimizer/vars/1", &[])?[0];
-    let mut moments = Vec::new();
-    for (i, p) in plan.params.iter().enumerate() {
-        moments.push((
-            tensor(f, &format!("optimizer/vars/{}", 2 + 2 * i), &p.shape)?,
-            tensor(f, &format!("optimizer/vars/{}", 3 + 2 * i), &p.shape)?,
-        ));
+    let learning_rate = match layout.learning_rate {
+        true => Some(tensor(f, "optimizer/vars/1", &[])?[0]),
+        false => None,
+    };
+    let mut slots = Vec::new();
+    for slot in 0..layout.slots {
+        let mut tensors = Vec::new();
+        for (i, p) in plan.params.iter().enumerate() {
+            let k = slot_index(base, slot, i, layout.slots, params, layout.interleaved);
+            tensors.push(tensor(f, &format!("optimizer/vars/{k}"), &p.shape)?);
+        }
+        slots.push(tensors);
     }
     Ok(Some(OptimizerVars {
         iterations,
         learning_rate,
-        moments,
+        slots,
+        interleaved: layout.interleaved,
     }))
 }
 
@@ -217,11 +278,13 @@ fn dims(shape: &[usize]) -> Vec<u64> {
     shape.iter().map(|&n| n as u64).collect()
 }
 
-/// A Keras weights file of the model `model_name` (`weights` in the plan's order), with Adam's state
-/// when given: `model.load_weights` takes it, and so does a `.keras` file.
+/// A Keras weights file of the model `model_name` (`weights` in the plan's order), with the optimizer's
+/// state (named `optimizer_name`: Keras' "adam", "sgd", ...) when given: `model.load_weights` takes it,
+/// and so does a `.keras` file.
 pub fn write(
     plan: &ModelPlan,
     model_name: &str,
+    optimizer_name: &str,
     weights: &[Vec<f32>],
     optimizer: Option<&OptimizerVars>,
 ) -> Result<Vec<u8>, String> {
@@ -249,20 +312,22 @@ pub fn write(
     b.add_group(layers.finish());
     if let Some(o) = optimizer {
         let mut g = b.create_group("optimizer");
-        let mut v = vars(&mut g, "adam");
+        let mut v = vars(&mut g, optimizer_name);
         v.create_dataset("0")
             .with_i64_data(&[o.iterations.min(i64::MAX as u64) as i64])
             .with_shape(&[]);
-        v.create_dataset("1")
-            .with_f32_data(&[o.learning_rate])
-            .with_shape(&[]);
-        for (i, (p, (m, s))) in plan.params.iter().zip(&o.moments).enumerate() {
-            v.create_dataset(&(2 + 2 * i).to_string())
-                .with_f32_data(m)
-                .with_shape(&dims(&p.shape));
-            v.create_dataset(&(3 + 2 * i).to_string())
-                .with_f32_data(s)
-                .with_shape(&dims(&p.shape));
+        if let Some(lr) = o.learning_rate {
+            v.create_dataset("1").with_f32_data(&[lr]).with_shape(&[]);
+        }
+        let base = 1 + o.learning_rate.is_some() as usize;
+        let params = plan.params.len();
+        for (slot, tensors) in o.slots.iter().enumerate() {
+            for (i, (p, t)) in plan.params.iter().zip(tensors).enumerate() {
+                let k = slot_index(base, slot, i, o.slots.len(), params, o.interleaved);
+                v.create_dataset(&k.to_string())
+                    .with_f32_data(t)
+                    .with_shape(&dims(&p.shape));
+            }
         }
         g.add_group(v.finish());
         b.add_group(g.finish());

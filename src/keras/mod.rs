@@ -23,7 +23,7 @@ pub use layer_config::{
 use crate::config::{Config, ConstraintConfig, OptimizerSection, RegularizerConfig};
 use crate::layers::LayerSpec;
 use crate::model::{ModelPlan, ModelSpec};
-use crate::optim::{GradClip, Method};
+use crate::optim::{GradClip, Method, Schedule, Settings};
 use crate::restrict::{Constraint, Regularizer};
 
 /// The Keras version whose format clampnet writes (`metadata.json`), the one its fixtures were made with.
@@ -33,6 +33,8 @@ pub const KERAS_VERSION: &str = "3.15.1";
 pub const CLIP_CLASS: &str = "clampnet>ClipByValue";
 
 const REGULARIZERS: &str = "L1, L2, L1L2";
+const OPTIMIZERS: &str = "Adam, AdamW, SGD, RMSprop";
+const SCHEDULES: &str = "ExponentialDecay, InverseTimeDecay, CosineDecay, PiecewiseConstantDecay";
 const CONSTRAINTS: &str = "MaxNorm, MinMaxNorm, UnitNorm, NonNeg, clampnet>ClipByValue";
 
 /// A Keras model read from its JSON.
@@ -464,13 +466,16 @@ fn compile(cfg: &mut Config, cc: &Value) -> Result<(), String> {
             config: c,
             registered,
         } = class_and_config(opt)?;
-        if class.to_lowercase() != "adam" || registered.as_deref().is_some_and(|r| r != class) {
+        let name = class.to_lowercase();
+        let method = Method::keras_default(&name)
+            .filter(|_| registered.as_deref().is_none_or(|r| r == class));
+        let Some(method) = method else {
             return Err(format!(
-                "compile_config: the optimizer {} is not supported (supported: Adam)",
+                "compile_config: the optimizer {} is not supported (supported: {OPTIMIZERS})",
                 registered.unwrap_or(class)
             ));
-        }
-        let at = |m: String| format!("compile_config: optimizer Adam: {m}");
+        };
+        let at = |m: String| format!("compile_config: optimizer {class}: {m}");
         let flag = |k: &str, ok: Value| match c.get(k) {
             None | Some(Value::Null) => Ok(()),
             Some(v) if *v == ok => Ok(()),
@@ -480,28 +485,59 @@ fn compile(cfg: &mut Config, cc: &Value) -> Result<(), String> {
         flag("use_ema", json!(false))?;
         flag("gradient_accumulation_steps", json!(1))?;
         flag("loss_scale_factor", json!(1.0))?;
-        if let Some(lr) = c.get("learning_rate").filter(|v| !v.is_number()) {
-            return Err(at(format!(
-                "learning_rate {lr} is not supported: clampnet trains a constant learning rate"
-            )));
-        }
-        let mut table = Map::new();
-        for k in [
+        let own: &[&str] = match method {
+            Method::Adam { .. } | Method::AdamW { .. } => &["beta_1", "beta_2", "epsilon"],
+            Method::Sgd { .. } => &["momentum", "nesterov"],
+            Method::RmsProp { .. } => &["rho", "momentum", "epsilon", "centered"],
+        };
+        let known = [
+            "name",
             "learning_rate",
-            "beta_1",
-            "beta_2",
-            "epsilon",
             "weight_decay",
             "clipnorm",
             "global_clipnorm",
             "clipvalue",
-        ] {
+            "use_ema",
+            "ema_momentum",
+            "ema_overwrite_frequency",
+            "loss_scale_factor",
+            "gradient_accumulation_steps",
+            "amsgrad",
+        ];
+        if let Some(k) = c
+            .keys()
+            .find(|k| !known.contains(&k.as_str()) && !own.contains(&k.as_str()))
+        {
+            return Err(at(format!(
+                "`{k}` is not a setting of {class} (its settings: {})",
+                own.join(", ")
+            )));
+        }
+        let mut table = Map::new();
+        table.insert("type".into(), json!(name));
+        for &k in ["weight_decay", "clipnorm", "global_clipnorm", "clipvalue"]
+            .iter()
+            .chain(own)
+        {
             if let Some(v) = c.get(k).filter(|v| !v.is_null()) {
                 table.insert(k.into(), v.clone());
             }
         }
-        let section: OptimizerSection =
-            serde_json::from_value(Value::Object(table)).map_err(|e| at(e.to_string()))?;
+        if let Some(lr) = c.get("learning_rate").filter(|v| !v.is_null()) {
+            table.insert("learning_rate".into(), learning_rate(lr).map_err(at)?);
+        }
+        let section: OptimizerSection = serde_json::from_value(Value::Object(table.clone()))
+            .map_err(|e| {
+                // name the key: the value checks' messages do not
+                let culprit = table.iter().find(|(k, v)| {
+                    let one = json!({ "type": name, k.as_str(): v });
+                    *k != "type" && serde_json::from_value::<OptimizerSection>(one).is_err()
+                });
+                match culprit {
+                    Some((k, _)) => at(format!("{k}: {e}")),
+                    None => at(e.to_string()),
+                }
+            })?;
         cfg.optimizer = crate::config::optimizer(section).map_err(at)?;
     }
     if let Some(w) = cc.get("loss_weights").filter(|w| !w.is_null()) {
@@ -551,6 +587,117 @@ fn compile(cfg: &mut Config, cc: &Value) -> Result<(), String> {
             Ok(())
         }
     }
+}
+
+/// A Keras `learning_rate`: a number, or a schedule object as clampnet's `[optimizer.learning_rate]`
+/// table.
+fn learning_rate(v: &Value) -> Result<Value, String> {
+    if v.is_number() {
+        return Ok(v.clone());
+    }
+    let Object {
+        class,
+        config: mut c,
+        registered,
+    } = class_and_config(v)?;
+    let kind = match class.as_str() {
+        _ if registered.as_deref().is_some_and(|r| r != class) => None,
+        "ExponentialDecay" => Some("exponential_decay"),
+        "InverseTimeDecay" => Some("inverse_time_decay"),
+        "CosineDecay" => Some("cosine_decay"),
+        "PiecewiseConstantDecay" => Some("piecewise_constant_decay"),
+        _ => None,
+    };
+    let Some(kind) = kind else {
+        return Err(format!(
+            "the learning-rate schedule {} is not supported (supported: {SCHEDULES})",
+            registered.unwrap_or(class)
+        ));
+    };
+    c.remove("name");
+    c.retain(|_, v| !v.is_null());
+    c.insert("type".into(), json!(kind));
+    Ok(Value::Object(c))
+}
+
+/// Keras' `learning_rate` of `s`: the number, or the schedule object.
+fn learning_rate_json(s: &Settings) -> Value {
+    let lr = f64::from(s.lr);
+    let f = f64::from;
+    let (class, config) = match s.schedule {
+        Schedule::Constant => return json!(lr),
+        Schedule::ExponentialDecay {
+            decay_steps,
+            decay_rate,
+            staircase,
+        } => (
+            "ExponentialDecay",
+            json!({ "initial_learning_rate": lr, "decay_steps": f(decay_steps), "decay_rate": f(decay_rate), "staircase": staircase }),
+        ),
+        Schedule::InverseTimeDecay {
+            decay_steps,
+            decay_rate,
+            staircase,
+        } => (
+            "InverseTimeDecay",
+            json!({ "initial_learning_rate": lr, "decay_steps": f(decay_steps), "decay_rate": f(decay_rate), "staircase": staircase }),
+        ),
+        Schedule::CosineDecay {
+            decay_steps,
+            alpha,
+            warmup_target,
+            warmup_steps,
+        } => (
+            "CosineDecay",
+            json!({ "initial_learning_rate": lr, "decay_steps": f(decay_steps), "alpha": f(alpha),
+                    "warmup_target": warmup_target.map(f), "warmup_steps": f(warmup_steps) }),
+        ),
+        Schedule::PiecewiseConstantDecay {
+            n,
+            boundaries,
+            values,
+        } => (
+            "PiecewiseConstantDecay",
+            json!({ "boundaries": boundaries[..n], "values": values[..=n].iter().map(|&v| f(v)).collect::<Vec<_>>() }),
+        ),
+    };
+    let mut config = config;
+    config["name"] = json!(class);
+    object("keras.optimizers.schedules", class, config)
+}
+
+/// Keras' optimizer object of `s`.
+fn optimizer_json(s: &Settings) -> Value {
+    let (clipnorm, global_clipnorm, clipvalue) = match s.clip {
+        GradClip::None => (None, None, None),
+        GradClip::Norm(v) => (Some(v), None, None),
+        GradClip::GlobalNorm(v) => (None, Some(v), None),
+        GradClip::Value(v) => (None, None, Some(v)),
+    };
+    let class = s.method.keras_class();
+    let mut c = json!({
+        "name": class.to_lowercase(), "learning_rate": learning_rate_json(s),
+        "weight_decay": if s.weight_decay > 0.0 { Some(s.weight_decay) } else { None },
+        "clipnorm": clipnorm, "global_clipnorm": global_clipnorm, "clipvalue": clipvalue,
+        "use_ema": false, "ema_momentum": 0.99, "ema_overwrite_frequency": null,
+        "loss_scale_factor": null, "gradient_accumulation_steps": null,
+    });
+    let own = match s.method {
+        Method::Adam { beta1, beta2, eps } | Method::AdamW { beta1, beta2, eps } => {
+            json!({ "beta_1": beta1, "beta_2": beta2, "epsilon": eps, "amsgrad": false })
+        }
+        Method::Sgd { momentum, nesterov } => json!({ "momentum": momentum, "nesterov": nesterov }),
+        Method::RmsProp {
+            rho,
+            momentum,
+            eps,
+            centered,
+        } => json!({ "rho": rho, "momentum": momentum, "epsilon": eps, "centered": centered }),
+    };
+    if let (Some(c), Value::Object(o)) = (c.as_object_mut(), own) {
+        c.extend(o);
+    }
+    object("keras.optimizers", class, c)
 }
 
 /// A linear chain of a Functional model: each layer reads the one before it, the last is the output.
@@ -664,26 +811,7 @@ pub fn model_json(cfg: &Config, name: &str, warnings: &mut Vec<String>) -> crate
         layer["build_config"] = json!({ "input_shape": keras_shape(l.input) });
         layers.push(layer);
     }
-    let o = &cfg.optimizer;
-    let (clipnorm, global_clipnorm, clipvalue) = match o.clip {
-        GradClip::None => (None, None, None),
-        GradClip::Norm(v) => (Some(v), None, None),
-        GradClip::GlobalNorm(v) => (None, Some(v), None),
-        GradClip::Value(v) => (None, None, Some(v)),
-    };
-    let Method::Adam { beta1, beta2, eps } = o.method;
-    let optimizer = object(
-        "keras.optimizers",
-        "Adam",
-        json!({
-            "name": "adam", "learning_rate": o.lr,
-            "weight_decay": if o.weight_decay > 0.0 { Some(o.weight_decay) } else { None },
-            "clipnorm": clipnorm, "global_clipnorm": global_clipnorm, "clipvalue": clipvalue,
-            "use_ema": false, "ema_momentum": 0.99, "ema_overwrite_frequency": null,
-            "loss_scale_factor": null, "gradient_accumulation_steps": null,
-            "beta_1": beta1, "beta_2": beta2, "epsilon": eps, "amsgrad": false,
-        }),
-    );
+    let optimizer = optimizer_json(&cfg.optimizer);
     let input = json!([null, h, w, c]);
     Ok(json!({
         "module": "keras",

@@ -6,7 +6,7 @@
 //! Slots: m, v. Twin: `reference::adam_update`.
 
 use super::prologue::Prologue;
-use super::{Method, Optimizer, Settings, UpdateIo};
+use super::{Optimizer, UpdateIo};
 use crate::gpu::{Buffer, Context, KernelDef, Recorder, Shader};
 
 pub static SHADER: Shader = crate::shader!("update_prologue.wgsl", "adam.wgsl");
@@ -46,9 +46,8 @@ pub struct Adam {
 }
 
 impl Adam {
-    /// For flat parameters of `n` elements.
-    pub fn new(ctx: &Context, n: usize, settings: &Settings) -> Self {
-        let Method::Adam { beta1, beta2, eps } = settings.method;
+    /// For flat parameters of `n` elements, Adam's (or AdamW's) β1, β2, ε.
+    pub fn new(ctx: &Context, n: usize, (beta1, beta2, eps): (f32, f32, f32)) -> Self {
         let p = AdamParams {
             beta1,
             beta2,

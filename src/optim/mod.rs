@@ -8,17 +8,20 @@
 //!
 //! - `prologue`: penalties, clipping and weight decay (`update_prologue.wgsl`, prepended to every
 //!   optimizer's shader), and the per-tensor table they read
-//! - `adam`: Adam, its slots (m, v) and its shader; a second optimizer is one such file and one WGSL file
-//!   (plus its settings in `settings::Method` and a line in `kernels()` and in `Update::new`)
+//! - `adam` (Adam and AdamW), `sgd`, `rmsprop`: each optimizer, its slots and its shader; another
+//!   optimizer is one such file and one WGSL file (plus its settings in `settings::Method` and a line in
+//!   `kernels()` and in `Update::new`)
 //! - `constraints`: the constraint passes
 //! - `settings`: what configures an optimizer (plain data, read by the CPU twins too)
 
 pub mod adam;
 pub mod constraints;
 pub mod prologue;
+pub mod rmsprop;
 pub mod settings;
+pub mod sgd;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::gpu::{Buffer, Context, KernelDef, Recorder};
 use crate::model::ModelPlan;
 use crate::restrict::Restrictions;
@@ -26,7 +29,9 @@ use crate::restrict::Restrictions;
 pub use adam::Adam;
 pub use constraints::Constraints;
 pub use prologue::Prologue;
-pub use settings::{GradClip, Method, Settings};
+pub use rmsprop::RmsProp;
+pub use settings::{GradClip, Method, Schedule, Settings};
+pub use sgd::Sgd;
 
 /// What an optimizer's update reads and writes besides its own state.
 pub struct UpdateIo<'a> {
@@ -42,7 +47,7 @@ pub struct UpdateIo<'a> {
 /// checkpoints as `optimizer/<slot>/<tensor>`) and the recording of its update, which runs the shared
 /// prologue inside its own shader.
 pub trait Optimizer {
-    /// The slots, in checkpoint order ("m", "v").
+    /// The slots, in checkpoint order (`Method::slot_names`: "m", "v" for Adam).
     fn slots(&self) -> Vec<(&'static str, &Buffer)>;
 
     /// Record the update of every trainable tensor: its shader is the prologue's followed by its own,
@@ -55,8 +60,26 @@ pub fn kernels() -> Vec<&'static KernelDef> {
     let mut k: Vec<&'static KernelDef> = Vec::new();
     k.extend_from_slice(prologue::KERNELS);
     k.extend_from_slice(adam::KERNELS);
+    k.extend_from_slice(sgd::KERNELS);
+    k.extend_from_slice(rmsprop::KERNELS);
     k.extend_from_slice(constraints::KERNELS);
     k
+}
+
+/// The GPU optimizer `settings` name, for flat parameters of `n` elements.
+pub fn build_optimizer(ctx: &Context, n: usize, settings: &Settings) -> Box<dyn Optimizer> {
+    match settings.method {
+        Method::Adam { beta1, beta2, eps } | Method::AdamW { beta1, beta2, eps } => {
+            Box::new(Adam::new(ctx, n, (beta1, beta2, eps)))
+        }
+        Method::Sgd { momentum, nesterov } => Box::new(Sgd::new(ctx, n, momentum, nesterov)),
+        Method::RmsProp {
+            rho,
+            momentum,
+            eps,
+            centered,
+        } => Box::new(RmsProp::new(ctx, n, rho, momentum, eps, centered)),
+    }
 }
 
 /// The update of a model's parameters: the prologue's tables, the optimizer, the constraints.
@@ -79,12 +102,19 @@ impl Update {
         settings.validate()?;
         let segments = prologue::segments(model, restrictions);
         let prologue = Prologue::new(ctx, &segments, model.flat_len, settings, steps_per_epoch)?;
-        let optimizer: Box<dyn Optimizer> = match settings.method {
-            Method::Adam { .. } => Box::new(Adam::new(ctx, model.flat_len, settings)),
-        };
+        let proximal = restrictions
+            .tensors
+            .iter()
+            .find(|(_, t)| t.regularizer.is_some_and(|r| r.proximal));
+        if let (Some((name, _)), false) = (proximal, settings.method.proximal_defined()) {
+            return Err(Error::Config(format!(
+                "{name}: proximal L1 needs the optimizer's own per-element step size, which {} with momentum does not have: drop `proximal` or the momentum",
+                settings.method.keras_class()
+            )));
+        }
         Ok(Update {
             prologue,
-            optimizer,
+            optimizer: build_optimizer(ctx, model.flat_len, settings),
             constraints: Constraints::new(model, restrictions),
         })
     }

@@ -78,7 +78,8 @@ pub struct Prologue {
     pub sumsq: Buffer,
     /// the regularization loss of the weights before this step's update, [1]
     pub reg: Buffer,
-    /// the step size of each step of the current epoch, indexed by the step state's batch
+    /// per step of the current epoch (indexed by the step state's batch): (the optimizer's step size,
+    /// the learning rate), the pair the update reads
     pub step_sizes: Buffer,
     /// some tensor has a penalty (else the regularization loss is not computed)
     pub any_penalty: bool,
@@ -126,15 +127,18 @@ impl Prologue {
             uniform: ctx.uniform("update params", &p),
             sumsq: ctx.storage_zeroed("gradient sums of squares", (n_segments * 4) as u64),
             reg: ctx.storage_zeroed("regularization loss", 4),
-            step_sizes: ctx.storage_zeroed("step sizes", (steps_per_epoch * 4) as u64),
+            step_sizes: ctx.storage_zeroed("step sizes", (steps_per_epoch * 8) as u64),
         })
     }
 
-    /// Write this epoch's step sizes (`Settings::step_size`): steps `first_step + 1 ..= first_step +
-    /// steps`.
+    /// Write this epoch's step sizes and learning rates (`Settings::step_size`, `Settings::lr_at`):
+    /// steps `first_step + 1 ..= first_step + steps`.
     pub fn set_step_sizes(&self, ctx: &Context, first_step: u64, steps: usize) {
         let table: Vec<f32> = (1..=steps as u64)
-            .map(|i| self.settings.step_size(first_step + i))
+            .flat_map(|i| {
+                let t = first_step + i;
+                [self.settings.step_size(t), self.settings.lr_at(t)]
+            })
             .collect();
         ctx.write(&self.step_sizes, 0, &table);
     }

@@ -86,7 +86,7 @@ pub fn model_loss_grads(
 }
 
 /// One full training step, the GPU order: loss and gradients, regularization loss on the pre-update
-/// weights, penalty gradients, gradient clipping, weight decay + Adam (+ proximal L1), then the
+/// weights, penalty gradients, gradient clipping, weight decay + the optimizer (+ proximal L1), then the
 /// per-step constraints. Returns the loss Keras reports.
 #[allow(clippy::too_many_arguments)]
 pub fn reference_step(
@@ -94,8 +94,7 @@ pub fn reference_step(
     r: &Restrictions,
     h: &Settings,
     weights: &mut [Vec<f32>],
-    m: &mut [Vec<f32>],
-    v: &mut [Vec<f32>],
+    slots: &mut [Vec<Vec<f32>>],
     t: u64,
     x: &[f32],
     labels: &[u32],
@@ -125,7 +124,8 @@ pub fn reference_step(
     clip_gradients(&mut total, h.clip);
     for i in 0..plan.params.len() {
         let prox = if regs[i].proximal { regs[i].l1 } else { 0.0 };
-        adam_update(&mut weights[i], &total[i], &mut m[i], &mut v[i], t, h, prox);
+        let mut mine: Vec<&mut [f32]> = slots.iter_mut().map(|s| s[i].as_mut_slice()).collect();
+        optimizer_update(&mut weights[i], &total[i], &mut mine, t, h, prox);
     }
     for (i, p) in plan.params.iter().enumerate() {
         if let Some(tr) = r.get(&p.name) {

@@ -47,37 +47,102 @@ pub fn clip_gradients(grads: &mut [Vec<f32>], clip: GradClip) {
     }
 }
 
-/// One Adam step on a tensor, `t` = step number starting at 1, `g` the (penalised, clipped) gradient;
-/// decoupled weight decay first, and the proximal L1 soft-threshold after, when `prox_l1` > 0.
-#[allow(clippy::too_many_arguments)]
-pub fn adam_update(
+/// One optimizer step on a tensor (`Settings::method`), `t` = step number starting at 1, `g` the
+/// (penalised, clipped) gradient, `slots` the optimizer's state of this tensor in `Method::slot_names`
+/// order; decoupled weight decay (with the step's learning rate) first, and the proximal L1
+/// soft-threshold after, when `prox_l1` > 0.
+pub fn optimizer_update(
     w: &mut [f32],
     g: &[f32],
-    m: &mut [f32],
-    v: &mut [f32],
+    slots: &mut [&mut [f32]],
     t: u64,
     h: &Settings,
     prox_l1: f32,
 ) {
-    let Method::Adam { beta1, beta2, eps } = h.method;
-    let one_minus_b1 = (1.0 - beta1 as f64) as f32;
-    let one_minus_b2 = (1.0 - beta2 as f64) as f32;
-    let alpha = h.step_size(t);
-    for i in 0..w.len() {
-        let mut wi = w[i];
-        let gi = g[i];
-        if h.weight_decay != 0.0 {
-            wi -= wi * h.weight_decay * h.lr;
-        }
-        m[i] += (gi - m[i]) * one_minus_b1;
-        v[i] += (gi * gi - v[i]) * one_minus_b2;
-        wi -= (m[i] * alpha) / (v[i].sqrt() + eps);
-        if prox_l1 > 0.0 {
-            let threshold = prox_l1 * (alpha / (v[i].sqrt() + eps));
-            wi = wi.signum() * (wi.abs() - threshold).max(0.0);
-        }
-        w[i] = wi;
+    let lr = h.lr_at(t);
+    if h.weight_decay != 0.0 {
+        w.iter_mut().for_each(|wi| *wi -= *wi * h.weight_decay * lr);
     }
+    // the per-element step size of the proximal step, where the method defines one
+    let mut step = vec![0.0f32; w.len()];
+    match h.method {
+        Method::Adam { eps, beta1, beta2 } | Method::AdamW { eps, beta1, beta2 } => {
+            let one_minus_b1 = (1.0 - beta1 as f64) as f32;
+            let one_minus_b2 = (1.0 - beta2 as f64) as f32;
+            let alpha = h.step_size(t);
+            let [m, v] = slots else {
+                panic!("Adam has two slots")
+            };
+            for i in 0..w.len() {
+                let gi = g[i];
+                m[i] += (gi - m[i]) * one_minus_b1;
+                v[i] += (gi * gi - v[i]) * one_minus_b2;
+                w[i] -= (m[i] * alpha) / (v[i].sqrt() + eps);
+                step[i] = alpha / (v[i].sqrt() + eps);
+            }
+        }
+        Method::Sgd { momentum, nesterov } => {
+            for i in 0..w.len() {
+                if momentum != 0.0 {
+                    let m = &mut slots[0][i];
+                    *m = *m * momentum - g[i] * lr;
+                    if nesterov {
+                        w[i] += *m * momentum - g[i] * lr;
+                    } else {
+                        w[i] += *m;
+                    }
+                } else {
+                    w[i] -= g[i] * lr;
+                    step[i] = lr;
+                }
+            }
+        }
+        Method::RmsProp {
+            rho,
+            momentum,
+            eps,
+            centered,
+        } => {
+            let one_minus_rho = (1.0 - rho as f64) as f32;
+            for i in 0..w.len() {
+                let gi = g[i];
+                let v = &mut slots[0][i];
+                *v = rho * *v + one_minus_rho * (gi * gi);
+                let mut d = *v + eps;
+                if centered {
+                    let k = slots.len() - 1;
+                    let vv = slots[0][i];
+                    let a = &mut slots[k][i];
+                    *a = rho * *a + one_minus_rho * gi;
+                    d = vv - *a * *a + eps;
+                }
+                let inc = (lr * gi) / d.sqrt();
+                if momentum > 0.0 {
+                    let m = &mut slots[1][i];
+                    *m = momentum * *m + inc;
+                    w[i] -= *m;
+                } else {
+                    w[i] -= inc;
+                    step[i] = lr / d.sqrt();
+                }
+            }
+        }
+    }
+    if prox_l1 > 0.0 {
+        for i in 0..w.len() {
+            let threshold = prox_l1 * step[i];
+            w[i] = w[i].signum() * (w[i].abs() - threshold).max(0.0);
+        }
+    }
+}
+
+/// The optimizer's zeroed state for tensors of `sizes`: [slot][tensor].
+pub fn zero_slots(h: &Settings, sizes: &[usize]) -> Vec<Vec<Vec<f32>>> {
+    h.method
+        .slot_names()
+        .iter()
+        .map(|_| sizes.iter().map(|&n| vec![0.0; n]).collect())
+        .collect()
 }
 
 /// l1 * sum|w| + l2 * sum w^2
