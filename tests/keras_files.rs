@@ -618,3 +618,27 @@ fn corrupted_weights_files_never_panic() {
         let _ = h5::read_optimizer(b, &plan, h5::OptimizerLayout::of(&m.config.optimizer));
     }
 }
+
+/// Every shipped TOML config as Keras JSON and back: the same model, restrictions and optimizer, or a
+/// warning that names what Keras cannot hold (proximal L1, a per-epoch clip).
+#[test]
+fn shipped_configs_survive_the_keras_json() {
+    let mut seen = 0;
+    for e in std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("configs")).unwrap() {
+        let path = e.unwrap().path();
+        if path.extension().and_then(|x| x.to_str()) != Some("toml") {
+            continue;
+        }
+        let cfg = files::load_config(&path).unwrap().config;
+        let mut warnings = Vec::new();
+        let json = keras::model_json(&cfg, "sequential", &mut warnings).unwrap();
+        let back = keras::parse_model(&json.to_string()).unwrap().config;
+        assert_eq!(back.model.layers, cfg.model.layers, "{}", path.display());
+        assert_eq!(back.optimizer, cfg.optimizer, "{}", path.display());
+        if warnings.is_empty() {
+            assert_eq!(back.restrictions, cfg.restrictions, "{}", path.display());
+        }
+        seen += 1;
+    }
+    assert!(seen >= 7, "{seen} configs");
+}

@@ -198,29 +198,40 @@ fn restrict(
     plan: &ModelPlan,
     restrictions: Vec<Vec<(String, Value)>>,
 ) -> Result<(), String> {
-    for (layer, raw) in plan.layers.iter().zip(restrictions) {
-        for (key, value) in raw {
-            let (suffix, is_constraint) = match key.strip_suffix("_regularizer") {
-                Some(s) => (s, false),
-                None => (key.strip_suffix("_constraint").unwrap_or(&key), true),
+    for (layer, mut raw) in plan.layers.iter().zip(restrictions) {
+        let at = |key: &str, m: String| {
+            format!(
+                "layer '{}' ({}): {key}: {m}",
+                layer.name,
+                layer.spec.kind().keras_class()
+            )
+        };
+        // in the layer's parameter order (kernel, then bias), as a TOML config resolves them
+        for &pi in &layer.params {
+            let p = &plan.params[pi];
+            let suffix = p.name.rsplit('.').next().unwrap_or("");
+            let mut take = |kind: &str| {
+                let key = format!("{suffix}_{kind}");
+                let v = raw
+                    .iter()
+                    .position(|(k, _)| *k == key)
+                    .map(|i| raw.remove(i).1);
+                (key, v)
             };
-            let pname = format!("{}.{suffix}", layer.name);
-            let at = |m: String| {
-                format!(
-                    "layer '{}' ({}): {key}: {m}",
-                    layer.name,
-                    layer.spec.kind().keras_class()
-                )
-            };
-            let p = plan
-                .param(&pname)
-                .ok_or_else(|| at(format!("the layer has no parameter `{suffix}`")))?;
-            let (reg, cons) = if is_constraint {
-                (None, Some(constraint(&value, p.shape.len()).map_err(at)?))
-            } else {
-                (Some(regularizer(&value).map_err(at)?), None)
-            };
-            cfg.restrict(p, reg, cons)?;
+            let (rkey, reg) = take("regularizer");
+            let (ckey, cons) = take("constraint");
+            let reg = reg
+                .map(|v| regularizer(&v).map_err(|m| at(&rkey, m)))
+                .transpose()?;
+            let cons = cons
+                .map(|v| constraint(&v, p.shape.len()).map_err(|m| at(&ckey, m)))
+                .transpose()?;
+            if reg.is_some() || cons.is_some() {
+                cfg.restrict(p, reg, cons)?;
+            }
+        }
+        if let Some((key, _)) = raw.first() {
+            return Err(at(key, "the layer has no such parameter".into()));
         }
     }
     Ok(())
