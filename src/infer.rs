@@ -30,7 +30,7 @@ impl<'a> Predictor<'a> {
         Ok(Predictor {
             ctx,
             pipes: Pipelines::new(ctx, &kernels())?,
-            net: Network::new(ctx, model, (set, true), batch, false, weights)?,
+            net: Network::new(ctx, model, (set, true, 0), batch, false, weights)?,
         })
     }
 
@@ -52,7 +52,7 @@ impl<'a> Predictor<'a> {
         let mut r = Recorder::new(ctx, &self.pipes);
         let mut plan = |rows: usize| -> Result<Vec<Dispatch>> {
             self.net.input.record(&mut r, &data, rows, b);
-            self.net.record_forward(&mut r, rows);
+            self.net.record_forward(&mut r, rows, None);
             r.finish()
         };
         let full = plan(b.min(n))?;

@@ -38,6 +38,8 @@ pub struct Setup {
     pub fuse: bool,
     /// the kernel shapes (None: the context's)
     pub kernel_set: Option<KernelSet>,
+    /// the run's seed: dropout masks are a function of (seed, layer, step, element)
+    pub seed: u64,
 }
 
 impl Setup {
@@ -54,6 +56,7 @@ impl Setup {
             batch_size,
             fuse: true,
             kernel_set: None,
+            seed: 0,
         }
     }
 }
@@ -141,6 +144,7 @@ impl<'a> Trainer<'a> {
             batch_size,
             fuse,
             kernel_set,
+            seed,
         } = setup;
         restrictions.validate(&model)?;
         check_batch(ctx, batch_size)?;
@@ -173,6 +177,7 @@ impl<'a> Trainer<'a> {
                 batch: batch_size,
                 set,
                 fuse,
+                seed,
             },
             train,
             test,

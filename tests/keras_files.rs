@@ -374,10 +374,11 @@ fn what_clampnet_cannot_train_is_refused_by_name() {
     let layer = |i: usize| format!("/config/layers/{i}/config");
     // an unknown layer class
     let mut x = v.clone();
-    x["config"]["layers"][2]["class_name"] = json!("Dropout");
+    x["config"]["layers"][2]["class_name"] = json!("SpatialDropout2D");
     let e = parse_err(&x);
     assert!(
-        e.contains("'pool_a' (Dropout)") && e.contains("Conv2D, MaxPooling2D, Flatten, Dense"),
+        e.contains("'pool_a' (SpatialDropout2D)")
+            && e.contains("Conv2D, MaxPooling2D, Flatten, Dense, Dropout"),
         "{e}"
     );
     // strides

@@ -216,7 +216,7 @@ fn cpu_twin_matches_keras_for_every_preset() {
                     &h,
                     &mut w,
                     &mut slots,
-                    t,
+                    (t, 0),
                     &x,
                     &data.labels,
                 ) as f32);

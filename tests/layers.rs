@@ -10,8 +10,11 @@ mod common;
 
 use clampnet::gpu::{Context, KernelSet, Pipelines, Recorder};
 use clampnet::layers::{
-    build_op, Build, Conv2d, Dense, Flatten, Io, LayerSpec, MaxPool2d, TwinForward,
+    build_op, Build, Conv2d, Dense, Dropout, Flatten, Io, LayerSpec, MaxPool2d, TwinForward,
 };
+
+/// The training step every op and twin runs as: (optimizer steps done, the run's seed), for dropout.
+const STEP: (u64, u64) = (5, 77);
 use clampnet::model::{fuse, Activation, ModelPlan, ModelSpec, Padding};
 use common::*;
 
@@ -61,6 +64,27 @@ fn cases() -> Vec<Case> {
     use Activation::*;
     use Padding::*;
     let mut c = vec![
+        case(
+            "dropout 0.3 on an image",
+            [5, 7, 3],
+            &[1, 4, 33],
+            vec![Dropout::new(0.3, None).unwrap().into()],
+        ),
+        case(
+            "dropout 0.5 with its own seed, flat",
+            [1, 70, 1],
+            &[3, 17],
+            vec![
+                Flatten::new().into(),
+                Dropout::new(0.5, Some(12)).unwrap().into(),
+            ],
+        ),
+        case(
+            "dropout 0 (the identity)",
+            [3, 3, 2],
+            &[2],
+            vec![Dropout::new(0.0, None).unwrap().into()],
+        ),
         case(
             "conv2d, the reference layer",
             [28, 28, 1],
@@ -203,6 +227,7 @@ fn run_gpu(
         set,
         batch,
         training: true,
+        seed: STEP.1,
     };
     let op = build_op(plan, &op_plan, &b).unwrap();
     let flat = clampnet::step::flatten_weights(plan, w).unwrap();
@@ -211,11 +236,13 @@ fn run_gpu(
     let xb = ctx.storage_init("x", bytemuck::cast_slice(x));
     let dx = ctx.storage_zeroed("dx", (x.len() * 4) as u64);
     ctx.write(op.out().dy(), 0, dy);
+    let state = ctx.storage_init("state", bytemuck::cast_slice(&[STEP.0 as u32, 0u32]));
     let io = Io {
         x: &xb,
         dx: Some(&dx),
         params: &params,
         grads: Some(&grads),
+        state: Some(&state),
     };
     let mut r = Recorder::new(ctx, pipes);
     op.forward(&mut r, &io, batch);
@@ -248,7 +275,10 @@ fn run_twin(plan: &ModelPlan, batch: usize, x: &[f64], w: &[Vec<f64>], dy: &[f64
     let mut acts = vec![x.to_vec()];
     let mut fwds: Vec<TwinForward> = Vec::new();
     for (i, l) in plan.layers.iter().enumerate() {
-        let f = l.spec.kind().twin_forward(l, batch, &acts[i], &ws(i));
+        let f = l
+            .spec
+            .kind()
+            .twin_forward_train(l, batch, &acts[i], &ws(i), STEP);
         acts.push(f.y.clone());
         fwds.push(f);
     }
@@ -332,8 +362,13 @@ fn every_op_matches_its_twin_in_both_kernel_sets_and_gate_variants() {
                         }
                     }
                     let got = run_gpu(ctx, &pipes, &plan, set, gate, batch, (&x, &w, &dy_in));
-                    // a max-pool moves values: exact; sums of products: f32 accumulation
-                    let tol = if plan.params.is_empty() { 0.0 } else { 1e-5 };
+                    // a max-pool moves values: exact; dropout scales in f32; sums of products: f32
+                    // accumulation
+                    let tol = match (plan.params.is_empty(), kind.keras_class()) {
+                        (_, "Dropout") => 1e-7,
+                        (true, _) => 0.0,
+                        (false, _) => 1e-5,
+                    };
                     assert_close64(&format!("{what} y"), &got.y, &twin.y, tol, tol);
                     for (p, (g, t)) in plan.params.iter().zip(got.grads.iter().zip(&twin.grads)) {
                         assert_close64(&format!("{what} d{}", p.name), g, t, tol, tol);

@@ -74,7 +74,7 @@ fn every_restriction_matches_keras_on_gpu_and_twin() {
                 &cfg.optimizer,
                 &mut w,
                 &mut slots,
-                step,
+                (step, 0),
                 &x,
                 &data.labels,
             );

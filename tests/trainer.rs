@@ -140,7 +140,7 @@ fn trainer_matches_twin_with_every_optimizer_and_schedule() {
                     plan.input_len(),
                 );
                 step += 1;
-                r::reference_step(&plan, &res, &h, &mut w, &mut slots, step, &x, &y);
+                r::reference_step(&plan, &res, &h, &mut w, &mut slots, (step, 0), &x, &y);
             }
             r::reference_epoch_end(&plan, &res, &mut w);
             for (i, (name, _, got)) in t.weights().unwrap().into_iter().enumerate() {
@@ -221,8 +221,9 @@ fn trainer_matches_twin_on_odd_models() {
                     .collect();
                 let x64: Vec<f64> = x.iter().map(|&a| a as f64).collect();
                 last_grads = r::model_loss_grads(&plan, &w64, &x64, &y).1;
-                loss_sum += r::reference_step(&plan, &res, &h, &mut w, &mut slots, step, &x, &y)
-                    * rows as f64;
+                loss_sum +=
+                    r::reference_step(&plan, &res, &h, &mut w, &mut slots, (step, 0), &x, &y)
+                        * rows as f64;
             }
             r::reference_epoch_end(&plan, &res, &mut w);
             let what = format!("model {mi} epoch {epoch}");
@@ -543,4 +544,118 @@ fn a_gl_device_that_fails_to_open_gets_a_hint_naming_the_fix() {
     );
     info.backend = wgpu::Backend::Vulkan;
     assert_eq!(clampnet::gpu::open_failure_hint(&info), "");
+}
+
+/// Dropout through the whole trainer: two epochs against the twin with the same counter-based masks
+/// (the run's seed and a layer's own seed), evaluation in inference (no dropout), and the masks'
+/// statistics: the kept fraction is 1 − rate and kept values are scaled by 1 / (1 − rate).
+#[test]
+fn dropout_trains_like_its_twin_and_is_the_identity_in_inference() {
+    use clampnet::layers::{Conv2d, Dense, Dropout, Flatten, MaxPool2d};
+    use clampnet::model::{Activation, ModelSpec, Padding};
+    let (ctx, _g) = gpu();
+    let mut rng = TestRng::new(23);
+    let spec = ModelSpec::new(
+        [9, 8, 3],
+        vec![
+            Conv2d::new(5, 3, Padding::Same, Activation::Relu).into(),
+            Dropout::new(0.4, None).unwrap().into(),
+            MaxPool2d::new(2).into(),
+            Flatten::new().into(),
+            Dense::new(11, Activation::Relu).into(),
+            Dropout::new(0.25, Some(1234)).unwrap().into(),
+            Dense::new(4, Activation::Softmax).into(),
+        ],
+    );
+    let plan = ModelPlan::new(&spec).unwrap();
+    let (n_train, n_test, batch) = (13usize, 6usize, 5usize);
+    let train = random_split(&mut rng, n_train, &plan);
+    let test = random_split(&mut rng, n_test, &plan);
+    let h = Settings::default();
+    let seed = 9u64;
+    let w0 = init_weights(&plan, 1);
+    let mut setup = Setup::new(plan.clone(), Restrictions::default(), h, batch);
+    setup.seed = seed;
+    let mut t = Trainer::new(ctx, setup, &train, &test, &w0).unwrap();
+    let mut w = w0.clone();
+    let sizes: Vec<usize> = w.iter().map(|t| t.len()).collect();
+    let mut slots = r::zero_slots(&h, &sizes);
+    let mut step = 0u64;
+    for epoch in 1..=2 {
+        let order = epoch_order(n_train, seed, epoch, true);
+        let stats = t.train_epoch(epoch, &order, &mut |_| {}).unwrap();
+        let mut loss_sum = 0.0;
+        for b in 0..n_train.div_ceil(batch) {
+            let rows = batch.min(n_train - b * batch);
+            let (x, y) = r::gather_batch(
+                &train.images,
+                &train.labels,
+                &order,
+                b,
+                batch,
+                rows,
+                plan.input_len(),
+            );
+            step += 1;
+            loss_sum += r::reference_step(
+                &plan,
+                &Restrictions::default(),
+                &h,
+                &mut w,
+                &mut slots,
+                (step, seed),
+                &x,
+                &y,
+            ) * rows as f64;
+        }
+        assert_close64(
+            &format!("epoch {epoch} loss"),
+            &[stats.train.loss],
+            &[loss_sum / n_train as f64],
+            1e-5,
+            1e-4,
+        );
+        for (i, (name, _, got)) in t.weights().unwrap().into_iter().enumerate() {
+            assert_close(&format!("epoch {epoch} {name}"), &got, &w[i], 2e-5, 1e-4);
+        }
+    }
+    // evaluation runs the model without dropout
+    let e = t.evaluate().unwrap();
+    let w64: Vec<Vec<f64>> = w
+        .iter()
+        .map(|t| t.iter().map(|&a| a as f64).collect())
+        .collect();
+    let x: Vec<f64> = test.images.iter().map(|&p| p as f64 / 255.0).collect();
+    let (data_loss, _, _, _) = r::model_loss_grads(&plan, &w64, &x, &test.labels);
+    assert_close64("eval loss (inference)", &[e.loss], &[data_loss], 1e-5, 1e-4);
+
+    // the masks: kept fraction 1 - rate (deterministic draws; 6 sigma), kept values scaled exactly
+    for rate in [0.0, 0.1, 0.5, 0.9] {
+        let n = 200_000;
+        let keep = r::dropout_mask(r::dropout_seed(seed, None), 3, 17, n, rate);
+        let kept = keep.iter().filter(|&&k| k).count() as f64 / n as f64;
+        let sigma = (rate * (1.0 - rate) / n as f64).sqrt();
+        assert!(
+            (kept - (1.0 - rate)).abs() <= 6.0 * sigma + 1e-12,
+            "rate {rate}: kept {kept}"
+        );
+        let x = vec![0.37f64; 8];
+        let y = r::dropout_apply(&x, &keep[..8], rate);
+        for (v, k) in y.iter().zip(&keep) {
+            assert_eq!(
+                *v,
+                if *k {
+                    0.37 * r::dropout_scale(rate) as f64
+                } else {
+                    0.0
+                }
+            );
+        }
+    }
+    assert_eq!(r::dropout_scale(0.5), 2.0);
+    // different steps, layers and seeds draw different masks
+    let m = |seed, salt, step| r::dropout_mask(seed, salt, step, 64, 0.5);
+    assert_ne!(m(1, 0, 0), m(1, 0, 1));
+    assert_ne!(m(1, 0, 0), m(1, 1, 0));
+    assert_ne!(m(1, 0, 0), m(2, 0, 0));
 }

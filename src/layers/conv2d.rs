@@ -223,6 +223,7 @@ impl Layer for Conv2d {
         TwinForward {
             y: twin::conv2d_forward(&self.dims(l, batch), x, w[0], w[1], self.relu()),
             argmax: None,
+            keep: None,
         }
     }
 

@@ -159,6 +159,7 @@ impl Layer for Dense {
         TwinForward {
             y: twin::dense_forward(batch, l.input.len(), self.units, x, w[0], w[1], self.relu()),
             argmax: None,
+            keep: None,
         }
     }
 

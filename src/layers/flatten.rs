@@ -59,6 +59,7 @@ impl Layer for Flatten {
         TwinForward {
             y: x.to_vec(),
             argmax: None,
+            keep: None,
         }
     }
 

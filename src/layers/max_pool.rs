@@ -100,6 +100,7 @@ impl Layer for MaxPool2d {
         TwinForward {
             y,
             argmax: Some(argmax),
+            keep: None,
         }
     }
 

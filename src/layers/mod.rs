@@ -86,6 +86,7 @@ registry! {
     MaxPool2d(max_pool::MaxPool2d),
     Flatten(flatten::Flatten),
     Dense(dense::Dense),
+    Dropout(dropout::Dropout),
 }
 
 /// Several layers run as one op: `matches` says where, `build` makes the op. The op's CPU twin is the
@@ -191,6 +192,20 @@ pub trait Layer {
     /// The CPU twin of the forward pass over `batch` examples: the output (and a pool's choices).
     fn twin_forward(&self, l: &LayerPlan, batch: usize, x: &[f64], w: &[&[f64]]) -> TwinForward;
 
+    /// The CPU twin of the forward pass in training, at optimizer step `step` (0-based: the optimizer's
+    /// `iterations`) of a run seeded `seed`; only layers whose training forward differs from inference
+    /// (dropout) override it.
+    fn twin_forward_train(
+        &self,
+        l: &LayerPlan,
+        batch: usize,
+        x: &[f64],
+        w: &[&[f64]],
+        (_step, _seed): (u64, u64),
+    ) -> TwinForward {
+        self.twin_forward(l, batch, x, w)
+    }
+
     /// The CPU twin of the backward pass: the parameter gradients (weight order) and dL/dx.
     fn twin_backward(
         &self,
@@ -214,6 +229,8 @@ pub struct TwinForward {
     pub y: Vec<f64>,
     /// a max-pool's choice per output element
     pub argmax: Option<Vec<u32>>,
+    /// a dropout's mask (training)
+    pub keep: Option<Vec<bool>>,
 }
 
 /// What building an op needs.
@@ -224,6 +241,8 @@ pub struct Build<'a> {
     pub batch: usize,
     /// allocate gradient buffers (false: a forward-only predictor)
     pub training: bool,
+    /// the run's seed (dropout masks)
+    pub seed: u64,
 }
 
 impl Build<'_> {
@@ -273,6 +292,9 @@ pub struct Io<'a> {
     pub params: &'a Buffer,
     /// the flat gradients (training only)
     pub grads: Option<&'a Buffer>,
+    /// a training step's step state (`step`: optimizer steps done); None: inference, where dropout is
+    /// the identity
+    pub state: Option<&'a Buffer>,
 }
 
 impl<'a> Io<'a> {

@@ -131,7 +131,9 @@ pub struct ParamSpec {
 #[derive(Clone, Debug)]
 pub struct LayerPlan {
     pub spec: LayerSpec,
-    /// Keras auto-name ("conv2d", "conv2d_1", "max_pooling2d", "flatten", "dense", ...)
+    /// its position in the model
+    pub index: usize,
+    /// Keras name: the file's, or Keras' auto-name ("conv2d", "conv2d_1", "max_pooling2d", ...)
     pub name: String,
     pub input: Shape,
     pub output: Shape,
@@ -260,6 +262,7 @@ impl ModelPlan {
             }
             layers.push(LayerPlan {
                 spec: layer.clone(),
+                index: i,
                 name,
                 input: shape,
                 output,

@@ -5,6 +5,7 @@
 
 pub mod conv2d;
 pub mod dense;
+pub mod dropout;
 pub mod loss;
 pub mod model;
 pub mod optim;
@@ -12,6 +13,7 @@ pub mod pool;
 
 pub use conv2d::*;
 pub use dense::*;
+pub use dropout::*;
 pub use loss::*;
 pub use model::*;
 pub use optim::*;

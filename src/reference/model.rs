@@ -22,14 +22,29 @@ fn layer_weights<'w>(plan: &ModelPlan, weights: &'w [Vec<f64>], i: usize) -> Vec
         .collect()
 }
 
+/// The forward pass in inference.
 pub fn model_forward(plan: &ModelPlan, weights: &[Vec<f64>], x: &[f64], batch: usize) -> Forward {
+    model_forward_at(plan, weights, x, batch, None)
+}
+
+/// The forward pass; `train`: (optimizer step, 0-based; the run's seed) of a training step (dropout
+/// masks), None: inference.
+pub fn model_forward_at(
+    plan: &ModelPlan,
+    weights: &[Vec<f64>],
+    x: &[f64],
+    batch: usize,
+    train: Option<(u64, u64)>,
+) -> Forward {
     let mut layers: Vec<TwinForward> = Vec::new();
     for (i, l) in plan.layers.iter().enumerate() {
         let input = if i == 0 { x } else { &layers[i - 1].y };
-        let out = l
-            .spec
-            .kind()
-            .twin_forward(l, batch, input, &layer_weights(plan, weights, i));
+        let kind = l.spec.kind();
+        let w = layer_weights(plan, weights, i);
+        let out = match train {
+            Some(t) => kind.twin_forward_train(l, batch, input, &w, t),
+            None => kind.twin_forward(l, batch, input, &w),
+        };
         layers.push(out);
     }
     Forward { layers }
@@ -65,15 +80,26 @@ pub fn model_backward(
     grads
 }
 
-/// (mean cross-entropy, gradients, logits, number correct) for one batch.
+/// (mean cross-entropy, gradients, logits, number correct) for one batch, in inference (no dropout).
 pub fn model_loss_grads(
     plan: &ModelPlan,
     weights: &[Vec<f64>],
     x: &[f64],
     labels: &[u32],
 ) -> (f64, Vec<Vec<f64>>, Vec<f64>, usize) {
+    model_loss_grads_at(plan, weights, x, labels, None)
+}
+
+/// `model_loss_grads` in the training step `train` (see `model_forward_at`).
+pub fn model_loss_grads_at(
+    plan: &ModelPlan,
+    weights: &[Vec<f64>],
+    x: &[f64],
+    labels: &[u32],
+    train: Option<(u64, u64)>,
+) -> (f64, Vec<Vec<f64>>, Vec<f64>, usize) {
     let batch = labels.len();
-    let fwd = model_forward(plan, weights, x, batch);
+    let fwd = model_forward_at(plan, weights, x, batch, train);
     let logits = fwd.layers.last().expect("a model has layers").y.clone();
     let (ce, dl, correct) = softmax_xent(batch, plan.classes, &logits, labels);
     let grads = model_backward(plan, weights, x, &fwd, dl, batch);
@@ -87,7 +113,8 @@ pub fn model_loss_grads(
 
 /// One full training step, the GPU order: loss and gradients, regularization loss on the pre-update
 /// weights, penalty gradients, gradient clipping, weight decay + the optimizer (+ proximal L1), then the
-/// per-step constraints. Returns the loss Keras reports.
+/// per-step constraints. `t`: the step number from 1; `seed`: the run's (dropout masks). Returns the
+/// loss Keras reports.
 #[allow(clippy::too_many_arguments)]
 pub fn reference_step(
     plan: &ModelPlan,
@@ -95,7 +122,7 @@ pub fn reference_step(
     h: &Settings,
     weights: &mut [Vec<f32>],
     slots: &mut [Vec<Vec<f32>>],
-    t: u64,
+    (t, seed): (u64, u64),
     x: &[f32],
     labels: &[u32],
 ) -> f64 {
@@ -104,7 +131,7 @@ pub fn reference_step(
         .map(|w| w.iter().map(|&v| v as f64).collect())
         .collect();
     let x64: Vec<f64> = x.iter().map(|&v| v as f64).collect();
-    let (loss, grads, _, _) = model_loss_grads(plan, &w64, &x64, labels);
+    let (loss, grads, _, _) = model_loss_grads_at(plan, &w64, &x64, labels, Some((t - 1, seed)));
     let regs: Vec<Regularizer> = plan
         .params
         .iter()

@@ -52,11 +52,12 @@ pub struct Network {
 }
 
 impl Network {
-    /// `weights` in the model's parameter order; `training`: also the gradient buffers.
+    /// `weights` in the model's parameter order; `training`: also the gradient buffers; `seed`: the
+    /// run's (dropout masks).
     pub fn new(
         ctx: &Context,
         model: ModelPlan,
-        (set, fuse): (KernelSet, bool),
+        (set, fuse, seed): (KernelSet, bool, u64),
         batch: usize,
         training: bool,
         weights: &[Vec<f32>],
@@ -75,6 +76,7 @@ impl Network {
             set,
             batch,
             training,
+            seed,
         };
         let plans = fuse::lower(&model, set, fuse);
         let ops = plans
@@ -94,7 +96,7 @@ impl Network {
 
     /// The buffers of op `i`: its input is the previous op's output (or the batch), its input gradient
     /// the previous op's output gradient, where an earlier op has weights.
-    fn io(&self, i: usize) -> Io<'_> {
+    fn io<'a>(&'a self, i: usize, state: Option<&'a Buffer>) -> Io<'a> {
         let (x, dx) = if i == 0 {
             (&self.input.x, None)
         } else {
@@ -106,18 +108,21 @@ impl Network {
             dx: dx.filter(|_| self.needs_dx[i]),
             params: &self.params,
             grads: self.grads.as_ref(),
+            state,
         }
     }
 
-    pub fn record_forward(&self, r: &mut Recorder, rows: usize) {
+    /// Each op's forward; `state`: a training step's step state (None: inference).
+    pub fn record_forward(&self, r: &mut Recorder, rows: usize, state: Option<&Buffer>) {
         for (i, op) in self.ops.iter().enumerate() {
-            op.forward(r, &self.io(i), rows);
+            op.forward(r, &self.io(i, state), rows);
         }
     }
 
-    pub fn record_backward(&self, r: &mut Recorder, rows: usize) {
+    /// Each op's backward, last first, in the training step of `state`.
+    pub fn record_backward(&self, r: &mut Recorder, rows: usize, state: Option<&Buffer>) {
         for (i, op) in self.ops.iter().enumerate().rev() {
-            op.backward(r, &self.io(i), rows);
+            op.backward(r, &self.io(i, state), rows);
         }
     }
 
@@ -194,6 +199,8 @@ pub struct StepSetup<'a> {
     pub batch: usize,
     pub set: KernelSet,
     pub fuse: bool,
+    /// the run's seed (dropout masks)
+    pub seed: u64,
 }
 
 impl Step {
@@ -212,7 +219,14 @@ impl Step {
         let steps_per_epoch = train.len().div_ceil(s.batch);
         let update = Update::new(ctx, &s.model, s.restrictions, s.optimizer, steps_per_epoch)?;
         let classes = s.model.classes;
-        let net = Network::new(ctx, s.model, (s.set, s.fuse), s.batch, true, weights)?;
+        let net = Network::new(
+            ctx,
+            s.model,
+            (s.set, s.fuse, s.seed),
+            s.batch,
+            true,
+            weights,
+        )?;
         let mut step = Step {
             loss: Loss::new(ctx, s.batch, classes),
             train: GpuSplit::upload(ctx, train, "train"),
@@ -267,7 +281,9 @@ impl Step {
         };
         let dlogits = net.dlogits().expect("a training network has gradients");
         net.input.record(r, split, rows, full_batch);
-        net.record_forward(r, rows);
+        // a training step's ops read its step state (dropout masks); evaluation is inference
+        let state = (mode == Mode::Train).then_some(&split.state);
+        net.record_forward(r, rows, state);
         let u = self.loss.record_softmax_xent(
             r,
             (net.logits(), &net.input.y, dlogits),
@@ -275,7 +291,7 @@ impl Step {
             mode == Mode::Train,
         );
         if mode == Mode::Train {
-            net.record_backward(r, rows);
+            net.record_backward(r, rows, state);
             let grads = net
                 .grads
                 .as_ref()
