@@ -312,12 +312,44 @@ pub enum OptimizerKind {
     Rmsprop,
 }
 
-/// `learning_rate`: a number or one of Keras' schedules.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
+/// `learning_rate`: a number or one of Keras' schedules (checked while parsing, so errors carry the line).
+#[derive(Debug, Clone)]
 pub enum LearningRate {
     Value(f64),
     Schedule(ScheduleConfig),
+}
+
+impl<'de> Deserialize<'de> for LearningRate {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = LearningRate;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a positive number or a schedule table (type = \"exponential_decay\", ...)")
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> std::result::Result<LearningRate, E> {
+                if v > 0.0 && v.is_finite() {
+                    Ok(LearningRate::Value(v))
+                } else {
+                    Err(E::custom(format!("must be a positive number, got {v}")))
+                }
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> std::result::Result<LearningRate, E> {
+                self.visit_f64(v as f64)
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> std::result::Result<LearningRate, E> {
+                self.visit_f64(v as f64)
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> std::result::Result<LearningRate, A::Error> {
+                ScheduleConfig::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(LearningRate::Schedule)
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// Keras' learning-rate schedules, by their snake_case names (`type = "exponential_decay"`), with

@@ -360,7 +360,12 @@ fn config_errors_name_the_key_the_line_and_the_allowed_values() {
             vec!["unknown variant `max_nrm`", "`max_norm`, `min_max_norm`, `unit_norm`, `non_neg`, `clip`"],
         ),
         ("[optimizer]\nclipnorm = 1.0\nclipvalue = 0.5\n", vec!["only one of clipnorm, global_clipnorm, clipvalue"]),
-        ("[optimizer]\ntype = \"sgd\"\n", vec!["unknown variant `sgd`", "`adam`"]),
+        ("[optimizer]\ntype = \"adagrad\"\n", vec!["unknown variant `adagrad`", "`adam`", "`sgd`"]),
+        ("[optimizer]\ntype = \"sgd\"\nbeta_1 = 0.8\n", vec!["`beta_1` is a setting of adam and adamw, not of sgd"]),
+        (
+            "[optimizer.learning_rate]\ntype = \"cosine_decay\"\ninitial_learning_rate = 0.1\n",
+            vec!["missing field `decay_steps`"],
+        ),
         (
             "[[model.layers]]\ntype = \"conv2d\"\nfilters = 4\nkernel_size = 3\nkernel_regularizer = { l1 = -0.01 }\n",
             vec!["must be a number >= 0, got -0.01"],
