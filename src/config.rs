@@ -325,19 +325,30 @@ impl<'de> Deserialize<'de> for LearningRate {
         impl<'de> serde::de::Visitor<'de> for V {
             type Value = LearningRate;
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a positive number or a schedule table (type = \"exponential_decay\", ...)")
+                f.write_str(
+                    "a positive number or a schedule table (type = \"exponential_decay\", ...)",
+                )
             }
-            fn visit_f64<E: serde::de::Error>(self, v: f64) -> std::result::Result<LearningRate, E> {
+            fn visit_f64<E: serde::de::Error>(
+                self,
+                v: f64,
+            ) -> std::result::Result<LearningRate, E> {
                 if v > 0.0 && v.is_finite() {
                     Ok(LearningRate::Value(v))
                 } else {
                     Err(E::custom(format!("must be a positive number, got {v}")))
                 }
             }
-            fn visit_i64<E: serde::de::Error>(self, v: i64) -> std::result::Result<LearningRate, E> {
+            fn visit_i64<E: serde::de::Error>(
+                self,
+                v: i64,
+            ) -> std::result::Result<LearningRate, E> {
                 self.visit_f64(v as f64)
             }
-            fn visit_u64<E: serde::de::Error>(self, v: u64) -> std::result::Result<LearningRate, E> {
+            fn visit_u64<E: serde::de::Error>(
+                self,
+                v: u64,
+            ) -> std::result::Result<LearningRate, E> {
                 self.visit_f64(v as f64)
             }
             fn visit_map<A: serde::de::MapAccess<'de>>(

@@ -19,7 +19,7 @@ use clampnet::model::ModelPlan;
 use serde_json::{json, Value};
 
 /// Every fixture tools/make_keras_file_fixtures.py made.
-const MODELS: [&str; 9] = [
+const MODELS: [&str; 10] = [
     "reference_l1l2",
     "two_conv",
     "clip_decay",
@@ -29,6 +29,7 @@ const MODELS: [&str; 9] = [
     "rmsprop_centered_cosine",
     "rmsprop_inverse_time",
     "adamw_cosine",
+    "dropout_injected",
 ];
 
 fn clampnet(args: &[&str]) -> Output {

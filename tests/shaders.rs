@@ -6,8 +6,8 @@
 use std::collections::HashMap;
 
 use clampnet::gpu::portability;
-use clampnet::layers::{conv2d, dense, max_pool};
-use clampnet::optim::{adam, constraints, prologue};
+use clampnet::layers::{conv2d, dense, dropout, max_pool};
+use clampnet::optim::{adam, constraints, prologue, rmsprop, sgd};
 use clampnet::step::{gather, kernels, loss};
 
 /// Every shader the kernels use, once: (file, source).
@@ -114,6 +114,18 @@ fn uniform_structs_match_their_rust_twins() {
         (
             "AdamParams",
             layout!(adam::AdamParams; beta1, beta2, one_minus_beta1, one_minus_beta2, eps, _pad0, _pad1, _pad2),
+        ),
+        (
+            "SgdParams",
+            layout!(sgd::SgdParams; momentum, nesterov, has_momentum, _pad0),
+        ),
+        (
+            "RmsPropParams",
+            layout!(rmsprop::RmsPropParams; rho, one_minus_rho, momentum, eps, has_momentum, centered, _pad0, _pad1),
+        ),
+        (
+            "DropoutParams",
+            layout!(dropout::DropoutParams; n, threshold, scale, seed, salt, _pad0, _pad1, _pad2),
         ),
         (
             "ClipParams",

@@ -152,8 +152,84 @@ def adamw_cosine():
     return m, keras.optimizers.AdamW(lr, weight_decay=0.05), {}
 
 
+def dropout_injected():
+    """Dropout after a conv and after a hidden dense layer (one with its own seed). Keras trains a copy
+    whose Dropout layers apply clampnet's counter-based masks (injected: Keras' own random masks cannot
+    be matched), so that the 3 steps are comparable; the .keras file holds plain Dropout layers."""
+    m = keras.Sequential([
+        keras.Input((28, 28, 1)),
+        L.Conv2D(6, 3, activation="relu"),
+        L.Dropout(0.3),
+        L.MaxPooling2D(2),
+        L.Flatten(),
+        L.Dense(16, activation="relu"),
+        L.Dropout(0.5, seed=7),
+        L.Dense(10, activation="softmax"),
+    ])
+    return m, keras.optimizers.Adam(learning_rate=0.003), {}
+
+
 MODELS = [reference_l1l2, two_conv, clip_decay, dense_clipvalue, sgd_nesterov_exponential, sgd_piecewise,
-          rmsprop_centered_cosine, rmsprop_inverse_time, adamw_cosine]
+          rmsprop_centered_cosine, rmsprop_inverse_time, adamw_cosine, dropout_injected]
+
+
+def pcg(v):
+    """clampnet's dropout hash (shaders/dropout.wgsl), on uint32 arrays."""
+    with np.errstate(over="ignore"):   # uint32 arithmetic wraps, as WGSL's and Rust's wrapping ops
+        v = np.asarray(v, np.uint32)
+        s = v * np.uint32(747796405) + np.uint32(2891336453)
+        w = ((s >> ((s >> np.uint32(28)) + np.uint32(4))) ^ s) * np.uint32(277803737)
+        return (w >> np.uint32(22)) ^ w
+
+
+def clampnet_mask(run_seed, layer_seed, salt, step, n, rate):
+    """clampnet's mask of a training step (`reference::dropout_mask`)."""
+    s = layer_seed if layer_seed is not None else run_seed
+    seed = np.uint32((s & 0xFFFFFFFF) ^ (s >> 32))
+    threshold = np.uint32(min(int(rate * 4294967296.0), 4294967295))
+    h = pcg(pcg(pcg(pcg(seed) ^ np.uint32(salt)) ^ np.uint32(step)) ^ np.arange(n, dtype=np.uint32))
+    return h >= threshold
+
+
+class InjectedDropout(keras.layers.Layer):
+    """Dropout whose mask is set from outside before each step (`mask` variable, 1 = keep)."""
+
+    def __init__(self, rate, **kw):
+        super().__init__(**kw)
+        self.rate = rate
+        self.scale = np.float32(1.0 / (1.0 - rate))
+
+    def build(self, shape):
+        self.mask = self.add_weight(shape=(8,) + tuple(shape[1:]), initializer="ones", trainable=False,
+                                    name="mask")
+
+    def call(self, x, training=None):
+        if not training:
+            return x
+        return keras.ops.where(self.mask > 0, x * self.scale, 0.0)
+
+
+def train_injected(model, opt, x, y, run_seed=0):
+    """3 steps of `model` with its Dropout layers replaced by clampnet's masks; the layers' weights and
+    the losses after each step."""
+    layers = []
+    for layer in model.layers:
+        if isinstance(layer, L.Dropout):
+            layers.append(InjectedDropout(layer.rate, name=layer.name + "_injected"))
+        else:
+            layers.append(layer)
+    twin = keras.Sequential([keras.Input(model.input_shape[1:])] + layers)
+    twin.compile(optimizer=opt, loss="sparse_categorical_crossentropy")
+    losses = []
+    for step in range(3):
+        for salt, (orig, layer) in enumerate(zip(model.layers, twin.layers)):
+            if isinstance(layer, InjectedDropout):
+                n = int(np.prod(layer.mask.shape))
+                keep = clampnet_mask(run_seed, orig.seed, salt, step, n, orig.rate)
+                layer.mask.assign(keep.reshape(layer.mask.shape).astype(np.float32))
+        h = twin.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0)
+        losses.append(h.history["loss"][0])
+    return losses
 
 
 def names(model):
@@ -184,12 +260,15 @@ def main():
             k.assign(k.numpy() * scale)
         model.compile(optimizer=opt, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
         model.save(os.path.join(args.out, f"{name}.keras"))
-        hist = model.fit(x, y, batch_size=8, epochs=3, shuffle=False, verbose=0)
+        if any(isinstance(layer, L.Dropout) for layer in model.layers):
+            losses = train_injected(model, opt, x, y)
+        else:
+            losses = model.fit(x, y, batch_size=8, epochs=3, shuffle=False, verbose=0).history["loss"]
         tensors = {n: np.ascontiguousarray(w.numpy()) for n, w in zip(names(model), model.weights)}
-        tensors["losses"] = np.array(hist.history["loss"], np.float32)
+        tensors["losses"] = np.array(losses, np.float32)
         save_file(tensors, os.path.join(args.out, f"{name}.expected.safetensors"))
-        manifest["models"][name] = {"doc": make.__doc__, "losses": hist.history["loss"]}
-        print(name, hist.history["loss"])
+        manifest["models"][name] = {"doc": make.__doc__, "losses": list(losses)}
+        print(name, list(losses))
     with open(os.path.join(args.out, "MANIFEST.json"), "w") as f:
         json.dump(manifest, f, indent=1)
 
