@@ -1,8 +1,9 @@
-// Fused softmax + sparse categorical cross-entropy from logits, and the metric reductions.
+// Fused softmax + categorical cross-entropy from logits, and the metric reductions.
 //
-// softmax_xent, one invocation per example n < batch:
-//   ce[n]         = logsumexp(logits[n]) - logits[n, y[n]]      (no probability clipping, as Keras from logits)
-//   dlogits[n, k] = (softmax(logits[n])[k] - onehot(y[n])[k]) / batch
+// softmax_xent, one invocation per example n < batch, targets t = onehot(y[n]) * (1 - s) + s / K (s: the
+// label smoothing; 0 for the sparse loss, where t is the label's one-hot):
+//   ce[n]         = logsumexp(logits[n]) - sum_k t[k] * logits[n, k]   (no probability clipping, as Keras from logits)
+//   dlogits[n, k] = (softmax(logits[n])[k] - t[k]) / batch
 //   correct[n]    = 1.0 if the first argmax of logits[n] is y[n] (Keras sparse_categorical_accuracy)
 // accumulate, one workgroup of 64 (lanes sum every 64th example, then a tree in workgroup memory):
 //   metrics.loss_sum += (mean(ce) + reg_loss) * batch   (Keras' loss tracker: a Mean weighted by batch size)
@@ -11,7 +12,7 @@
 //   step needs no host upload and no readback.
 
 struct LossParams {
-    batch: u32, classes: u32, advance: u32, _pad: u32,   // advance: bit 0 step, bit 1 batch
+    batch: u32, classes: u32, advance: u32, label_smoothing: f32,   // advance: bit 0 step, bit 1 batch
 }
 
 struct State {
@@ -57,13 +58,26 @@ fn softmax_xent(@builtin(global_invocation_id) gid: vec3<u32>) {
     }
     let label = labels[n];
     let lse = mx + log(sum);
-    per_example[2u * n] = lse - logits[base + label];
+    let s = P.label_smoothing;
+    let on = 1.0 - s + s / f32(P.classes);
+    let off = s / f32(P.classes);
+    var target_dot = logits[base + label];
+    if (s != 0.0) {
+        target_dot = 0.0;
+        for (var k = 0u; k < P.classes; k++) {
+            target_dot += select(off, on, k == label) * logits[base + k];
+        }
+    }
+    per_example[2u * n] = lse - target_dot;
     per_example[2u * n + 1u] = select(0.0, 1.0, arg == label);
     let inv_b = 1.0 / f32(P.batch);
     for (var k = 0u; k < P.classes; k++) {
         let p = exp(logits[base + k] - mx) / sum;
-        let onehot = select(0.0, 1.0, k == label);
-        dlogits[base + k] = (p - onehot) * inv_b;
+        var t = select(0.0, 1.0, k == label);
+        if (s != 0.0) {
+            t = select(off, on, k == label);
+        }
+        dlogits[base + k] = (p - t) * inv_b;
     }
 }
 

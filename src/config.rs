@@ -41,6 +41,7 @@ use serde::Deserialize;
 
 use crate::error::{Error, Result};
 use crate::layers::LayerSpec;
+use crate::losses::{LossKind, LossSpec};
 use crate::model::{ModelPlan, ModelSpec};
 use crate::optim::settings::MAX_PIECES;
 use crate::optim::{GradClip, Method, Schedule, Settings};
@@ -136,7 +137,42 @@ pub struct ConfigFile {
     #[serde(default)]
     pub optimizer: OptimizerSection,
     #[serde(default)]
+    pub loss: LossSection,
+    #[serde(default)]
     pub training: TrainingSection,
+}
+
+/// `[loss]`: Keras' loss by its name, `from_logits` and `label_smoothing`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LossSection {
+    /// "sparse_categorical_crossentropy" (default) or "categorical_crossentropy"
+    #[serde(default, rename = "type")]
+    pub kind: Option<LossName>,
+    #[serde(default)]
+    pub from_logits: bool,
+    #[serde(default, deserialize_with = "non_negative_f32")]
+    pub label_smoothing: f32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LossName {
+    SparseCategoricalCrossentropy,
+    CategoricalCrossentropy,
+}
+
+impl LossSection {
+    pub fn resolve(&self) -> LossSpec {
+        LossSpec {
+            kind: match self.kind {
+                Some(LossName::CategoricalCrossentropy) => LossKind::Categorical,
+                _ => LossKind::Sparse,
+            },
+            from_logits: self.from_logits,
+            label_smoothing: self.label_smoothing,
+        }
+    }
 }
 
 /// `[model]`: the input shape and the layers, each a `[[model.layers]]` table whose `type` names its
@@ -493,6 +529,7 @@ pub struct Config {
     pub model: ModelSpec,
     pub restrictions: Restrictions,
     pub optimizer: Settings,
+    pub loss: LossSpec,
     pub epochs: usize,
     pub batch_size: usize,
     pub seed: u64,
@@ -508,6 +545,7 @@ impl Config {
             model: ModelSpec::reference(),
             restrictions: Restrictions::default(),
             optimizer: Settings::default(),
+            loss: LossSpec::default(),
             epochs: 3,
             batch_size: 32,
             seed: 0,
@@ -552,12 +590,25 @@ impl Config {
             c.restrictions.validate(&plan).map_err(|e| e.to_string())?;
         }
         c.optimizer = optimizer(file.optimizer)?;
+        c.loss = file.loss.resolve();
+        c.check_loss()?;
         let t = file.training;
         c.epochs = t.epochs.unwrap_or(c.epochs);
         c.batch_size = t.batch_size.unwrap_or(c.batch_size);
         c.seed = t.seed.unwrap_or(c.seed);
         c.shuffle = t.shuffle.unwrap_or(c.shuffle);
         Ok(c)
+    }
+
+    /// The loss fits the model's last layer (softmax, or logits with from_logits).
+    pub fn check_loss(&self) -> std::result::Result<(), String> {
+        let plan = ModelPlan::new(&self.model).map_err(|e| e.to_string())?;
+        self.loss.validate(plan.softmax).map_err(|e| {
+            format!(
+                "loss: {}",
+                e.to_string().trim_start_matches("invalid setting: ")
+            )
+        })
     }
 
     /// Resolve a tensor's regularizer and constraint settings into `restrictions`.

@@ -25,6 +25,7 @@ pub mod gpu;
 pub mod infer;
 pub mod keras;
 pub mod layers;
+pub mod losses;
 pub mod model;
 pub mod optim;
 pub mod reference;

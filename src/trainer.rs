@@ -40,6 +40,8 @@ pub struct Setup {
     pub kernel_set: Option<KernelSet>,
     /// the run's seed: dropout masks are a function of (seed, layer, step, element)
     pub seed: u64,
+    /// the loss (label smoothing; from_logits is the model's last layer)
+    pub loss: crate::losses::LossSpec,
 }
 
 impl Setup {
@@ -57,6 +59,7 @@ impl Setup {
             fuse: true,
             kernel_set: None,
             seed: 0,
+            loss: Default::default(),
         }
     }
 }
@@ -145,7 +148,9 @@ impl<'a> Trainer<'a> {
             fuse,
             kernel_set,
             seed,
+            loss,
         } = setup;
+        loss.validate(model.softmax)?;
         restrictions.validate(&model)?;
         check_batch(ctx, batch_size)?;
         optimizer.validate()?;
@@ -178,6 +183,7 @@ impl<'a> Trainer<'a> {
                 set,
                 fuse,
                 seed,
+                label_smoothing: loss.label_smoothing,
             },
             train,
             test,

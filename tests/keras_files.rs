@@ -19,7 +19,7 @@ use clampnet::model::ModelPlan;
 use serde_json::{json, Value};
 
 /// Every fixture tools/make_keras_file_fixtures.py made.
-const MODELS: [&str; 10] = [
+const MODELS: [&str; 12] = [
     "reference_l1l2",
     "two_conv",
     "clip_decay",
@@ -30,6 +30,8 @@ const MODELS: [&str; 10] = [
     "rmsprop_inverse_time",
     "adamw_cosine",
     "dropout_injected",
+    "categorical_smoothing",
+    "sparse_from_logits",
 ];
 
 fn clampnet(args: &[&str]) -> Output {
@@ -440,10 +442,28 @@ fn what_clampnet_cannot_train_is_refused_by_name() {
     s["compile_config"]["optimizer"]["config"]["learning_rate"]["config"]["values"] = json!([0.1]);
     assert!(parse_err(&s).contains("piecewise"), "{}", parse_err(&s));
     let mut x = v.clone();
-    x["compile_config"]["loss"] = json!("categorical_crossentropy");
+    x["compile_config"]["loss"] = json!("binary_crossentropy");
     let e = parse_err(&x);
     assert!(
-        e.contains("categorical_crossentropy") && e.contains("sparse_categorical_crossentropy"),
+        e.contains("binary_crossentropy")
+            && e.contains("sparse_categorical_crossentropy, categorical_crossentropy"),
+        "{e}"
+    );
+    // a loss that does not fit the last layer (Keras' double-softmax pitfall), label smoothing on
+    // the sparse loss
+    let mut x = v.clone();
+    x["compile_config"]["loss"] =
+        json!({"class_name": "SparseCategoricalCrossentropy", "config": {"from_logits": true}});
+    let e = parse_err(&x);
+    assert!(
+        e.contains("from_logits") && e.contains("softmax twice"),
+        "{e}"
+    );
+    let (mut f, _) = fixture_parts("sparse_from_logits");
+    f["compile_config"]["loss"] = json!("sparse_categorical_crossentropy");
+    let e = parse_err(&f);
+    assert!(
+        e.contains("linear") && e.contains("from_logits = true"),
         "{e}"
     );
     // frozen layers, other dtypes, amsgrad

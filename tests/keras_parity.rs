@@ -213,7 +213,7 @@ fn cpu_twin_matches_keras_for_every_preset() {
                 losses.push(reference::reference_step(
                     &plan,
                     &r,
-                    &h,
+                    (&h, &Default::default()),
                     &mut w,
                     &mut slots,
                     (t, 0),

@@ -95,7 +95,13 @@ fn softmax_xent_matches_twin() {
     let (ctx, _g) = gpu();
     let pipes = pipes(ctx);
     let mut rng = TestRng::new(1);
-    for (batch, classes, scale) in [(7usize, 10usize, 3.0f32), (5, 3, 30.0), (67, 10, 12.0)] {
+    for (batch, classes, scale, smoothing) in [
+        (7usize, 10usize, 3.0f32, 0.0f32),
+        (5, 3, 30.0, 0.0),
+        (67, 10, 12.0, 0.0),
+        (9, 10, 3.0, 0.1),
+        (5, 3, 30.0, 0.25),
+    ] {
         let logits = rand_vec(&mut rng, batch * classes, scale);
         let labels: Vec<u32> = (0..batch)
             .map(|_| rng.next_u32() % classes as u32)
@@ -103,11 +109,12 @@ fn softmax_xent_matches_twin() {
         let lb = ctx.storage_init("logits", bytemuck::cast_slice(&logits));
         let yb = ctx.storage_init("labels", bytemuck::cast_slice(&labels));
         let dl = ctx.storage_zeroed("dlogits", (batch * classes * 4) as u64);
-        let loss = Loss::new(ctx, batch, classes);
+        let loss = Loss::new(ctx, batch, classes, smoothing);
         run(ctx, &pipes, |r| {
             loss.record_softmax_xent(r, (&lb, &yb, &dl), batch, false);
         });
-        let (ce, want_dl, correct) = r::softmax_xent(batch, classes, &f64s(&logits), &labels);
+        let (ce, want_dl, correct) =
+            r::softmax_xent_smoothed(batch, classes, &f64s(&logits), &labels, smoothing);
         let per = read(ctx, loss.per_example(), batch * 2);
         let ce_gpu: Vec<f64> = per.iter().step_by(2).map(|&v| v as f64).collect();
         let ok_gpu: Vec<f32> = per.iter().skip(1).step_by(2).copied().collect();
@@ -139,7 +146,7 @@ fn accumulate_sums_metrics_and_advances_state() {
         channels: 1,
     };
     let data = GpuSplit::upload(ctx, &split, "test");
-    let loss = Loss::new(ctx, 3, 10);
+    let loss = Loss::new(ctx, 3, 10, 0.0);
     let reg = ctx.storage_init("reg", bytemuck::cast_slice(&[0.25f32]));
     let start = Metrics {
         loss_sum: 10.0,
@@ -155,7 +162,7 @@ fn accumulate_sums_metrics_and_advances_state() {
             batch: 3,
             classes: 10,
             advance,
-            _pad: 0,
+            label_smoothing: 0.0,
         };
         run(ctx, &pipes, |r| {
             let u = r.uniform("loss", &p);
@@ -178,7 +185,7 @@ fn accumulate_sums_metrics_and_advances_state() {
         batch: 1,
         classes: 10,
         advance: 3,
-        _pad: 0,
+        label_smoothing: 0.0,
     };
     run(ctx, &pipes, |r| {
         let u = r.uniform("loss", &p);

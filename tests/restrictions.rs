@@ -71,7 +71,7 @@ fn every_restriction_matches_keras_on_gpu_and_twin() {
             let twin_loss = r::reference_step(
                 &plan,
                 &cfg.restrictions,
-                &cfg.optimizer,
+                (&cfg.optimizer, &Default::default()),
                 &mut w,
                 &mut slots,
                 (step, 0),

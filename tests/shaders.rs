@@ -101,7 +101,7 @@ fn uniform_structs_match_their_rust_twins() {
         ),
         (
             "LossParams",
-            layout!(loss::LossParams; batch, classes, advance, _pad),
+            layout!(loss::LossParams; batch, classes, advance, label_smoothing),
         ),
         (
             "Segment",

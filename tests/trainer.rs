@@ -140,7 +140,16 @@ fn trainer_matches_twin_with_every_optimizer_and_schedule() {
                     plan.input_len(),
                 );
                 step += 1;
-                r::reference_step(&plan, &res, &h, &mut w, &mut slots, (step, 0), &x, &y);
+                r::reference_step(
+                    &plan,
+                    &res,
+                    (&h, &Default::default()),
+                    &mut w,
+                    &mut slots,
+                    (step, 0),
+                    &x,
+                    &y,
+                );
             }
             r::reference_epoch_end(&plan, &res, &mut w);
             for (i, (name, _, got)) in t.weights().unwrap().into_iter().enumerate() {
@@ -221,9 +230,16 @@ fn trainer_matches_twin_on_odd_models() {
                     .collect();
                 let x64: Vec<f64> = x.iter().map(|&a| a as f64).collect();
                 last_grads = r::model_loss_grads(&plan, &w64, &x64, &y).1;
-                loss_sum +=
-                    r::reference_step(&plan, &res, &h, &mut w, &mut slots, (step, 0), &x, &y)
-                        * rows as f64;
+                loss_sum += r::reference_step(
+                    &plan,
+                    &res,
+                    (&h, &Default::default()),
+                    &mut w,
+                    &mut slots,
+                    (step, 0),
+                    &x,
+                    &y,
+                ) * rows as f64;
             }
             r::reference_epoch_end(&plan, &res, &mut w);
             let what = format!("model {mi} epoch {epoch}");
@@ -600,7 +616,7 @@ fn dropout_trains_like_its_twin_and_is_the_identity_in_inference() {
             loss_sum += r::reference_step(
                 &plan,
                 &Restrictions::default(),
-                &h,
+                (&h, &Default::default()),
                 &mut w,
                 &mut slots,
                 (step, seed),

@@ -169,8 +169,29 @@ def dropout_injected():
     return m, keras.optimizers.Adam(learning_rate=0.003), {}
 
 
+def categorical_smoothing():
+    """categorical_crossentropy on one-hot labels with label_smoothing, from logits (a linear last layer)."""
+    m = keras.Sequential(small_conv())
+    m.layers[-1].activation = keras.activations.linear
+    loss = keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=0.1)
+    return m, keras.optimizers.Adam(learning_rate=0.003), {}, loss
+
+
+def sparse_from_logits():
+    """SparseCategoricalCrossentropy(from_logits=True) on a linear last layer: the modern Keras idiom."""
+    m = keras.Sequential([
+        keras.Input((28, 28, 1)),
+        L.Flatten(),
+        L.Dense(24, activation="relu"),
+        L.Dense(10),
+    ])
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    return m, keras.optimizers.SGD(0.05, momentum=0.5), {}, loss
+
+
 MODELS = [reference_l1l2, two_conv, clip_decay, dense_clipvalue, sgd_nesterov_exponential, sgd_piecewise,
-          rmsprop_centered_cosine, rmsprop_inverse_time, adamw_cosine, dropout_injected]
+          rmsprop_centered_cosine, rmsprop_inverse_time, adamw_cosine, dropout_injected, categorical_smoothing,
+          sparse_from_logits]
 
 
 def pcg(v):
@@ -219,7 +240,7 @@ def train_injected(model, opt, x, y, run_seed=0):
         else:
             layers.append(layer)
     twin = keras.Sequential([keras.Input(model.input_shape[1:])] + layers)
-    twin.compile(optimizer=opt, loss="sparse_categorical_crossentropy")
+    twin.compile(optimizer=opt, loss=model.loss)
     losses = []
     for step in range(3):
         for salt, (orig, layer) in enumerate(zip(model.layers, twin.layers)):
@@ -253,17 +274,20 @@ def main():
     for make in MODELS:
         keras.backend.clear_session()
         keras.utils.set_random_seed(0)
-        model, opt, hot = make()
+        model, opt, hot, *loss = make()
+        loss = loss[0] if loss else "sparse_categorical_crossentropy"
+        categorical = isinstance(loss, keras.losses.CategoricalCrossentropy)
+        labels = keras.utils.to_categorical(y, 10) if categorical else y
         name = make.__name__
         for layer, scale in hot.items():
             k = model.get_layer(layer).kernel
             k.assign(k.numpy() * scale)
-        model.compile(optimizer=opt, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        model.compile(optimizer=opt, loss=loss, metrics=["accuracy"])
         model.save(os.path.join(args.out, f"{name}.keras"))
         if any(isinstance(layer, L.Dropout) for layer in model.layers):
-            losses = train_injected(model, opt, x, y)
+            losses = train_injected(model, opt, x, labels)
         else:
-            losses = model.fit(x, y, batch_size=8, epochs=3, shuffle=False, verbose=0).history["loss"]
+            losses = model.fit(x, labels, batch_size=8, epochs=3, shuffle=False, verbose=0).history["loss"]
         tensors = {n: np.ascontiguousarray(w.numpy()) for n, w in zip(names(model), model.weights)}
         tensors["losses"] = np.array(losses, np.float32)
         save_file(tensors, os.path.join(args.out, f"{name}.expected.safetensors"))

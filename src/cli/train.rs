@@ -142,12 +142,14 @@ pub fn run(a: TrainArgs) -> Result<Outcome> {
         (None, None, None) => init_weights(&run.plan, run.cfg.seed),
     };
     let ctx = Context::new(&a.gpu.options())?;
-    let setup = Setup::new(
+    let mut setup = Setup::new(
         run.plan.clone(),
         run.cfg.restrictions.clone(),
         run.cfg.optimizer,
         run.cfg.batch_size,
     );
+    setup.seed = run.cfg.seed;
+    setup.loss = run.cfg.loss;
     let mut trainer = Trainer::new(&ctx, setup, &ds.train, &ds.test, &weights)?;
     // the images live on the GPU now: free the host copy (host memory stays near the GPU working set)
     ds.train.images = Vec::new();

@@ -22,6 +22,7 @@ pub use layer_config::{
 
 use crate::config::{Config, ConstraintConfig, OptimizerSection, RegularizerConfig};
 use crate::layers::LayerSpec;
+use crate::losses::{LossKind, LossSpec};
 use crate::model::{ModelPlan, ModelSpec};
 use crate::optim::{GradClip, Method, Schedule, Settings};
 use crate::restrict::{Constraint, Regularizer};
@@ -556,48 +557,64 @@ fn compile(cfg: &mut Config, cc: &Value) -> Result<(), String> {
             return Err(format!("compile_config: loss_weights {w} is not supported"));
         }
     }
-    match cc.get("loss").filter(|l| !l.is_null()) {
-        None => Ok(()),
-        Some(l) => {
-            let Object {
-                class,
-                config: c,
-                registered,
-            } = class_and_config(l)?;
-            let name = if class == "function" {
-                l.get("config")
-                    .and_then(Value::as_str)
-                    .unwrap_or("")
-                    .to_string()
-            } else {
-                class.clone()
-            };
-            let sparse = matches!(
-                name.as_str(),
-                "sparse_categorical_crossentropy" | "SparseCategoricalCrossentropy"
-            ) && registered.as_deref().is_none_or(|r| r == class);
-            if !sparse {
-                return Err(format!(
-                    "compile_config: the loss {} is not supported (supported: sparse_categorical_crossentropy)",
-                    registered.unwrap_or(name)
-                ));
-            }
-            let bad = |k: &str, ok: &[Value]| match c.get(k) {
-                None | Some(Value::Null) => None,
-                Some(v) if ok.contains(v) => None,
-                Some(v) => Some(format!(
-                    "compile_config: loss {name}: {k} = {v} is not supported"
-                )),
-            };
-            if let Some(e) = bad("from_logits", &[json!(false)])
-                .or_else(|| bad("ignore_class", &[]))
-                .or_else(|| bad("reduction", &[json!("sum_over_batch_size"), json!("auto")]))
-            {
-                return Err(e);
-            }
-            Ok(())
-        }
+    if let Some(l) = cc.get("loss").filter(|l| !l.is_null()) {
+        cfg.loss = loss(l)?;
     }
+    cfg.check_loss().map_err(|e| format!("compile_config: {e}"))
+}
+
+/// A Keras loss: a name, `{"class_name": "function", "config": name}` or a loss object.
+fn loss(l: &Value) -> Result<LossSpec, String> {
+    let Object {
+        class,
+        config: c,
+        registered,
+    } = class_and_config(l)?;
+    let name = if class == "function" {
+        l.get("config")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string()
+    } else {
+        class.clone()
+    };
+    let kind = match name.as_str() {
+        _ if registered.as_deref().is_some_and(|r| r != class) => None,
+        "sparse_categorical_crossentropy" | "SparseCategoricalCrossentropy" => {
+            Some(LossKind::Sparse)
+        }
+        "categorical_crossentropy" | "CategoricalCrossentropy" => Some(LossKind::Categorical),
+        _ => None,
+    };
+    let Some(kind) = kind else {
+        return Err(format!(
+            "compile_config: the loss {} is not supported (supported: sparse_categorical_crossentropy, categorical_crossentropy)",
+            registered.unwrap_or(name)
+        ));
+    };
+    let bad = |k: &str, ok: &[Value]| match c.get(k) {
+        None | Some(Value::Null) => None,
+        Some(v) if ok.contains(v) => None,
+        Some(v) => Some(format!(
+            "compile_config: loss {name}: {k} = {v} is not supported"
+        )),
+    };
+    if let Some(e) = bad("ignore_class", &[])
+        .or_else(|| bad("axis", &[json!(-1)]))
+        .or_else(|| bad("reduction", &[json!("sum_over_batch_size"), json!("auto")]))
+    {
+        return Err(e);
+    }
+    let from_logits = c
+        .get("from_logits")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    let label_smoothing = number(&c, "label_smoothing", 0.0)? as f32;
+    Ok(LossSpec {
+        kind,
+        from_logits,
+        label_smoothing,
+    })
 }
 
 /// A Keras `learning_rate`: a number, or a schedule object as clampnet's `[optimizer.learning_rate]`
@@ -675,6 +692,19 @@ fn learning_rate_json(s: &Settings) -> Value {
     let mut config = config;
     config["name"] = json!(class);
     object("keras.optimizers.schedules", class, config)
+}
+
+/// Keras' loss object of `l`.
+fn loss_json(l: &LossSpec) -> Value {
+    let mut c = json!({ "name": l.keras_name(), "reduction": "sum_over_batch_size", "from_logits": l.from_logits });
+    match l.kind {
+        LossKind::Sparse => c["ignore_class"] = Value::Null,
+        LossKind::Categorical => {
+            c["label_smoothing"] = json!(f64::from(l.label_smoothing));
+            c["axis"] = json!(-1);
+        }
+    }
+    object("keras.losses", l.keras_class(), c)
 }
 
 /// Keras' optimizer object of `s`.
@@ -838,7 +868,7 @@ pub fn model_json(cfg: &Config, name: &str, warnings: &mut Vec<String>) -> crate
         "build_config": { "input_shape": input },
         "compile_config": {
             "optimizer": optimizer,
-            "loss": "sparse_categorical_crossentropy",
+            "loss": loss_json(&cfg.loss),
             "loss_weights": null,
             "metrics": ["accuracy"],
             "weighted_metrics": null,

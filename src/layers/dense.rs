@@ -144,6 +144,10 @@ impl Layer for Dense {
         (self.activation == Activation::Softmax).then_some(self.units)
     }
 
+    fn logits_units(&self) -> Option<usize> {
+        (self.activation != Activation::Relu).then_some(self.units)
+    }
+
     fn relu(&self) -> bool {
         self.activation == Activation::Relu
     }

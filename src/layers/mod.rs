@@ -168,6 +168,12 @@ pub trait Layer {
         None
     }
 
+    /// The classes of the logits this layer outputs when it ends a model: a dense layer with softmax
+    /// (whose logits the loss reads) or linear (logits, for a loss with from_logits).
+    fn logits_units(&self) -> Option<usize> {
+        self.softmax_units()
+    }
+
     /// Its output is a relu's.
     fn relu(&self) -> bool {
         false

@@ -148,7 +148,10 @@ pub struct ModelPlan {
     pub params: Vec<ParamSpec>,
     /// total elements of the flat parameter buffers (padding included)
     pub flat_len: usize,
+    /// the last layer's units: the classes the loss reads its logits for (0: not a classifier)
     pub classes: usize,
+    /// the last layer applies softmax (else it outputs logits: a loss with from_logits)
+    pub softmax: bool,
 }
 
 pub const PARAM_ALIGN: usize = 64;
@@ -168,12 +171,12 @@ impl ModelPlan {
         }
         if plan.classes == 0 {
             return Err(Error::Model(
-                "the last layer must be dense with activation 'softmax' (the loss is sparse categorical cross-entropy)".into(),
+                "the last layer must be dense with activation 'softmax' (or 'linear', with a loss from_logits = true)".into(),
             ));
         }
         if plan.classes < 2 {
             return Err(Error::Model(
-                "the softmax layer needs at least 2 units".into(),
+                "the last dense layer needs at least 2 units (classes)".into(),
             ));
         }
         Ok(plan)
@@ -270,13 +273,16 @@ impl ModelPlan {
             });
             shape = output;
         }
-        let classes = spec.layers[last].kind().softmax_units().unwrap_or(0);
+        let last_kind = spec.layers[last].kind();
+        let classes = last_kind.logits_units().unwrap_or(0);
+        let softmax = last_kind.softmax_units().is_some();
         Ok(ModelPlan {
             spec: spec.clone(),
             layers,
             params,
             flat_len: offset,
             classes,
+            softmax,
         })
     }
 

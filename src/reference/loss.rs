@@ -8,6 +8,24 @@ pub fn softmax_xent(
     logits: &[f64],
     labels: &[u32],
 ) -> (Vec<f64>, Vec<f64>, Vec<bool>) {
+    softmax_xent_smoothed(batch, classes, logits, labels, 0.0)
+}
+
+/// Softmax + categorical cross-entropy from logits against the smoothed one-hot targets
+/// `t = onehot · (1 − s) + s / classes` (Keras' `label_smoothing`; s = 0: the sparse loss):
+/// (ce = logsumexp − Σ t·z per example, dlogits = (softmax − t)/B, correct per example).
+pub fn softmax_xent_smoothed(
+    batch: usize,
+    classes: usize,
+    logits: &[f64],
+    labels: &[u32],
+    smoothing: f32,
+) -> (Vec<f64>, Vec<f64>, Vec<bool>) {
+    let s = smoothing as f64;
+    let target = |k: usize, y: usize| {
+        let onehot = if k == y { 1.0 } else { 0.0 };
+        onehot * (1.0 - s) + s / classes as f64
+    };
     let mut ce = vec![0.0; batch];
     let mut dl = vec![0.0; batch * classes];
     let mut correct = vec![false; batch];
@@ -22,11 +40,12 @@ pub fn softmax_xent(
         }
         let sum: f64 = row.iter().map(|&v| (v - mx).exp()).sum();
         let y = labels[n] as usize;
-        ce[n] = mx + sum.ln() - row[y];
+        let dot: f64 = (0..classes).map(|k| target(k, y) * row[k]).sum();
+        ce[n] = mx + sum.ln() - dot;
         correct[n] = arg == y;
         for k in 0..classes {
             let p = (row[k] - mx).exp() / sum;
-            dl[n * classes + k] = (p - if k == y { 1.0 } else { 0.0 }) / batch as f64;
+            dl[n * classes + k] = (p - target(k, y)) / batch as f64;
         }
     }
     (ce, dl, correct)

@@ -1,9 +1,10 @@
 //! Whole-model twin: forward, backward and one training step of a `ModelPlan`, built from the layer
 //! twins, in the same order as the GPU step.
 
-use super::loss::softmax_xent;
+use super::loss::softmax_xent_smoothed;
 use super::optim::*;
 use crate::layers::TwinForward;
+use crate::losses::LossSpec;
 use crate::model::ModelPlan;
 use crate::optim::settings::Settings;
 use crate::restrict::{Regularizer, Restrictions};
@@ -80,28 +81,31 @@ pub fn model_backward(
     grads
 }
 
-/// (mean cross-entropy, gradients, logits, number correct) for one batch, in inference (no dropout).
+/// (mean cross-entropy, gradients, logits, number correct) for one batch, in inference (no dropout),
+/// with the sparse loss.
 pub fn model_loss_grads(
     plan: &ModelPlan,
     weights: &[Vec<f64>],
     x: &[f64],
     labels: &[u32],
 ) -> (f64, Vec<Vec<f64>>, Vec<f64>, usize) {
-    model_loss_grads_at(plan, weights, x, labels, None)
+    model_loss_grads_at(plan, weights, x, labels, None, &LossSpec::default())
 }
 
-/// `model_loss_grads` in the training step `train` (see `model_forward_at`).
+/// `model_loss_grads` in the training step `train` (see `model_forward_at`), with `loss`.
 pub fn model_loss_grads_at(
     plan: &ModelPlan,
     weights: &[Vec<f64>],
     x: &[f64],
     labels: &[u32],
     train: Option<(u64, u64)>,
+    loss: &LossSpec,
 ) -> (f64, Vec<Vec<f64>>, Vec<f64>, usize) {
     let batch = labels.len();
     let fwd = model_forward_at(plan, weights, x, batch, train);
     let logits = fwd.layers.last().expect("a model has layers").y.clone();
-    let (ce, dl, correct) = softmax_xent(batch, plan.classes, &logits, labels);
+    let (ce, dl, correct) =
+        softmax_xent_smoothed(batch, plan.classes, &logits, labels, loss.label_smoothing);
     let grads = model_backward(plan, weights, x, &fwd, dl, batch);
     (
         ce.iter().sum::<f64>() / batch as f64,
@@ -119,7 +123,7 @@ pub fn model_loss_grads_at(
 pub fn reference_step(
     plan: &ModelPlan,
     r: &Restrictions,
-    h: &Settings,
+    (h, loss): (&Settings, &LossSpec),
     weights: &mut [Vec<f32>],
     slots: &mut [Vec<Vec<f32>>],
     (t, seed): (u64, u64),
@@ -131,7 +135,8 @@ pub fn reference_step(
         .map(|w| w.iter().map(|&v| v as f64).collect())
         .collect();
     let x64: Vec<f64> = x.iter().map(|&v| v as f64).collect();
-    let (loss, grads, _, _) = model_loss_grads_at(plan, &w64, &x64, labels, Some((t - 1, seed)));
+    let (loss, grads, _, _) =
+        model_loss_grads_at(plan, &w64, &x64, labels, Some((t - 1, seed)), loss);
     let regs: Vec<Regularizer> = plan
         .params
         .iter()

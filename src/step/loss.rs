@@ -1,5 +1,5 @@
-//! The loss and the metrics: fused softmax + sparse categorical cross-entropy from the logits (and
-//! dL/dlogits), then the accumulation of Keras' loss tracker (the batch-size-weighted mean, the
+//! The loss and the metrics: fused softmax + categorical cross-entropy from the logits, sparse or
+//! with smoothed one-hot targets (and dL/dlogits), then the accumulation of Keras' loss tracker (the batch-size-weighted mean, the
 //! regularization loss included) and accuracy, which also advances the step state on the GPU.
 //! Shader: shaders/loss.wgsl. Twin: `reference::softmax_xent`.
 
@@ -33,7 +33,8 @@ pub struct LossParams {
     pub classes: u32,
     /// what `accumulate` advances: bit 0 the optimizer step, bit 1 the batch index
     pub advance: u32,
-    pub _pad: u32,
+    /// targets `onehot · (1 − s) + s / classes` (0: the label's one-hot)
+    pub label_smoothing: f32,
 }
 const _: () = assert!(std::mem::size_of::<LossParams>() == 16);
 
@@ -53,6 +54,7 @@ const _: () = assert!(std::mem::size_of::<Metrics>() == 16);
 pub struct Loss {
     per_example: Buffer,
     classes: usize,
+    label_smoothing: f32,
 }
 
 impl Loss {
@@ -61,10 +63,11 @@ impl Loss {
         &self.per_example
     }
 
-    pub fn new(ctx: &Context, batch: usize, classes: usize) -> Self {
+    pub fn new(ctx: &Context, batch: usize, classes: usize, label_smoothing: f32) -> Self {
         Loss {
             per_example: ctx.storage_zeroed("per-example loss", (batch * 2 * 4) as u64),
             classes,
+            label_smoothing,
         }
     }
 
@@ -82,7 +85,7 @@ impl Loss {
             batch: rows as u32,
             classes: self.classes as u32,
             advance: if training { 3 } else { 2 },
-            _pad: 0,
+            label_smoothing: self.label_smoothing,
         };
         let u = r.uniform("loss", &p);
         r.dispatch(&SOFTMAX_XENT)

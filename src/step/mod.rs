@@ -201,6 +201,8 @@ pub struct StepSetup<'a> {
     pub fuse: bool,
     /// the run's seed (dropout masks)
     pub seed: u64,
+    /// the loss' label smoothing (0: none)
+    pub label_smoothing: f32,
 }
 
 impl Step {
@@ -228,7 +230,7 @@ impl Step {
             weights,
         )?;
         let mut step = Step {
-            loss: Loss::new(ctx, s.batch, classes),
+            loss: Loss::new(ctx, s.batch, classes, s.label_smoothing),
             train: GpuSplit::upload(ctx, train, "train"),
             test: GpuSplit::upload(ctx, test, "test"),
             net,
