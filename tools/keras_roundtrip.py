@@ -86,7 +86,9 @@ def main():
         original.load_weights(os.path.join(out, f"{name}.trained.weights.h5"))
         same_h5 = all(np.array_equal(ours[n], w.numpy()) for n, w in zip(names, original.weights))
         iterations = int(model.optimizer.iterations.numpy())
-        model.fit(x[:8], np.zeros(8, np.int64), batch_size=8, epochs=1, verbose=0)
+        categorical = isinstance(model.loss, keras.losses.CategoricalCrossentropy) or model.loss == "categorical_crossentropy"
+        labels = np.eye(10, dtype=np.float32)[np.zeros(8, np.int64)] if categorical else np.zeros(8, np.int64)
+        model.fit(x[:8], labels, batch_size=8, epochs=1, verbose=0)
         diff = float(np.abs(p_keras - p_clampnet).max())
         r = {"keras_vs_clampnet_predict": diff, "weights_bit_identical": same,
              "weights_h5_bit_identical": same_h5, "optimizer_iterations": iterations,
