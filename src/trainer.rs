@@ -42,6 +42,9 @@ pub struct Setup {
     pub seed: u64,
     /// the loss (label smoothing; from_logits is the model's last layer)
     pub loss: crate::losses::LossSpec,
+    /// a validation split held out of the training data (Keras' `validation_split`), evaluated by
+    /// `Trainer::validate`
+    pub validation: Option<Split>,
 }
 
 impl Setup {
@@ -60,6 +63,7 @@ impl Setup {
             kernel_set: None,
             seed: 0,
             loss: Default::default(),
+            validation: None,
         }
     }
 }
@@ -149,6 +153,7 @@ impl<'a> Trainer<'a> {
             kernel_set,
             seed,
             loss,
+            validation,
         } = setup;
         loss.validate(model.softmax)?;
         restrictions.validate(&model)?;
@@ -184,6 +189,7 @@ impl<'a> Trainer<'a> {
                 fuse,
                 seed,
                 label_smoothing: loss.label_smoothing,
+                val: validation.as_ref(),
             },
             train,
             test,
@@ -355,23 +361,43 @@ impl<'a> Trainer<'a> {
 
     /// Loss (regularization included, as Keras' evaluate reports it) and accuracy on the test set.
     pub fn evaluate(&mut self) -> Result<PassMetrics> {
+        let p = &self.gpu.plans;
+        self.pass(&self.gpu.test, (&p.eval_full, p.eval_last.as_deref()))
+    }
+
+    /// The validation split's loss (data + regularization) and accuracy, in inference; None without
+    /// a validation split.
+    pub fn validate(&mut self) -> Result<Option<PassMetrics>> {
+        let p = &self.gpu.plans;
+        match &self.gpu.val {
+            Some(v) => self.pass(v, (&p.val_full, p.val_last.as_deref())).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// An inference pass over `split` with its recorded plans.
+    fn pass(
+        &self,
+        split: &crate::step::gather::GpuSplit,
+        (full, last): (&[crate::gpu::Dispatch], Option<&[crate::gpu::Dispatch]>),
+    ) -> Result<PassMetrics> {
         let (ctx, gpu) = (self.ctx, &self.gpu);
-        gpu.test.begin(ctx, 0, 0);
-        let eb = self.batch_size.min(gpu.test.n);
-        let steps = gpu.test.n.div_ceil(eb);
+        split.begin(ctx, 0, 0);
+        let eb = self.batch_size.min(split.n);
+        let steps = split.n.div_ceil(eb);
         let mut s = 0;
         while s < steps {
             let end = (s + CHUNK_STEPS).min(steps);
             // the regularization loss once, before the first batch reads it
             let reg = if s == 0 { &gpu.plans.eval_reg[..] } else { &[] };
-            let plans = (s..end).flat_map(|step| match (&gpu.plans.eval_last, step + 1 == steps) {
+            let plans = (s..end).flat_map(|step| match (last, step + 1 == steps) {
                 (Some(last), true) => last,
-                _ => &gpu.plans.eval_full,
+                _ => full,
             });
             ctx.submit(reg.iter().chain(plans), None);
             s = end;
         }
-        let bytes = ctx.read_bytes(&gpu.test.metrics, 0, 16)?;
+        let bytes = ctx.read_bytes(&split.metrics, 0, 16)?;
         Ok(bytemuck::pod_read_unaligned::<Metrics>(&bytes).into())
     }
 
@@ -504,6 +530,30 @@ impl<'a> Trainer<'a> {
             .zip(values)
             .map(|(p, v)| (p.name.clone(), p.shape.clone(), v))
             .collect()
+    }
+
+    /// Set the learning rate (Keras' `optimizer.learning_rate = lr`, as ReduceLROnPlateau does), from
+    /// the next epoch on; refused with a schedule, as Keras refuses it.
+    pub fn set_learning_rate(&mut self, lr: f32) -> Result<()> {
+        if self.optimizer.schedule != crate::optim::Schedule::Constant {
+            return Err(Error::Config(
+                "the learning rate follows a schedule: it cannot be set (as in Keras)".into(),
+            ));
+        }
+        if !(lr > 0.0 && lr.is_finite()) {
+            return Err(Error::Config(format!("learning rate must be positive, got {lr}")));
+        }
+        self.optimizer.lr = lr;
+        self.gpu.update.prologue.set_learning_rate(lr);
+        Ok(())
+    }
+
+    /// Replace the weights (the parameters' order, as `init_weights`): EarlyStopping's
+    /// restore_best_weights.
+    pub fn set_weights(&mut self, weights: &[Vec<f32>]) -> Result<()> {
+        let flat = crate::step::flatten_weights(&self.model, weights)?;
+        self.ctx.write(&self.gpu.net.params, 0, &flat);
+        Ok(())
     }
 
     /// The weights, in the model's parameter order and Keras layout.

@@ -79,6 +79,9 @@ def main():
                 p_clampnet[i, pr["class"]] = pr["probability"]
         model = keras.saving.load_model(trained)
         p_keras = model.predict(x, verbose=0)
+        if model.layers[-1].activation is keras.activations.linear:
+            # a from_logits model outputs logits; clampnet predict prints their softmax
+            p_keras = keras.ops.convert_to_numpy(keras.ops.softmax(p_keras, axis=-1))
         ours = load_file(os.path.join(out, f"{name}.trained.safetensors"))
         names = [f"{l.name}.{w.name}" for l in model.layers for w in l.weights]
         same = all(np.array_equal(ours[n], w.numpy()) for n, w in zip(names, model.weights))

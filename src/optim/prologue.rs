@@ -131,6 +131,11 @@ impl Prologue {
         })
     }
 
+    /// A new (initial) learning rate, from the next `set_step_sizes` on (ReduceLROnPlateau).
+    pub fn set_learning_rate(&mut self, lr: f32) {
+        self.settings.lr = lr;
+    }
+
     /// Write this epoch's step sizes and learning rates (`Settings::step_size`, `Settings::lr_at`):
     /// steps `first_step + 1 ..= first_step + steps`.
     pub fn set_step_sizes(&self, ctx: &Context, first_step: u64, steps: usize) {

@@ -34,7 +34,10 @@ pub fn kernels() -> Vec<&'static KernelDef> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
     Train,
+    /// the test split, in inference
     Eval,
+    /// the validation split (`validation_split`), in inference
+    Validate,
 }
 
 /// The model on the GPU, for batches of up to `batch` rows.
@@ -173,6 +176,8 @@ pub struct Step {
     pub loss: Loss,
     pub train: GpuSplit,
     pub test: GpuSplit,
+    /// the validation split, when the run holds one out
+    pub val: Option<GpuSplit>,
     pub pipes: Pipelines,
     pub plans: Plans,
 }
@@ -185,6 +190,9 @@ pub struct Plans {
     pub train_last: Option<Vec<Dispatch>>,
     pub eval_full: Vec<Dispatch>,
     pub eval_last: Option<Vec<Dispatch>>,
+    /// the validation passes (empty without a validation split)
+    pub val_full: Vec<Dispatch>,
+    pub val_last: Option<Vec<Dispatch>>,
     /// the regularization loss an evaluation pass adds (where a tensor has a penalty)
     pub eval_reg: Vec<Dispatch>,
     /// the constraints that run once after each epoch
@@ -203,6 +211,8 @@ pub struct StepSetup<'a> {
     pub seed: u64,
     /// the loss' label smoothing (0: none)
     pub label_smoothing: f32,
+    /// the validation split (Keras' `validation_split`), when held out
+    pub val: Option<&'a Split>,
 }
 
 impl Step {
@@ -217,6 +227,9 @@ impl Step {
     ) -> Result<Self> {
         GpuSplit::check_size(ctx, train, "train")?;
         GpuSplit::check_size(ctx, test, "test")?;
+        if let Some(v) = s.val {
+            GpuSplit::check_size(ctx, v, "validation")?;
+        }
         let pipes = Pipelines::new(ctx, &kernels())?;
         let steps_per_epoch = train.len().div_ceil(s.batch);
         let update = Update::new(ctx, &s.model, s.restrictions, s.optimizer, steps_per_epoch)?;
@@ -233,6 +246,7 @@ impl Step {
             loss: Loss::new(ctx, s.batch, classes, s.label_smoothing),
             train: GpuSplit::upload(ctx, train, "train"),
             test: GpuSplit::upload(ctx, test, "test"),
+            val: s.val.map(|v| GpuSplit::upload(ctx, v, "validation")),
             net,
             update,
             pipes,
@@ -257,6 +271,18 @@ impl Step {
         let eval_last = short(n_test, eb)
             .map(|rows| plan(rows, Mode::Eval))
             .transpose()?;
+        let (val_full, val_last) = match &self.val {
+            Some(v) => {
+                let vb = b.min(v.n);
+                (
+                    plan(vb, Mode::Validate)?,
+                    short(v.n, vb)
+                        .map(|rows| plan(rows, Mode::Validate))
+                        .transpose()?,
+                )
+            }
+            None => (Vec::new(), None),
+        };
         let p = &self.update.prologue;
         p.record_regularization_loss(&mut r, &self.net.params);
         let eval_reg = r.finish()?;
@@ -269,6 +295,8 @@ impl Step {
             train_last,
             eval_full,
             eval_last,
+            val_full,
+            val_last,
             eval_reg,
             epoch_end,
         })
@@ -277,9 +305,10 @@ impl Step {
     /// One step over `rows` examples: the table of contents of clampnet's training.
     pub fn record(&self, r: &mut Recorder, rows: usize, mode: Mode) -> Result<Vec<Dispatch>> {
         let net = &self.net;
-        let (split, full_batch) = match mode {
-            Mode::Train => (&self.train, net.batch),
-            Mode::Eval => (&self.test, net.batch.min(self.test.n)),
+        let (split, full_batch) = match (mode, &self.val) {
+            (Mode::Train, _) => (&self.train, net.batch),
+            (Mode::Validate, Some(v)) => (v, net.batch.min(v.n)),
+            _ => (&self.test, net.batch.min(self.test.n)),
         };
         let dlogits = net.dlogits().expect("a training network has gradients");
         net.input.record(r, split, rows, full_batch);
