@@ -187,6 +187,10 @@ pub struct RunMeta {
     pub limit_test: Option<usize>,
     /// an image-folder dataset's class names
     pub class_names: Option<Vec<String>>,
+    /// the fit callbacks' state (`callbacks::CallbackState`, JSON)
+    pub callbacks: Option<String>,
+    /// Keras' validation_split of the run
+    pub validation_split: Option<f64>,
 }
 
 /// The `format` every checkpoint clampnet writes carries.
@@ -225,6 +229,11 @@ impl RunMeta {
                 .map(|n| serde_json::to_string(n).unwrap_or_default()),
         );
         put("limit_test", self.limit_test.map(|v| v.to_string()));
+        put("callbacks", self.callbacks.clone());
+        put(
+            "validation_split",
+            self.validation_split.map(|v| v.to_string()),
+        );
         m
     }
 
@@ -251,6 +260,8 @@ impl RunMeta {
             class_names: meta
                 .get("class_names")
                 .and_then(|s| serde_json::from_str(s).ok()),
+            callbacks: meta.get("callbacks").cloned(),
+            validation_split: num(meta, "validation_split"),
         }
     }
 

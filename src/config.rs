@@ -39,6 +39,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
+use crate::callbacks::{Direction, EarlyStopping, Monitor, ReduceLrOnPlateau};
 use crate::error::{Error, Result};
 use crate::layers::LayerSpec;
 use crate::losses::{LossKind, LossSpec};
@@ -520,6 +521,106 @@ pub struct TrainingSection {
     pub seed: Option<u64>,
     #[serde(default)]
     pub shuffle: Option<bool>,
+    /// Keras' `validation_split`: the last fraction of the training data, held out before shuffling
+    #[serde(default)]
+    pub validation_split: Option<f64>,
+    #[serde(default)]
+    pub early_stopping: Option<EarlyStoppingConfig>,
+    #[serde(default)]
+    pub reduce_lr_on_plateau: Option<ReduceLrConfig>,
+}
+
+/// `[training.early_stopping]`: Keras' `EarlyStopping` arguments and defaults.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EarlyStoppingConfig {
+    #[serde(default = "val_loss")]
+    pub monitor: String,
+    #[serde(default)]
+    pub min_delta: f64,
+    #[serde(default)]
+    pub patience: usize,
+    #[serde(default)]
+    pub mode: Direction,
+    #[serde(default)]
+    pub baseline: Option<f64>,
+    #[serde(default)]
+    pub restore_best_weights: bool,
+    #[serde(default)]
+    pub start_from_epoch: usize,
+}
+
+/// `[training.reduce_lr_on_plateau]`: Keras' `ReduceLROnPlateau` arguments and defaults.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReduceLrConfig {
+    #[serde(default = "val_loss")]
+    pub monitor: String,
+    #[serde(default = "tenth")]
+    pub factor: f64,
+    #[serde(default = "ten")]
+    pub patience: usize,
+    #[serde(default)]
+    pub mode: Direction,
+    #[serde(default = "ten_thousandth")]
+    pub min_delta: f64,
+    #[serde(default)]
+    pub cooldown: usize,
+    #[serde(default)]
+    pub min_lr: f64,
+}
+
+fn val_loss() -> String {
+    "val_loss".into()
+}
+fn tenth() -> f64 {
+    0.1
+}
+fn ten() -> usize {
+    10
+}
+fn ten_thousandth() -> f64 {
+    1e-4
+}
+
+impl EarlyStoppingConfig {
+    pub fn resolve(&self) -> std::result::Result<EarlyStopping, String> {
+        Ok(EarlyStopping {
+            monitor: Monitor::new(&self.monitor, self.mode, self.min_delta)
+                .map_err(|e| format!("early_stopping: {e}"))?,
+            patience: self.patience,
+            baseline: self.baseline,
+            restore_best_weights: self.restore_best_weights,
+            start_from_epoch: self.start_from_epoch,
+            state: Default::default(),
+        })
+    }
+}
+
+impl ReduceLrConfig {
+    pub fn resolve(&self) -> std::result::Result<ReduceLrOnPlateau, String> {
+        if !(self.factor > 0.0 && self.factor < 1.0) {
+            return Err(format!(
+                "reduce_lr_on_plateau: factor must be in (0, 1), got {} (Keras does not support a factor >= 1)",
+                self.factor
+            ));
+        }
+        if !(self.min_lr >= 0.0 && self.min_lr.is_finite()) {
+            return Err(format!(
+                "reduce_lr_on_plateau: min_lr must be >= 0, got {}",
+                self.min_lr
+            ));
+        }
+        Ok(ReduceLrOnPlateau {
+            monitor: Monitor::new(&self.monitor, self.mode, self.min_delta)
+                .map_err(|e| format!("reduce_lr_on_plateau: {e}"))?,
+            factor: self.factor,
+            patience: self.patience,
+            cooldown: self.cooldown,
+            min_lr: self.min_lr,
+            state: Default::default(),
+        })
+    }
 }
 
 /// A configuration resolved into what the trainer takes.
@@ -534,6 +635,10 @@ pub struct Config {
     pub batch_size: usize,
     pub seed: u64,
     pub shuffle: bool,
+    /// Keras' `validation_split` (None: no validation data)
+    pub validation_split: Option<f64>,
+    pub early_stopping: Option<EarlyStopping>,
+    pub reduce_lr: Option<ReduceLrOnPlateau>,
     /// notes for the user (e.g. Keras' default constraint axis on a conv kernel)
     pub warnings: Vec<String>,
 }
@@ -550,6 +655,9 @@ impl Config {
             batch_size: 32,
             seed: 0,
             shuffle: true,
+            validation_split: None,
+            early_stopping: None,
+            reduce_lr: None,
             warnings: Vec::new(),
         }
     }
@@ -597,7 +705,28 @@ impl Config {
         c.batch_size = t.batch_size.unwrap_or(c.batch_size);
         c.seed = t.seed.unwrap_or(c.seed);
         c.shuffle = t.shuffle.unwrap_or(c.shuffle);
+        c.validation_split = t.validation_split;
+        c.early_stopping = t.early_stopping.as_ref().map(|e| e.resolve()).transpose()?;
+        c.reduce_lr = t
+            .reduce_lr_on_plateau
+            .as_ref()
+            .map(|r| r.resolve())
+            .transpose()?;
+        c.check_fit()?;
         Ok(c)
+    }
+
+    /// The fit options are in range and fit the optimizer.
+    pub fn check_fit(&self) -> std::result::Result<(), String> {
+        if let Some(v) = self.validation_split {
+            if !(v > 0.0 && v < 1.0) {
+                return Err(format!("validation_split must be in (0, 1), got {v}"));
+            }
+        }
+        if self.reduce_lr.is_some() && self.optimizer.schedule != Schedule::Constant {
+            return Err("reduce_lr_on_plateau needs a constant learning rate: the optimizer's follows a schedule (Keras refuses this too)".into());
+        }
+        Ok(())
     }
 
     /// The loss fits the model's last layer (softmax, or logits with from_logits).

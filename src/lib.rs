@@ -16,6 +16,7 @@
 //! - [`reference`]: plain-Rust twins of every shader, used by the tests
 //! - [`data`], [`checkpoint`]: IDX datasets and safetensors checkpoints in Keras layout
 
+pub mod callbacks;
 pub mod checkpoint;
 pub mod config;
 pub mod data;

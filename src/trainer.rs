@@ -541,7 +541,9 @@ impl<'a> Trainer<'a> {
             ));
         }
         if !(lr > 0.0 && lr.is_finite()) {
-            return Err(Error::Config(format!("learning rate must be positive, got {lr}")));
+            return Err(Error::Config(format!(
+                "learning rate must be positive, got {lr}"
+            )));
         }
         self.optimizer.lr = lr;
         self.gpu.update.prologue.set_learning_rate(lr);

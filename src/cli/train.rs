@@ -9,6 +9,7 @@ use clap::Args;
 use serde_json::json;
 
 use super::{count, GpuArgs};
+use clampnet::callbacks::{CallbackState, EarlyStopping, ReduceLrOnPlateau};
 use clampnet::checkpoint::{self, RunMeta, Weights};
 use clampnet::config::Config;
 use clampnet::data::{self, Dataset};
@@ -48,6 +49,11 @@ pub struct TrainArgs {
     /// Keep the file order (no shuffling between epochs)
     #[arg(long)]
     no_shuffle: bool,
+    /// Hold out this last fraction of the training data, before shuffling, and report val_loss and
+    /// val_accuracy after each epoch (Keras' validation_split; what early stopping and
+    /// reduce_lr_on_plateau monitor by default)
+    #[arg(long, allow_negative_numbers = true)]
+    validation_split: Option<f64>,
     /// Use only the first N training examples
     #[arg(long, allow_negative_numbers = true)]
     limit_train: Option<i64>,
@@ -107,6 +113,7 @@ struct Run {
     what: String,
     /// the checkpoint being resumed: its tensors and metadata
     resumed: Option<(Weights, RunMeta)>,
+    resume_path: Option<PathBuf>,
 }
 
 pub fn run(a: TrainArgs) -> Result<Outcome> {
@@ -124,6 +131,10 @@ pub fn run(a: TrainArgs) -> Result<Outcome> {
     if let Some(n) = run.limit_test {
         ds.test.truncate(n);
     }
+    let validation = match run.cfg.validation_split {
+        Some(v) => Some(hold_out(&mut ds.train, v)?),
+        None => None,
+    };
     log::info!(
         "data: {} ({} train, {} test)",
         ds.source,
@@ -150,6 +161,7 @@ pub fn run(a: TrainArgs) -> Result<Outcome> {
     );
     setup.seed = run.cfg.seed;
     setup.loss = run.cfg.loss;
+    setup.validation = validation;
     let mut trainer = Trainer::new(&ctx, setup, &ds.train, &ds.test, &weights)?;
     // the images live on the GPU now: free the host copy (host memory stays near the GPU working set)
     ds.train.images = Vec::new();
@@ -177,6 +189,30 @@ pub fn run(a: TrainArgs) -> Result<Outcome> {
         );
     }
     epochs(&a, &run, &mut trainer, &ds)
+}
+
+/// Keras' `validation_split`: the last `fraction` of `train` (split at floor(n · (1 − fraction)),
+/// before any shuffling), returned as the validation split.
+fn hold_out(train: &mut data::Split, fraction: f64) -> Result<data::Split> {
+    let n = train.len();
+    let at = (n as f64 * (1.0 - fraction)).floor() as usize;
+    if at == 0 || at == n {
+        return Err(Error::Config(format!(
+            "validation_split {fraction} of {n} training examples leaves {} for training and {} for validation: both need at least one",
+            at,
+            n - at
+        )));
+    }
+    let per = train.height * train.width * train.channels;
+    let val = data::Split {
+        images: train.images[at * per..n * per].to_vec(),
+        labels: train.labels[at..].to_vec(),
+        height: train.height,
+        width: train.width,
+        channels: train.channels,
+    };
+    train.truncate(at);
+    Ok(val)
 }
 
 /// The run's settings: a resumed run takes them from its checkpoint (--epochs is the total to reach);
@@ -216,6 +252,7 @@ fn resolve(a: &TrainArgs) -> Result<Run> {
         cfg.shuffle = RunMeta::required(path, "shuffle", m.shuffle)?;
         cfg.epochs = RunMeta::required(path, "epochs", m.epochs)?;
         limit_train = limit_train.or(m.limit_train);
+        cfg.validation_split = m.validation_split.or(cfg.validation_split);
         limit_test = limit_test.or(m.limit_test);
         start = (
             RunMeta::required(path, "epoch", m.epoch)? + 1,
@@ -243,6 +280,7 @@ fn resolve(a: &TrainArgs) -> Result<Run> {
         start,
         what,
         resumed,
+        resume_path: a.resume.clone(),
     })
 }
 
@@ -265,6 +303,9 @@ fn apply_flags(a: &TrainArgs, cfg: &mut Config) -> Result<()> {
         cfg.optimizer.lr = a.lr.unwrap_or(cfg.optimizer.lr);
         cfg.seed = a.seed.unwrap_or(cfg.seed);
         cfg.shuffle = cfg.shuffle && !a.no_shuffle;
+        if a.validation_split.is_some() {
+            cfg.validation_split = a.validation_split;
+        }
     } else if batch_size.is_some()
         || a.lr.is_some()
         || a.seed.is_some()
@@ -275,6 +316,7 @@ fn apply_flags(a: &TrainArgs, cfg: &mut Config) -> Result<()> {
             "--resume continues with the checkpoint's own settings: drop --batch-size, --lr, --seed, --no-shuffle and --init".into(),
         ));
     }
+    cfg.check_fit().map_err(Error::Config)?;
     if cfg.epochs == 0 {
         return Err(Error::Config("--epochs must be at least 1".into()));
     }
@@ -331,6 +373,7 @@ fn epochs(a: &TrainArgs, run: &Run, trainer: &mut Trainer, ds: &Dataset) -> Resu
         let _ = ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst));
     }
     let mut report = Vec::new();
+    let mut fit = Fit::new(run)?;
     for epoch in run.start.0..=cfg.epochs {
         let first = if epoch == run.start.0 { run.start.1 } else { 0 };
         let order = epoch_order(trainer.train_examples(), cfg.seed, epoch, cfg.shuffle);
@@ -351,7 +394,7 @@ fn epochs(a: &TrainArgs, run: &Run, trainer: &mut Trainer, ds: &Dataset) -> Resu
                 .save
                 .clone()
                 .unwrap_or_else(|| PathBuf::from("clampnet-interrupted.safetensors"));
-            save(&path, trainer, run, ds, (epoch - 1, stats.next_step))?;
+            save(&path, trainer, run, ds, (epoch - 1, stats.next_step), &fit)?;
             eprintln!(
                 "interrupted in epoch {epoch} at step {}: saved {}; continue with `clampnet train --resume {} --epochs {}`",
                 stats.next_step,
@@ -362,24 +405,38 @@ fn epochs(a: &TrainArgs, run: &Run, trainer: &mut Trainer, ds: &Dataset) -> Resu
             return Ok(Outcome::Interrupted);
         }
         let test = trainer.evaluate()?;
+        let val = trainer.validate()?;
         report = clampnet::report::restriction_report(&trainer.weights()?, &trainer.restrictions);
         let seconds = started.elapsed().as_secs_f64();
-        let line = epoch_line(epoch, &stats, &test, seconds, &report);
+        let mut line = epoch_line(epoch, &stats, &test, seconds, &report);
+        if let Some(v) = &val {
+            line["val_loss"] = json!(v.loss);
+            line["val_accuracy"] = json!(v.accuracy);
+        }
+        line["learning_rate"] = json!(trainer.optimizer.lr);
         write_epoch(a, epoch, &line)?;
         if !a.quiet {
+            let val_text = val.as_ref().map_or(String::new(), |v| {
+                format!(" | val loss {:.4} accuracy {:.4}", v.loss, v.accuracy)
+            });
             eprintln!(
-                "epoch {epoch}/{}: loss {:.4} accuracy {:.4} | test loss {:.4} accuracy {:.4} | {:.1} s ({:.1} s training, {:.0} images/s)",
+                "epoch {epoch}/{}: loss {:.4} accuracy {:.4}{val_text} | test loss {:.4} accuracy {:.4} | {:.1} s ({:.1} s training, {:.0} images/s)",
                 cfg.epochs, stats.train.loss, stats.train.accuracy, test.loss, test.accuracy, seconds,
                 stats.train_seconds, stats.train.count as f64 / stats.train_seconds.max(1e-9)
             );
         }
+        let stop = fit.on_epoch_end(a, trainer, epoch, &line)?;
         if let (Some(path), Some(n)) = (&a.save, run.save_every) {
-            if epoch % n == 0 && epoch < cfg.epochs {
-                save(path, trainer, run, ds, (epoch, 0))?;
+            if epoch % n == 0 && epoch < cfg.epochs && !stop {
+                save(path, trainer, run, ds, (epoch, 0), &fit)?;
                 log::info!("saved {} after epoch {epoch}", path.display());
             }
         }
+        if stop {
+            break;
+        }
     }
+    fit.on_train_end(a, trainer)?;
     if !a.quiet && !report.is_empty() {
         eprint!(
             "restrictions after training:\n{}",
@@ -387,7 +444,14 @@ fn epochs(a: &TrainArgs, run: &Run, trainer: &mut Trainer, ds: &Dataset) -> Resu
         );
     }
     if let Some(path) = &a.save {
-        save(path, trainer, run, ds, (cfg.epochs, 0))?;
+        save(
+            path,
+            trainer,
+            run,
+            ds,
+            (fit.last_epoch.unwrap_or(cfg.epochs), 0),
+            &fit,
+        )?;
         if !a.quiet {
             eprintln!("saved {}", path.display());
         }
@@ -468,6 +532,7 @@ fn save(
     run: &Run,
     ds: &Dataset,
     (epoch, epoch_step): (usize, usize),
+    fit: &Fit,
 ) -> Result<()> {
     let mut tensors = trainer.weights()?;
     let slots = trainer.optimizer_slots()?;
@@ -489,10 +554,13 @@ fn save(
         epochs: Some(cfg.epochs),
         seed: Some(cfg.seed),
         batch_size: Some(cfg.batch_size),
-        learning_rate: Some(cfg.optimizer.lr),
+        // the current rate (ReduceLROnPlateau may have lowered it)
+        learning_rate: Some(trainer.optimizer.lr),
         shuffle: Some(cfg.shuffle),
         config_toml: None,
         keras_config: None,
+        callbacks: fit.state(),
+        validation_split: cfg.validation_split,
         preset: run.preset.map(|p| format!("{p:?}").to_lowercase()),
         limit_train: run.limit_train,
         limit_test: run.limit_test,
@@ -506,4 +574,136 @@ fn save(
         log::warn!("{}: {w}", path.display());
     }
     Ok(())
+}
+
+/// Keras' fit callbacks of a run (`[training.early_stopping]`, `[training.reduce_lr_on_plateau]`),
+/// their state restored from a resumed checkpoint.
+struct Fit {
+    early_stopping: Option<EarlyStopping>,
+    reduce_lr: Option<ReduceLrOnPlateau>,
+    /// restore_best_weights: the best epoch's weights
+    best_weights: Option<Vec<Vec<f32>>>,
+    /// the epoch training stopped after, when early stopping stopped it
+    last_epoch: Option<usize>,
+    /// a missing monitored value was reported
+    warned: bool,
+}
+
+impl Fit {
+    fn new(run: &Run) -> Result<Self> {
+        let mut early_stopping = run.cfg.early_stopping.clone();
+        let mut reduce_lr = run.cfg.reduce_lr.clone();
+        if let Some(text) = run.resumed.as_ref().and_then(|r| r.1.callbacks.as_ref()) {
+            let state: CallbackState = serde_json::from_str(text).map_err(|_| {
+                RunMeta::invalid(
+                    run.resume_path
+                        .as_deref()
+                        .unwrap_or(Path::new("the checkpoint")),
+                    "callbacks",
+                )
+            })?;
+            if let (Some(e), Some(s)) = (early_stopping.as_mut(), state.early_stopping) {
+                e.state = s;
+            }
+            if let (Some(r), Some(s)) = (reduce_lr.as_mut(), state.reduce_lr) {
+                r.state = s;
+            }
+        }
+        Ok(Fit {
+            early_stopping,
+            reduce_lr,
+            best_weights: None,
+            last_epoch: None,
+            warned: false,
+        })
+    }
+
+    /// The state a checkpoint keeps (None without callbacks).
+    fn state(&self) -> Option<String> {
+        if self.early_stopping.is_none() && self.reduce_lr.is_none() {
+            return None;
+        }
+        let s = CallbackState {
+            early_stopping: self.early_stopping.as_ref().map(|e| e.state.clone()),
+            reduce_lr: self.reduce_lr.as_ref().map(|r| r.state.clone()),
+        };
+        serde_json::to_string(&s).ok()
+    }
+
+    /// After epoch `epoch` (1-based) with its JSON line: the callbacks in order; true: stop training.
+    fn on_epoch_end(
+        &mut self,
+        a: &TrainArgs,
+        trainer: &mut Trainer,
+        epoch: usize,
+        line: &serde_json::Value,
+    ) -> Result<bool> {
+        let logs = |name: &str| -> Option<f64> {
+            let key = match name {
+                "loss" => "train_loss",
+                "accuracy" => "train_accuracy",
+                other => other,
+            };
+            line.get(key).and_then(|v| v.as_f64())
+        };
+        let mut missing = Vec::new();
+        let mut stop = false;
+        if let Some(e) = self.early_stopping.as_mut() {
+            let current = logs(&e.monitor.name);
+            if current.is_none() {
+                missing.push(e.monitor.name.clone());
+            }
+            let d = e.on_epoch_end(epoch - 1, current, self.best_weights.is_some());
+            if d.save_weights {
+                let w = trainer.weights()?;
+                self.best_weights = Some(w.into_iter().map(|t| t.2).collect());
+            }
+            if d.stop {
+                stop = true;
+                self.last_epoch = Some(epoch);
+                if !a.quiet {
+                    eprintln!(
+                        "early stopping after epoch {epoch}: {} did not improve for {} epochs",
+                        e.monitor.name, e.patience
+                    );
+                }
+            }
+        }
+        if let Some(r) = self.reduce_lr.as_mut() {
+            let current = logs(&r.monitor.name);
+            if current.is_none() {
+                missing.push(r.monitor.name.clone());
+            }
+            if let Some(lr) = r.on_epoch_end(epoch - 1, current, trainer.optimizer.lr) {
+                trainer.set_learning_rate(lr)?;
+                if !a.quiet {
+                    eprintln!("epoch {epoch}: ReduceLROnPlateau reducing learning rate to {lr}");
+                }
+            }
+        }
+        if !missing.is_empty() && !self.warned {
+            self.warned = true;
+            log::warn!(
+                "{} not logged: the callbacks that monitor it do nothing (as in Keras); val_* needs --validation-split",
+                missing.join(", ")
+            );
+        }
+        Ok(stop)
+    }
+
+    /// EarlyStopping's restore_best_weights, at the end of training (as Keras' on_train_end).
+    fn on_train_end(&mut self, a: &TrainArgs, trainer: &mut Trainer) -> Result<()> {
+        if let (Some(e), Some(w)) = (&self.early_stopping, &self.best_weights) {
+            if e.restore_best_weights {
+                trainer.set_weights(w)?;
+                if !a.quiet {
+                    eprintln!(
+                        "restored the weights of the best epoch: {}",
+                        e.state.best_epoch + 1
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
 }
