@@ -19,7 +19,7 @@ use clampnet::model::ModelPlan;
 use serde_json::{json, Value};
 
 /// Every fixture tools/make_keras_file_fixtures.py made.
-const MODELS: [&str; 12] = [
+const MODELS: [&str; 13] = [
     "reference_l1l2",
     "two_conv",
     "clip_decay",
@@ -32,6 +32,7 @@ const MODELS: [&str; 12] = [
     "dropout_injected",
     "categorical_smoothing",
     "sparse_from_logits",
+    "activation_layers",
 ];
 
 fn clampnet(args: &[&str]) -> Output {

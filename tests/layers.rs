@@ -9,6 +9,7 @@
 mod common;
 
 use clampnet::gpu::{Context, KernelSet, Pipelines, Recorder};
+use clampnet::layers::activation::{ActivationLayer, Func};
 use clampnet::layers::{
     build_op, Build, Conv2d, Dense, Dropout, Flatten, Io, LayerSpec, MaxPool2d, TwinForward,
 };
@@ -63,7 +64,48 @@ fn dense(n: usize, units: usize, activation: Activation) -> ([usize; 3], Vec<Lay
 fn cases() -> Vec<Case> {
     use Activation::*;
     use Padding::*;
+    let act = |f: Func, alpha: Option<f32>| -> LayerSpec {
+        let mut a = ActivationLayer::new(f);
+        a.alpha = alpha;
+        a.into()
+    };
     let mut c = vec![
+        case(
+            "activation relu",
+            [3, 5, 2],
+            &[1, 7],
+            vec![act(Func::Relu, None)],
+        ),
+        case(
+            "activation linear",
+            [1, 9, 1],
+            &[2],
+            vec![act(Func::Linear, None)],
+        ),
+        case(
+            "activation tanh",
+            [4, 4, 3],
+            &[3, 33],
+            vec![act(Func::Tanh, None)],
+        ),
+        case(
+            "activation sigmoid",
+            [2, 7, 1],
+            &[5],
+            vec![act(Func::Sigmoid, None)],
+        ),
+        case(
+            "activation elu 0.7",
+            [3, 3, 3],
+            &[4],
+            vec![act(Func::Elu, Some(0.7))],
+        ),
+        case(
+            "activation leaky_relu 0.3",
+            [5, 2, 1],
+            &[6, 65],
+            vec![act(Func::LeakyRelu, Some(0.3))],
+        ),
         case(
             "dropout 0.3 on an image",
             [5, 7, 3],
@@ -366,6 +408,8 @@ fn every_op_matches_its_twin_in_both_kernel_sets_and_gate_variants() {
                     // accumulation
                     let tol = match (plan.params.is_empty(), kind.keras_class()) {
                         (_, "Dropout") => 1e-7,
+                        // f32 exp and tanh against f64
+                        (_, "Activation" | "ELU" | "LeakyReLU" | "ReLU") => 3e-6,
                         (true, _) => 0.0,
                         (false, _) => 1e-5,
                     };

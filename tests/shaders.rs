@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 
 use clampnet::gpu::portability;
-use clampnet::layers::{conv2d, dense, dropout, max_pool};
+use clampnet::layers::{activation, conv2d, dense, dropout, max_pool};
 use clampnet::optim::{adam, constraints, prologue, rmsprop, sgd};
 use clampnet::step::{gather, kernels, loss};
 
@@ -122,6 +122,10 @@ fn uniform_structs_match_their_rust_twins() {
         (
             "RmsPropParams",
             layout!(rmsprop::RmsPropParams; rho, one_minus_rho, momentum, eps, has_momentum, centered, _pad0, _pad1),
+        ),
+        (
+            "ActivationParams",
+            layout!(activation::ActivationParams; n, func, alpha, _pad0),
         ),
         (
             "DropoutParams",

@@ -189,7 +189,28 @@ def sparse_from_logits():
     return m, keras.optimizers.SGD(0.05, momentum=0.5), {}, loss
 
 
-MODELS = [reference_l1l2, two_conv, clip_decay, dense_clipvalue, sgd_nesterov_exponential, sgd_piecewise,
+def activation_layers():
+    """The activation layers: LeakyReLU after a linear conv, Activation tanh and sigmoid, ELU, and a
+    Softmax layer ending the model."""
+    m = keras.Sequential([
+        keras.Input((28, 28, 1)),
+        L.Conv2D(6, 3),
+        L.LeakyReLU(),
+        L.MaxPooling2D(2),
+        L.Flatten(),
+        L.Dense(16),
+        L.Activation("tanh"),
+        L.Dense(12),
+        L.ELU(alpha=0.5),
+        L.Dense(12),
+        L.Activation("sigmoid"),
+        L.Dense(10),
+        L.Softmax(),
+    ])
+    return m, keras.optimizers.Adam(learning_rate=0.003), {}
+
+
+MODELS = [activation_layers, reference_l1l2, two_conv, clip_decay, dense_clipvalue, sgd_nesterov_exponential, sgd_piecewise,
           rmsprop_centered_cosine, rmsprop_inverse_time, adamw_cosine, dropout_injected, categorical_smoothing,
           sparse_from_logits]
 

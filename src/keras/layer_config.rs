@@ -185,6 +185,9 @@ pub trait FromKeras: Sized {
     /// Keras' class name: "Conv2D", "MaxPooling2D", ...
     const CLASS: &'static str;
 
+    /// Other Keras classes this kind reads (`LayerConfig::class` says which)
+    const ALSO: &'static [&'static str] = &[];
+
     /// The layer from its Keras config, or what clampnet cannot train in it.
     fn from_keras(c: &LayerConfig) -> Result<Self, String>;
 }

@@ -144,8 +144,8 @@ impl Layer for Dense {
         (self.activation == Activation::Softmax).then_some(self.units)
     }
 
-    fn logits_units(&self) -> Option<usize> {
-        (self.activation != Activation::Relu).then_some(self.units)
+    fn logits_output(&self) -> bool {
+        self.activation != Activation::Relu
     }
 
     fn relu(&self) -> bool {

@@ -49,7 +49,9 @@ macro_rules! registry {
             c: &crate::keras::LayerConfig,
         ) -> Option<std::result::Result<LayerSpec, String>> {
             use crate::keras::FromKeras;
-            $( if class == <$module::$ty as FromKeras>::CLASS {
+            $( if class == <$module::$ty as FromKeras>::CLASS
+                || <$module::$ty as FromKeras>::ALSO.contains(&class)
+            {
                 return Some(<$module::$ty as FromKeras>::from_keras(c).map(LayerSpec::$variant));
             } )*
             None
@@ -58,7 +60,12 @@ macro_rules! registry {
         /// The Keras classes clampnet trains.
         pub fn keras_classes() -> Vec<&'static str> {
             use crate::keras::FromKeras;
-            vec![$( <$module::$ty as FromKeras>::CLASS, )*]
+            let mut v = Vec::new();
+            $(
+                v.push(<$module::$ty as FromKeras>::CLASS);
+                v.extend_from_slice(<$module::$ty as FromKeras>::ALSO);
+            )*
+            v
         }
         }
 
@@ -87,6 +94,7 @@ registry! {
     Flatten(flatten::Flatten),
     Dense(dense::Dense),
     Dropout(dropout::Dropout),
+    Activation(activation::ActivationLayer),
 }
 
 /// Several layers run as one op: `matches` says where, `build` makes the op. The op's CPU twin is the
@@ -168,10 +176,15 @@ pub trait Layer {
         None
     }
 
-    /// The classes of the logits this layer outputs when it ends a model: a dense layer with softmax
-    /// (whose logits the loss reads) or linear (logits, for a loss with from_logits).
-    fn logits_units(&self) -> Option<usize> {
-        self.softmax_units()
+    /// Ending a model, its output is the logits the loss reads (a dense layer with softmax, whose
+    /// logits the loss reads, or linear, for a loss with from_logits; a softmax layer, a view)
+    fn logits_output(&self) -> bool {
+        self.softmax_units().is_some()
+    }
+
+    /// Ending a model, it applies softmax (else its output is logits: a loss with from_logits).
+    fn softmax_output(&self) -> bool {
+        self.softmax_units().is_some()
     }
 
     /// Its output is a relu's.

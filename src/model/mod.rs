@@ -274,8 +274,12 @@ impl ModelPlan {
             shape = output;
         }
         let last_kind = spec.layers[last].kind();
-        let classes = last_kind.logits_units().unwrap_or(0);
-        let softmax = last_kind.softmax_units().is_some();
+        let classes = if last_kind.logits_output() {
+            shape.len()
+        } else {
+            0
+        };
+        let softmax = last_kind.softmax_output();
         Ok(ModelPlan {
             spec: spec.clone(),
             layers,

@@ -3,6 +3,7 @@
 //! sizes, and check these gradients by finite differences. Also a whole-model twin (forward, backward,
 //! one optimizer step) used to cross-check the trainer.
 
+pub mod activation;
 pub mod conv2d;
 pub mod dense;
 pub mod dropout;
@@ -11,6 +12,7 @@ pub mod model;
 pub mod optim;
 pub mod pool;
 
+pub use activation::*;
 pub use conv2d::*;
 pub use dense::*;
 pub use dropout::*;

@@ -1,0 +1,49 @@
+//! The activation layers' twin (the codes of shaders/activation.wgsl): f(x) and f'(x) from x and y.
+
+/// f(x) for the function `code` (0 relu, 1 linear, 2 tanh, 3 sigmoid, 4 elu, 5 leaky_relu).
+pub fn activation(code: u32, alpha: f64, x: f64) -> f64 {
+    match code {
+        0 => x.max(0.0),
+        2 => x.tanh(),
+        3 => 1.0 / (1.0 + (-x).exp()),
+        4 => {
+            if x > 0.0 {
+                x
+            } else {
+                alpha * (x.exp() - 1.0)
+            }
+        }
+        5 => {
+            if x > 0.0 {
+                x
+            } else {
+                alpha * x
+            }
+        }
+        _ => x,
+    }
+}
+
+/// f'(x), given x and y = f(x).
+pub fn activation_slope(code: u32, alpha: f64, x: f64, y: f64) -> f64 {
+    match code {
+        0 => (x > 0.0) as u8 as f64,
+        2 => 1.0 - y * y,
+        3 => y * (1.0 - y),
+        4 => {
+            if x > 0.0 {
+                1.0
+            } else {
+                alpha * x.exp()
+            }
+        }
+        5 => {
+            if x > 0.0 {
+                1.0
+            } else {
+                alpha
+            }
+        }
+        _ => 1.0,
+    }
+}
