@@ -101,7 +101,8 @@ fn be_u32(b: &[u8], at: usize) -> u32 {
     u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
 }
 
-/// Parse an IDX file of unsigned bytes: returns (dims, payload). `want_rank` is 3 for images, 1 for labels.
+/// Parse an IDX file of unsigned bytes: returns (dims, payload). `want_rank` is 3 for images (a rank-4
+/// file, count × rows × columns × channels, is taken too), 1 for labels.
 pub fn parse_idx(path: &Path, bytes: &[u8], want_rank: usize) -> Result<(Vec<usize>, Vec<u8>)> {
     let err = |msg: String| Error::Data {
         path: path.into(),
@@ -126,13 +127,13 @@ pub fn parse_idx(path: &Path, bytes: &[u8], want_rank: usize) -> Result<(Vec<usi
         )));
     }
     let rank = bytes[3] as usize;
-    if rank != want_rank {
+    if rank != want_rank && !(want_rank == 3 && rank == 4) {
         return Err(err(format!(
-            "IDX file has {rank} dimensions, expected {want_rank} ({})",
+            "IDX file has {rank} dimensions, expected {}",
             if want_rank == 3 {
-                "images: count, rows, columns"
+                "3 or 4 (images: count, rows, columns[, channels])"
             } else {
-                "labels: count"
+                "1 (labels: count)"
             }
         )));
     }
@@ -179,7 +180,14 @@ fn read_file(path: &Path) -> Result<Vec<u8>> {
 
 /// Find `base` or `base.gz` in `dir`.
 fn locate(dir: &Path, base: &str) -> Result<PathBuf> {
-    for name in [base.to_string(), format!("{base}.gz")] {
+    // images with channels come as rank-4 files, named idx4
+    let idx4 = base.replace("idx3", "idx4");
+    for name in [
+        base.to_string(),
+        format!("{base}.gz"),
+        idx4.clone(),
+        format!("{idx4}.gz"),
+    ] {
         let p = dir.join(&name);
         if p.is_file() {
             return Ok(p);
@@ -233,7 +241,7 @@ fn split_from_bytes(
         labels: labels.into_iter().map(u32::from).collect(),
         height: idims[1],
         width: idims[2],
-        channels: 1,
+        channels: idims.get(3).copied().unwrap_or(1),
     })
 }
 
@@ -254,12 +262,12 @@ pub fn load_idx_dir(dir: &Path, classes: usize) -> Result<Dataset> {
     };
     let train = load("train-images-idx3-ubyte", "train-labels-idx1-ubyte")?;
     let test = load("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")?;
-    if (train.height, train.width) != (test.height, test.width) {
+    if (train.height, train.width, train.channels) != (test.height, test.width, test.channels) {
         return Err(Error::Data {
             path: dir.into(),
             msg: format!(
-                "train images are {}x{} but test images are {}x{}",
-                train.height, train.width, test.height, test.width
+                "train images are {}x{}x{} but test images are {}x{}x{}",
+                train.height, train.width, train.channels, test.height, test.width, test.channels
             ),
         });
     }

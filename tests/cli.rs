@@ -970,3 +970,53 @@ fn info_lists_the_adapter_the_limits_clampnet_needs_and_the_shader_check() {
     );
     assert!(out.contains("train would use: "), "{out}");
 }
+
+/// A 32×32×3 model trains from rank-4 IDX files (a CIFAR-shaped dataset).
+#[test]
+fn a_32x32x3_model_trains_from_rank_4_idx_files() {
+    let dir = tempdir("rgb32");
+    let idx = |dims: &[u32], body: &[u8]| -> Vec<u8> {
+        let mut v = vec![0, 0, 8, dims.len() as u8];
+        for d in dims {
+            v.extend_from_slice(&d.to_be_bytes());
+        }
+        v.extend_from_slice(body);
+        v
+    };
+    let n = 48u32;
+    let imgs: Vec<u8> = (0..n * 32 * 32 * 3).map(|i| (i * 7 % 251) as u8).collect();
+    let lbls: Vec<u8> = (0..n).map(|i| (i % 10) as u8).collect();
+    for (img, lbl) in [
+        ("train-images-idx4-ubyte", "train-labels-idx1-ubyte"),
+        ("t10k-images-idx4-ubyte", "t10k-labels-idx1-ubyte"),
+    ] {
+        std::fs::write(dir.join(img), idx(&[n, 32, 32, 3], &imgs)).unwrap();
+        std::fs::write(dir.join(lbl), idx(&[n], &lbls)).unwrap();
+    }
+    let cfg = dir.join("rgb.toml");
+    std::fs::write(
+        &cfg,
+        "[model]\ninput = [32, 32, 3]\n[[model.layers]]\ntype = \"conv2d\"\nfilters = 8\nkernel_size = 3\npadding = \"same\"\nactivation = \"relu\"\n\
+         kernel_constraint = { max_norm = { max_value = 3.0, axis = [0, 1, 2] } }\n\
+         [[model.layers]]\ntype = \"dropout\"\nrate = 0.2\n[[model.layers]]\ntype = \"max_pool2d\"\n\
+         [[model.layers]]\ntype = \"flatten\"\n[[model.layers]]\ntype = \"dense\"\nunits = 10\nactivation = \"softmax\"\n\
+         [optimizer]\ntype = \"sgd\"\nlearning_rate = 0.01\nmomentum = 0.9\n[loss]\ntype = \"categorical_crossentropy\"\n",
+    )
+    .unwrap();
+    let o = clampnet(&[
+        "train",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--data",
+        dir.to_str().unwrap(),
+        "--epochs",
+        "1",
+        "--batch-size",
+        "16",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let line: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&o.stdout).lines().next().unwrap()).unwrap();
+    assert!(line["train_loss"].as_f64().unwrap().is_finite());
+}

@@ -269,3 +269,43 @@ fn checkpoints_round_trip_in_keras_layout_and_reject_mismatches() {
     ));
     assert!(e.contains("no-such-dir"), "{e}");
 }
+
+/// Images with channels: rank-4 IDX files (count × rows × columns × channels), named idx4 or idx3.
+#[test]
+fn rank_4_idx_files_carry_channels() {
+    let dir = tempdir("idx4");
+    let (n, h, w, c) = (5u32, 4u32, 3u32, 3u32);
+    let imgs: Vec<u8> = (0..n * h * w * c).map(|i| (i * 11 % 256) as u8).collect();
+    let lbls: Vec<u8> = (0..n).map(|i| (i % 10) as u8).collect();
+    std::fs::write(
+        dir.join("train-images-idx4-ubyte"),
+        idx(4, &[n, h, w, c], &imgs),
+    )
+    .unwrap();
+    std::fs::write(dir.join("train-labels-idx1-ubyte"), idx(1, &[n], &lbls)).unwrap();
+    std::fs::write(
+        dir.join("t10k-images-idx3-ubyte.gz"),
+        gz(&idx(4, &[n, h, w, c], &imgs)),
+    )
+    .unwrap();
+    std::fs::write(dir.join("t10k-labels-idx1-ubyte"), idx(1, &[n], &lbls)).unwrap();
+    let ds = data::load_idx_dir(&dir, 10).unwrap();
+    assert_eq!(
+        (ds.train.height, ds.train.width, ds.train.channels),
+        (4, 3, 3)
+    );
+    assert_eq!(ds.train.images, imgs);
+    // train and test must agree on the channels
+    std::fs::write(
+        dir.join("t10k-images-idx3-ubyte.gz"),
+        gz(&idx(3, &[n, h, w], &imgs[..(n * h * w) as usize])),
+    )
+    .unwrap();
+    let e = err_of(data::load_idx_dir(&dir, 10));
+    assert!(e.contains("4x3x3") && e.contains("4x3x1"), "{e}");
+    // rank 5 is refused
+    let p = Path::new("x-idx5-ubyte");
+    assert!(
+        err_of(data::parse_idx(p, &idx(5, &[1, 1, 1, 1, 1], &[0]), 3)).contains("expected 3 or 4")
+    );
+}
