@@ -154,7 +154,9 @@ fn time_batch(
     kernels: bool,
 ) -> Result<serde_json::Value> {
     let weights = init_weights(plan, 0);
-    let setup = Setup::new(plan.clone(), cfg.restrictions.clone(), cfg.optimizer, bs);
+    let mut setup = Setup::new(plan.clone(), cfg.restrictions.clone(), cfg.optimizer, bs);
+    setup.loss = cfg.loss;
+    setup.seed = cfg.seed;
     let mut t = Trainer::new(ctx, setup, split, split, &weights)?;
     let order: Vec<u32> = (0..split.len() as u32).collect();
     let per_epoch = t.steps_per_epoch();
