@@ -79,7 +79,7 @@ def main():
                 p_clampnet[i, pr["class"]] = pr["probability"]
         model = keras.saving.load_model(trained)
         p_keras = model.predict(x, verbose=0)
-        if model.layers[-1].activation is keras.activations.linear:
+        if getattr(model.layers[-1], "activation", None) is keras.activations.linear:
             # a from_logits model outputs logits; clampnet predict prints their softmax
             p_keras = keras.ops.convert_to_numpy(keras.ops.softmax(p_keras, axis=-1))
         ours = load_file(os.path.join(out, f"{name}.trained.safetensors"))
