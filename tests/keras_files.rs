@@ -19,7 +19,7 @@ use clampnet::model::ModelPlan;
 use serde_json::{json, Value};
 
 /// Every fixture tools/make_keras_file_fixtures.py made.
-const MODELS: [&str; 13] = [
+const MODELS: [&str; 14] = [
     "reference_l1l2",
     "two_conv",
     "clip_decay",
@@ -33,6 +33,7 @@ const MODELS: [&str; 13] = [
     "categorical_smoothing",
     "sparse_from_logits",
     "activation_layers",
+    "layer_activations",
 ];
 
 fn clampnet(args: &[&str]) -> Output {
@@ -395,10 +396,10 @@ fn what_clampnet_cannot_train_is_refused_by_name() {
     );
     // an activation
     let mut x = v.clone();
-    x.pointer_mut(&layer(6)).unwrap()["activation"] = json!("tanh");
+    x.pointer_mut(&layer(6)).unwrap()["activation"] = json!("gelu");
     let e = parse_err(&x);
     assert!(
-        e.contains("'hidden'") && e.contains("tanh") && e.contains("relu"),
+        e.contains("'hidden'") && e.contains("gelu") && e.contains("relu"),
         "{e}"
     );
     // a constraint class and a custom object

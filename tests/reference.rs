@@ -11,7 +11,33 @@ use common::{odd_models, TestRng};
 #[test]
 fn twin_gradients_match_finite_differences() {
     let mut rng = TestRng::new(11);
-    for spec in odd_models() {
+    // and a model with every layer kind added since: activations inside conv and dense layers and as
+    // layers (a softmax layer ending it), dropout (inference)
+    let mut specs = odd_models();
+    {
+        use clampnet::layers::activation::{ActivationLayer, Func};
+        use clampnet::layers::{Conv2d, Dense, Dropout, Flatten, MaxPool2d};
+        use clampnet::model::{Activation::*, ModelSpec, Padding};
+        let mut leaky = ActivationLayer::new(Func::LeakyRelu);
+        leaky.alpha = Some(0.3);
+        specs.push(ModelSpec::new(
+            [7, 6, 1],
+            vec![
+                Conv2d::new(3, 3, Padding::Same, Tanh).into(),
+                MaxPool2d::new(2).into(),
+                Conv2d::new(4, 2, Padding::Valid, Elu).into(),
+                leaky.into(),
+                Flatten::new().into(),
+                Dropout::new(0.5, None).unwrap().into(),
+                Dense::new(6, Sigmoid).into(),
+                Dense::new(5, LeakyRelu).into(),
+                ActivationLayer::new(Func::Elu).into(),
+                Dense::new(4, Linear).into(),
+                ActivationLayer::new(Func::Softmax).into(),
+            ],
+        ));
+    }
+    for spec in specs {
         let plan = ModelPlan::new(&spec).unwrap();
         let batch = 3;
         let x: Vec<f64> = (0..batch * plan.input_len())

@@ -675,3 +675,88 @@ fn dropout_trains_like_its_twin_and_is_the_identity_in_inference() {
     assert_ne!(m(1, 0, 0), m(1, 1, 0));
     assert_ne!(m(1, 0, 0), m(2, 0, 0));
 }
+
+/// Activations inside conv and dense layers (tanh, elu, sigmoid, leaky_relu: the layer's op, then an
+/// elementwise op) and activation layers, through the whole trainer against the twin.
+#[test]
+fn layer_activations_train_like_their_twins() {
+    use clampnet::layers::activation::{ActivationLayer, Func};
+    use clampnet::layers::{Conv2d, Dense, Flatten, MaxPool2d};
+    use clampnet::model::{Activation, ModelSpec, Padding};
+    let (ctx, _g) = gpu();
+    let mut rng = TestRng::new(24);
+    let spec = ModelSpec::new(
+        [9, 8, 1],
+        vec![
+            Conv2d::new(4, 3, Padding::Valid, Activation::Tanh).into(),
+            MaxPool2d::new(2).into(),
+            Flatten::new().into(),
+            Dense::new(9, Activation::Elu).into(),
+            Dense::new(7, Activation::LeakyRelu).into(),
+            Dense::new(6, Activation::Sigmoid).into(),
+            ActivationLayer::new(Func::Tanh).into(),
+            Dense::new(3, Activation::Linear).into(),
+            ActivationLayer::new(Func::Softmax).into(),
+        ],
+    );
+    let plan = ModelPlan::new(&spec).unwrap();
+    assert_eq!(plan.classes, 3);
+    let (n_train, n_test, batch) = (11usize, 5usize, 4usize);
+    let train = random_split(&mut rng, n_train, &plan);
+    let test = random_split(&mut rng, n_test, &plan);
+    let h = Settings {
+        lr: 0.01,
+        ..Settings::default()
+    };
+    let w0 = init_weights(&plan, 2);
+    let mut t = Trainer::new(
+        ctx,
+        Setup::new(plan.clone(), Restrictions::default(), h, batch),
+        &train,
+        &test,
+        &w0,
+    )
+    .unwrap();
+    let mut w = w0.clone();
+    let sizes: Vec<usize> = w.iter().map(|t| t.len()).collect();
+    let mut slots = r::zero_slots(&h, &sizes);
+    let mut step = 0u64;
+    for epoch in 1..=2 {
+        let order = epoch_order(n_train, 3, epoch, true);
+        let stats = t.train_epoch(epoch, &order, &mut |_| {}).unwrap();
+        let mut loss_sum = 0.0;
+        for b in 0..n_train.div_ceil(batch) {
+            let rows = batch.min(n_train - b * batch);
+            let (x, y) = r::gather_batch(
+                &train.images,
+                &train.labels,
+                &order,
+                b,
+                batch,
+                rows,
+                plan.input_len(),
+            );
+            step += 1;
+            loss_sum += r::reference_step(
+                &plan,
+                &Restrictions::default(),
+                (&h, &Default::default()),
+                &mut w,
+                &mut slots,
+                (step, 0),
+                &x,
+                &y,
+            ) * rows as f64;
+        }
+        assert_close64(
+            &format!("epoch {epoch} loss"),
+            &[stats.train.loss],
+            &[loss_sum / n_train as f64],
+            1e-5,
+            1e-4,
+        );
+        for (i, (name, _, got)) in t.weights().unwrap().into_iter().enumerate() {
+            assert_close(&format!("epoch {epoch} {name}"), &got, &w[i], 2e-5, 1e-4);
+        }
+    }
+}

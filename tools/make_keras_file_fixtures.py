@@ -210,7 +210,22 @@ def activation_layers():
     return m, keras.optimizers.Adam(learning_rate=0.003), {}
 
 
-MODELS = [activation_layers, reference_l1l2, two_conv, clip_decay, dense_clipvalue, sgd_nesterov_exponential, sgd_piecewise,
+def layer_activations():
+    """Activations inside the layers: a tanh conv, elu, leaky_relu and sigmoid dense layers."""
+    m = keras.Sequential([
+        keras.Input((28, 28, 1)),
+        L.Conv2D(6, 3, activation="tanh"),
+        L.MaxPooling2D(2),
+        L.Flatten(),
+        L.Dense(16, activation="elu"),
+        L.Dense(12, activation="leaky_relu"),
+        L.Dense(12, activation="sigmoid"),
+        L.Dense(10, activation="softmax"),
+    ])
+    return m, keras.optimizers.Adam(learning_rate=0.003), {}
+
+
+MODELS = [layer_activations, activation_layers, reference_l1l2, two_conv, clip_decay, dense_clipvalue, sgd_nesterov_exponential, sgd_piecewise,
           rmsprop_centered_cosine, rmsprop_inverse_time, adamw_cosine, dropout_injected, categorical_smoothing,
           sparse_from_logits]
 

@@ -116,6 +116,10 @@ impl<'a> LayerConfig<'a> {
             "linear" | "Linear" => Some(Activation::Linear),
             "relu" | "ReLU" => Some(Activation::Relu),
             "softmax" | "Softmax" => Some(Activation::Softmax),
+            "tanh" => Some(Activation::Tanh),
+            "sigmoid" => Some(Activation::Sigmoid),
+            "elu" => Some(Activation::Elu),
+            "leaky_relu" => Some(Activation::LeakyRelu),
             _ => None,
         };
         match a {
@@ -144,6 +148,10 @@ pub fn activation_name(a: Activation) -> &'static str {
         Activation::Linear => "linear",
         Activation::Relu => "relu",
         Activation::Softmax => "softmax",
+        Activation::Tanh => "tanh",
+        Activation::Sigmoid => "sigmoid",
+        Activation::Elu => "elu",
+        Activation::LeakyRelu => "leaky_relu",
     }
 }
 

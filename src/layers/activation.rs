@@ -249,13 +249,19 @@ impl Layer for ActivationLayer {
     }
 
     fn op(&self, plan: &OpPlan, b: &Build) -> Result<Box<dyn Op>> {
-        Ok(Box::new(ActivationOp {
-            func: self.activation.code(),
-            alpha: self.alpha(),
-            len: plan.output.len(),
-            out: b.outputs(plan, false)?,
-        }))
+        elementwise_op(plan, b, self.activation.code(), self.alpha())
     }
+}
+
+/// The elementwise op of `plan` (an activation layer's, or a dense or conv layer's own tanh, sigmoid,
+/// elu or leaky_relu, run after the layer's op).
+pub fn elementwise_op(plan: &OpPlan, b: &Build, code: u32, alpha: f32) -> Result<Box<dyn Op>> {
+    Ok(Box::new(ActivationOp {
+        func: code,
+        alpha,
+        len: plan.output.len(),
+        out: b.outputs(plan, false)?,
+    }))
 }
 
 pub static SHADER: Shader = crate::shader!("activation.wgsl");

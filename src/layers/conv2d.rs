@@ -94,7 +94,14 @@ impl FromKeras for Conv2d {
             c.count("filters")?,
             c.square("kernel_size")?,
             c.padding()?,
-            c.activation(&[Activation::Relu, Activation::Linear])?,
+            c.activation(&[
+                Activation::Relu,
+                Activation::Linear,
+                Activation::Tanh,
+                Activation::Sigmoid,
+                Activation::Elu,
+                Activation::LeakyRelu,
+            ])?,
         ))
     }
 }
@@ -156,7 +163,7 @@ impl Layer for Conv2d {
             return Err("filters and kernel_size must be at least 1".into());
         }
         if self.activation == Activation::Softmax {
-            return Err("conv2d activation must be relu or linear".into());
+            return Err("conv2d activation cannot be softmax (a dense layer's, or a Softmax layer's, ending the model)".into());
         }
         let (oh, ow) = match self.padding {
             Padding::Valid => {
@@ -219,9 +226,17 @@ impl Layer for Conv2d {
         )
     }
 
+    fn epilogue(&self) -> Option<(u32, f32)> {
+        self.activation.elementwise()
+    }
+
     fn twin_forward(&self, l: &LayerPlan, batch: usize, x: &[f64], w: &[&[f64]]) -> TwinForward {
+        let mut y = twin::conv2d_forward(&self.dims(l, batch), x, w[0], w[1], self.relu());
+        if let Some((code, alpha)) = self.epilogue() {
+            twin::apply_activation(code, alpha as f64, &mut y);
+        }
         TwinForward {
-            y: twin::conv2d_forward(&self.dims(l, batch), x, w[0], w[1], self.relu()),
+            y,
             argmax: None,
             keep: None,
         }
@@ -236,8 +251,12 @@ impl Layer for Conv2d {
         fwd: &TwinForward,
         dy: &[f64],
     ) -> (Vec<Vec<f64>>, Vec<f64>) {
+        let dz = match self.epilogue() {
+            Some((code, alpha)) => twin::activation_backward_from_y(code, alpha as f64, &fwd.y, dy),
+            None => dy.to_vec(),
+        };
         let (dk, db, dx) =
-            twin::conv2d_backward(&self.dims(l, batch), x, w[0], &fwd.y, dy, self.relu());
+            twin::conv2d_backward(&self.dims(l, batch), x, w[0], &fwd.y, &dz, self.relu());
         (vec![dk, db], dx)
     }
 

@@ -67,7 +67,15 @@ impl FromKeras for Dense {
         c.only("lora_rank", &[])?;
         Ok(Dense::new(
             c.count("units")?,
-            c.activation(&[Activation::Relu, Activation::Linear, Activation::Softmax])?,
+            c.activation(&[
+                Activation::Relu,
+                Activation::Linear,
+                Activation::Softmax,
+                Activation::Tanh,
+                Activation::Sigmoid,
+                Activation::Elu,
+                Activation::LeakyRelu,
+            ])?,
         ))
     }
 }
@@ -145,7 +153,7 @@ impl Layer for Dense {
     }
 
     fn logits_output(&self) -> bool {
-        self.activation != Activation::Relu
+        matches!(self.activation, Activation::Softmax | Activation::Linear)
     }
 
     fn relu(&self) -> bool {
@@ -159,9 +167,17 @@ impl Layer for Dense {
         )
     }
 
+    fn epilogue(&self) -> Option<(u32, f32)> {
+        self.activation.elementwise()
+    }
+
     fn twin_forward(&self, l: &LayerPlan, batch: usize, x: &[f64], w: &[&[f64]]) -> TwinForward {
+        let mut y = twin::dense_forward(batch, l.input.len(), self.units, x, w[0], w[1], self.relu());
+        if let Some((code, alpha)) = self.epilogue() {
+            twin::apply_activation(code, alpha as f64, &mut y);
+        }
         TwinForward {
-            y: twin::dense_forward(batch, l.input.len(), self.units, x, w[0], w[1], self.relu()),
+            y,
             argmax: None,
             keep: None,
         }
@@ -176,6 +192,10 @@ impl Layer for Dense {
         fwd: &TwinForward,
         dy: &[f64],
     ) -> (Vec<Vec<f64>>, Vec<f64>) {
+        let dz = match self.epilogue() {
+            Some((code, alpha)) => twin::activation_backward_from_y(code, alpha as f64, &fwd.y, dy),
+            None => dy.to_vec(),
+        };
         let (dw, db, dx) = twin::dense_backward(
             batch,
             l.input.len(),
@@ -183,7 +203,7 @@ impl Layer for Dense {
             x,
             w[0],
             &fwd.y,
-            dy,
+            &dz,
             self.relu(),
         );
         (vec![dw, db], dx)

@@ -187,6 +187,11 @@ pub trait Layer {
         self.softmax_units().is_some()
     }
 
+    /// The elementwise activation that runs after this layer's op (`model::Activation::elementwise`).
+    fn epilogue(&self) -> Option<(u32, f32)> {
+        None
+    }
+
     /// Its output is a relu's.
     fn relu(&self) -> bool {
         false
@@ -336,6 +341,9 @@ pub trait Op {
 
 /// Build the op of `plan`.
 pub fn build_op(model: &ModelPlan, plan: &OpPlan, b: &Build) -> Result<Box<dyn Op>> {
+    if let Some((code, alpha)) = plan.epilogue {
+        return activation::elementwise_op(plan, b, code, alpha);
+    }
     match plan.fusion {
         Some(f) => (f.build)(model, plan, b),
         None => model.layers[plan.layers.start].spec.kind().op(plan, b),

@@ -32,6 +32,9 @@ pub struct OpPlan {
     pub gate: bool,
     /// an earlier op has weights: the backward writes the gradient of the input
     pub needs_dx: bool,
+    /// the elementwise activation of its layer (tanh, sigmoid, elu, leaky_relu), run as its own op after
+    /// the layer's: (shaders/activation.wgsl's code, parameter)
+    pub epilogue: Option<(u32, f32)>,
 }
 
 /// The ops of `plan` in the shapes of `set` (`fuse`: apply the fusions).
@@ -68,13 +71,28 @@ pub fn lower(plan: &ModelPlan, set: KernelSet, fuse: bool) -> Vec<OpPlan> {
                 .collect(),
             gate: false,
             needs_dx: i > first_param,
+            epilogue: None,
         });
+        if let (None, Some(e)) = (fusion, layers[i].spec.kind().epilogue()) {
+            let l = &layers[i];
+            ops.push(OpPlan {
+                name: format!("{} activation", l.name),
+                layers: i..i + 1,
+                fusion: None,
+                input: l.output,
+                output: l.output,
+                params: Vec::new(),
+                gate: false,
+                needs_dx: true,
+                epilogue: Some(e),
+            });
+        }
         i += n;
     }
     // relu' ownership: a fused op handles its own; otherwise the relu layer, unless the next op (right
     // after it, no view between) gates its input
     for k in 0..ops.len() {
-        if ops[k].fusion.is_some() {
+        if ops[k].fusion.is_some() || ops[k].epilogue.is_some() {
             continue;
         }
         let l = &layers[ops[k].layers.start];

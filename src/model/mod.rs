@@ -19,6 +19,26 @@ pub enum Activation {
     Linear,
     Relu,
     Softmax,
+    Tanh,
+    Sigmoid,
+    Elu,
+    #[serde(rename = "leaky_relu")]
+    LeakyRelu,
+}
+
+impl Activation {
+    /// An activation a layer applies after its own op, as a separate elementwise pass (the code and
+    /// parameter of shaders/activation.wgsl; Keras' function defaults: elu's alpha 1, leaky_relu's
+    /// negative slope 0.2); None: relu, linear and softmax, which the layer's op or the loss apply.
+    pub fn elementwise(self) -> Option<(u32, f32)> {
+        match self {
+            Activation::Tanh => Some((2, 1.0)),
+            Activation::Sigmoid => Some((3, 1.0)),
+            Activation::Elu => Some((4, 1.0)),
+            Activation::LeakyRelu => Some((5, 0.2)),
+            Activation::Linear | Activation::Relu | Activation::Softmax => None,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]

@@ -24,6 +24,41 @@ pub fn activation(code: u32, alpha: f64, x: f64) -> f64 {
     }
 }
 
+/// f(z) of a layer's own activation over its outputs, in place.
+pub fn apply_activation(code: u32, alpha: f64, y: &mut [f64]) {
+    y.iter_mut().for_each(|v| *v = activation(code, alpha, *v));
+}
+
+/// dy · f'(z) of a layer's own activation, f' from the activation's output y alone (the sign of z is
+/// the sign of y for these functions).
+pub fn activation_backward_from_y(code: u32, alpha: f64, y: &[f64], dy: &[f64]) -> Vec<f64> {
+    y.iter()
+        .zip(dy)
+        .map(|(&y, &d)| {
+            let s = match code {
+                2 => 1.0 - y * y,
+                3 => y * (1.0 - y),
+                4 => {
+                    if y > 0.0 {
+                        1.0
+                    } else {
+                        y + alpha
+                    }
+                }
+                5 => {
+                    if y > 0.0 {
+                        1.0
+                    } else {
+                        alpha
+                    }
+                }
+                _ => 1.0,
+            };
+            d * s
+        })
+        .collect()
+}
+
 /// f'(x), given x and y = f(x).
 pub fn activation_slope(code: u32, alpha: f64, x: f64, y: f64) -> f64 {
     match code {
