@@ -4,6 +4,8 @@
 // label smoothing; 0 for the sparse loss, where t is the label's one-hot):
 //   ce[n]         = logsumexp(logits[n]) - sum_k t[k] * logits[n, k]   (no probability clipping, as Keras from logits)
 //   dlogits[n, k] = (softmax(logits[n])[k] - t[k]) / batch
+// both times the class weight w[y[n]] in a training step with class_weight (Keras' sample weights:
+// the loss is sum(w * ce) / batch, 'sum_over_batch_size')
 //   correct[n]    = 1.0 if the first argmax of logits[n] is y[n] (Keras sparse_categorical_accuracy)
 // accumulate, one workgroup of 64 (lanes sum every 64th example, then a tree in workgroup memory):
 //   metrics.loss_sum += (mean(ce) + reg_loss) * batch   (Keras' loss tracker: a Mean weighted by batch size)
@@ -35,6 +37,9 @@ struct Metrics {
 @group(0) @binding(5) var<storage, read> reg_loss: array<f32>;       // [1]
 @group(0) @binding(6) var<storage, read_write> metrics: Metrics;
 @group(0) @binding(7) var<storage, read_write> state: State;
+// Keras' class_weight, per class (ones without): a training step weighs each example's loss and
+// gradient by its class's weight (advance bit 2); evaluation does not
+@group(0) @binding(8) var<storage, read> class_weights: array<f32>;   // [K]
 
 @compute @workgroup_size(64)
 fn softmax_xent(@builtin(global_invocation_id) gid: vec3<u32>) {
@@ -68,7 +73,11 @@ fn softmax_xent(@builtin(global_invocation_id) gid: vec3<u32>) {
             target_dot += select(off, on, k == label) * logits[base + k];
         }
     }
-    per_example[2u * n] = lse - target_dot;
+    var weight = 1.0;
+    if ((P.advance & 4u) != 0u) {
+        weight = class_weights[label];
+    }
+    per_example[2u * n] = (lse - target_dot) * weight;
     per_example[2u * n + 1u] = select(0.0, 1.0, arg == label);
     let inv_b = 1.0 / f32(P.batch);
     for (var k = 0u; k < P.classes; k++) {
@@ -77,7 +86,7 @@ fn softmax_xent(@builtin(global_invocation_id) gid: vec3<u32>) {
         if (s != 0.0) {
             t = select(off, on, k == label);
         }
-        dlogits[base + k] = (p - t) * inv_b;
+        dlogits[base + k] = (p - t) * weight * inv_b;
     }
 }
 

@@ -191,6 +191,8 @@ pub struct RunMeta {
     pub callbacks: Option<String>,
     /// Keras' validation_split of the run
     pub validation_split: Option<f64>,
+    /// Keras' class_weight of the run, "class:weight,..." (as --class-weight takes it)
+    pub class_weight: Option<String>,
 }
 
 /// The `format` every checkpoint clampnet writes carries.
@@ -234,6 +236,7 @@ impl RunMeta {
             "validation_split",
             self.validation_split.map(|v| v.to_string()),
         );
+        put("class_weight", self.class_weight.clone());
         m
     }
 
@@ -262,6 +265,7 @@ impl RunMeta {
                 .and_then(|s| serde_json::from_str(s).ok()),
             callbacks: meta.get("callbacks").cloned(),
             validation_split: num(meta, "validation_split"),
+            class_weight: meta.get("class_weight").cloned(),
         }
     }
 

@@ -524,6 +524,9 @@ pub struct TrainingSection {
     /// Keras' `validation_split`: the last fraction of the training data, held out before shuffling
     #[serde(default)]
     pub validation_split: Option<f64>,
+    /// Keras' `class_weight`: `{ "0" = 1.0, "3" = 2.5 }` (a class not named weighs 1)
+    #[serde(default)]
+    pub class_weight: Option<std::collections::BTreeMap<String, f64>>,
     #[serde(default)]
     pub early_stopping: Option<EarlyStoppingConfig>,
     #[serde(default)]
@@ -637,6 +640,8 @@ pub struct Config {
     pub shuffle: bool,
     /// Keras' `validation_split` (None: no validation data)
     pub validation_split: Option<f64>,
+    /// Keras' `class_weight`: (class, weight) pairs
+    pub class_weight: Option<Vec<(usize, f32)>>,
     pub early_stopping: Option<EarlyStopping>,
     pub reduce_lr: Option<ReduceLrOnPlateau>,
     /// notes for the user (e.g. Keras' default constraint axis on a conv kernel)
@@ -656,6 +661,7 @@ impl Config {
             seed: 0,
             shuffle: true,
             validation_split: None,
+            class_weight: None,
             early_stopping: None,
             reduce_lr: None,
             warnings: Vec::new(),
@@ -706,6 +712,20 @@ impl Config {
         c.seed = t.seed.unwrap_or(c.seed);
         c.shuffle = t.shuffle.unwrap_or(c.shuffle);
         c.validation_split = t.validation_split;
+        c.class_weight = t
+            .class_weight
+            .as_ref()
+            .map(|m| {
+                m.iter()
+                    .map(|(k, &v)| {
+                        let class = k.parse::<usize>().map_err(|_| {
+                            format!("class_weight: key \"{k}\" is not a class index (0, 1, ...)")
+                        })?;
+                        Ok((class, v as f32))
+                    })
+                    .collect::<std::result::Result<Vec<_>, String>>()
+            })
+            .transpose()?;
         c.early_stopping = t.early_stopping.as_ref().map(|e| e.resolve()).transpose()?;
         c.reduce_lr = t
             .reduce_lr_on_plateau
@@ -714,6 +734,29 @@ impl Config {
             .transpose()?;
         c.check_fit()?;
         Ok(c)
+    }
+
+    /// Keras' class_weight as one weight per class of the model (1 where not named).
+    pub fn class_weights(&self, classes: usize) -> std::result::Result<Option<Vec<f32>>, String> {
+        let Some(pairs) = &self.class_weight else {
+            return Ok(None);
+        };
+        let mut w = vec![1.0f32; classes];
+        for &(c, v) in pairs {
+            if c >= classes {
+                return Err(format!(
+                    "class_weight names class {c}, but the model has {classes} classes (0..{})",
+                    classes - 1
+                ));
+            }
+            if !(v >= 0.0 && v.is_finite()) {
+                return Err(format!(
+                    "class_weight of class {c} must be a number >= 0, got {v}"
+                ));
+            }
+            w[c] = v;
+        }
+        Ok(Some(w))
     }
 
     /// The fit options are in range and fit the optimizer.

@@ -42,6 +42,8 @@ pub struct Setup {
     pub seed: u64,
     /// the loss (label smoothing; from_logits is the model's last layer)
     pub loss: crate::losses::LossSpec,
+    /// Keras' class_weight: one weight per class on the training loss (None: all 1)
+    pub class_weight: Option<Vec<f32>>,
     /// a validation split held out of the training data (Keras' `validation_split`), evaluated by
     /// `Trainer::validate`
     pub validation: Option<Split>,
@@ -63,6 +65,7 @@ impl Setup {
             kernel_set: None,
             seed: 0,
             loss: Default::default(),
+            class_weight: None,
             validation: None,
         }
     }
@@ -153,8 +156,18 @@ impl<'a> Trainer<'a> {
             kernel_set,
             seed,
             loss,
+            class_weight,
             validation,
         } = setup;
+        if let Some(w) = &class_weight {
+            if w.len() != model.classes {
+                return Err(Error::Config(format!(
+                    "class_weight has {} weights for a model of {} classes",
+                    w.len(),
+                    model.classes
+                )));
+            }
+        }
         loss.validate(model.softmax)?;
         restrictions.validate(&model)?;
         check_batch(ctx, batch_size)?;
@@ -190,6 +203,7 @@ impl<'a> Trainer<'a> {
                 seed,
                 label_smoothing: loss.label_smoothing,
                 val: validation.as_ref(),
+                class_weight: class_weight.as_deref(),
             },
             train,
             test,

@@ -109,12 +109,22 @@ fn softmax_xent_matches_twin() {
         let lb = ctx.storage_init("logits", bytemuck::cast_slice(&logits));
         let yb = ctx.storage_init("labels", bytemuck::cast_slice(&labels));
         let dl = ctx.storage_zeroed("dlogits", (batch * classes * 4) as u64);
-        let loss = Loss::new(ctx, batch, classes, smoothing);
+        // class weights on the odd cases (a training step applies them; evaluation does not)
+        let weights: Option<Vec<f32>> =
+            (batch % 2 == 1).then(|| (0..classes).map(|k| 0.5 + k as f32 * 0.25).collect());
+        let loss = Loss::weighted(ctx, batch, classes, smoothing, weights.as_deref());
         run(ctx, &pipes, |r| {
-            loss.record_softmax_xent(r, (&lb, &yb, &dl), batch, false);
+            loss.record_softmax_xent(r, (&lb, &yb, &dl), batch, true);
         });
-        let (ce, want_dl, correct) =
-            r::softmax_xent_smoothed(batch, classes, &f64s(&logits), &labels, smoothing);
+        let ones = vec![1.0f32; classes];
+        let (ce, want_dl, correct) = r::softmax_xent_weighted(
+            batch,
+            classes,
+            &f64s(&logits),
+            &labels,
+            smoothing,
+            weights.as_deref().unwrap_or(&ones),
+        );
         let per = read(ctx, loss.per_example(), batch * 2);
         let ce_gpu: Vec<f64> = per.iter().step_by(2).map(|&v| v as f64).collect();
         let ok_gpu: Vec<f32> = per.iter().skip(1).step_by(2).copied().collect();

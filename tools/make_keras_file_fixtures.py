@@ -225,7 +225,16 @@ def layer_activations():
     return m, keras.optimizers.Adam(learning_rate=0.003), {}
 
 
-MODELS = [layer_activations, activation_layers, reference_l1l2, two_conv, clip_decay, dense_clipvalue, sgd_nesterov_exponential, sgd_piecewise,
+def class_weighted():
+    """fit(class_weight=...): each example's loss and gradient weighed by its class; trained by clampnet
+    with --class-weight 0:2,3:0.5,7:3 (fit arguments are not in a .keras file)."""
+    m = keras.Sequential(small_conv())
+    return m, keras.optimizers.Adam(learning_rate=0.003), {}
+
+
+CLASS_WEIGHT = {"class_weighted": {0: 2.0, 3: 0.5, 7: 3.0}}
+
+MODELS = [class_weighted, layer_activations, activation_layers, reference_l1l2, two_conv, clip_decay, dense_clipvalue, sgd_nesterov_exponential, sgd_piecewise,
           rmsprop_centered_cosine, rmsprop_inverse_time, adamw_cosine, dropout_injected, categorical_smoothing,
           sparse_from_logits]
 
@@ -323,7 +332,8 @@ def main():
         if any(isinstance(layer, L.Dropout) for layer in model.layers):
             losses = train_injected(model, opt, x, labels)
         else:
-            losses = model.fit(x, labels, batch_size=8, epochs=3, shuffle=False, verbose=0).history["loss"]
+            losses = model.fit(x, labels, batch_size=8, epochs=3, shuffle=False, verbose=0,
+                               class_weight=CLASS_WEIGHT.get(name)).history["loss"]
         tensors = {n: np.ascontiguousarray(w.numpy()) for n, w in zip(names(model), model.weights)}
         tensors["losses"] = np.array(losses, np.float32)
         save_file(tensors, os.path.join(args.out, f"{name}.expected.safetensors"))

@@ -54,6 +54,10 @@ pub struct TrainArgs {
     /// reduce_lr_on_plateau monitor by default)
     #[arg(long, allow_negative_numbers = true)]
     validation_split: Option<f64>,
+    /// Weigh each class's training loss (Keras' fit class_weight), e.g. 0:1.0,3:2.5; a class not named
+    /// weighs 1
+    #[arg(long, allow_hyphen_values = true)]
+    class_weight: Option<String>,
     /// Use only the first N training examples
     #[arg(long, allow_negative_numbers = true)]
     limit_train: Option<i64>,
@@ -162,6 +166,10 @@ pub fn run(a: TrainArgs) -> Result<Outcome> {
     setup.seed = run.cfg.seed;
     setup.loss = run.cfg.loss;
     setup.validation = validation;
+    setup.class_weight = run
+        .cfg
+        .class_weights(run.plan.classes)
+        .map_err(Error::Config)?;
     let mut trainer = Trainer::new(&ctx, setup, &ds.train, &ds.test, &weights)?;
     // the images live on the GPU now: free the host copy (host memory stays near the GPU working set)
     ds.train.images = Vec::new();
@@ -189,6 +197,28 @@ pub fn run(a: TrainArgs) -> Result<Outcome> {
         );
     }
     epochs(&a, &run, &mut trainer, &ds)
+}
+
+/// `--class-weight 0:1.0,3:2.5`: (class, weight) pairs.
+fn parse_class_weight(text: &str) -> Result<Vec<(usize, f32)>> {
+    text.split(',')
+        .filter(|p| !p.trim().is_empty())
+        .map(|p| {
+            let (c, w) = p.split_once(':').ok_or_else(|| {
+                Error::Config(format!(
+                    "--class-weight: \"{p}\" is not class:weight (e.g. 0:1.0,3:2.5)"
+                ))
+            })?;
+            let c = c.trim().parse::<usize>().map_err(|_| {
+                Error::Config(format!("--class-weight: \"{c}\" is not a class index"))
+            })?;
+            let w = w
+                .trim()
+                .parse::<f32>()
+                .map_err(|_| Error::Config(format!("--class-weight: \"{w}\" is not a number")))?;
+            Ok((c, w))
+        })
+        .collect()
 }
 
 /// Keras' `validation_split`: the last `fraction` of `train` (split at floor(n · (1 − fraction)),
@@ -253,6 +283,9 @@ fn resolve(a: &TrainArgs) -> Result<Run> {
         cfg.epochs = RunMeta::required(path, "epochs", m.epochs)?;
         limit_train = limit_train.or(m.limit_train);
         cfg.validation_split = m.validation_split.or(cfg.validation_split);
+        if let Some(text) = &m.class_weight {
+            cfg.class_weight = Some(parse_class_weight(text)?);
+        }
         limit_test = limit_test.or(m.limit_test);
         start = (
             RunMeta::required(path, "epoch", m.epoch)? + 1,
@@ -305,6 +338,9 @@ fn apply_flags(a: &TrainArgs, cfg: &mut Config) -> Result<()> {
         cfg.shuffle = cfg.shuffle && !a.no_shuffle;
         if a.validation_split.is_some() {
             cfg.validation_split = a.validation_split;
+        }
+        if let Some(text) = &a.class_weight {
+            cfg.class_weight = Some(parse_class_weight(text)?);
         }
     } else if batch_size.is_some()
         || a.lr.is_some()
@@ -561,6 +597,13 @@ fn save(
         keras_config: None,
         callbacks: fit.state(),
         validation_split: cfg.validation_split,
+        class_weight: cfg.class_weight.as_ref().map(|pairs| {
+            pairs
+                .iter()
+                .map(|(c, w)| format!("{c}:{w}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        }),
         preset: run.preset.map(|p| format!("{p:?}").to_lowercase()),
         limit_train: run.limit_train,
         limit_test: run.limit_test,

@@ -51,6 +51,28 @@ pub fn softmax_xent_smoothed(
     (ce, dl, correct)
 }
 
+/// `softmax_xent_smoothed` with Keras' class_weight: each example's loss and gradient times the weight
+/// of its class.
+pub fn softmax_xent_weighted(
+    batch: usize,
+    classes: usize,
+    logits: &[f64],
+    labels: &[u32],
+    smoothing: f32,
+    class_weights: &[f32],
+) -> (Vec<f64>, Vec<f64>, Vec<bool>) {
+    let (mut ce, mut dl, correct) =
+        softmax_xent_smoothed(batch, classes, logits, labels, smoothing);
+    for n in 0..batch {
+        let w = class_weights[labels[n] as usize] as f64;
+        ce[n] *= w;
+        dl[n * classes..(n + 1) * classes]
+            .iter_mut()
+            .for_each(|g| *g *= w);
+    }
+    (ce, dl, correct)
+}
+
 /// x[r, p] = images[order[batch_index * full_batch + r], p] / 255, y[r] likewise.
 pub fn gather_batch(
     images: &[u8],

@@ -31,7 +31,8 @@ pub static KERNELS: &[&KernelDef] = &[&SOFTMAX_XENT, &ACCUMULATE];
 pub struct LossParams {
     pub batch: u32,
     pub classes: u32,
-    /// what `accumulate` advances: bit 0 the optimizer step, bit 1 the batch index
+    /// what `accumulate` advances: bit 0 the optimizer step, bit 1 the batch index; bit 2: the
+    /// softmax_xent of a training step weighs by class_weight
     pub advance: u32,
     /// targets `onehot · (1 − s) + s / classes` (0: the label's one-hot)
     pub label_smoothing: f32,
@@ -55,6 +56,9 @@ pub struct Loss {
     per_example: Buffer,
     classes: usize,
     label_smoothing: f32,
+    /// Keras' class_weight, [classes] (ones when none)
+    class_weights: Buffer,
+    weighted: bool,
 }
 
 impl Loss {
@@ -64,10 +68,25 @@ impl Loss {
     }
 
     pub fn new(ctx: &Context, batch: usize, classes: usize, label_smoothing: f32) -> Self {
+        Self::weighted(ctx, batch, classes, label_smoothing, None)
+    }
+
+    /// With Keras' `class_weight` (per class) on training steps.
+    pub fn weighted(
+        ctx: &Context,
+        batch: usize,
+        classes: usize,
+        label_smoothing: f32,
+        class_weights: Option<&[f32]>,
+    ) -> Self {
+        let ones = vec![1.0f32; classes.max(1)];
+        let w = class_weights.unwrap_or(&ones);
         Loss {
             per_example: ctx.storage_zeroed("per-example loss", (batch * 2 * 4) as u64),
             classes,
             label_smoothing,
+            class_weights: ctx.storage_init("class weights", bytemuck::cast_slice(w)),
+            weighted: class_weights.is_some(),
         }
     }
 
@@ -84,7 +103,11 @@ impl Loss {
         let p = LossParams {
             batch: rows as u32,
             classes: self.classes as u32,
-            advance: if training { 3 } else { 2 },
+            advance: match (training, self.weighted) {
+                (true, true) => 7,
+                (true, false) => 3,
+                (false, _) => 2,
+            },
             label_smoothing: self.label_smoothing,
         };
         let u = r.uniform("loss", &p);
@@ -92,6 +115,7 @@ impl Loss {
             .bind("P", &u)
             .bind("logits", logits)
             .bind("labels", y)
+            .bind("class_weights", &self.class_weights)
             .bind("dlogits", dlogits)
             .bind("per_example", &self.per_example)
             .grid((rows.div_ceil(64) as u32, 1, 1));

@@ -213,6 +213,8 @@ pub struct StepSetup<'a> {
     pub label_smoothing: f32,
     /// the validation split (Keras' `validation_split`), when held out
     pub val: Option<&'a Split>,
+    /// Keras' class_weight, per class
+    pub class_weight: Option<&'a [f32]>,
 }
 
 impl Step {
@@ -243,7 +245,7 @@ impl Step {
             weights,
         )?;
         let mut step = Step {
-            loss: Loss::new(ctx, s.batch, classes, s.label_smoothing),
+            loss: Loss::weighted(ctx, s.batch, classes, s.label_smoothing, s.class_weight),
             train: GpuSplit::upload(ctx, train, "train"),
             test: GpuSplit::upload(ctx, test, "test"),
             val: s.val.map(|v| GpuSplit::upload(ctx, v, "validation")),
