@@ -593,48 +593,7 @@ fn dropout_trains_like_its_twin_and_is_the_identity_in_inference() {
     let mut setup = Setup::new(plan.clone(), Restrictions::default(), h, batch);
     setup.seed = seed;
     let mut t = Trainer::new(ctx, setup, &train, &test, &w0).unwrap();
-    let mut w = w0.clone();
-    let sizes: Vec<usize> = w.iter().map(|t| t.len()).collect();
-    let mut slots = r::zero_slots(&h, &sizes);
-    let mut step = 0u64;
-    for epoch in 1..=2 {
-        let order = epoch_order(n_train, seed, epoch, true);
-        let stats = t.train_epoch(epoch, &order, &mut |_| {}).unwrap();
-        let mut loss_sum = 0.0;
-        for b in 0..n_train.div_ceil(batch) {
-            let rows = batch.min(n_train - b * batch);
-            let (x, y) = r::gather_batch(
-                &train.images,
-                &train.labels,
-                &order,
-                b,
-                batch,
-                rows,
-                plan.input_len(),
-            );
-            step += 1;
-            loss_sum += r::reference_step(
-                &plan,
-                &Restrictions::default(),
-                (&h, &Default::default()),
-                &mut w,
-                &mut slots,
-                (step, seed),
-                &x,
-                &y,
-            ) * rows as f64;
-        }
-        assert_close64(
-            &format!("epoch {epoch} loss"),
-            &[stats.train.loss],
-            &[loss_sum / n_train as f64],
-            1e-5,
-            1e-4,
-        );
-        for (i, (name, _, got)) in t.weights().unwrap().into_iter().enumerate() {
-            assert_close(&format!("epoch {epoch} {name}"), &got, &w[i], 2e-5, 1e-4);
-        }
-    }
+    let w = assert_trains_like_twin(&mut t, &plan, &h, &train, (batch, 2), (seed, seed), &w0);
     // evaluation runs the model without dropout
     let e = t.evaluate().unwrap();
     let w64: Vec<Vec<f64>> = w
@@ -717,12 +676,28 @@ fn layer_activations_train_like_their_twins() {
         &w0,
     )
     .unwrap();
-    let mut w = w0.clone();
+    assert_trains_like_twin(&mut t, &plan, &h, &train, (batch, 2), (3, 0), &w0);
+}
+
+/// `epochs` shuffled epochs (order seed `seeds.0`) of `t` and of the twin (the run's seed `seeds.1`,
+/// for dropout masks) from `w0`, no restrictions: after each, the train loss and every weight agree.
+/// Returns the twin's weights.
+fn assert_trains_like_twin(
+    t: &mut Trainer,
+    plan: &ModelPlan,
+    h: &Settings,
+    train: &Split,
+    (batch, epochs): (usize, usize),
+    (order_seed, seed): (u64, u64),
+    w0: &[Vec<f32>],
+) -> Vec<Vec<f32>> {
+    let n_train = train.len();
+    let mut w = w0.to_vec();
     let sizes: Vec<usize> = w.iter().map(|t| t.len()).collect();
-    let mut slots = r::zero_slots(&h, &sizes);
+    let mut slots = r::zero_slots(h, &sizes);
     let mut step = 0u64;
-    for epoch in 1..=2 {
-        let order = epoch_order(n_train, 3, epoch, true);
+    for epoch in 1..=epochs {
+        let order = epoch_order(n_train, order_seed, epoch, true);
         let stats = t.train_epoch(epoch, &order, &mut |_| {}).unwrap();
         let mut loss_sum = 0.0;
         for b in 0..n_train.div_ceil(batch) {
@@ -737,13 +712,14 @@ fn layer_activations_train_like_their_twins() {
                 plan.input_len(),
             );
             step += 1;
+            let loss = (h, &Default::default());
             loss_sum += r::reference_step(
-                &plan,
+                plan,
                 &Restrictions::default(),
-                (&h, &Default::default()),
+                loss,
                 &mut w,
                 &mut slots,
-                (step, 0),
+                (step, seed),
                 &x,
                 &y,
             ) * rows as f64;
@@ -759,4 +735,5 @@ fn layer_activations_train_like_their_twins() {
             assert_close(&format!("epoch {epoch} {name}"), &got, &w[i], 2e-5, 1e-4);
         }
     }
+    w
 }

@@ -302,20 +302,26 @@ struct ActivationOp {
     out: OpOutput,
 }
 
-impl Op for ActivationOp {
-    fn out(&self) -> &OpOutput {
-        &self.out
-    }
-
-    fn forward(&self, r: &mut Recorder, io: &Io, rows: usize) {
+impl ActivationOp {
+    /// The uniform and grid of a pass over `rows` examples.
+    fn pass(&self, r: &mut Recorder, rows: usize) -> (crate::gpu::Buffer, (u32, u32, u32)) {
         let p = ActivationParams {
             n: (rows * self.len) as u32,
             func: self.func,
             alpha: self.alpha,
             ..Default::default()
         };
-        let u = r.uniform("activation", &p);
-        let grid = r.grid_1d(rows * self.len, 64);
+        (r.uniform("activation", &p), r.grid_1d(rows * self.len, 64))
+    }
+}
+
+impl Op for ActivationOp {
+    fn out(&self) -> &OpOutput {
+        &self.out
+    }
+
+    fn forward(&self, r: &mut Recorder, io: &Io, rows: usize) {
+        let (u, grid) = self.pass(r, rows);
         r.dispatch(&FORWARD)
             .bind("P", &u)
             .bind("x", io.x)
@@ -327,14 +333,7 @@ impl Op for ActivationOp {
         let Some(dx) = io.dx else {
             return;
         };
-        let p = ActivationParams {
-            n: (rows * self.len) as u32,
-            func: self.func,
-            alpha: self.alpha,
-            ..Default::default()
-        };
-        let u = r.uniform("activation", &p);
-        let grid = r.grid_1d(rows * self.len, 64);
+        let (u, grid) = self.pass(r, rows);
         r.dispatch(&BACKWARD)
             .bind("P", &u)
             .bind("x", io.x)

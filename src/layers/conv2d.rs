@@ -232,9 +232,7 @@ impl Layer for Conv2d {
 
     fn twin_forward(&self, l: &LayerPlan, batch: usize, x: &[f64], w: &[&[f64]]) -> TwinForward {
         let mut y = twin::conv2d_forward(&self.dims(l, batch), x, w[0], w[1], self.relu());
-        if let Some((code, alpha)) = self.epilogue() {
-            twin::apply_activation(code, alpha as f64, &mut y);
-        }
+        twin::apply_epilogue(self.epilogue(), &mut y);
         TwinForward {
             y,
             argmax: None,
@@ -251,10 +249,7 @@ impl Layer for Conv2d {
         fwd: &TwinForward,
         dy: &[f64],
     ) -> (Vec<Vec<f64>>, Vec<f64>) {
-        let dz = match self.epilogue() {
-            Some((code, alpha)) => twin::activation_backward_from_y(code, alpha as f64, &fwd.y, dy),
-            None => dy.to_vec(),
-        };
+        let dz = twin::epilogue_backward(self.epilogue(), &fwd.y, dy);
         let (dk, db, dx) =
             twin::conv2d_backward(&self.dims(l, batch), x, w[0], &fwd.y, &dz, self.relu());
         (vec![dk, db], dx)

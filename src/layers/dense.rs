@@ -173,9 +173,7 @@ impl Layer for Dense {
 
     fn twin_forward(&self, l: &LayerPlan, batch: usize, x: &[f64], w: &[&[f64]]) -> TwinForward {
         let mut y = twin::dense_forward(batch, l.input.len(), self.units, x, w[0], w[1], self.relu());
-        if let Some((code, alpha)) = self.epilogue() {
-            twin::apply_activation(code, alpha as f64, &mut y);
-        }
+        twin::apply_epilogue(self.epilogue(), &mut y);
         TwinForward {
             y,
             argmax: None,
@@ -192,10 +190,7 @@ impl Layer for Dense {
         fwd: &TwinForward,
         dy: &[f64],
     ) -> (Vec<Vec<f64>>, Vec<f64>) {
-        let dz = match self.epilogue() {
-            Some((code, alpha)) => twin::activation_backward_from_y(code, alpha as f64, &fwd.y, dy),
-            None => dy.to_vec(),
-        };
+        let dz = twin::epilogue_backward(self.epilogue(), &fwd.y, dy);
         let (dw, db, dx) = twin::dense_backward(
             batch,
             l.input.len(),

@@ -24,6 +24,21 @@ pub fn activation(code: u32, alpha: f64, x: f64) -> f64 {
     }
 }
 
+/// A layer's own elementwise activation (`epilogue`: code, parameter) over its linear outputs, in place.
+pub fn apply_epilogue(epilogue: Option<(u32, f32)>, y: &mut [f64]) {
+    if let Some((code, alpha)) = epilogue {
+        apply_activation(code, alpha as f64, y);
+    }
+}
+
+/// The gradient of a layer's linear outputs from that of its activated outputs `y`.
+pub fn epilogue_backward(epilogue: Option<(u32, f32)>, y: &[f64], dy: &[f64]) -> Vec<f64> {
+    match epilogue {
+        Some((code, alpha)) => activation_backward_from_y(code, alpha as f64, y, dy),
+        None => dy.to_vec(),
+    }
+}
+
 /// f(z) of a layer's own activation over its outputs, in place.
 pub fn apply_activation(code: u32, alpha: f64, y: &mut [f64]) {
     y.iter_mut().for_each(|v| *v = activation(code, alpha, *v));
