@@ -19,23 +19,18 @@ struct RmsPropParams {
 @group(0) @binding(12) var<storage, read_write> momentum4: array<vec4<f32>>;
 @group(0) @binding(13) var<storage, read_write> average4: array<vec4<f32>>;
 
-// grid (ceil(n / 64)) folded, 16 invocations per workgroup, 4 elements per invocation: a workgroup lies
-// inside one tensor (64-element aligned), found once per workgroup.
+// grid (ceil(n / 64)) folded, 16 invocations per workgroup, 4 elements per invocation (`update_lanes`).
 @compute @workgroup_size(16)
 fn rmsprop_update(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                   @builtin(local_invocation_index) lid: u32) {
-    let i0 = (wg.y * nwg.x + wg.x) * 64u;
-    let s = segment_of(i0);
-    let e = i0 + 4u * lid;
-    if (s == U.n_segments || e >= U.n) {
+    let l = update_lanes(wg, nwg, lid);
+    if (!l.ok) {
         return;
     }
-    let seg = segments[s];
-    let live = (vec4<u32>(e) + vec4<u32>(0u, 1u, 2u, 3u)) < vec4<u32>(seg.start + seg.len);
-    let q = e / 4u;
-    let w0 = params4[q];
-    let g = clip4(s, total_gradient4(seg, grads4[q], w0));
-    var w = decay4(w0);
+    let q = l.q;
+    let live = l.live;
+    let g = l.g;
+    var w = l.w;
     let lr = step_sizes[state.batch].x;
     let v0 = velocity4[q];
     let v = R.rho * v0 + R.one_minus_rho * (g * g);
@@ -55,7 +50,7 @@ fn rmsprop_update(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
         w = w - m;
     } else {
         w = w - inc;
-        w = prox4(seg, w, lr / sqrt(d));
+        w = prox4(l.seg, w, lr / sqrt(d));
     }
-    params4[q] = select(w0, w, live);
+    params4[q] = select(l.w0, w, live);
 }

@@ -131,6 +131,41 @@ fn prox4(seg: Segment, w0: vec4<f32>, step: vec4<f32>) -> vec4<f32> {
     return w;
 }
 
+// What an optimizer's update invocation works on (its entry point: grid ceil(n / 64) folded, 16
+// invocations per workgroup, 4 elements, a vec4, each): a workgroup covers 64 elements and, since
+// tensors start 64-element aligned, lies inside one tensor (or the padding after it), found once per
+// workgroup. `live` marks the elements before the tensor's end (those after keep their values); `g` is
+// the penalised, clipped gradient and `w` the weights after weight decay, Keras' order before the
+// optimizer's own step.
+struct UpdateLanes {
+    ok: bool,          // false: alignment padding between tensors, nothing to update
+    s: u32,
+    seg: Segment,
+    q: u32,            // index into the vec4 arrays
+    live: vec4<bool>,
+    w0: vec4<f32>,     // the weights before the update
+    g: vec4<f32>,
+    w: vec4<f32>,
+}
+
+fn update_lanes(wg: vec3<u32>, nwg: vec3<u32>, lid: u32) -> UpdateLanes {
+    var l: UpdateLanes;
+    let i0 = (wg.y * nwg.x + wg.x) * 64u;
+    l.s = segment_of(i0);
+    let e = i0 + 4u * lid;   // first element of this invocation
+    l.ok = l.s != U.n_segments && e < U.n;
+    if (!l.ok) {
+        return l;
+    }
+    l.seg = segments[l.s];
+    l.live = (vec4<u32>(e) + vec4<u32>(0u, 1u, 2u, 3u)) < vec4<u32>(l.seg.start + l.seg.len);
+    l.q = e / 4u;
+    l.w0 = params4[l.q];
+    l.g = clip4(l.s, total_gradient4(l.seg, grads4[l.q], l.w0));
+    l.w = decay4(l.w0);
+    return l;
+}
+
 @compute @workgroup_size(256)
 fn regularization_loss(@builtin(local_invocation_index) lid: u32) {
     var acc = 0.0;
