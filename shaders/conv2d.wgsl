@@ -1,5 +1,7 @@
-// Conv2D, stride 1, square k x k kernel, padding `valid` (pad = 0) or `same` (pad = (k-1)/2),
-// cross-correlation as Keras computes it. Layouts are Keras' own:
+// Conv2D, square k x k kernel, stride S, padding `valid` (no zeros) or `same` (TensorFlow's: pad_h rows
+// above and pad_w columns left, any extra one below and right), cross-correlation as Keras computes it:
+// output (i, j) reads input rows i*S - pad_h + di and columns j*S - pad_w + dj. The fused conv + pool
+// entry points are used only at stride 1 with equal padding on every side (`Conv2d::plain`). Layouts are Keras' own:
 //   x  [B, IH, IW, IC]   NHWC input           K  [k, k, IC, OC]  kernel (row t = (di*k + dj)*IC + c)
 //   b  [OC]              bias                 y  [B, OH, OW, OC] output after activation
 // Forward fuses bias + activation. The backward kernels fuse the activation derivative:
@@ -24,9 +26,9 @@
 struct ConvParams {
     batch: u32, in_h: u32, in_w: u32, in_c: u32,
     out_h: u32, out_w: u32, out_c: u32, k: u32,
-    pad: u32, relu: u32, rows_per: u32, chunks: u32,   // weight gradient: rows per chunk, chunks in all
+    pad_h: u32, relu: u32, rows_per: u32, chunks: u32,   // weight gradient: rows per chunk, chunks in all
     chunk_len: u32,   // GPU shape of the pooled weight gradient: pooled positions per chunk
-    _pad1: u32, _pad2: u32, _pad3: u32,
+    pad_w: u32, stride: u32, _pad3: u32,
 }
 
 @group(0) @binding(0) var<uniform> P: ConvParams;
@@ -143,8 +145,8 @@ fn conv2d_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocatio
     var base: vec4<i32>;
     for (var q = 0u; q < 4u; q++) {
         let p = min(p0 + q, hw - 1u);
-        ih[q] = i32(p / P.out_w) - i32(P.pad);
-        iw[q] = i32(p % P.out_w) - i32(P.pad);
+        ih[q] = i32((p / P.out_w) * P.stride) - i32(P.pad_h);
+        iw[q] = i32((p % P.out_w) * P.stride) - i32(P.pad_w);
         base[q] = ((i32(n * P.in_h) + ih[q]) * i32(P.in_w) + iw[q]) * i32(P.in_c);
     }
     let b0 = bias4(o0);
@@ -202,9 +204,9 @@ fn conv2d_relu_maxpool2_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(l
     let second = pw + 1u < out_pw;   // an odd row's last pair has one pixel
     let pw2 = select(pw, pw + 1u, second);
     // each window's conv positions in row-major order: (0,0), (0,1), (1,0), (1,1)
-    let ih = vec4<i32>(i32(2u * ph)) + vec4<i32>(0, 0, 1, 1) - vec4<i32>(i32(P.pad));
-    let iw = vec4<i32>(i32(2u * pw)) + vec4<i32>(0, 1, 0, 1) - vec4<i32>(i32(P.pad));
-    let jw = vec4<i32>(i32(2u * pw2)) + vec4<i32>(0, 1, 0, 1) - vec4<i32>(i32(P.pad));
+    let ih = vec4<i32>(i32(2u * ph)) + vec4<i32>(0, 0, 1, 1) - vec4<i32>(i32(P.pad_h));
+    let iw = vec4<i32>(i32(2u * pw)) + vec4<i32>(0, 1, 0, 1) - vec4<i32>(i32(P.pad_w));
+    let jw = vec4<i32>(i32(2u * pw2)) + vec4<i32>(0, 1, 0, 1) - vec4<i32>(i32(P.pad_w));
     let row = (vec4<i32>(i32(n * P.in_h)) + ih) * i32(P.in_w);
     let base = (row + iw) * i32(P.in_c);
     let base2 = (row + jw) * i32(P.in_c);
@@ -312,11 +314,11 @@ fn conv2d_weight_partials(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_i
     var a4 = vec4<f32>(0.0); var b4 = vec4<f32>(0.0); var a5 = vec4<f32>(0.0); var b5 = vec4<f32>(0.0);
     var a6 = vec4<f32>(0.0); var b6 = vec4<f32>(0.0); var a7 = vec4<f32>(0.0); var b7 = vec4<f32>(0.0);
     for (var i = i0; i < i1; i++) {
-        let ih = i32(i) - i32(P.pad);
+        let ih = i32(i * P.stride) - i32(P.pad_h);
         var at = ((n * P.out_h + i) * P.out_w) * P.out_c;
-        var origin = ((i32(n * P.in_h) + ih) * i32(P.in_w) - i32(P.pad)) * i32(P.in_c);
+        var origin = ((i32(n * P.in_h) + ih) * i32(P.in_w) - i32(P.pad_w)) * i32(P.in_c);
         for (var j = 0u; j < P.out_w; j++) {
-            let iw = i32(j) - i32(P.pad);
+            let iw = i32(j * P.stride) - i32(P.pad_w);
             let g0 = vec4<f32>(grad_at(n, i, j, at, min(o0, lo)), grad_at(n, i, j, at, min(o0 + 1u, lo)),
                                grad_at(n, i, j, at, min(o0 + 2u, lo)), grad_at(n, i, j, at, min(o0 + 3u, lo)));
             let g1 = vec4<f32>(grad_at(n, i, j, at, min(o0 + 4u, lo)), grad_at(n, i, j, at, min(o0 + 5u, lo)),
@@ -330,7 +332,7 @@ fn conv2d_weight_partials(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_i
             let v6 = row_value(r6, origin, ih, iw); a6 += v6 * g0; b6 += v6 * g1;
             let v7 = row_value(r7, origin, ih, iw); a7 += v7 * g0; b7 += v7 * g1;
             at += P.out_c;
-            origin += i32(P.in_c);
+            origin += i32(P.stride * P.in_c);
         }
     }
     store_partial(chunk, rows, t0, o0, a0, b0);
@@ -409,11 +411,11 @@ fn conv2d_weight_partials_pooled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(
     var a8_0 = zero; var a8_1 = zero; var a8_2 = zero; var a8_3 = zero;
     var a9_0 = zero; var a9_1 = zero; var a9_2 = zero; var a9_3 = zero;
     for (var ph = p0; ph < p1; ph++) {
-        let ih = i32(2u * ph) - i32(P.pad);
+        let ih = i32(2u * ph) - i32(P.pad_h);
         var at = (n * out_ph + ph) * out_pw * P.out_c;
-        var origin = ((i32(n * P.in_h) + ih) * i32(P.in_w) - i32(P.pad)) * i32(P.in_c);
+        var origin = ((i32(n * P.in_h) + ih) * i32(P.in_w) - i32(P.pad_w)) * i32(P.in_c);
         for (var pw = 0u; pw < out_pw; pw++) {
-            let iw = i32(2u * pw) - i32(P.pad);
+            let iw = i32(2u * pw) - i32(P.pad_w);
             let g0 = vec4<f32>(dy[at + c0], dy[at + c1], dy[at + c2], dy[at + c3]);
             let s0 = vec4<u32>(argmax[at + c0], argmax[at + c1], argmax[at + c2], argmax[at + c3]);
             let g1 = vec4<f32>(dy[at + c4], dy[at + c5], dy[at + c6], dy[at + c7]);
@@ -539,7 +541,9 @@ fn conv2d_weight_reduce(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workg
 }
 
 // grid (ceil(IH*IW/64), B): one invocation per input pixel, all IC channels:
-// dx[n, h, w, c] = sum over (di, dj, o) of dpre[n, h+pad-di, w+pad-dj, o] * K[di, dj, c, o]
+// dx[n, h, w, c] = sum over (di, dj, o) of dpre[n, i, j, o] * K[di, dj, c, o], where
+// i*S = h + pad_h - di and j*S = w + pad_w - dj (with a stride, the taps that land between outputs
+// are skipped)
 @compute @workgroup_size(64)
 fn conv2d_backward_input(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let p = wg.x * 64u + lid;
@@ -553,13 +557,21 @@ fn conv2d_backward_input(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_in
     for (var c = 0u; c < P.in_c; c++) {
         var acc = 0.0;
         for (var di = 0u; di < P.k; di++) {
-            let i = i32(h + P.pad) - i32(di);
-            if (i < 0 || i >= i32(P.out_h)) {
+            let si = i32(h + P.pad_h) - i32(di);
+            if (si < 0 || u32(si) % P.stride != 0u) {
+                continue;
+            }
+            let i = si / i32(P.stride);
+            if (i >= i32(P.out_h)) {
                 continue;
             }
             for (var dj = 0u; dj < P.k; dj++) {
-                let j = i32(w + P.pad) - i32(dj);
-                if (j < 0 || j >= i32(P.out_w)) {
+                let sj = i32(w + P.pad_w) - i32(dj);
+                if (sj < 0 || u32(sj) % P.stride != 0u) {
+                    continue;
+                }
+                let j = sj / i32(P.stride);
+                if (j >= i32(P.out_w)) {
                     continue;
                 }
                 let ob = ((n * P.out_h + u32(i)) * P.out_w + u32(j)) * P.out_c;
@@ -596,8 +608,8 @@ fn conv2d_relu_maxpool2_forward_gpu(@builtin(workgroup_id) wg: vec3<u32>, @built
     let pix = e / P.out_c;
     let ph = pix / out_pw;
     let pw = pix % out_pw;
-    let ih = i32(2u * ph) - i32(P.pad);
-    let iw = i32(2u * pw) - i32(P.pad);
+    let ih = i32(2u * ph) - i32(P.pad_h);
+    let iw = i32(2u * pw) - i32(P.pad_w);
     let right = i32(P.in_c);
     let down = i32(P.in_w * P.in_c);
     var a = vec4<f32>(bias[o]);
@@ -666,8 +678,8 @@ fn conv2d_weight_partials_pooled_gpu(@builtin(workgroup_id) wg: vec3<u32>, @buil
             let q = p / out_pw;
             let ph = q % out_ph;
             let n = q / out_ph;
-            let ih = i32(2u * ph + (s >> 1u)) - i32(P.pad);
-            let iw = i32(2u * pw + (s & 1u)) - i32(P.pad);
+            let ih = i32(2u * ph + (s >> 1u)) - i32(P.pad_h);
+            let iw = i32(2u * pw + (s & 1u)) - i32(P.pad_w);
             let origin = ((i32(n * P.in_h) + ih) * i32(P.in_w) + iw) * i32(P.in_c);
             a0 += g * row_value(r0, origin, ih, iw);
             a1 += g * row_value(r1, origin, ih, iw);

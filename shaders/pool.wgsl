@@ -1,14 +1,18 @@
-// MaxPool2D, k x k window, stride k, padding `valid` (Keras default).
+// Pooling: MaxPooling2D, AveragePooling2D and the global poolings (one window over the whole input).
+// kh x kw windows at strides (sh, sw); window (ph, pw) starts at input row ph*sh - pad_h and column
+// pw*sw - pad_w (TensorFlow's `same` padding: pad_h rows above, any extra one below). Windows cover
+// only the input's cells: the max ignores the padding, the average divides by the cells inside.
 //   x      [B, IH, IW, C]  input
-//   y      [B, OH, OW, C]  output, OH = IH / k, OW = IW / k
-//   argmax [B, OH, OW, C]  u32 index (di * k + dj) of the FIRST maximum of the window in row-major order
+//   y      [B, OH, OW, C]  output
+//   argmax [B, OH, OW, C]  u32 index (di * kw + dj) of the FIRST maximum of the window in row-major order
 //   dy     [B, OH, OW, C], dx [B, IH, IW, C]
-// Grids carry the batch index in workgroup_id.y; each invocation loops over the channels of one pixel.
-// Backward is a gather: each input element reads the argmax of the window that holds it.
+// One invocation per output element (forward) or input element (backward, a gather over the windows
+// that hold it: no atomics); the batch index is workgroup_id.y.
 
 struct PoolParams {
     batch: u32, in_h: u32, in_w: u32, c: u32,
-    out_h: u32, out_w: u32, k: u32, _pad: u32,
+    out_h: u32, out_w: u32, kh: u32, kw: u32,
+    sh: u32, sw: u32, pad_h: u32, pad_w: u32,
 }
 
 @group(0) @binding(0) var<uniform> P: PoolParams;
@@ -18,63 +22,135 @@ struct PoolParams {
 @group(0) @binding(4) var<storage, read> dy: array<f32>;
 @group(0) @binding(5) var<storage, read_write> dx: array<f32>;
 
-// grid (ceil(OH*OW/64), B): one invocation per output pixel
-// GATE (pipeline-overridable): the pool's input is a relu output, and the backward applies relu' too:
-// the window maximum is the relu output at argmax, so relu'(pre) there is (pooled value > 0).
+// GATE (pipeline-overridable, max-pool only): the pool's input is a relu output, and the backward
+// applies relu' too: the window maximum is the relu output at argmax, so relu'(pre) there is
+// (pooled value > 0).
 override GATE: bool = false;
 
-@compute @workgroup_size(64)
-fn maxpool_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let p = wg.x * 64u + lid;
-    let n = wg.y;
-    if (p >= P.out_h * P.out_w) {
-        return;
-    }
-    let ph = p / P.out_w;
-    let pw = p % P.out_w;
-    let out = (n * P.out_h * P.out_w + p) * P.c;
-    let origin = ((n * P.in_h + ph * P.k) * P.in_w + pw * P.k) * P.c;
-    for (var c = 0u; c < P.c; c++) {
-        var best = x[origin + c];
-        var best_at = 0u;
-        for (var di = 0u; di < P.k; di++) {
-            for (var dj = 0u; dj < P.k; dj++) {
-                let v = x[origin + (di * P.in_w + dj) * P.c + c];
-                if (v > best) {
-                    best = v;
-                    best_at = di * P.k + dj;
-                }
-            }
-        }
-        y[out + c] = best;
-        argmax[out + c] = best_at;
-    }
+// The window cells inside the input, one axis: [lo, hi) of the window offsets for window `p`.
+fn cells(p: u32, s: u32, pad: u32, k: u32, n: u32) -> vec2<u32> {
+    let top = i32(p * s) - i32(pad);
+    let lo = u32(max(-top, 0));
+    let hi = u32(clamp(i32(n) - top, 0, i32(k)));
+    return vec2<u32>(lo, max(hi, lo));
 }
 
-// grid (ceil(IH*IW/64), B): one invocation per input pixel
+// grid (ceil(OH*OW*C/64), B): one invocation per output element
 @compute @workgroup_size(64)
-fn maxpool_backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let p = wg.x * 64u + lid;
+fn maxpool_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let e = wg.x * 64u + lid;
     let n = wg.y;
-    if (p >= P.in_h * P.in_w) {
+    if (e >= P.out_h * P.out_w * P.c) {
         return;
     }
-    let h = p / P.in_w;
-    let w = p % P.in_w;
-    let ph = h / P.k;
-    let pw = w / P.k;
-    let local = (h % P.k) * P.k + (w % P.k);
-    let out = (n * P.in_h * P.in_w + p) * P.c;
-    let inside = ph < P.out_h && pw < P.out_w;
-    let src = ((n * P.out_h + ph) * P.out_w + pw) * P.c;
-    for (var c = 0u; c < P.c; c++) {
-        var g = 0.0;
-        if (inside && argmax[src + c] == local) {
-            g = dy[src + c];
-            if (GATE && !(y[src + c] > 0.0)) {
-                g = 0.0;
+    let c = e % P.c;
+    let p = e / P.c;
+    let ph = p / P.out_w;
+    let pw = p % P.out_w;
+    let rows = cells(ph, P.sh, P.pad_h, P.kh, P.in_h);
+    let cols = cells(pw, P.sw, P.pad_w, P.kw, P.in_w);
+    // input offset of window cell (0, 0), which may lie in the padding
+    let origin = ((i32(n * P.in_h) + i32(ph * P.sh) - i32(P.pad_h)) * i32(P.in_w)
+                  + i32(pw * P.sw) - i32(P.pad_w)) * i32(P.c) + i32(c);
+    var best = x[u32(origin + i32((rows.x * P.in_w + cols.x) * P.c))];
+    var best_at = rows.x * P.kw + cols.x;
+    for (var di = rows.x; di < rows.y; di++) {
+        for (var dj = cols.x; dj < cols.y; dj++) {
+            let v = x[u32(origin + i32((di * P.in_w + dj) * P.c))];
+            if (v > best) {
+                best = v;
+                best_at = di * P.kw + dj;
             }
         }
-        dx[out + c] = g;
     }
+    y[n * P.out_h * P.out_w * P.c + e] = best;
+    argmax[n * P.out_h * P.out_w * P.c + e] = best_at;
+}
+
+// The windows that hold input row (or column) `h`, one axis: [first, end) of the output indices.
+fn windows(h: u32, s: u32, pad: u32, k: u32, out: u32) -> vec2<u32> {
+    let t = i32(h + pad);
+    let first = max(t - i32(k) + i32(s), 0) / i32(s);   // ceil((t - k + 1) / s), at least 0
+    let last = min(t / i32(s), i32(out) - 1);
+    return vec2<u32>(u32(first), u32(max(last + 1, first)));
+}
+
+// grid (ceil(IH*IW*C/64), B): one invocation per input element, summing the gradient of each window
+// whose saved argmax is this cell.
+@compute @workgroup_size(64)
+fn maxpool_backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let e = wg.x * 64u + lid;
+    let n = wg.y;
+    if (e >= P.in_h * P.in_w * P.c) {
+        return;
+    }
+    let c = e % P.c;
+    let p = e / P.c;
+    let h = p / P.in_w;
+    let w = p % P.in_w;
+    let rows = windows(h, P.sh, P.pad_h, P.kh, P.out_h);
+    let cols = windows(w, P.sw, P.pad_w, P.kw, P.out_w);
+    var g = 0.0;
+    for (var ph = rows.x; ph < rows.y; ph++) {
+        for (var pw = cols.x; pw < cols.y; pw++) {
+            let local = (h + P.pad_h - ph * P.sh) * P.kw + (w + P.pad_w - pw * P.sw);
+            let src = ((n * P.out_h + ph) * P.out_w + pw) * P.c + c;
+            if (argmax[src] == local && !(GATE && !(y[src] > 0.0))) {
+                g += dy[src];
+            }
+        }
+    }
+    dx[n * P.in_h * P.in_w * P.c + e] = g;
+}
+
+// grid (ceil(OH*OW*C/64), B): one invocation per output element, the mean of its window's cells
+@compute @workgroup_size(64)
+fn avgpool_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let e = wg.x * 64u + lid;
+    let n = wg.y;
+    if (e >= P.out_h * P.out_w * P.c) {
+        return;
+    }
+    let c = e % P.c;
+    let p = e / P.c;
+    let ph = p / P.out_w;
+    let pw = p % P.out_w;
+    let rows = cells(ph, P.sh, P.pad_h, P.kh, P.in_h);
+    let cols = cells(pw, P.sw, P.pad_w, P.kw, P.in_w);
+    let origin = ((i32(n * P.in_h) + i32(ph * P.sh) - i32(P.pad_h)) * i32(P.in_w)
+                  + i32(pw * P.sw) - i32(P.pad_w)) * i32(P.c) + i32(c);
+    var s = 0.0;
+    for (var di = rows.x; di < rows.y; di++) {
+        for (var dj = cols.x; dj < cols.y; dj++) {
+            s += x[u32(origin + i32((di * P.in_w + dj) * P.c))];
+        }
+    }
+    y[n * P.out_h * P.out_w * P.c + e] = s / f32((rows.y - rows.x) * (cols.y - cols.x));
+}
+
+// grid (ceil(IH*IW*C/64), B): one invocation per input element, the gradient of each window that holds
+// it divided by that window's cell count
+@compute @workgroup_size(64)
+fn avgpool_backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let e = wg.x * 64u + lid;
+    let n = wg.y;
+    if (e >= P.in_h * P.in_w * P.c) {
+        return;
+    }
+    let c = e % P.c;
+    let p = e / P.c;
+    let h = p / P.in_w;
+    let w = p % P.in_w;
+    let rows = windows(h, P.sh, P.pad_h, P.kh, P.out_h);
+    let cols = windows(w, P.sw, P.pad_w, P.kw, P.out_w);
+    var g = 0.0;
+    for (var ph = rows.x; ph < rows.y; ph++) {
+        let r = cells(ph, P.sh, P.pad_h, P.kh, P.in_h);
+        for (var pw = cols.x; pw < cols.y; pw++) {
+            let q = cells(pw, P.sw, P.pad_w, P.kw, P.in_w);
+            let src = ((n * P.out_h + ph) * P.out_w + pw) * P.c + c;
+            g += dy[src] / f32((r.y - r.x) * (q.y - q.x));
+        }
+    }
+    dx[n * P.in_h * P.in_w * P.c + e] = g;
 }

@@ -120,6 +120,14 @@ pub mod de {
         2
     }
 
+    pub fn one() -> usize {
+        1
+    }
+
+    pub fn yes() -> bool {
+        true
+    }
+
     pub fn valid() -> Padding {
         Padding::Valid
     }
@@ -695,10 +703,16 @@ impl Config {
             for (layer, restrictions) in plan.layers.iter().zip(pending) {
                 for (suffix, reg, cons) in restrictions {
                     let name = format!("{}.{suffix}", layer.name);
-                    let p = plan
-                        .param(&name)
-                        .expect("a layer's restrictions name its parameters");
-                    c.restrict(p, reg, cons)?;
+                    match plan.param(&name) {
+                        Some(p) => c.restrict(p, reg, cons)?,
+                        None if reg.is_none() && cons.is_none() => {}
+                        None => {
+                            return Err(format!(
+                                "layer '{}': {suffix}_regularizer / {suffix}_constraint set, but the layer has no {suffix} (use_bias = false)",
+                                layer.name
+                            ))
+                        }
+                    }
                 }
             }
             c.restrictions.validate(&plan).map_err(|e| e.to_string())?;

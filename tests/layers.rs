@@ -11,7 +11,8 @@ mod common;
 use clampnet::gpu::{Context, KernelSet, Pipelines, Recorder};
 use clampnet::layers::activation::{ActivationLayer, Func};
 use clampnet::layers::{
-    build_op, Build, Conv2d, Dense, Dropout, Flatten, Io, LayerSpec, MaxPool2d, TwinForward,
+    build_op, AveragePooling2d, Build, Conv2d, Dense, Dropout, Flatten, GlobalAveragePooling2d,
+    GlobalMaxPooling2d, Io, LayerSpec, MaxPool2d, TwinForward,
 };
 
 /// The training step every op and twin runs as: (optimizer steps done, the run's seed), for dropout.
@@ -52,6 +53,25 @@ fn pool(k: usize) -> LayerSpec {
     MaxPool2d::new(k).into()
 }
 
+#[derive(Clone, Copy)]
+enum PoolKind {
+    Max,
+    Avg,
+}
+
+/// A max or average pool with a stride (None: the window) and padding.
+fn pooling(kind: PoolKind, k: usize, strides: Option<usize>, padding: Padding) -> LayerSpec {
+    match kind {
+        PoolKind::Max => MaxPool2d {
+            pool_size: k,
+            strides,
+            padding,
+        }
+        .into(),
+        PoolKind::Avg => AveragePooling2d::new(k, strides, padding).into(),
+    }
+}
+
 /// A dense layer over a flat input of `n` (the input is [1, n, 1], flattened: a view, no op).
 fn dense(n: usize, units: usize, activation: Activation) -> ([usize; 3], Vec<LayerSpec>) {
     (
@@ -64,6 +84,7 @@ fn dense(n: usize, units: usize, activation: Activation) -> ([usize; 3], Vec<Lay
 fn cases() -> Vec<Case> {
     use Activation::*;
     use Padding::*;
+    use PoolKind::*;
     let act = |f: Func, alpha: Option<f32>| -> LayerSpec {
         let mut a = ActivationLayer::new(f);
         a.alpha = alpha;
@@ -152,6 +173,36 @@ fn cases() -> Vec<Case> {
             vec![conv(9, 5, Same, Relu)],
         ),
         case(
+            "conv2d stride 2, valid, odd rows",
+            [9, 8, 3],
+            &[1, 3],
+            vec![Conv2d::new(6, 3, Valid, Relu).strided(2).into()],
+        ),
+        case(
+            "conv2d stride 2, same (TF: the extra zero row below)",
+            [8, 7, 2],
+            &[2],
+            vec![Conv2d::new(5, 3, Same, Relu).strided(2).into()],
+        ),
+        case(
+            "conv2d stride 3, 4x4 same, no bias",
+            [10, 11, 1],
+            &[2],
+            vec![Conv2d::new(4, 4, Same, Linear).strided(3).without_bias().into()],
+        ),
+        case(
+            "conv2d even kernel, same (extra column right), no bias",
+            [5, 6, 2],
+            &[3],
+            vec![Conv2d::new(7, 2, Same, Relu).without_bias().into()],
+        ),
+        case(
+            "conv2d + relu + 2x2 max-pool, no bias",
+            [8, 9, 2],
+            &[2],
+            vec![Conv2d::new(6, 3, Valid, Relu).without_bias().into(), pool(2)],
+        ),
+        case(
             "conv2d, 1x1 kernel, one filter",
             [7, 7, 1],
             &[2],
@@ -200,6 +251,63 @@ fn cases() -> Vec<Case> {
         Case {
             ties: true,
             ..case("max_pool2d 4x4, one window", [4, 4, 1], &[2], vec![pool(4)])
+        },
+        Case {
+            ties: true,
+            ..case(
+                "max_pool2d 3x3 stride 1 (overlapping windows)",
+                [6, 7, 3],
+                &[2],
+                vec![pooling(Max, 3, Some(1), Valid)],
+            )
+        },
+        Case {
+            ties: true,
+            ..case(
+                "max_pool2d 3x3 stride 2, same (TF: no padding above, one below)",
+                [7, 8, 2],
+                &[1, 3],
+                vec![pooling(Max, 3, Some(2), Same)],
+            )
+        },
+        case(
+            "average_pooling2d 2x2, leftover rows",
+            [7, 6, 3],
+            &[2, 5],
+            vec![pooling(Avg, 2, None, Valid)],
+        ),
+        case(
+            "average_pooling2d 3x3 stride 2, same (divides by the cells inside)",
+            [8, 7, 2],
+            &[3],
+            vec![pooling(Avg, 3, Some(2), Same)],
+        ),
+        case(
+            "average_pooling2d 2x2 stride 1, same (the extra row and column)",
+            [5, 5, 1],
+            &[2],
+            vec![pooling(Avg, 2, Some(1), Same)],
+        ),
+        case(
+            "global_average_pooling2d",
+            [6, 5, 7],
+            &[1, 9],
+            vec![GlobalAveragePooling2d::new().into()],
+        ),
+        case(
+            "global_average_pooling2d, keepdims",
+            [3, 3, 2],
+            &[2],
+            vec![GlobalAveragePooling2d { keepdims: true }.into()],
+        ),
+        Case {
+            ties: true,
+            ..case(
+                "global_max_pooling2d",
+                [5, 6, 4],
+                &[2, 3],
+                vec![GlobalMaxPooling2d::new().into()],
+            )
         },
     ];
     for (what, batches, n, units, act) in [
@@ -404,10 +512,12 @@ fn every_op_matches_its_twin_in_both_kernel_sets_and_gate_variants() {
                         }
                     }
                     let got = run_gpu(ctx, &pipes, &plan, set, gate, batch, (&x, &w, &dy_in));
-                    // a max-pool moves values: exact; dropout scales in f32; sums of products: f32
-                    // accumulation
+                    // a max-pool moves values: exact, but overlapping windows add their gradients in
+                    // f32; dropout scales in f32; averages and sums of products: f32 accumulation
                     let tol = match (plan.params.is_empty(), kind.keras_class()) {
                         (_, "Dropout") => 1e-7,
+                        (true, "MaxPooling2D") => 1e-7,
+                        (true, "AveragePooling2D" | "GlobalAveragePooling2D") => 1e-6,
                         // f32 exp and tanh against f64
                         (_, "Activation" | "ELU" | "LeakyReLU" | "ReLU") => 3e-6,
                         (true, _) => 0.0,

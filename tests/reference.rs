@@ -4,7 +4,7 @@
 
 mod common;
 
-use clampnet::model::ModelPlan;
+use clampnet::model::{ModelPlan, Padding};
 use clampnet::reference as r;
 use common::{odd_models, TestRng};
 
@@ -91,15 +91,20 @@ fn twin_layers_agree_with_hand_computed_values() {
         vec![12.5, 16.5, 24.5, 28.5]
     );
     // max-pool ties go to the first maximum in row-major order
-    let p = r::PoolDims {
-        batch: 1,
-        in_h: 2,
-        in_w: 2,
-        c: 1,
-        k: 2,
-    };
+    let p = r::PoolDims::new(1, (2, 2, 1), 2, 2, Padding::Valid).unwrap();
     let (y, a) = r::maxpool_forward(&p, &[3.0, 3.0, 1.0, 3.0]);
     assert_eq!((y, a), (vec![3.0], vec![0]));
+    // TF's `same`: a 3x3 input, 2x2 windows at stride 2 pad one row below and one column right; the
+    // average divides by the cells inside (4, 2, 2, 1), the max ignores the padding
+    let p = r::PoolDims::new(1, (3, 3, 1), 2, 2, Padding::Same).unwrap();
+    let x = [-1.0, -2.0, -3.0, -4.0, -5.0, -6.0, -7.0, -8.0, -9.0];
+    assert_eq!(r::avgpool_forward(&p, &x), vec![-3.0, -4.5, -7.5, -9.0]);
+    assert_eq!(r::maxpool_forward(&p, &x).0, vec![-1.0, -3.0, -7.0, -9.0]);
+    // a stride-2 3x3 'same' conv of a 4x4 input pads 0 rows above and 1 below (TF)
+    let d = r::ConvDims::strided(1, (4, 4, 1), 1, 3, 2, Padding::Same);
+    assert_eq!((d.out_h, d.pad_h, d.pad_w), (2, 0, 0));
+    let d = r::ConvDims::strided(1, (5, 6, 1), 1, 3, 2, Padding::Same);
+    assert_eq!((d.out_h, d.out_w, d.pad_h, d.pad_w), (3, 3, 1, 0));
     // softmax CE of equal logits is ln(K), dlogits (1/K - onehot)/B
     let (ce, dl, _) = r::softmax_xent(1, 4, &[2.0; 4], &[1]);
     assert!((ce[0] - 4f64.ln()).abs() < 1e-12);

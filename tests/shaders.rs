@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 
 use clampnet::gpu::portability;
-use clampnet::layers::{activation, conv2d, dense, dropout, max_pool};
+use clampnet::layers::{activation, conv2d, dense, dropout, pool};
 use clampnet::optim::{adam, constraints, prologue, rmsprop, sgd};
 use clampnet::step::{gather, kernels, loss};
 
@@ -89,11 +89,11 @@ fn uniform_structs_match_their_rust_twins() {
         ),
         (
             "ConvParams",
-            layout!(conv2d::ConvParams; batch, in_h, in_w, in_c, out_h, out_w, out_c, k, pad, relu, rows_per, chunks, chunk_len, _pad1, _pad2, _pad3),
+            layout!(conv2d::ConvParams; batch, in_h, in_w, in_c, out_h, out_w, out_c, k, pad_h, relu, rows_per, chunks, chunk_len, pad_w, stride, _pad3),
         ),
         (
             "PoolParams",
-            layout!(max_pool::PoolParams; batch, in_h, in_w, c, out_h, out_w, k, _pad),
+            layout!(pool::PoolParams; batch, in_h, in_w, c, out_h, out_w, kh, kw, sh, sw, pad_h, pad_w),
         ),
         (
             "DenseParams",

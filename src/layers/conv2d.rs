@@ -1,5 +1,7 @@
-//! Conv2D: stride 1, square `kernel_size`, padding `valid` or `same`, relu or linear, Keras layouts
-//! (x NHWC, kernel (k, k, in, out), bias (out,)). Shader: shaders/conv2d.wgsl (shared with the fused
+//! Conv2D: square `kernel_size` and `strides`, padding `valid` or `same` (TensorFlow's: any extra row
+//! or column of zeros at the bottom and right), a bias or none (`use_bias`), any activation, Keras
+//! layouts (x NHWC, kernel (k, k, in, out), bias (out,)). Without a bias the op binds a zero bias and
+//! a gradient sink of its own, so the kernels are the same. Shader: shaders/conv2d.wgsl (shared with the fused
 //! conv + relu + max-pool op, `conv2d_pool.rs`). Twin: `reference::conv2d`.
 //!
 //! On the GPU, unfused (both kernel sets):
@@ -11,20 +13,20 @@
 use serde::Deserialize;
 
 use super::{spatial, Build, Io, Layer, Op, OpOutput, ParamRestriction, TwinForward};
-use crate::config::de::{linear, positive_usize, valid};
+use crate::config::de::{linear, one, positive_usize, valid, yes};
 use crate::config::{ConstraintConfig, RegularizerConfig};
 use crate::error::Result;
 use crate::keras::{self, FromKeras, LayerConfig};
 use serde_json::{json, Map, Value};
-use crate::gpu::{Buffer, KernelDef, Recorder, Shader};
+use crate::gpu::{Buffer, DispatchBuilder, KernelDef, Recorder, Shader};
 use crate::model::fuse::OpPlan;
 use crate::model::{
     Activation, Init, LayerPlan, Padding, ParamDecl, ParamSpec, Role, Shape, MAX_VALUES,
 };
 use crate::reference as twin;
 
-/// Keras' `Conv2D(filters, kernel_size, padding, activation, kernel_regularizer, bias_regularizer,
-/// kernel_constraint, bias_constraint)`.
+/// Keras' `Conv2D(filters, kernel_size, strides, padding, activation, use_bias, kernel_regularizer,
+/// bias_regularizer, kernel_constraint, bias_constraint)`.
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Conv2d {
@@ -32,10 +34,14 @@ pub struct Conv2d {
     pub filters: usize,
     #[serde(deserialize_with = "positive_usize")]
     pub kernel_size: usize,
+    #[serde(default = "one", deserialize_with = "positive_usize")]
+    pub strides: usize,
     #[serde(default = "valid")]
     pub padding: Padding,
     #[serde(default = "linear")]
     pub activation: Activation,
+    #[serde(default = "yes")]
+    pub use_bias: bool,
     #[serde(default)]
     pub kernel_regularizer: Option<RegularizerConfig>,
     #[serde(default)]
@@ -56,8 +62,10 @@ impl Conv2d {
         Conv2d {
             filters,
             kernel_size,
+            strides: 1,
             padding,
             activation,
+            use_bias: true,
             kernel_regularizer: None,
             bias_regularizer: None,
             kernel_constraint: None,
@@ -65,32 +73,62 @@ impl Conv2d {
         }
     }
 
+    /// The same layer with stride `s`.
+    pub fn strided(mut self, s: usize) -> Self {
+        self.strides = s;
+        self
+    }
+
+    /// The same layer without a bias.
+    pub fn without_bias(mut self) -> Self {
+        self.use_bias = false;
+        self
+    }
+
     /// The twin's shapes for this layer over `batch` examples.
     pub fn dims(&self, l: &LayerPlan, batch: usize) -> twin::ConvDims {
-        let (h, w, c) = spatial(l.input);
-        twin::ConvDims::new(
+        twin::ConvDims::strided(
             batch,
-            h,
-            w,
-            c,
+            spatial(l.input),
             self.filters,
             self.kernel_size,
-            self.padding == Padding::Same,
+            self.strides,
+            self.padding,
         )
+    }
+
+    /// (output rows, rows of zeros above) and (output columns, columns of zeros left) for an h x w input.
+    fn windows(&self, h: usize, w: usize) -> Option<((usize, usize), (usize, usize))> {
+        let (k, s) = (self.kernel_size, self.strides);
+        Some((self.padding.window(h, k, s)?, self.padding.window(w, k, s)?))
+    }
+
+    /// Stride 1 and the same padding on every side (valid, or same with an odd kernel): what the fused
+    /// conv + pool kernels compute.
+    pub fn plain(&self) -> bool {
+        self.strides == 1 && (self.padding == Padding::Valid || self.kernel_size % 2 == 1)
     }
 }
 
-/// Keras' `Conv2D`: strides 1, dilation 1, one group, channels last, a bias, square kernels.
+/// Keras' `Conv2D`: square kernels and strides, dilation 1, one group, channels last.
 impl FromKeras for Conv2d {
     const CLASS: &'static str = "Conv2D";
 
     fn from_keras(c: &LayerConfig) -> std::result::Result<Self, String> {
-        c.only("strides", &[json!(1), json!([1, 1])])?;
         c.only("dilation_rate", &[json!(1), json!([1, 1])])?;
         c.only("groups", &[json!(1)])?;
         c.only("data_format", &[json!("channels_last")])?;
-        c.only("use_bias", &[json!(true)])?;
-        Ok(Conv2d::new(
+        let strides = match c.get("strides") {
+            None => 1,
+            Some(_) => c.square("strides")?,
+        };
+        let use_bias = match c.get("use_bias") {
+            None => true,
+            Some(v) => v
+                .as_bool()
+                .ok_or_else(|| format!("use_bias must be true or false, got {v}"))?,
+        };
+        let mut layer = Conv2d::new(
             c.count("filters")?,
             c.square("kernel_size")?,
             c.padding()?,
@@ -102,7 +140,10 @@ impl FromKeras for Conv2d {
                 Activation::Elu,
                 Activation::LeakyRelu,
             ])?,
-        ))
+        )
+        .strided(strides);
+        layer.use_bias = use_bias;
+        Ok(layer)
     }
 }
 
@@ -120,19 +161,13 @@ impl Layer for Conv2d {
         let k = self.kernel_size;
         m.insert("filters".into(), json!(self.filters));
         m.insert("kernel_size".into(), json!([k, k]));
-        m.insert("strides".into(), json!([1, 1]));
-        m.insert(
-            "padding".into(),
-            json!(match self.padding {
-                Padding::Valid => "valid",
-                Padding::Same => "same",
-            }),
-        );
+        m.insert("strides".into(), json!([self.strides, self.strides]));
+        m.insert("padding".into(), json!(self.padding.keras()));
         m.insert("data_format".into(), json!("channels_last"));
         m.insert("dilation_rate".into(), json!([1, 1]));
         m.insert("groups".into(), json!(1));
         m.insert("activation".into(), json!(keras::activation_name(self.activation)));
-        m.insert("use_bias".into(), json!(true));
+        m.insert("use_bias".into(), json!(self.use_bias));
         keras::default_initializers(&mut m);
         m
     }
@@ -159,25 +194,16 @@ impl Layer for Conv2d {
                 "conv2d and max_pool2d need a spatial input, but the input is already flat".into(),
             );
         };
-        if self.filters == 0 || k == 0 {
-            return Err("filters and kernel_size must be at least 1".into());
+        if self.filters == 0 || k == 0 || self.strides == 0 {
+            return Err("filters, kernel_size and strides must be at least 1".into());
         }
         if self.activation == Activation::Softmax {
             return Err("conv2d activation cannot be softmax (a dense layer's, or a Softmax layer's, ending the model)".into());
         }
-        let (oh, ow) = match self.padding {
-            Padding::Valid => {
-                if k > h || k > w {
-                    return Err(format!("kernel {k}x{k} is larger than its {h}x{w} input"));
-                }
-                (h - k + 1, w - k + 1)
-            }
-            Padding::Same => {
-                if k.is_multiple_of(2) {
-                    return Err("padding 'same' needs an odd kernel_size".into());
-                }
-                (h, w)
-            }
+        let Some(((oh, _), (ow, _))) = self.windows(h, w) else {
+            return Err(format!(
+                "kernel {k}x{k} is larger than its {h}x{w} input (padding 'valid'; 'same' pads it)"
+            ));
         };
         Ok(Shape::Spatial {
             h: oh,
@@ -189,7 +215,7 @@ impl Layer for Conv2d {
     fn params(&self, input: Shape) -> Vec<ParamDecl> {
         let (_, _, c) = spatial(input);
         let k = self.kernel_size;
-        vec![
+        let mut p = vec![
             ParamDecl {
                 suffix: "kernel",
                 role: Role::Kernel,
@@ -207,7 +233,9 @@ impl Layer for Conv2d {
                 init: Init::Zeros,
                 trainable: true,
             },
-        ]
+        ];
+        p.truncate(if self.use_bias { 2 } else { 1 });
+        p
     }
 
     fn macs(&self, input: Shape, output: Shape) -> f64 {
@@ -231,7 +259,9 @@ impl Layer for Conv2d {
     }
 
     fn twin_forward(&self, l: &LayerPlan, batch: usize, x: &[f64], w: &[&[f64]]) -> TwinForward {
-        let mut y = twin::conv2d_forward(&self.dims(l, batch), x, w[0], w[1], self.relu());
+        let zeros = vec![0.0; self.filters];
+        let bias = if self.use_bias { w[1] } else { &zeros };
+        let mut y = twin::conv2d_forward(&self.dims(l, batch), x, w[0], bias, self.relu());
         twin::apply_epilogue(self.epilogue(), &mut y);
         TwinForward {
             y,
@@ -252,7 +282,7 @@ impl Layer for Conv2d {
         let dz = twin::epilogue_backward(self.epilogue(), &fwd.y, dy);
         let (dk, db, dx) =
             twin::conv2d_backward(&self.dims(l, batch), x, w[0], &fwd.y, &dz, self.relu());
-        (vec![dk, db], dx)
+        (if self.use_bias { vec![dk, db] } else { vec![dk] }, dx)
     }
 
     fn op(&self, plan: &OpPlan, b: &Build) -> Result<Box<dyn Op>> {
@@ -319,7 +349,8 @@ pub struct ConvParams {
     pub out_w: u32,
     pub out_c: u32,
     pub k: u32,
-    pub pad: u32,
+    /// rows of zeros above the input
+    pub pad_h: u32,
     pub relu: u32,
     /// weight gradient: output rows per chunk (pooled rows when fused with the pool)
     pub rows_per: u32,
@@ -327,8 +358,9 @@ pub struct ConvParams {
     pub chunks: u32,
     /// the GPU shape of the pooled weight gradient: pooled positions per chunk
     pub chunk_len: u32,
-    pub _pad1: u32,
-    pub _pad2: u32,
+    /// columns of zeros left of the input
+    pub pad_w: u32,
+    pub stride: u32,
     pub _pad3: u32,
 }
 const _: () = assert!(std::mem::size_of::<ConvParams>() == 64);
@@ -388,12 +420,17 @@ pub const TAPS_MULTIPLE: usize = {
 pub(crate) struct ConvCore {
     pub name: String,
     pub kernel: ParamSpec,
-    pub bias: ParamSpec,
+    /// the bias (None: `use_bias = false`)
+    pub bias: Option<ParamSpec>,
+    /// without a bias: zeros the forward reads as one, and where the reduce writes its gradient
+    no_bias: Option<(Buffer, Buffer)>,
     /// input (h, w, c) and conv output (h, w, c)
     pub input: (usize, usize, usize),
     pub conv_out: (usize, usize, usize),
     pub k: usize,
-    pub pad: usize,
+    pub stride: usize,
+    /// zeros above and left of the input
+    pub pad: (usize, usize),
     pub relu: bool,
     /// the patch-row table (`conv_taps`), also readable as a uniform window
     pub taps: Buffer,
@@ -403,10 +440,14 @@ impl ConvCore {
     pub fn new(spec: &Conv2d, name: &str, params: &[ParamSpec], input: Shape, b: &Build) -> Self {
         let (h, w, c) = spatial(input);
         let k = spec.kernel_size;
-        let (oh, ow) = match spec.padding {
-            Padding::Valid => (h - k + 1, w - k + 1),
-            Padding::Same => (h, w),
-        };
+        let ((oh, pad_h), (ow, pad_w)) = spec.windows(h, w).expect("checked by `output`");
+        let no_bias = (!spec.use_bias).then(|| {
+            let bytes = (spec.filters * 4) as u64;
+            (
+                b.ctx.storage_zeroed(&format!("{name} zero bias"), bytes),
+                b.ctx.storage_zeroed(&format!("{name} unused bias gradient"), bytes),
+            )
+        });
         let taps = conv_taps(&ConvParams {
             k: k as u32,
             in_w: w as u32,
@@ -416,15 +457,13 @@ impl ConvCore {
         ConvCore {
             name: name.to_string(),
             kernel: params[0].clone(),
-            bias: params[1].clone(),
+            bias: params.get(1).filter(|_| spec.use_bias).cloned(),
+            no_bias,
             input: (h, w, c),
             conv_out: (oh, ow, spec.filters),
             k,
-            pad: if spec.padding == Padding::Same {
-                (k - 1) / 2
-            } else {
-                0
-            },
+            stride: spec.strides,
+            pad: (pad_h, pad_w),
             relu: spec.activation == Activation::Relu,
             taps: b
                 .ctx
@@ -449,7 +488,9 @@ impl ConvCore {
             out_w: ow as u32,
             out_c: oc as u32,
             k: self.k as u32,
-            pad: self.pad as u32,
+            pad_h: self.pad.0 as u32,
+            pad_w: self.pad.1 as u32,
+            stride: self.stride as u32,
             relu: self.relu as u32,
             rows_per,
             chunks,
@@ -461,6 +502,24 @@ impl ConvCore {
     /// Rows of the patch table (k*k*IC) plus the bias row.
     pub fn patch_rows(&self) -> usize {
         self.kernel.len / self.conv_out.2 + 1
+    }
+
+    /// Binds the bias `name` reads: the parameters' span, or the zeros of a layer without one.
+    pub fn bias<'r, 'a>(&self, d: DispatchBuilder<'r, 'a>, io: &Io) -> DispatchBuilder<'r, 'a> {
+        match (&self.bias, &self.no_bias) {
+            (Some(b), _) => d.span("bias", io.params, b.offset, b.len),
+            (None, Some((zeros, _))) => d.bind("bias", zeros),
+            (None, None) => unreachable!("a conv without a bias has its zeros"),
+        }
+    }
+
+    /// Binds `dbias`: the gradients' span, or the sink of a layer without a bias.
+    fn dbias<'r, 'a>(&self, d: DispatchBuilder<'r, 'a>, io: &Io) -> DispatchBuilder<'r, 'a> {
+        match (&self.bias, &self.no_bias) {
+            (Some(b), _) => d.span("dbias", io.grads(), b.offset, b.len),
+            (None, Some((_, sink))) => d.bind("dbias", sink),
+            (None, None) => unreachable!("a conv without a bias has its sink"),
+        }
     }
 
     /// The weight-gradient partial sums of `chunks` chunks, for this plan.
@@ -490,12 +549,11 @@ impl ConvCore {
         } else {
             (&WEIGHT_REDUCE, r.grid_1d(outputs, 64))
         };
-        r.dispatch(kernel)
+        let d = r
+            .dispatch(kernel)
             .bind("P", u)
-            .span("dkernel", io.grads(), self.kernel.offset, self.kernel.len)
-            .span("dbias", io.grads(), self.bias.offset, self.bias.len)
-            .bind("partials", partials)
-            .grid(grid);
+            .span("dkernel", io.grads(), self.kernel.offset, self.kernel.len);
+        self.dbias(d, io).bind("partials", partials).grid(grid);
     }
 
     /// Grid of one invocation per input pixel (the input gradient).
@@ -537,11 +595,12 @@ impl Op for ConvOp {
         let c = &self.core;
         let u = self.uniform(r, rows);
         let (oh, ow, oc) = c.conv_out;
-        r.dispatch(&FORWARD)
+        let d = r
+            .dispatch(&FORWARD)
             .bind("P", &u)
             .bind("x", io.x)
-            .span("kernel", io.params, c.kernel.offset, c.kernel.len)
-            .span("bias", io.params, c.bias.offset, c.bias.len)
+            .span("kernel", io.params, c.kernel.offset, c.kernel.len);
+        c.bias(d, io)
             .bind("y", &self.out.y)
             .grid((
                 (oh * ow).div_ceil(256) as u32,

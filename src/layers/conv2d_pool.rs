@@ -77,14 +77,13 @@ fn matches(plan: &ModelPlan, i: usize, set: KernelSet) -> Option<usize> {
         return None;
     };
     let next_is_pool2 =
-        matches!(l.get(i + 1).map(|n| &n.spec), Some(LayerSpec::MaxPool2d(p)) if p.pool_size == 2);
-    if conv.activation != Activation::Relu || !next_is_pool2 {
+        matches!(l.get(i + 1).map(|n| &n.spec), Some(LayerSpec::MaxPool2d(p)) if p.plain2());
+    if conv.activation != Activation::Relu || !next_is_pool2 || !conv.plain() {
         return None;
     }
-    let p = plan.layer_params(i);
-    let (kernel, bias) = (p[0], p[1]);
+    let kernel = plan.layer_params(i)[0];
     let window = UNIFORM_WINDOW as usize;
-    let taps = kernel.len / bias.len + 1;
+    let taps = kernel.len / conv.filters + 1;
     let fits =
         kernel.len * 4 <= window && taps.div_ceil(TAPS_MULTIPLE) * TAPS_MULTIPLE * 16 <= window;
     (set == KernelSet::Gpu || fits).then_some(2)
@@ -146,29 +145,30 @@ impl Op for ConvPoolOp {
         let (oh, ow, oc) = c.conv_out;
         let (ph, pw) = (oh / 2, ow / 2);
         match self.set {
-            KernelSet::Gpu => r
-                .dispatch(&FORWARD_GPU)
-                .bind("P", &u)
-                .bind("x", io.x)
-                .span("kernel", io.params, c.kernel.offset, c.kernel.len)
-                .span("bias", io.params, c.bias.offset, c.bias.len)
-                .bind("y", &self.out.y)
-                .bind("argmax", &self.argmax)
-                .grid(((ph * pw * oc).div_ceil(256) as u32, rows as u32, 1)),
-            KernelSet::Cpu => r
-                .dispatch(&FORWARD)
-                .bind("P", &u)
-                .bind("x", io.x)
-                .span("bias", io.params, c.bias.offset, c.bias.len)
-                .bind("y", &self.out.y)
-                .bind("argmax", &self.argmax)
-                .window("kernel_u", io.params, c.kernel.offset)
-                .window("taps_u", &c.taps, 0)
-                .grid((
-                    (ph * pw.div_ceil(2)).div_ceil(32) as u32,
-                    rows as u32,
-                    oc.div_ceil(16) as u32,
-                )),
+            KernelSet::Gpu => {
+                let d = r
+                    .dispatch(&FORWARD_GPU)
+                    .bind("P", &u)
+                    .bind("x", io.x)
+                    .span("kernel", io.params, c.kernel.offset, c.kernel.len);
+                c.bias(d, io)
+                    .bind("y", &self.out.y)
+                    .bind("argmax", &self.argmax)
+                    .grid(((ph * pw * oc).div_ceil(256) as u32, rows as u32, 1))
+            }
+            KernelSet::Cpu => {
+                let d = r.dispatch(&FORWARD).bind("P", &u).bind("x", io.x);
+                c.bias(d, io)
+                    .bind("y", &self.out.y)
+                    .bind("argmax", &self.argmax)
+                    .window("kernel_u", io.params, c.kernel.offset)
+                    .window("taps_u", &c.taps, 0)
+                    .grid((
+                        (ph * pw.div_ceil(2)).div_ceil(32) as u32,
+                        rows as u32,
+                        oc.div_ceil(16) as u32,
+                    ))
+            }
         }
     }
 

@@ -8,6 +8,7 @@
 //! `FUSIONS`.
 
 pub mod conv2d_pool;
+pub mod pool;
 
 use serde::Deserialize;
 
@@ -91,6 +92,9 @@ registry! {
     Conv2d(conv2d::Conv2d),
     #[serde(rename = "max_pool2d", alias = "max_pooling2d")]
     MaxPool2d(max_pool::MaxPool2d),
+    AveragePooling2d(avg_pool::AveragePooling2d),
+    GlobalAveragePooling2d(global_avg_pool::GlobalAveragePooling2d),
+    GlobalMaxPooling2d(global_max_pool::GlobalMaxPooling2d),
     Flatten(flatten::Flatten),
     Dense(dense::Dense),
     Dropout(dropout::Dropout),

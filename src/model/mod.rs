@@ -48,6 +48,33 @@ pub enum Padding {
     Same,
 }
 
+impl Padding {
+    /// One axis of a sliding window as TensorFlow computes it: (output length, zeros before the input)
+    /// for an input of `n`, a window of `k` and a stride of `s`; `valid`: whole windows only, `same`:
+    /// ceil(n / s) outputs, the padding split with the extra row or column after (bottom, right).
+    /// None: a valid window larger than its input.
+    pub fn window(self, n: usize, k: usize, s: usize) -> Option<(usize, usize)> {
+        match self {
+            Padding::Valid => (k >= 1 && s >= 1 && k <= n).then(|| ((n - k) / s + 1, 0)),
+            Padding::Same => {
+                if k == 0 || s == 0 || n == 0 {
+                    return None;
+                }
+                let out = n.div_ceil(s);
+                let total = ((out - 1) * s + k).saturating_sub(n);
+                Some((out, total / 2))
+            }
+        }
+    }
+
+    pub fn keras(self) -> &'static str {
+        match self {
+            Padding::Valid => "valid",
+            Padding::Same => "same",
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct ModelSpec {
     /// (H, W, C), C = 1 or 3

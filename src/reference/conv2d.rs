@@ -1,8 +1,11 @@
-//! Conv2D twin (stride 1, square kernel, valid or same padding), Keras layouts: x NHWC, K (k, k, in, out).
+//! Conv2D twin (square kernel and stride, valid or same padding as TensorFlow pads), Keras layouts:
+//! x NHWC, K (k, k, in, out).
 
 use super::activation_backward;
+use crate::model::Padding;
 
-/// Conv2D shapes (stride 1, square kernel, `pad` rows/columns of zeros on each side).
+/// Conv2D shapes: square kernel `k`, stride `stride`, `pad_h` rows and `pad_w` columns of zeros before
+/// the input (TensorFlow's `same` puts any extra one after).
 #[derive(Clone, Copy, Debug)]
 pub struct ConvDims {
     pub batch: usize,
@@ -13,11 +16,13 @@ pub struct ConvDims {
     pub out_w: usize,
     pub out_c: usize,
     pub k: usize,
-    pub pad: usize,
+    pub stride: usize,
+    pub pad_h: usize,
+    pub pad_w: usize,
 }
 
 impl ConvDims {
-    /// `valid` (pad 0) or `same` (pad (k-1)/2) output size.
+    /// Stride 1, `valid` or `same` (`same` with an odd kernel keeps the size).
     pub fn new(
         batch: usize,
         in_h: usize,
@@ -27,12 +32,21 @@ impl ConvDims {
         k: usize,
         same: bool,
     ) -> Self {
-        let pad = if same { (k - 1) / 2 } else { 0 };
-        let (out_h, out_w) = if same {
-            (in_h, in_w)
-        } else {
-            (in_h - k + 1, in_w - k + 1)
-        };
+        let padding = if same { Padding::Same } else { Padding::Valid };
+        Self::strided(batch, (in_h, in_w, in_c), out_c, k, 1, padding)
+    }
+
+    /// Any stride and padding; the layer checked that the window fits.
+    pub fn strided(
+        batch: usize,
+        (in_h, in_w, in_c): (usize, usize, usize),
+        out_c: usize,
+        k: usize,
+        stride: usize,
+        padding: Padding,
+    ) -> Self {
+        let (out_h, pad_h) = padding.window(in_h, k, stride).expect("the window fits");
+        let (out_w, pad_w) = padding.window(in_w, k, stride).expect("the window fits");
         ConvDims {
             batch,
             in_h,
@@ -42,7 +56,9 @@ impl ConvDims {
             out_w,
             out_c,
             k,
-            pad,
+            stride,
+            pad_h,
+            pad_w,
         }
     }
     fn xi(&self, n: usize, h: usize, w: usize, c: usize) -> usize {
@@ -56,13 +72,13 @@ impl ConvDims {
     }
     /// input position read by output (i, j) at kernel tap (di, dj), if inside the image
     fn tap(&self, i: usize, j: usize, di: usize, dj: usize) -> Option<(usize, usize)> {
-        let h = (i + di).checked_sub(self.pad)?;
-        let w = (j + dj).checked_sub(self.pad)?;
+        let h = (i * self.stride + di).checked_sub(self.pad_h)?;
+        let w = (j * self.stride + dj).checked_sub(self.pad_w)?;
         (h < self.in_h && w < self.in_w).then_some((h, w))
     }
 }
 
-/// y[n,i,j,o] = act(b[o] + sum x[n, i+di-pad, j+dj-pad, c] * K[di,dj,c,o])      x NHWC, K (k,k,in,out)
+/// y[n,i,j,o] = act(b[o] + sum x[n, i*s+di-pad_h, j*s+dj-pad_w, c] * K[di,dj,c,o])      x NHWC, K (k,k,in,out)
 pub fn conv2d_forward(d: &ConvDims, x: &[f64], k: &[f64], b: &[f64], relu: bool) -> Vec<f64> {
     let mut y = vec![0.0; d.batch * d.out_h * d.out_w * d.out_c];
     for n in 0..d.batch {

@@ -1,0 +1,184 @@
+//! The GPU op the pooling layers share (MaxPooling2D, AveragePooling2D, GlobalMaxPooling2D,
+//! GlobalAveragePooling2D): its uniform, kernels, grids and recording. Each layer file owns its Keras
+//! settings, shapes and twin glue and hands this op its window geometry (`reference::PoolDims`).
+//! Shader: shaders/pool.wgsl. Twins: `reference::pool`.
+
+use super::{Build, Io, Op, OpOutput};
+use crate::error::Result;
+use crate::gpu::{Buffer, KernelDef, Recorder, Shader};
+use crate::model::fuse::OpPlan;
+use crate::reference::PoolDims;
+
+pub static SHADER: Shader = crate::shader!("pool.wgsl");
+
+pub static MAX_FORWARD: KernelDef = KernelDef {
+    name: "MaxPoolForward",
+    shader: &SHADER,
+    entry: "maxpool_forward",
+    constants: &[],
+    gated: false,
+};
+pub static MAX_BACKWARD: KernelDef = KernelDef {
+    name: "MaxPoolBackward",
+    shader: &SHADER,
+    entry: "maxpool_backward",
+    constants: &[],
+    gated: true,
+};
+pub static AVG_FORWARD: KernelDef = KernelDef {
+    name: "AvgPoolForward",
+    shader: &SHADER,
+    entry: "avgpool_forward",
+    constants: &[],
+    gated: false,
+};
+pub static AVG_BACKWARD: KernelDef = KernelDef {
+    name: "AvgPoolBackward",
+    shader: &SHADER,
+    entry: "avgpool_backward",
+    constants: &[],
+    gated: false,
+};
+
+/// The uniform of pool.wgsl, field for field.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct PoolParams {
+    pub batch: u32,
+    pub in_h: u32,
+    pub in_w: u32,
+    pub c: u32,
+    pub out_h: u32,
+    pub out_w: u32,
+    pub kh: u32,
+    pub kw: u32,
+    pub sh: u32,
+    pub sw: u32,
+    pub pad_h: u32,
+    pub pad_w: u32,
+}
+const _: () = assert!(std::mem::size_of::<PoolParams>() == 48);
+
+/// What the window reduces to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// the maximum (its position saved for the backward)
+    Max,
+    /// the mean of the cells inside the input
+    Average,
+}
+
+/// A pooling layer on the GPU.
+pub struct PoolOp {
+    name: String,
+    mode: Mode,
+    /// the geometry (its batch is unused: each recording passes its rows)
+    dims: PoolDims,
+    gate: bool,
+    out: OpOutput,
+    /// the max-pool's choice per output element (none for the average)
+    argmax: Option<Buffer>,
+}
+
+impl PoolOp {
+    pub fn build(plan: &OpPlan, b: &Build, mode: Mode, dims: PoolDims) -> Result<Box<dyn Op>> {
+        let bytes = (b.batch * plan.output.len() * 4) as u64;
+        let argmax = match mode {
+            Mode::Max => Some(
+                b.ctx
+                    .storage_checked(&format!("{} argmax", plan.name), bytes)?,
+            ),
+            Mode::Average => None,
+        };
+        Ok(Box::new(PoolOp {
+            name: plan.name.clone(),
+            mode,
+            dims,
+            gate: plan.gate,
+            out: b.outputs(plan, false)?,
+            argmax,
+        }))
+    }
+
+    fn uniform(&self, r: &mut Recorder, rows: usize) -> Buffer {
+        let d = &self.dims;
+        let p = PoolParams {
+            batch: rows as u32,
+            in_h: d.in_h as u32,
+            in_w: d.in_w as u32,
+            c: d.c as u32,
+            out_h: d.out_h as u32,
+            out_w: d.out_w as u32,
+            kh: d.kh as u32,
+            kw: d.kw as u32,
+            sh: d.sh as u32,
+            sw: d.sw as u32,
+            pad_h: d.pad_h as u32,
+            pad_w: d.pad_w as u32,
+        };
+        r.uniform(&self.name, &p)
+    }
+}
+
+impl Op for PoolOp {
+    fn out(&self) -> &OpOutput {
+        &self.out
+    }
+
+    /// One invocation per output element.
+    fn forward(&self, r: &mut Recorder, io: &Io, rows: usize) {
+        let u = self.uniform(r, rows);
+        let d = &self.dims;
+        let grid = (
+            (d.out_h * d.out_w * d.c).div_ceil(64) as u32,
+            rows as u32,
+            1,
+        );
+        match (&self.argmax, self.mode) {
+            (Some(argmax), Mode::Max) => r
+                .dispatch(&MAX_FORWARD)
+                .bind("P", &u)
+                .bind("x", io.x)
+                .bind("y", &self.out.y)
+                .bind("argmax", argmax)
+                .grid(grid),
+            _ => r
+                .dispatch(&AVG_FORWARD)
+                .bind("P", &u)
+                .bind("x", io.x)
+                .bind("y", &self.out.y)
+                .grid(grid),
+        }
+    }
+
+    /// One invocation per input element, gathering from the windows that hold it.
+    fn backward(&self, r: &mut Recorder, io: &Io, rows: usize) {
+        let Some(dx) = io.dx else {
+            return;
+        };
+        let u = self.uniform(r, rows);
+        let d = &self.dims;
+        let grid = (
+            (d.in_h * d.in_w * d.c).div_ceil(64) as u32,
+            rows as u32,
+            1,
+        );
+        match (&self.argmax, self.mode) {
+            (Some(argmax), Mode::Max) => r
+                .dispatch(&MAX_BACKWARD)
+                .gate(self.gate)
+                .bind("P", &u)
+                .bind("y", &self.out.y)
+                .bind("argmax", argmax)
+                .bind("dy", self.out.dy())
+                .bind("dx", dx)
+                .grid(grid),
+            _ => r
+                .dispatch(&AVG_BACKWARD)
+                .bind("P", &u)
+                .bind("dy", self.out.dy())
+                .bind("dx", dx)
+                .grid(grid),
+        }
+    }
+}
