@@ -140,6 +140,11 @@ impl Restrictions {
                     names.join(", ")
                 ))
             })?;
+            if !p.trainable {
+                return Err(Error::Config(format!(
+                    "{name} is not trainable (a moving statistic): it takes no regularizer or constraint"
+                )));
+            }
             if let Some(reg) = t.regularizer {
                 if !(reg.l1 >= 0.0 && reg.l2 >= 0.0 && reg.l1.is_finite() && reg.l2.is_finite()) {
                     return Err(Error::Config(format!(

@@ -19,7 +19,7 @@ use clampnet::model::ModelPlan;
 use serde_json::{json, Value};
 
 /// Every fixture tools/make_keras_file_fixtures.py made.
-const MODELS: [&str; 15] = [
+const MODELS: [&str; 17] = [
     "reference_l1l2",
     "two_conv",
     "clip_decay",
@@ -35,6 +35,8 @@ const MODELS: [&str; 15] = [
     "activation_layers",
     "layer_activations",
     "class_weighted",
+    "strided_batchnorm",
+    "batchnorm_sgd",
 ];
 
 /// The fit() arguments a fixture was trained with, which a .keras file does not hold.
@@ -392,15 +394,23 @@ fn what_clampnet_cannot_train_is_refused_by_name() {
     let e = parse_err(&x);
     assert!(
         e.contains("'pool_a' (SpatialDropout2D)")
-            && e.contains("Conv2D, MaxPooling2D, Flatten, Dense, Dropout"),
+            && e.contains("Conv2D, MaxPooling2D, AveragePooling2D, GlobalAveragePooling2D")
+            && e.contains("BatchNormalization"),
         "{e}"
     );
-    // strides
+    // non-square strides, a dilation
     let mut x = v.clone();
-    x.pointer_mut(&layer(1)).unwrap()["strides"] = json!([2, 2]);
+    x.pointer_mut(&layer(1)).unwrap()["strides"] = json!([2, 1]);
     let e = parse_err(&x);
     assert!(
-        e.contains("'features' (Conv2D)") && e.contains("strides"),
+        e.contains("'features' (Conv2D)") && e.contains("strides") && e.contains("square"),
+        "{e}"
+    );
+    let mut x = v.clone();
+    x.pointer_mut(&layer(1)).unwrap()["dilation_rate"] = json!([2, 2]);
+    let e = parse_err(&x);
+    assert!(
+        e.contains("'features' (Conv2D)") && e.contains("dilation_rate"),
         "{e}"
     );
     // an activation
@@ -535,7 +545,7 @@ fn bad_files_get_clear_errors() {
     fails_with(&train(&p), &["cut.keras", "truncated"]);
     // an unknown class_name
     let mut x = v.clone();
-    x["config"]["layers"][5]["class_name"] = json!("GlobalAveragePooling2D");
+    x["config"]["layers"][5]["class_name"] = json!("GlobalAveragePooling1D");
     let p = write(
         "unknown.keras",
         &archive::write(&x.to_string(), &weights, None).unwrap(),
@@ -544,7 +554,7 @@ fn bad_files_get_clear_errors() {
         &train(&p),
         &[
             "unknown.keras",
-            "'flat' (GlobalAveragePooling2D)",
+            "'flat' (GlobalAveragePooling1D)",
             "not supported",
         ],
     );

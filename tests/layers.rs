@@ -11,7 +11,7 @@ mod common;
 use clampnet::gpu::{Context, KernelSet, Pipelines, Recorder};
 use clampnet::layers::activation::{ActivationLayer, Func};
 use clampnet::layers::{
-    build_op, AveragePooling2d, Build, Conv2d, Dense, Dropout, Flatten, GlobalAveragePooling2d,
+    build_op, AveragePooling2d, BatchNormalization, Build, Conv2d, Dense, Dropout, Flatten, GlobalAveragePooling2d,
     GlobalMaxPooling2d, Io, LayerSpec, MaxPool2d, TwinForward,
 };
 
@@ -141,6 +141,46 @@ fn cases() -> Vec<Case> {
                 Flatten::new().into(),
                 Dropout::new(0.5, Some(12)).unwrap().into(),
             ],
+        ),
+        case(
+            "batch_normalization on an image",
+            [5, 7, 3],
+            &[1, 4, 33],
+            vec![BatchNormalization::new().into()],
+        ),
+        case(
+            "batch_normalization on flat features, momentum 0.9, epsilon 0.01",
+            [1, 70, 1],
+            &[3, 17],
+            vec![
+                Flatten::new().into(),
+                BatchNormalization {
+                    momentum: 0.9,
+                    epsilon: 0.01,
+                    ..Default::default()
+                }
+                .into(),
+            ],
+        ),
+        case(
+            "batch_normalization without gamma (scale = false)",
+            [4, 4, 9],
+            &[2],
+            vec![BatchNormalization {
+                scale: false,
+                ..Default::default()
+            }
+            .into()],
+        ),
+        case(
+            "batch_normalization without beta (center = false)",
+            [3, 5, 65],
+            &[2],
+            vec![BatchNormalization {
+                center: false,
+                ..Default::default()
+            }
+            .into()],
         ),
         case(
             "dropout 0 (the identity)",
@@ -354,6 +394,8 @@ struct Outputs {
     y: Vec<f64>,
     grads: Vec<Vec<f64>>,
     dx: Vec<f64>,
+    /// the non-trainable tensors after the training forward (moving statistics), in parameter order
+    state: Vec<Vec<f64>>,
 }
 
 /// Run the op of `plan` (`gate`: its GATE variant) forward and backward on the GPU.
@@ -410,6 +452,12 @@ fn run_gpu(
             .map(|p| read(&grads, p.offset, p.len))
             .collect(),
         dx: read(&dx, 0, x.len()),
+        state: plan
+            .params
+            .iter()
+            .filter(|p| !p.trainable)
+            .map(|p| read(&params, p.offset, p.len))
+            .collect(),
     }
 }
 
@@ -444,10 +492,22 @@ fn run_twin(plan: &ModelPlan, batch: usize, x: &[f64], w: &[Vec<f64>], dy: &[f64
         }
         d = dx;
     }
+    let mut after: Vec<Vec<f64>> = w.to_vec();
+    let fwd = clampnet::reference::Forward { layers: fwds };
+    for (p, v) in clampnet::reference::state_updates(plan, &fwd) {
+        after[p] = v;
+    }
     Outputs {
         y: acts.pop().unwrap(),
         grads,
         dx: d,
+        state: plan
+            .params
+            .iter()
+            .zip(after)
+            .filter(|(p, _)| !p.trainable)
+            .map(|(_, v)| v)
+            .collect(),
     }
 }
 
@@ -528,6 +588,9 @@ fn every_op_matches_its_twin_in_both_kernel_sets_and_gate_variants() {
                         assert_close64(&format!("{what} d{}", p.name), g, t, tol, tol);
                     }
                     assert_close64(&format!("{what} dx"), &got.dx, &want_dx, tol, tol);
+                    for (i, (g, t)) in got.state.iter().zip(&twin.state).enumerate() {
+                        assert_close64(&format!("{what} state {i}"), g, t, tol, tol);
+                    }
                 }
             }
         }

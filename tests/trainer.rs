@@ -737,3 +737,85 @@ fn assert_trains_like_twin(
     }
     w
 }
+
+/// The layers of the CNNs people write through the whole trainer against the twin: a strided conv
+/// without a bias, BatchNormalization on images and on features (moving statistics updated in each
+/// training forward, never by Adam), average and max pools with strides and `same` padding, global
+/// average pooling; then evaluation in inference (the moving statistics), and Adam's slots of the
+/// moving statistics untouched.
+#[test]
+fn batch_norm_strides_and_pools_train_like_their_twins() {
+    use clampnet::layers::activation::{ActivationLayer, Func};
+    use clampnet::layers::{
+        AveragePooling2d, BatchNormalization, Conv2d, Dense, GlobalAveragePooling2d, MaxPool2d,
+    };
+    use clampnet::model::{Activation, ModelSpec, Padding};
+    let (ctx, _g) = gpu();
+    let mut rng = TestRng::new(25);
+    let spec = ModelSpec::new(
+        [11, 10, 3],
+        vec![
+            Conv2d::new(6, 3, Padding::Same, Activation::Linear)
+                .strided(2)
+                .without_bias()
+                .into(),
+            BatchNormalization::new().into(),
+            ActivationLayer::new(Func::Relu).into(),
+            MaxPool2d {
+                pool_size: 3,
+                strides: Some(1),
+                padding: Padding::Same,
+            }
+            .into(),
+            Conv2d::new(5, 2, Padding::Valid, Activation::Relu).into(),
+            AveragePooling2d::new(2, None, Padding::Same).into(),
+            GlobalAveragePooling2d::new().into(),
+            // (no dense with a bias right before it: that bias has a zero gradient, which Adam turns
+            // into noise of the size of the learning rate)
+            BatchNormalization {
+                momentum: 0.9,
+                ..Default::default()
+            }
+            .into(),
+            Dense::new(3, Activation::Softmax).into(),
+        ],
+    );
+    let plan = ModelPlan::new(&spec).unwrap();
+    let (n_train, n_test, batch) = (13usize, 6usize, 5usize);
+    let train = random_split(&mut rng, n_train, &plan);
+    let test = random_split(&mut rng, n_test, &plan);
+    let h = Settings {
+        lr: 0.01,
+        ..Settings::default()
+    };
+    let w0 = init_weights(&plan, 3);
+    let mut t = Trainer::new(
+        ctx,
+        Setup::new(plan.clone(), Restrictions::default(), h, batch),
+        &train,
+        &test,
+        &w0,
+    )
+    .unwrap();
+    let w = assert_trains_like_twin(&mut t, &plan, &h, &train, (batch, 2), (4, 0), &w0);
+    // the moving statistics moved, and Adam never touched them (their slots stay 0)
+    let mm = plan.param("batch_normalization.moving_mean").unwrap();
+    assert!(w[plan.params.iter().position(|p| p.name == mm.name).unwrap()]
+        .iter()
+        .any(|&v| v != 0.0));
+    let (m, v) = t.optimizer_state().unwrap();
+    for (i, p) in plan.params.iter().enumerate() {
+        if !p.trainable {
+            assert!(m[i].iter().chain(&v[i]).all(|&s| s == 0.0), "{}", p.name);
+        }
+    }
+    // evaluation normalises with the moving statistics
+    let e = t.evaluate().unwrap();
+    let w64: Vec<Vec<f64>> = w
+        .iter()
+        .map(|t| t.iter().map(|&a| a as f64).collect())
+        .collect();
+    let x: Vec<f64> = test.images.iter().map(|&p| p as f64 / 255.0).collect();
+    let (data_loss, _, _, _) = r::model_loss_grads(&plan, &w64, &x, &test.labels);
+    assert_close64("eval loss (inference)", &[e.loss], &[data_loss], 1e-5, 1e-4);
+}

@@ -232,11 +232,49 @@ def class_weighted():
     return m, keras.optimizers.Adam(learning_rate=0.003), {}
 
 
+def strided_batchnorm():
+    """A stride-2 conv without a bias (TF's same padding: the extra zero row and column below and right),
+    BatchNormalization with gamma and beta restrictions, ReLU, a 3x3 max-pool at stride 2 with same
+    padding, an even-kernel same conv, a same-padded average pool at stride 1 (it divides by the cells
+    inside), global average pooling, Adam."""
+    m = keras.Sequential([
+        keras.Input((28, 28, 1)),
+        L.Conv2D(8, 3, strides=2, padding="same", use_bias=False),
+        L.BatchNormalization(gamma_regularizer=R.L2(0.01), beta_constraint=C.MaxNorm(0.05, axis=0)),
+        L.ReLU(),
+        L.MaxPooling2D(3, strides=2, padding="same"),
+        L.Conv2D(6, 2, padding="same", activation="relu"),
+        L.AveragePooling2D(2, strides=1, padding="same"),
+        L.GlobalAveragePooling2D(),
+        L.Dense(10, activation="softmax"),
+    ], name="strided_batchnorm")
+    return m, keras.optimizers.Adam(learning_rate=0.003), {}
+
+
+def batchnorm_sgd():
+    """The CIFAR-style stack: l2(1e-4) kernels, BatchNormalization after a bias-free conv and on the
+    pooled features (momentum 0.9, no beta), a 2x2 average pool, a strided relu conv, global max pooling,
+    SGD with momentum on an ExponentialDecay schedule."""
+    m = keras.Sequential([
+        keras.Input((28, 28, 1)),
+        L.Conv2D(8, 3, padding="same", use_bias=False, kernel_regularizer=R.L2(1e-4)),
+        L.BatchNormalization(),
+        L.Activation("relu"),
+        L.AveragePooling2D(2),
+        L.Conv2D(8, 3, strides=2, padding="same", activation="relu", kernel_regularizer=R.L2(1e-4)),
+        L.GlobalMaxPooling2D(),
+        L.BatchNormalization(momentum=0.9, center=False),
+        L.Dense(10, activation="softmax"),
+    ], name="batchnorm_sgd")
+    lr = keras.optimizers.schedules.ExponentialDecay(0.05, decay_steps=2, decay_rate=0.8)
+    return m, keras.optimizers.SGD(learning_rate=lr, momentum=0.9), {}
+
+
 CLASS_WEIGHT = {"class_weighted": {0: 2.0, 3: 0.5, 7: 3.0}}
 
 MODELS = [class_weighted, layer_activations, activation_layers, reference_l1l2, two_conv, clip_decay, dense_clipvalue, sgd_nesterov_exponential, sgd_piecewise,
           rmsprop_centered_cosine, rmsprop_inverse_time, adamw_cosine, dropout_injected, categorical_smoothing,
-          sparse_from_logits]
+          sparse_from_logits, strided_batchnorm, batchnorm_sgd]
 
 
 def pcg(v):
@@ -310,13 +348,20 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", default="/usr/share/datasets/fashion-mnist")
     ap.add_argument("--out", default="tests/fixtures/keras")
+    ap.add_argument("--only", default="", help="comma-separated fixture names to (re)write; default all")
     args = ap.parse_args()
+    only = set(filter(None, args.only.split(",")))
     os.makedirs(args.out, exist_ok=True)
     find = lambda stem: next(os.path.join(args.data, f) for f in sorted(os.listdir(args.data)) if f.startswith(stem))
     x = read_idx(find("train-images"))[:8].astype(np.float32)[..., None] / 255.0
     y = read_idx(find("train-labels"))[:8].astype(np.int64)
+    manifest_path = os.path.join(args.out, "MANIFEST.json")
     manifest = {"keras": keras.__version__, "backend": keras.backend.backend(), "models": {}}
+    if only and os.path.exists(manifest_path):
+        manifest["models"] = json.load(open(manifest_path))["models"]
     for make in MODELS:
+        if only and make.__name__ not in only:
+            continue
         keras.backend.clear_session()
         keras.utils.set_random_seed(0)
         model, opt, hot, *loss = make()
@@ -339,7 +384,7 @@ def main():
         save_file(tensors, os.path.join(args.out, f"{name}.expected.safetensors"))
         manifest["models"][name] = {"doc": make.__doc__, "losses": list(losses)}
         print(name, list(losses))
-    with open(os.path.join(args.out, "MANIFEST.json"), "w") as f:
+    with open(manifest_path, "w") as f:
         json.dump(manifest, f, indent=1)
 
 

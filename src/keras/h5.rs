@@ -231,7 +231,8 @@ fn optimizer_from(
         .map_err(|e| unreadable("optimizer/vars", e))?
         .len();
     let base = 1 + layout.learning_rate as usize;
-    let params = plan.params.len();
+    // Keras keeps slots for the trainable variables only (not BatchNormalization's moving statistics)
+    let params = plan.params.iter().filter(|p| p.trainable).count();
     if n != base + layout.slots * params {
         return Ok(None);
     }
@@ -254,9 +255,15 @@ fn optimizer_from(
     let mut slots = Vec::new();
     for slot in 0..layout.slots {
         let mut tensors = Vec::new();
-        for (i, p) in plan.params.iter().enumerate() {
+        let mut i = 0;
+        for p in &plan.params {
+            if !p.trainable {
+                tensors.push(vec![0.0; p.len]);
+                continue;
+            }
             let k = slot_index(base, slot, i, layout.slots, params, layout.interleaved);
             tensors.push(tensor(f, &format!("optimizer/vars/{k}"), &p.shape)?);
+            i += 1;
         }
         slots.push(tensors);
     }
@@ -320,9 +327,10 @@ pub fn write(
             v.create_dataset("1").with_f32_data(&[lr]).with_shape(&[]);
         }
         let base = 1 + o.learning_rate.is_some() as usize;
-        let params = plan.params.len();
+        let params = plan.params.iter().filter(|p| p.trainable).count();
         for (slot, tensors) in o.slots.iter().enumerate() {
-            for (i, (p, t)) in plan.params.iter().zip(tensors).enumerate() {
+            let trainable = plan.params.iter().zip(tensors).filter(|(p, _)| p.trainable);
+            for (i, (p, t)) in trainable.enumerate() {
                 let k = slot_index(base, slot, i, o.slots.len(), params, o.interleaved);
                 v.create_dataset(&k.to_string())
                     .with_f32_data(t)

@@ -816,6 +816,9 @@ pub fn model_json(cfg: &Config, name: &str, warnings: &mut Vec<String>) -> crate
         let mut m = kind.keras_config(&l.name);
         for &pi in &l.params {
             let p = &plan.params[pi];
+            if !p.trainable {
+                continue;
+            }
             let suffix = p.name.rsplit('.').next().unwrap_or("");
             let r = cfg.restrictions.get(&p.name);
             let reg = r.and_then(|r| r.regularizer).map(|g| {

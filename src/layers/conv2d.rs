@@ -267,6 +267,7 @@ impl Layer for Conv2d {
             y,
             argmax: None,
             keep: None,
+            state: None,
         }
     }
 

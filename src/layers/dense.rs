@@ -178,6 +178,7 @@ impl Layer for Dense {
             y,
             argmax: None,
             keep: None,
+            state: None,
         }
     }
 

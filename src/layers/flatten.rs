@@ -60,6 +60,7 @@ impl Layer for Flatten {
             y: x.to_vec(),
             argmax: None,
             keep: None,
+            state: None,
         }
     }
 

@@ -86,6 +86,7 @@ impl Layer for GlobalMaxPooling2d {
             y,
             argmax: Some(argmax),
             keep: None,
+            state: None,
         }
     }
 

@@ -104,9 +104,10 @@ pub(crate) fn pool_from_keras(
     c: &LayerConfig,
 ) -> std::result::Result<(usize, Option<usize>, Padding), String> {
     let k = c.square("pool_size")?;
+    // strides equal to the window are Keras' default (None), as a TOML config writes it
     let strides = match c.get("strides") {
         None => None,
-        Some(_) => Some(c.square("strides")?),
+        Some(_) => Some(c.square("strides")?).filter(|&s| s != k),
     };
     c.only("data_format", &[json!("channels_last")])?;
     Ok((k, strides, c.padding()?))
@@ -168,6 +169,7 @@ impl Layer for MaxPool2d {
             y,
             argmax: Some(argmax),
             keep: None,
+            state: None,
         }
     }
 

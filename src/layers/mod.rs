@@ -98,6 +98,7 @@ registry! {
     Flatten(flatten::Flatten),
     Dense(dense::Dense),
     Dropout(dropout::Dropout),
+    BatchNormalization(batch_norm::BatchNormalization),
     Activation(activation::ActivationLayer),
 }
 
@@ -259,6 +260,9 @@ pub struct TwinForward {
     pub argmax: Option<Vec<u32>>,
     /// a dropout's mask (training)
     pub keep: Option<Vec<bool>>,
+    /// a training forward's new values of the layer's non-trainable tensors, in its weight order
+    /// (BatchNormalization's moving statistics)
+    pub state: Option<Vec<Vec<f64>>>,
 }
 
 /// What building an op needs.

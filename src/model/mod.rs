@@ -134,6 +134,12 @@ impl Shape {
 pub enum Role {
     Kernel,
     Bias,
+    /// BatchNormalization's gamma
+    Scale,
+    /// BatchNormalization's beta
+    Shift,
+    /// BatchNormalization's moving mean and variance (not trainable)
+    Statistic,
 }
 
 /// How a tensor starts (Keras' initializers, the defaults of the layers clampnet has).
@@ -145,6 +151,7 @@ pub enum Init {
         fan_out: usize,
     },
     Zeros,
+    Ones,
 }
 
 /// A parameter a layer declares: the suffix of its Keras name ("kernel"), its shape, how it starts.
@@ -390,6 +397,7 @@ pub fn init_weights(model: &ModelPlan, seed: u64) -> Vec<Vec<f32>> {
         .iter()
         .map(|p| match p.init {
             Init::Zeros => vec![0.0; p.len],
+            Init::Ones => vec![1.0; p.len],
             Init::GlorotUniform { fan_in, fan_out } => {
                 let limit = (6.0 / (fan_in + fan_out) as f64).sqrt() as f32;
                 (0..p.len)

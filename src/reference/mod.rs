@@ -4,6 +4,7 @@
 //! one optimizer step) used to cross-check the trainer.
 
 pub mod activation;
+pub mod batch_norm;
 pub mod conv2d;
 pub mod dense;
 pub mod dropout;
@@ -13,6 +14,7 @@ pub mod optim;
 pub mod pool;
 
 pub use activation::*;
+pub use batch_norm::*;
 pub use conv2d::*;
 pub use dense::*;
 pub use dropout::*;

@@ -101,6 +101,32 @@ pub fn model_loss_grads_at(
     train: Option<(u64, u64)>,
     loss: &LossSpec,
 ) -> (f64, Vec<Vec<f64>>, Vec<f64>, usize) {
+    let (loss, grads, logits, correct, _) = loss_grads_forward(plan, weights, x, labels, train, loss);
+    (loss, grads, logits, correct)
+}
+
+/// The new values of the non-trainable tensors a training forward pass set (BatchNormalization's
+/// moving statistics): (parameter index, values).
+pub fn state_updates(plan: &ModelPlan, fwd: &Forward) -> Vec<(usize, Vec<f64>)> {
+    let mut out = Vec::new();
+    for (l, f) in plan.layers.iter().zip(&fwd.layers) {
+        if let Some(state) = &f.state {
+            let fixed = l.params.iter().filter(|&&p| !plan.params[p].trainable);
+            out.extend(fixed.copied().zip(state.iter().cloned()));
+        }
+    }
+    out
+}
+
+/// `model_loss_grads_at` with its forward pass.
+fn loss_grads_forward(
+    plan: &ModelPlan,
+    weights: &[Vec<f64>],
+    x: &[f64],
+    labels: &[u32],
+    train: Option<(u64, u64)>,
+    loss: &LossSpec,
+) -> (f64, Vec<Vec<f64>>, Vec<f64>, usize, Forward) {
     let batch = labels.len();
     let fwd = model_forward_at(plan, weights, x, batch, train);
     let logits = fwd.layers.last().expect("a model has layers").y.clone();
@@ -112,13 +138,15 @@ pub fn model_loss_grads_at(
         grads,
         logits,
         correct.iter().filter(|&&c| c).count(),
+        fwd,
     )
 }
 
 /// One full training step, the GPU order: loss and gradients, regularization loss on the pre-update
 /// weights, penalty gradients, gradient clipping, weight decay + the optimizer (+ proximal L1), then the
-/// per-step constraints. `t`: the step number from 1; `seed`: the run's (dropout masks). Returns the
-/// loss Keras reports.
+/// per-step constraints. The moving statistics a training forward updates (BatchNormalization) take
+/// their new values; the optimizer skips them. `t`: the step number from 1; `seed`: the run's (dropout
+/// masks). Returns the loss Keras reports.
 #[allow(clippy::too_many_arguments)]
 pub fn reference_step(
     plan: &ModelPlan,
@@ -135,8 +163,11 @@ pub fn reference_step(
         .map(|w| w.iter().map(|&v| v as f64).collect())
         .collect();
     let x64: Vec<f64> = x.iter().map(|&v| v as f64).collect();
-    let (loss, grads, _, _) =
-        model_loss_grads_at(plan, &w64, &x64, labels, Some((t - 1, seed)), loss);
+    let (loss, grads, _, _, fwd) =
+        loss_grads_forward(plan, &w64, &x64, labels, Some((t - 1, seed)), loss);
+    for (p, v) in state_updates(plan, &fwd) {
+        weights[p] = v.iter().map(|&v| v as f32).collect();
+    }
     let regs: Vec<Regularizer> = plan
         .params
         .iter()
@@ -155,6 +186,9 @@ pub fn reference_step(
     }
     clip_gradients(&mut total, h.clip);
     for i in 0..plan.params.len() {
+        if !plan.params[i].trainable {
+            continue;
+        }
         let prox = if regs[i].proximal { regs[i].l1 } else { 0.0 };
         let mut mine: Vec<&mut [f32]> = slots.iter_mut().map(|s| s[i].as_mut_slice()).collect();
         optimizer_update(&mut weights[i], &total[i], &mut mine, t, h, prox);
