@@ -243,6 +243,18 @@ fn cases() -> Vec<Case> {
             vec![Conv2d::new(6, 3, Valid, Relu).without_bias().into(), pool(2)],
         ),
         case(
+            "conv2d, 21 input channels (two channel groups in the input gradient)",
+            [5, 6, 21],
+            &[2],
+            vec![conv(7, 3, Same, Relu)],
+        ),
+        case(
+            "conv2d + relu + 2x2 max-pool, 19 input channels",
+            [6, 7, 19],
+            &[2],
+            vec![conv(5, 3, Valid, Relu), pool(2)],
+        ),
+        case(
             "conv2d, 1x1 kernel, one filter",
             [7, 7, 1],
             &[2],

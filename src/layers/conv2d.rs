@@ -557,10 +557,10 @@ impl ConvCore {
         self.dbias(d, io).bind("partials", partials).grid(grid);
     }
 
-    /// Grid of one invocation per input pixel (the input gradient).
+    /// Grid of one invocation per (input pixel, 16 input channels) (the input gradient).
     pub fn input_grid(&self, rows: usize) -> (u32, u32, u32) {
-        let (h, w, _) = self.input;
-        ((h * w).div_ceil(64) as u32, rows as u32, 1)
+        let (h, w, c) = self.input;
+        ((h * w).div_ceil(64) as u32, rows as u32, c.div_ceil(16) as u32)
     }
 }
 
