@@ -681,8 +681,17 @@ impl Config {
         Self::parse(&text).map_err(|msg| Error::Config(format!("{}: {msg}", path.display())))
     }
 
-    /// Parse a TOML text; the error names the key and the line.
+    /// Parse a TOML text; the error names the key and the line. The checks that need the whole model
+    /// (a layer's shapes, an optimizer's keys) run after parsing: their errors get the line of the
+    /// layer's `[[model.layers]]` table or of the key.
     pub fn parse(text: &str) -> std::result::Result<Self, String> {
+        Self::parse_unlocated(text).map_err(|e| match locate(text, &e) {
+            Some(line) => format!("line {line}: {e}"),
+            None => e,
+        })
+    }
+
+    fn parse_unlocated(text: &str) -> std::result::Result<Self, String> {
         let file: ConfigFile =
             toml::from_str(text).map_err(|e| e.to_string().trim_end().to_string())?;
         let mut c = Config::reference();
@@ -825,6 +834,33 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// The line (from 1) an error found after parsing is about: `layer N (...)` -> the N-th
+/// `[[model.layers]]` table; "optimizer: `key` ..." -> that key in `[optimizer]`. None: the error
+/// already names its line (toml's), or names no place in the text.
+fn locate(text: &str, error: &str) -> Option<usize> {
+    let lines = || text.lines().enumerate().map(|(i, l)| (i + 1, l.trim()));
+    let error = error.strip_prefix("model: ").unwrap_or(error);
+    if let Some(rest) = error.strip_prefix("layer ") {
+        let n: usize = rest.split(' ').next()?.parse().ok()?;
+        return lines()
+            .filter(|(_, l)| l.starts_with("[[model.layers]]"))
+            .nth(n)
+            .map(|(i, _)| i);
+    }
+    let key = error.strip_prefix("optimizer: `")?.split('`').next()?;
+    let mut in_optimizer = false;
+    for (i, l) in lines() {
+        if l.starts_with('[') {
+            in_optimizer = l.starts_with("[optimizer]");
+        } else if in_optimizer
+            && l.split('=').next().map(str::trim) == Some(key)
+        {
+            return Some(i);
+        }
+    }
+    None
 }
 
 /// The optimizer section, Keras' defaults where a key is absent.

@@ -1020,3 +1020,68 @@ fn a_32x32x3_model_trains_from_rank_4_idx_files() {
         serde_json::from_str(String::from_utf8_lossy(&o.stdout).lines().next().unwrap()).unwrap();
     assert!(line["train_loss"].as_f64().unwrap().is_finite());
 }
+
+/// The CNN configs people get wrong are refused before any GPU work (no adapter is opened), naming the
+/// line of the layer or key: stride 0, a pool larger than its input, dropout rate 1, BatchNormalization
+/// on an axis the input does not have, another optimizer's option, and a bias restriction on a layer
+/// without a bias.
+#[test]
+fn bad_cnn_configs_are_refused_naming_the_line_before_any_gpu_work() {
+    let d = tempdir("badcnn");
+    let base =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/configs/batchnorm_gap.toml"))
+            .unwrap();
+    let cases: [(&str, &[&str]); 6] = [
+        ("stride0", &["line 17", "layer 0 (conv2d)", "strides must be at least 1"]),
+        ("pool", &["line ", "pool_size 40 does not fit its 16x16 input"]),
+        ("dropout", &["line ", "dropout rate must be in [0, 1), got 1"]),
+        ("axis", &["line 25", "axis = 1 is not the channel axis", "(None, 32, 32, 32)"]),
+        ("option", &["line 81", "`nesterov` is a setting of sgd, not of adam"]),
+        ("bias", &["bias_regularizer", "no bias (use_bias = false)"]),
+    ];
+    for (tag, needles) in cases {
+        let text = match tag {
+            // the first conv's strides = 0 (its table starts at line 17)
+            "stride0" => base.replacen("padding = \"same\"\n", "padding = \"same\"\nstrides = 0\n", 1),
+            // the second max-pool (over a 16x16 input) with a 40x40 window
+            "pool" => {
+                let at = base.rfind("pool_size = 2").unwrap();
+                format!("{}pool_size = 40{}", &base[..at], &base[at + 13..])
+            }
+            "dropout" => base.replacen(
+                "[[model.layers]]\ntype = \"global_average_pooling2d\"",
+                "[[model.layers]]\ntype = \"dropout\"\nrate = 1.0\n\n[[model.layers]]\ntype = \"global_average_pooling2d\"",
+                1,
+            ),
+            // axis 1 of (None, 32, 32, 32) is the rows, not the channels; the layer is the 2nd table, line 25
+            "axis" => base.replacen(
+                "type = \"batch_normalization\"\n",
+                "type = \"batch_normalization\"\naxis = 1\n",
+                1,
+            ),
+            "option" => base.replacen("type = \"adam\"\n", "type = \"adam\"\nnesterov = true\n", 1),
+            "bias" => base.replacen(
+                "use_bias = false\n",
+                "use_bias = false\nbias_regularizer = { l2 = 0.1 }\n",
+                1,
+            ),
+            _ => unreachable!(),
+        };
+        assert_ne!(text, base, "{tag}: the case changed the config");
+        let p = d.join(format!("{tag}.toml"));
+        std::fs::write(&p, &text).unwrap();
+        let o = {
+            let _gpu = common::gpu().1;
+            Command::new(env!("CARGO_BIN_EXE_clampnet"))
+                .args(["train", "--config", p.to_str().unwrap(), "--epochs", "1"])
+                .env("RUST_LOG", "info")
+                .output()
+                .unwrap()
+        };
+        let mut all = vec![format!("{tag}.toml")];
+        all.extend(needles.iter().map(|n| n.to_string()));
+        let all: Vec<&str> = all.iter().map(String::as_str).collect();
+        assert_fails_with(&o, &all);
+        assert!(!stderr(&o).contains("adapter:"), "{tag}: an adapter was opened: {}", stderr(&o));
+    }
+}

@@ -7,7 +7,7 @@ use serde::Deserialize;
 use super::max_pool::{pool_from_keras, pool_keras_config, pool_output, window_dims};
 use super::pool::{self, Mode, PoolOp};
 use super::{Build, Layer, Op, TwinForward};
-use crate::config::de::{default_pool, opt_positive_usize, positive_usize, valid};
+use crate::config::de::{default_pool, positive_usize, valid};
 use crate::error::Result;
 use crate::gpu::KernelDef;
 use crate::keras::{FromKeras, LayerConfig};
@@ -22,8 +22,8 @@ use serde_json::{Map, Value};
 pub struct AveragePooling2d {
     #[serde(default = "default_pool", deserialize_with = "positive_usize")]
     pub pool_size: usize,
-    /// default: `pool_size`
-    #[serde(default, deserialize_with = "opt_positive_usize")]
+    /// default: `pool_size` (0 is refused by `output`, naming the layer)
+    #[serde(default)]
     pub strides: Option<usize>,
     #[serde(default = "valid")]
     pub padding: Padding,

@@ -34,7 +34,8 @@ pub struct Conv2d {
     pub filters: usize,
     #[serde(deserialize_with = "positive_usize")]
     pub kernel_size: usize,
-    #[serde(default = "one", deserialize_with = "positive_usize")]
+    /// checked by `output` (0 is refused there, naming the layer)
+    #[serde(default = "one")]
     pub strides: usize,
     #[serde(default = "valid")]
     pub padding: Padding,

@@ -10,7 +10,7 @@ use serde::Deserialize;
 
 use super::pool::{self, Mode, PoolOp};
 use super::{Build, Layer, Op, TwinForward};
-use crate::config::de::{default_pool, opt_positive_usize, positive_usize, valid};
+use crate::config::de::{default_pool, positive_usize, valid};
 use crate::error::Result;
 use crate::gpu::KernelDef;
 use crate::keras::{self, FromKeras, LayerConfig};
@@ -25,8 +25,8 @@ use serde_json::{json, Map, Value};
 pub struct MaxPool2d {
     #[serde(default = "default_pool", deserialize_with = "positive_usize")]
     pub pool_size: usize,
-    /// default: `pool_size`
-    #[serde(default, deserialize_with = "opt_positive_usize")]
+    /// default: `pool_size` (0 is refused by `output`, naming the layer)
+    #[serde(default)]
     pub strides: Option<usize>,
     #[serde(default = "valid")]
     pub padding: Padding,
