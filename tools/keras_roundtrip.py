@@ -49,6 +49,7 @@ def main():
     ap.add_argument("--fixtures", default="tests/fixtures/keras")
     ap.add_argument("--n", type=int, default=64)
     ap.add_argument("--out", default=None)
+    ap.add_argument("--only", default="", help="comma-separated fixture names (default: all)")
     args = ap.parse_args()
     out = args.out or tempfile.mkdtemp(prefix="clampnet-roundtrip-")
     os.makedirs(out, exist_ok=True)
@@ -65,6 +66,8 @@ def main():
         if not f.endswith(".keras"):
             continue
         name = f[:-len(".keras")]
+        if args.only and name not in args.only.split(","):
+            continue
         src = os.path.join(args.fixtures, f)
         trained = os.path.join(out, f"{name}.trained.keras")
         run = lambda *a: subprocess.run([args.clampnet, *a], check=True, capture_output=True, text=True).stdout
