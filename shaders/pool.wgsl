@@ -35,6 +35,30 @@ fn cells(p: u32, s: u32, pad: u32, k: u32, n: u32) -> vec2<u32> {
     return vec2<u32>(lo, max(hi, lo));
 }
 
+// Output element e of image n: its channel, the window's cells inside the input (row and column offset
+// ranges) and the input offset of window cell (0, 0), which may lie in the padding.
+struct Window {
+    c: u32,
+    rows: vec2<u32>,
+    cols: vec2<u32>,
+    origin: i32,
+}
+
+fn window(e: u32, n: u32) -> Window {
+    let c = e % P.c;
+    let p = e / P.c;
+    let ph = p / P.out_w;
+    let pw = p % P.out_w;
+    let origin = ((i32(n * P.in_h) + i32(ph * P.sh) - i32(P.pad_h)) * i32(P.in_w)
+                  + i32(pw * P.sw) - i32(P.pad_w)) * i32(P.c) + i32(c);
+    return Window(c, cells(ph, P.sh, P.pad_h, P.kh, P.in_h), cells(pw, P.sw, P.pad_w, P.kw, P.in_w), origin);
+}
+
+// x at window cell (di, dj).
+fn at(w: Window, di: u32, dj: u32) -> f32 {
+    return x[u32(w.origin + i32((di * P.in_w + dj) * P.c))];
+}
+
 // grid (ceil(OH*OW*C/64), B): one invocation per output element
 @compute @workgroup_size(64)
 fn maxpool_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
@@ -43,20 +67,14 @@ fn maxpool_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocati
     if (e >= P.out_h * P.out_w * P.c) {
         return;
     }
-    let c = e % P.c;
-    let p = e / P.c;
-    let ph = p / P.out_w;
-    let pw = p % P.out_w;
-    let rows = cells(ph, P.sh, P.pad_h, P.kh, P.in_h);
-    let cols = cells(pw, P.sw, P.pad_w, P.kw, P.in_w);
-    // input offset of window cell (0, 0), which may lie in the padding
-    let origin = ((i32(n * P.in_h) + i32(ph * P.sh) - i32(P.pad_h)) * i32(P.in_w)
-                  + i32(pw * P.sw) - i32(P.pad_w)) * i32(P.c) + i32(c);
-    var best = x[u32(origin + i32((rows.x * P.in_w + cols.x) * P.c))];
+    let win = window(e, n);
+    let rows = win.rows;
+    let cols = win.cols;
+    var best = at(win, rows.x, cols.x);
     var best_at = rows.x * P.kw + cols.x;
     for (var di = rows.x; di < rows.y; di++) {
         for (var dj = cols.x; dj < cols.y; dj++) {
-            let v = x[u32(origin + i32((di * P.in_w + dj) * P.c))];
+            let v = at(win, di, dj);
             if (v > best) {
                 best = v;
                 best_at = di * P.kw + dj;
@@ -75,6 +93,23 @@ fn windows(h: u32, s: u32, pad: u32, k: u32, out: u32) -> vec2<u32> {
     return vec2<u32>(u32(first), u32(max(last + 1, first)));
 }
 
+// Input element e: (channel, row, column, the output rows and columns whose windows hold it).
+struct Holders {
+    c: u32,
+    h: u32,
+    w: u32,
+    rows: vec2<u32>,
+    cols: vec2<u32>,
+}
+
+fn holders(e: u32) -> Holders {
+    let c = e % P.c;
+    let p = e / P.c;
+    let h = p / P.in_w;
+    let w = p % P.in_w;
+    return Holders(c, h, w, windows(h, P.sh, P.pad_h, P.kh, P.out_h), windows(w, P.sw, P.pad_w, P.kw, P.out_w));
+}
+
 // grid (ceil(IH*IW*C/64), B): one invocation per input element, summing the gradient of each window
 // whose saved argmax is this cell.
 @compute @workgroup_size(64)
@@ -84,17 +119,12 @@ fn maxpool_backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocat
     if (e >= P.in_h * P.in_w * P.c) {
         return;
     }
-    let c = e % P.c;
-    let p = e / P.c;
-    let h = p / P.in_w;
-    let w = p % P.in_w;
-    let rows = windows(h, P.sh, P.pad_h, P.kh, P.out_h);
-    let cols = windows(w, P.sw, P.pad_w, P.kw, P.out_w);
+    let at = holders(e);
     var g = 0.0;
-    for (var ph = rows.x; ph < rows.y; ph++) {
-        for (var pw = cols.x; pw < cols.y; pw++) {
-            let local = (h + P.pad_h - ph * P.sh) * P.kw + (w + P.pad_w - pw * P.sw);
-            let src = ((n * P.out_h + ph) * P.out_w + pw) * P.c + c;
+    for (var ph = at.rows.x; ph < at.rows.y; ph++) {
+        for (var pw = at.cols.x; pw < at.cols.y; pw++) {
+            let local = (at.h + P.pad_h - ph * P.sh) * P.kw + (at.w + P.pad_w - pw * P.sw);
+            let src = ((n * P.out_h + ph) * P.out_w + pw) * P.c + at.c;
             if (argmax[src] == local && !(GATE && !(y[src] > 0.0))) {
                 g += dy[src];
             }
@@ -111,21 +141,14 @@ fn avgpool_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocati
     if (e >= P.out_h * P.out_w * P.c) {
         return;
     }
-    let c = e % P.c;
-    let p = e / P.c;
-    let ph = p / P.out_w;
-    let pw = p % P.out_w;
-    let rows = cells(ph, P.sh, P.pad_h, P.kh, P.in_h);
-    let cols = cells(pw, P.sw, P.pad_w, P.kw, P.in_w);
-    let origin = ((i32(n * P.in_h) + i32(ph * P.sh) - i32(P.pad_h)) * i32(P.in_w)
-                  + i32(pw * P.sw) - i32(P.pad_w)) * i32(P.c) + i32(c);
+    let win = window(e, n);
     var s = 0.0;
-    for (var di = rows.x; di < rows.y; di++) {
-        for (var dj = cols.x; dj < cols.y; dj++) {
-            s += x[u32(origin + i32((di * P.in_w + dj) * P.c))];
+    for (var di = win.rows.x; di < win.rows.y; di++) {
+        for (var dj = win.cols.x; dj < win.cols.y; dj++) {
+            s += at(win, di, dj);
         }
     }
-    y[n * P.out_h * P.out_w * P.c + e] = s / f32((rows.y - rows.x) * (cols.y - cols.x));
+    y[n * P.out_h * P.out_w * P.c + e] = s / f32((win.rows.y - win.rows.x) * (win.cols.y - win.cols.x));
 }
 
 // grid (ceil(IH*IW*C/64), B): one invocation per input element, the gradient of each window that holds
@@ -137,18 +160,13 @@ fn avgpool_backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocat
     if (e >= P.in_h * P.in_w * P.c) {
         return;
     }
-    let c = e % P.c;
-    let p = e / P.c;
-    let h = p / P.in_w;
-    let w = p % P.in_w;
-    let rows = windows(h, P.sh, P.pad_h, P.kh, P.out_h);
-    let cols = windows(w, P.sw, P.pad_w, P.kw, P.out_w);
+    let at = holders(e);
     var g = 0.0;
-    for (var ph = rows.x; ph < rows.y; ph++) {
+    for (var ph = at.rows.x; ph < at.rows.y; ph++) {
         let r = cells(ph, P.sh, P.pad_h, P.kh, P.in_h);
-        for (var pw = cols.x; pw < cols.y; pw++) {
+        for (var pw = at.cols.x; pw < at.cols.y; pw++) {
             let q = cells(pw, P.sw, P.pad_w, P.kw, P.in_w);
-            let src = ((n * P.out_h + ph) * P.out_w + pw) * P.c + c;
+            let src = ((n * P.out_h + ph) * P.out_w + pw) * P.c + at.c;
             g += dy[src] / f32((r.y - r.x) * (q.y - q.x));
         }
     }

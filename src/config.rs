@@ -854,9 +854,7 @@ fn locate(text: &str, error: &str) -> Option<usize> {
     for (i, l) in lines() {
         if l.starts_with('[') {
             in_optimizer = l.starts_with("[optimizer]");
-        } else if in_optimizer
-            && l.split('=').next().map(str::trim) == Some(key)
-        {
+        } else if in_optimizer && l.split('=').next().map(str::trim) == Some(key) {
             return Some(i);
         }
     }

@@ -1028,15 +1028,36 @@ fn a_32x32x3_model_trains_from_rank_4_idx_files() {
 #[test]
 fn bad_cnn_configs_are_refused_naming_the_line_before_any_gpu_work() {
     let d = tempdir("badcnn");
-    let base =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/configs/batchnorm_gap.toml"))
-            .unwrap();
+    let base = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/configs/batchnorm_gap.toml"
+    ))
+    .unwrap();
     let cases: [(&str, &[&str]); 6] = [
-        ("stride0", &["line 17", "layer 0 (conv2d)", "strides must be at least 1"]),
-        ("pool", &["line ", "pool_size 40 does not fit its 16x16 input"]),
-        ("dropout", &["line ", "dropout rate must be in [0, 1), got 1"]),
-        ("axis", &["line 25", "axis = 1 is not the channel axis", "(None, 32, 32, 32)"]),
-        ("option", &["line 81", "`nesterov` is a setting of sgd, not of adam"]),
+        (
+            "stride0",
+            &["line 17", "layer 0 (conv2d)", "strides must be at least 1"],
+        ),
+        (
+            "pool",
+            &["line ", "pool_size 40 does not fit its 16x16 input"],
+        ),
+        (
+            "dropout",
+            &["line ", "dropout rate must be in [0, 1), got 1"],
+        ),
+        (
+            "axis",
+            &[
+                "line 25",
+                "axis = 1 is not the channel axis",
+                "(None, 32, 32, 32)",
+            ],
+        ),
+        (
+            "option",
+            &["line 81", "`nesterov` is a setting of sgd, not of adam"],
+        ),
         ("bias", &["bias_regularizer", "no bias (use_bias = false)"]),
     ];
     for (tag, needles) in cases {
@@ -1082,6 +1103,10 @@ fn bad_cnn_configs_are_refused_naming_the_line_before_any_gpu_work() {
         all.extend(needles.iter().map(|n| n.to_string()));
         let all: Vec<&str> = all.iter().map(String::as_str).collect();
         assert_fails_with(&o, &all);
-        assert!(!stderr(&o).contains("adapter:"), "{tag}: an adapter was opened: {}", stderr(&o));
+        assert!(
+            !stderr(&o).contains("adapter:"),
+            "{tag}: an adapter was opened: {}",
+            stderr(&o)
+        );
     }
 }

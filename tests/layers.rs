@@ -11,8 +11,8 @@ mod common;
 use clampnet::gpu::{Context, KernelSet, Pipelines, Recorder};
 use clampnet::layers::activation::{ActivationLayer, Func};
 use clampnet::layers::{
-    build_op, AveragePooling2d, BatchNormalization, Build, Conv2d, Dense, Dropout, Flatten, GlobalAveragePooling2d,
-    GlobalMaxPooling2d, Io, LayerSpec, MaxPool2d, TwinForward,
+    build_op, AveragePooling2d, BatchNormalization, Build, Conv2d, Dense, Dropout, Flatten,
+    GlobalAveragePooling2d, GlobalMaxPooling2d, Io, LayerSpec, MaxPool2d, TwinForward,
 };
 
 /// The training step every op and twin runs as: (optimizer steps done, the run's seed), for dropout.
@@ -228,7 +228,10 @@ fn cases() -> Vec<Case> {
             "conv2d stride 3, 4x4 same, no bias",
             [10, 11, 1],
             &[2],
-            vec![Conv2d::new(4, 4, Same, Linear).strided(3).without_bias().into()],
+            vec![Conv2d::new(4, 4, Same, Linear)
+                .strided(3)
+                .without_bias()
+                .into()],
         ),
         case(
             "conv2d even kernel, same (extra column right), no bias",
@@ -240,7 +243,10 @@ fn cases() -> Vec<Case> {
             "conv2d + relu + 2x2 max-pool, no bias",
             [8, 9, 2],
             &[2],
-            vec![Conv2d::new(6, 3, Valid, Relu).without_bias().into(), pool(2)],
+            vec![
+                Conv2d::new(6, 3, Valid, Relu).without_bias().into(),
+                pool(2),
+            ],
         ),
         case(
             "conv2d, 21 input channels (two channel groups in the input gradient)",

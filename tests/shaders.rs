@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 
 use clampnet::gpu::portability;
-use clampnet::layers::{activation, conv2d, dense, dropout, pool};
+use clampnet::layers::{activation, batch_norm, conv2d, dense, dropout, pool};
 use clampnet::optim::{adam, constraints, prologue, rmsprop, sgd};
 use clampnet::step::{gather, kernels, loss};
 
@@ -96,6 +96,10 @@ fn uniform_structs_match_their_rust_twins() {
             layout!(pool::PoolParams; batch, in_h, in_w, c, out_h, out_w, kh, kw, sh, sw, pad_h, pad_w),
         ),
         (
+            "BnParams",
+            layout!(batch_norm::BnParams; rows, c, training, has_gamma, has_beta, gamma_at, beta_at, mean_at, var_at, momentum, one_minus_momentum, epsilon),
+        ),
+        (
             "DenseParams",
             layout!(dense::DenseParams; batch, in_n, out_n, relu, chunk, chunks, _pad0, _pad1),
         ),
@@ -153,8 +157,8 @@ fn uniform_structs_match_their_rust_twins() {
             else {
                 continue;
             };
-            // function-local values (they hold bools), never bound
-            if name == "UpdateLanes" {
+            // function-local values, never bound
+            if ["UpdateLanes", "Window", "Holders"].contains(&name.as_str()) {
                 continue;
             }
             let (size, fields) = &rust

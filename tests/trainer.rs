@@ -595,14 +595,7 @@ fn dropout_trains_like_its_twin_and_is_the_identity_in_inference() {
     let mut t = Trainer::new(ctx, setup, &train, &test, &w0).unwrap();
     let w = assert_trains_like_twin(&mut t, &plan, &h, &train, (batch, 2), (seed, seed), &w0);
     // evaluation runs the model without dropout
-    let e = t.evaluate().unwrap();
-    let w64: Vec<Vec<f64>> = w
-        .iter()
-        .map(|t| t.iter().map(|&a| a as f64).collect())
-        .collect();
-    let x: Vec<f64> = test.images.iter().map(|&p| p as f64 / 255.0).collect();
-    let (data_loss, _, _, _) = r::model_loss_grads(&plan, &w64, &x, &test.labels);
-    assert_close64("eval loss (inference)", &[e.loss], &[data_loss], 1e-5, 1e-4);
+    assert_evaluates_like_twin(&mut t, &plan, &w, &test);
 
     // the masks: kept fraction 1 - rate (deterministic draws; 6 sigma), kept values scaled exactly
     for rate in [0.0, 0.1, 0.5, 0.9] {
@@ -668,15 +661,33 @@ fn layer_activations_train_like_their_twins() {
         ..Settings::default()
     };
     let w0 = init_weights(&plan, 2);
-    let mut t = Trainer::new(
-        ctx,
-        Setup::new(plan.clone(), Restrictions::default(), h, batch),
-        &train,
-        &test,
-        &w0,
-    )
-    .unwrap();
+    let mut t = plain_trainer(ctx, &plan, (h, batch), (&train, &test), &w0);
     assert_trains_like_twin(&mut t, &plan, &h, &train, (batch, 2), (3, 0), &w0);
+}
+
+/// A trainer of `plan` without restrictions, from `w0`.
+fn plain_trainer<'a>(
+    ctx: &'a clampnet::gpu::Context,
+    plan: &ModelPlan,
+    (h, batch): (Settings, usize),
+    (train, test): (&Split, &Split),
+    w0: &[Vec<f32>],
+) -> Trainer<'a> {
+    let setup = Setup::new(plan.clone(), Restrictions::default(), h, batch);
+    Trainer::new(ctx, setup, train, test, w0).unwrap()
+}
+
+/// The trainer's evaluation equals the twin's inference forward with weights `w` (no dropout, a batch
+/// norm's moving statistics).
+fn assert_evaluates_like_twin(t: &mut Trainer, plan: &ModelPlan, w: &[Vec<f32>], test: &Split) {
+    let e = t.evaluate().unwrap();
+    let w64: Vec<Vec<f64>> = w
+        .iter()
+        .map(|t| t.iter().map(|&a| a as f64).collect())
+        .collect();
+    let x: Vec<f64> = test.images.iter().map(|&p| p as f64 / 255.0).collect();
+    let (data_loss, _, _, _) = r::model_loss_grads(plan, &w64, &x, &test.labels);
+    assert_close64("eval loss (inference)", &[e.loss], &[data_loss], 1e-5, 1e-4);
 }
 
 /// `epochs` shuffled epochs (order seed `seeds.0`) of `t` and of the twin (the run's seed `seeds.1`,
@@ -789,20 +800,15 @@ fn batch_norm_strides_and_pools_train_like_their_twins() {
         ..Settings::default()
     };
     let w0 = init_weights(&plan, 3);
-    let mut t = Trainer::new(
-        ctx,
-        Setup::new(plan.clone(), Restrictions::default(), h, batch),
-        &train,
-        &test,
-        &w0,
-    )
-    .unwrap();
+    let mut t = plain_trainer(ctx, &plan, (h, batch), (&train, &test), &w0);
     let w = assert_trains_like_twin(&mut t, &plan, &h, &train, (batch, 2), (4, 0), &w0);
     // the moving statistics moved, and Adam never touched them (their slots stay 0)
     let mm = plan.param("batch_normalization.moving_mean").unwrap();
-    assert!(w[plan.params.iter().position(|p| p.name == mm.name).unwrap()]
-        .iter()
-        .any(|&v| v != 0.0));
+    assert!(
+        w[plan.params.iter().position(|p| p.name == mm.name).unwrap()]
+            .iter()
+            .any(|&v| v != 0.0)
+    );
     let (m, v) = t.optimizer_state().unwrap();
     for (i, p) in plan.params.iter().enumerate() {
         if !p.trainable {
@@ -810,12 +816,5 @@ fn batch_norm_strides_and_pools_train_like_their_twins() {
         }
     }
     // evaluation normalises with the moving statistics
-    let e = t.evaluate().unwrap();
-    let w64: Vec<Vec<f64>> = w
-        .iter()
-        .map(|t| t.iter().map(|&a| a as f64).collect())
-        .collect();
-    let x: Vec<f64> = test.images.iter().map(|&p| p as f64 / 255.0).collect();
-    let (data_loss, _, _, _) = r::model_loss_grads(&plan, &w64, &x, &test.labels);
-    assert_close64("eval loss (inference)", &[e.loss], &[data_loss], 1e-5, 1e-4);
+    assert_evaluates_like_twin(&mut t, &plan, &w, &test);
 }

@@ -90,8 +90,8 @@ impl BatchNormalization {
         (batch * input.len() / c, c)
     }
 
-    /// The layer's weights (in its weight order) by role: (gamma, beta, moving mean, moving variance).
-    fn split<'w>(&self, w: &[&'w [f64]]) -> (Option<&'w [f64]>, Option<&'w [f64]>, &'w [f64], &'w [f64]) {
+    /// The layer's weights (in its weight order) by role.
+    fn split<'w>(&self, w: &[&'w [f64]]) -> BnWeights<'w> {
         let mut i = 0;
         let mut next = || {
             i += 1;
@@ -99,16 +99,29 @@ impl BatchNormalization {
         };
         let gamma = self.scale.then(&mut next);
         let beta = self.center.then(&mut next);
-        (gamma, beta, next(), next())
+        BnWeights {
+            gamma,
+            beta,
+            mean: next(),
+            var: next(),
+        }
     }
 
     fn gamma_beta(&self, c: usize, w: &[&[f64]]) -> (Vec<f64>, Vec<f64>) {
-        let (gamma, beta, _, _) = self.split(w);
+        let BnWeights { gamma, beta, .. } = self.split(w);
         (
             gamma.map_or(vec![1.0; c], <[f64]>::to_vec),
             beta.map_or(vec![0.0; c], <[f64]>::to_vec),
         )
     }
+}
+
+/// A batch norm's weights by role (gamma and beta absent without `scale` / `center`).
+struct BnWeights<'w> {
+    gamma: Option<&'w [f64]>,
+    beta: Option<&'w [f64]>,
+    mean: &'w [f64],
+    var: &'w [f64],
 }
 
 /// The channels: the last axis.
@@ -269,7 +282,7 @@ impl Layer for BatchNormalization {
 
     fn twin_forward(&self, l: &LayerPlan, batch: usize, x: &[f64], w: &[&[f64]]) -> TwinForward {
         let (_, c) = Self::rows(l.input, batch);
-        let (_, _, mean, var) = self.split(w);
+        let BnWeights { mean, var, .. } = self.split(w);
         let (gamma, beta) = self.gamma_beta(c, w);
         TwinForward {
             y: twin::bn_apply(c, x, (mean, var), (&gamma, &beta), self.epsilon as f64),
@@ -286,7 +299,11 @@ impl Layer for BatchNormalization {
         _step: (u64, u64),
     ) -> TwinForward {
         let (rows, c) = Self::rows(l.input, batch);
-        let (_, _, moving_mean, moving_var) = self.split(w);
+        let BnWeights {
+            mean: moving_mean,
+            var: moving_var,
+            ..
+        } = self.split(w);
         let (gamma, beta) = self.gamma_beta(c, w);
         let (mean, var) = twin::bn_moments(rows, c, x);
         let m = self.momentum as f64;

@@ -146,11 +146,12 @@ impl Op for ConvPoolOp {
         let (ph, pw) = (oh / 2, ow / 2);
         match self.set {
             KernelSet::Gpu => {
-                let d = r
-                    .dispatch(&FORWARD_GPU)
-                    .bind("P", &u)
-                    .bind("x", io.x)
-                    .span("kernel", io.params, c.kernel.offset, c.kernel.len);
+                let d = r.dispatch(&FORWARD_GPU).bind("P", &u).bind("x", io.x).span(
+                    "kernel",
+                    io.params,
+                    c.kernel.offset,
+                    c.kernel.len,
+                );
                 c.bias(d, io)
                     .bind("y", &self.out.y)
                     .bind("argmax", &self.argmax)

@@ -4,15 +4,16 @@
 
 use serde::Deserialize;
 
+use super::pool::global::{self, dims};
 use super::pool::{Mode, PoolOp};
-use super::{spatial, Build, Layer, Op, TwinForward};
+use super::{Build, Layer, Op, TwinForward};
 use crate::error::Result;
 use crate::gpu::KernelDef;
-use crate::keras::{self, FromKeras, LayerConfig};
+use crate::keras::{FromKeras, LayerConfig};
 use crate::model::fuse::OpPlan;
 use crate::model::{LayerPlan, Shape};
 use crate::reference as twin;
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 
 /// Keras' `GlobalAveragePooling2D(keepdims)`.
 #[derive(Clone, Debug, Default, PartialEq, Deserialize)]
@@ -29,23 +30,14 @@ impl GlobalAveragePooling2d {
     }
 }
 
-fn dims(input: Shape, batch: usize) -> twin::PoolDims {
-    twin::PoolDims::global(batch, spatial(input))
-}
-
 /// Keras' `GlobalAveragePooling2D`: channels last.
 impl FromKeras for GlobalAveragePooling2d {
     const CLASS: &'static str = "GlobalAveragePooling2D";
 
     fn from_keras(c: &LayerConfig) -> std::result::Result<Self, String> {
-        c.only("data_format", &[json!("channels_last")])?;
-        let keepdims = match c.get("keepdims") {
-            None => false,
-            Some(v) => v
-                .as_bool()
-                .ok_or_else(|| format!("keepdims must be true or false, got {v}"))?,
-        };
-        Ok(GlobalAveragePooling2d { keepdims })
+        Ok(GlobalAveragePooling2d {
+            keepdims: global::from_keras(c)?,
+        })
     }
 }
 
@@ -59,21 +51,11 @@ impl Layer for GlobalAveragePooling2d {
     }
 
     fn keras_config(&self, name: &str) -> Map<String, Value> {
-        let mut m = keras::base(name);
-        m.insert("data_format".into(), json!("channels_last"));
-        m.insert("keepdims".into(), json!(self.keepdims));
-        m
+        global::keras_config(name, self.keepdims)
     }
 
     fn output(&self, input: Shape, _last: bool) -> std::result::Result<Shape, String> {
-        let Shape::Spatial { c, .. } = input else {
-            return Err("global_average_pooling2d needs a spatial input, but the input is already flat".into());
-        };
-        Ok(if self.keepdims {
-            Shape::Spatial { h: 1, w: 1, c }
-        } else {
-            Shape::Flat(c)
-        })
+        global::output("global_average_pooling2d", input, self.keepdims)
     }
 
     fn twin_forward(&self, l: &LayerPlan, batch: usize, x: &[f64], _w: &[&[f64]]) -> TwinForward {

@@ -3,11 +3,57 @@
 //! settings, shapes and twin glue and hands this op its window geometry (`reference::PoolDims`).
 //! Shader: shaders/pool.wgsl. Twins: `reference::pool`.
 
-use super::{Build, Io, Op, OpOutput};
+use serde_json::{json, Map, Value};
+
+use super::{spatial, Build, Io, Op, OpOutput};
 use crate::error::Result;
 use crate::gpu::{Buffer, KernelDef, Recorder, Shader};
+use crate::keras::{self, LayerConfig};
 use crate::model::fuse::OpPlan;
+use crate::model::Shape;
 use crate::reference::PoolDims;
+
+/// What the two global poolings share: their Keras key (`keepdims`), shapes and geometry (one window
+/// over the whole image).
+pub(crate) mod global {
+    use super::*;
+
+    pub fn dims(input: Shape, batch: usize) -> PoolDims {
+        PoolDims::global(batch, spatial(input))
+    }
+
+    /// `keepdims` from a Keras config (channels last).
+    pub fn from_keras(c: &LayerConfig) -> std::result::Result<bool, String> {
+        c.only("data_format", &[json!("channels_last")])?;
+        match c.get("keepdims") {
+            None => Ok(false),
+            Some(v) => v
+                .as_bool()
+                .ok_or_else(|| format!("keepdims must be true or false, got {v}")),
+        }
+    }
+
+    pub fn keras_config(name: &str, keepdims: bool) -> Map<String, Value> {
+        let mut m = keras::base(name);
+        m.insert("data_format".into(), json!("channels_last"));
+        m.insert("keepdims".into(), json!(keepdims));
+        m
+    }
+
+    /// (C), or (1, 1, C) with `keepdims`.
+    pub fn output(what: &str, input: Shape, keepdims: bool) -> std::result::Result<Shape, String> {
+        let Shape::Spatial { c, .. } = input else {
+            return Err(format!(
+                "{what} needs a spatial input, but the input is already flat"
+            ));
+        };
+        Ok(if keepdims {
+            Shape::Spatial { h: 1, w: 1, c }
+        } else {
+            Shape::Flat(c)
+        })
+    }
+}
 
 pub static SHADER: Shader = crate::shader!("pool.wgsl");
 
@@ -158,11 +204,7 @@ impl Op for PoolOp {
         };
         let u = self.uniform(r, rows);
         let d = &self.dims;
-        let grid = (
-            (d.in_h * d.in_w * d.c).div_ceil(64) as u32,
-            rows as u32,
-            1,
-        );
+        let grid = ((d.in_h * d.in_w * d.c).div_ceil(64) as u32, rows as u32, 1);
         match (&self.argmax, self.mode) {
             (Some(argmax), Mode::Max) => r
                 .dispatch(&MAX_BACKWARD)

@@ -101,7 +101,8 @@ pub fn model_loss_grads_at(
     train: Option<(u64, u64)>,
     loss: &LossSpec,
 ) -> (f64, Vec<Vec<f64>>, Vec<f64>, usize) {
-    let (loss, grads, logits, correct, _) = loss_grads_forward(plan, weights, x, labels, train, loss);
+    let (loss, grads, logits, correct, _) =
+        loss_grads_forward(plan, weights, x, labels, train, loss);
     (loss, grads, logits, correct)
 }
 
