@@ -4,8 +4,7 @@
 
 use serde::Deserialize;
 
-use super::max_pool::{pool_from_keras, pool_keras_config, pool_output, window_dims};
-use super::pool::{self, Mode, PoolOp};
+use super::pool::{self, pool_from_keras, pool_keras_config, pool_output, window_dims, Mode, PoolOp};
 use super::{Build, Layer, Op, TwinForward};
 use crate::config::de::{default_pool, positive_usize, valid};
 use crate::error::Result;

@@ -8,16 +8,16 @@
 
 use serde::Deserialize;
 
-use super::pool::{self, Mode, PoolOp};
+use super::pool::{self, pool_from_keras, pool_keras_config, pool_output, window_dims, Mode, PoolOp};
 use super::{Build, Layer, Op, TwinForward};
 use crate::config::de::{default_pool, positive_usize, valid};
 use crate::error::Result;
 use crate::gpu::KernelDef;
-use crate::keras::{self, FromKeras, LayerConfig};
+use crate::keras::{FromKeras, LayerConfig};
 use crate::model::fuse::OpPlan;
 use crate::model::{LayerPlan, Padding, Shape};
 use crate::reference as twin;
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 
 /// Keras' `MaxPooling2D(pool_size, strides, padding)`.
 #[derive(Clone, Debug, PartialEq, Deserialize)]
@@ -55,77 +55,6 @@ impl MaxPool2d {
         window_dims(input, batch, self.pool_size, self.stride(), self.padding)
             .expect("checked by `output`")
     }
-}
-
-/// The window geometry of a k x k pool at stride s over `input` (None: it does not fit).
-pub(crate) fn window_dims(
-    input: Shape,
-    batch: usize,
-    k: usize,
-    s: usize,
-    padding: Padding,
-) -> Option<twin::PoolDims> {
-    let Shape::Spatial { h, w, c } = input else {
-        return None;
-    };
-    twin::PoolDims::new(batch, (h, w, c), k, s, padding)
-}
-
-/// The output of a k x k pool at stride s, or what is wrong (`what`: the layer's config name).
-pub(crate) fn pool_output(
-    what: &str,
-    input: Shape,
-    k: usize,
-    s: usize,
-    padding: Padding,
-) -> std::result::Result<Shape, String> {
-    let Shape::Spatial { h, w, c } = input else {
-        return Err(format!(
-            "{what} needs a spatial input, but the input is already flat"
-        ));
-    };
-    if k == 0 || s == 0 {
-        return Err("pool_size and strides must be at least 1".into());
-    }
-    match window_dims(input, 1, k, s, padding) {
-        Some(d) => Ok(Shape::Spatial {
-            h: d.out_h,
-            w: d.out_w,
-            c,
-        }),
-        None => Err(format!(
-            "pool_size {k} does not fit its {h}x{w} input (padding 'valid'; 'same' pads it)"
-        )),
-    }
-}
-
-/// A pool's Keras keys: `pool_size`, `strides` (null: the window), `padding`, channels last.
-pub(crate) fn pool_from_keras(
-    c: &LayerConfig,
-) -> std::result::Result<(usize, Option<usize>, Padding), String> {
-    let k = c.square("pool_size")?;
-    // strides equal to the window are Keras' default (None), as a TOML config writes it
-    let strides = match c.get("strides") {
-        None => None,
-        Some(_) => Some(c.square("strides")?).filter(|&s| s != k),
-    };
-    c.only("data_format", &[json!("channels_last")])?;
-    Ok((k, strides, c.padding()?))
-}
-
-/// A pool's Keras config.
-pub(crate) fn pool_keras_config(
-    name: &str,
-    k: usize,
-    s: usize,
-    padding: Padding,
-) -> Map<String, Value> {
-    let mut m = keras::base(name);
-    m.insert("pool_size".into(), json!([k, k]));
-    m.insert("padding".into(), json!(padding.keras()));
-    m.insert("strides".into(), json!([s, s]));
-    m.insert("data_format".into(), json!("channels_last"));
-    m
 }
 
 /// Keras' `MaxPooling2D`: square windows and strides, channels last.

@@ -1,6 +1,7 @@
 //! The GPU op the pooling layers share (MaxPooling2D, AveragePooling2D, GlobalMaxPooling2D,
-//! GlobalAveragePooling2D): its uniform, kernels, grids and recording. Each layer file owns its Keras
-//! settings, shapes and twin glue and hands this op its window geometry (`reference::PoolDims`).
+//! GlobalAveragePooling2D): its uniform, kernels, grids and recording, and the window geometry and
+//! Keras keys the layer files share. Each layer file owns its settings and twin glue and hands this op
+//! its window geometry (`reference::PoolDims`).
 //! Shader: shaders/pool.wgsl. Twins: `reference::pool`.
 
 use serde_json::{json, Map, Value};
@@ -10,8 +11,81 @@ use crate::error::Result;
 use crate::gpu::{Buffer, KernelDef, Recorder, Shader};
 use crate::keras::{self, LayerConfig};
 use crate::model::fuse::OpPlan;
-use crate::model::Shape;
+use crate::model::{Padding, Shape};
 use crate::reference::PoolDims;
+
+// ---- What the windowed poolings (MaxPooling2D, AveragePooling2D) share: geometry and Keras keys ----
+
+/// The window geometry of a k x k pool at stride s over `input` (None: it does not fit).
+pub(crate) fn window_dims(
+    input: Shape,
+    batch: usize,
+    k: usize,
+    s: usize,
+    padding: Padding,
+) -> Option<PoolDims> {
+    let Shape::Spatial { h, w, c } = input else {
+        return None;
+    };
+    PoolDims::new(batch, (h, w, c), k, s, padding)
+}
+
+/// The output of a k x k pool at stride s, or what is wrong (`what`: the layer's config name).
+pub(crate) fn pool_output(
+    what: &str,
+    input: Shape,
+    k: usize,
+    s: usize,
+    padding: Padding,
+) -> std::result::Result<Shape, String> {
+    let Shape::Spatial { h, w, c } = input else {
+        return Err(format!(
+            "{what} needs a spatial input, but the input is already flat"
+        ));
+    };
+    if k == 0 || s == 0 {
+        return Err("pool_size and strides must be at least 1".into());
+    }
+    match window_dims(input, 1, k, s, padding) {
+        Some(d) => Ok(Shape::Spatial {
+            h: d.out_h,
+            w: d.out_w,
+            c,
+        }),
+        None => Err(format!(
+            "pool_size {k} does not fit its {h}x{w} input (padding 'valid'; 'same' pads it)"
+        )),
+    }
+}
+
+/// A pool's Keras keys: `pool_size`, `strides` (null: the window), `padding`, channels last.
+pub(crate) fn pool_from_keras(
+    c: &LayerConfig,
+) -> std::result::Result<(usize, Option<usize>, Padding), String> {
+    let k = c.square("pool_size")?;
+    // strides equal to the window are Keras' default (None), as a TOML config writes it
+    let strides = match c.get("strides") {
+        None => None,
+        Some(_) => Some(c.square("strides")?).filter(|&s| s != k),
+    };
+    c.only("data_format", &[json!("channels_last")])?;
+    Ok((k, strides, c.padding()?))
+}
+
+/// A pool's Keras config.
+pub(crate) fn pool_keras_config(
+    name: &str,
+    k: usize,
+    s: usize,
+    padding: Padding,
+) -> Map<String, Value> {
+    let mut m = keras::base(name);
+    m.insert("pool_size".into(), json!([k, k]));
+    m.insert("padding".into(), json!(padding.keras()));
+    m.insert("strides".into(), json!([s, s]));
+    m.insert("data_format".into(), json!("channels_last"));
+    m
+}
 
 /// What the two global poolings share: their Keras key (`keepdims`), shapes and geometry (one window
 /// over the whole image).
