@@ -177,6 +177,10 @@ pub struct RunMeta {
     pub seed: Option<u64>,
     pub batch_size: Option<usize>,
     pub learning_rate: Option<f32>,
+    /// the rate the run started with (--lr or the config's; `learning_rate` is the current one)
+    pub initial_learning_rate: Option<f32>,
+    /// the weights the run started from (--init), as given
+    pub init: Option<String>,
     pub shuffle: Option<bool>,
     /// the model, restrictions and optimizer, as the TOML the run was given
     pub config_toml: Option<String>,
@@ -219,6 +223,11 @@ impl RunMeta {
         put("seed", self.seed.map(|v| v.to_string()));
         put("batch_size", self.batch_size.map(|v| v.to_string()));
         put("learning_rate", self.learning_rate.map(|v| v.to_string()));
+        put(
+            "initial_learning_rate",
+            self.initial_learning_rate.map(|v| v.to_string()),
+        );
+        put("init", self.init.clone());
         put("shuffle", self.shuffle.map(|v| v.to_string()));
         put("config_toml", self.config_toml.clone());
         put("keras_config", self.keras_config.clone());
@@ -254,6 +263,8 @@ impl RunMeta {
             seed: num(meta, "seed"),
             batch_size: num(meta, "batch_size"),
             learning_rate: num(meta, "learning_rate"),
+            initial_learning_rate: num(meta, "initial_learning_rate"),
+            init: meta.get("init").cloned(),
             shuffle: meta.get("shuffle").map(|v| v == "true"),
             config_toml: meta.get("config_toml").cloned(),
             keras_config: meta.get("keras_config").cloned(),

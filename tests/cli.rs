@@ -574,13 +574,87 @@ fn resuming_gives_bit_identical_weights_and_adam_state() {
         "32",
         "--quiet",
     ]);
-    let o = clampnet(&["train", "--resume", &half, "--lr", "0.1"]);
+    let o = clampnet(&[
+        "train",
+        "--resume",
+        &half,
+        "--lr",
+        "0.1",
+        "--seed",
+        "4",
+        "--batch-size",
+        "64",
+    ]);
     assert_eq!(o.status.code(), Some(1));
     assert!(
-        stderr(&o).contains("--resume continues with the checkpoint's own settings"),
+        stderr(&o).contains("--batch-size 64 (the checkpoint has 32), --lr 0.1 (the checkpoint has learning rate 0.001) conflict with the run being resumed"),
+        "each conflicting flag is named, the equal --seed is not: {}",
+        stderr(&o)
+    );
+    let o = clampnet(&["train", "--resume", &half, "--preset", "clip"]);
+    assert!(
+        stderr(&o).contains("--preset clip (the checkpoint has preset l1l2) conflicts with"),
         "{}",
         stderr(&o)
     );
+}
+
+/// A requeued job runs its command line again: --auto-resume starts a run when --save's file does
+/// not exist and resumes it when it does, and the flags that restate the checkpoint's settings are
+/// accepted. One epoch + a rerun to two equals two epochs straight, bit for bit.
+#[test]
+fn the_same_command_line_starts_and_then_resumes_a_run() {
+    let dir = tempdir("auto-resume");
+    let p = |n: &str| dir.join(n).to_str().unwrap().to_string();
+    let config = p("l1.toml");
+    std::fs::write(
+        &config,
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/l1l2.toml"))
+            .unwrap(),
+    )
+    .unwrap();
+    let run = |epochs: &str, save: &str| {
+        let o = clampnet(&[
+            "train",
+            "--config",
+            &config,
+            "--epochs",
+            epochs,
+            "--limit-train",
+            "200",
+            "--limit-test",
+            "50",
+            "--batch-size",
+            "16",
+            "--seed",
+            "3",
+            "--lr",
+            "0.002",
+            "--save",
+            save,
+            "--auto-resume",
+            "--metrics",
+            &format!("{save}.jsonl"),
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        stderr(&o)
+    };
+    let straight = p("straight.safetensors");
+    run("2", &straight);
+    let again = p("again.safetensors");
+    let first = run("1", &again);
+    assert!(!first.contains("resuming"), "{first}");
+    let second = run("2", &again);
+    assert!(second.contains("resuming at epoch 2 step 0"), "{second}");
+    assert!(
+        tensors(Path::new(&straight)) == tensors(Path::new(&again)),
+        "started, then resumed by the same command: bit-identical to one run"
+    );
+    let lines = std::fs::read_to_string(format!("{again}.jsonl")).unwrap();
+    assert_eq!(lines.lines().count(), 2, "the metrics log is appended to");
+    // and a third time: nothing left to train, nothing changes
+    run("2", &again);
+    assert!(tensors(Path::new(&straight)) == tensors(Path::new(&again)));
 }
 
 #[test]

@@ -76,9 +76,15 @@ pub struct TrainArgs {
     /// Also save after every N epochs
     #[arg(long, allow_negative_numbers = true)]
     save_every: Option<i64>,
-    /// Continue a run from a checkpoint written by --save (or by Ctrl-C); --epochs is the total to reach
-    #[arg(long, conflicts_with_all = ["config", "preset"])]
+    /// Continue a run from a checkpoint written by --save (or by Ctrl-C); --epochs is the total to reach.
+    /// The run keeps the checkpoint's settings: flags that restate them are accepted, flags that differ
+    /// are refused
+    #[arg(long)]
     resume: Option<PathBuf>,
+    /// Resume from --save's file when it exists, else start a new run that saves there: one command
+    /// line serves the first start and every restart (a requeued job, a rerun after a crash)
+    #[arg(long, requires = "save", conflicts_with = "resume")]
+    auto_resume: bool,
     /// One JSON object per epoch on stdout
     #[arg(long)]
     json: bool,
@@ -117,7 +123,11 @@ struct Run {
     what: String,
     /// the checkpoint being resumed: its tensors and metadata
     resumed: Option<(Weights, RunMeta)>,
+    /// its path (--resume, or --save's file under --auto-resume)
     resume_path: Option<PathBuf>,
+    /// the learning rate the run started with, and the weights it started from (--init)
+    initial_lr: f32,
+    init: Option<String>,
 }
 
 pub fn run(a: TrainArgs) -> Result<Outcome> {
@@ -145,16 +155,14 @@ pub fn run(a: TrainArgs) -> Result<Outcome> {
         ds.train.len(),
         ds.test.len()
     );
-    let weights = match (&a.init, &run.resumed, &run.config_weights) {
-        (Some(path), _, _) => {
+    let weights = match (&run.resumed, &run.resume_path, &a.init, &run.config_weights) {
+        (Some((w, _)), Some(path), _, _) => checkpoint::match_model(path, w, &run.plan)?,
+        (_, _, Some(path), _) => {
             let (w, _) = files::load_checkpoint(path, run.source.as_ref())?;
             checkpoint::match_model(path, &w, &run.plan)?
         }
-        (None, Some((w, _)), _) => {
-            checkpoint::match_model(a.resume.as_ref().unwrap(), w, &run.plan)?
-        }
-        (None, None, Some(w)) => w.clone(),
-        (None, None, None) => init_weights(&run.plan, run.cfg.seed),
+        (_, _, None, Some(w)) => w.clone(),
+        _ => init_weights(&run.plan, run.cfg.seed),
     };
     let ctx = Context::new(&a.gpu.options())?;
     let mut setup = Setup::new(
@@ -174,14 +182,14 @@ pub fn run(a: TrainArgs) -> Result<Outcome> {
     // the images live on the GPU now: free the host copy (host memory stays near the GPU working set)
     ds.train.images = Vec::new();
     ds.test.images = Vec::new();
-    if let (Some((tensors, meta)), Some(path)) = (&run.resumed, &a.resume) {
+    if let (Some((tensors, meta)), Some(path)) = (&run.resumed, &run.resume_path) {
         restore_optimizer(&mut trainer, path, tensors, meta)?;
         if run.start.1 >= trainer.steps_per_epoch() {
             return Err(RunMeta::invalid(path, "epoch_step"));
         }
     }
     if !a.quiet {
-        let from = if a.resume.is_some() {
+        let from = if run.resumed.is_some() {
             format!(", resuming at epoch {} step {}", run.start.0, run.start.1)
         } else {
             String::new()
@@ -248,19 +256,28 @@ fn hold_out(train: &mut data::Split, fraction: f64) -> Result<data::Split> {
 /// The run's settings: a resumed run takes them from its checkpoint (--epochs is the total to reach);
 /// otherwise the config file (or the reference model with a preset), then the flags.
 fn resolve(a: &TrainArgs) -> Result<Run> {
-    let resumed = match &a.resume {
+    let resume_path = match (&a.resume, a.auto_resume, &a.save) {
+        (Some(path), _, _) => Some(path.clone()),
+        (None, true, Some(save)) if save.exists() => Some(save.clone()),
+        _ => None,
+    };
+    let resumed = match &resume_path {
         Some(path) => Some(files::load_checkpoint(path, None)?),
         None => None,
     };
     let meta = resumed.as_ref().map(|r| &r.1);
-    let (source, mut cfg, config_weights) = match (&a.config, meta.and_then(Source::from_meta)) {
-        (Some(path), _) => {
-            let m = files::load_config(path)?;
-            (Some(m.source), m.config, m.weights)
-        }
-        (None, Some(s)) => {
+    if let (Some(m), Some(path)) = (meta, &resume_path) {
+        check_resume_flags(a, path, m)?;
+    }
+    let stored = meta.and_then(Source::from_meta);
+    let (source, mut cfg, config_weights) = match (&a.config, stored) {
+        (_, Some(s)) => {
             let cfg = s.parse("the checkpoint's config")?;
             (Some(s), cfg, None)
+        }
+        (Some(path), None) => {
+            let m = files::load_config(path)?;
+            (Some(m.source), m.config, m.weights)
         }
         (None, None) => (None, Config::reference(), None),
     };
@@ -275,7 +292,7 @@ fn resolve(a: &TrainArgs) -> Result<Run> {
     let mut limit_train = count("--limit-train", a.limit_train, 1)?;
     let mut limit_test = count("--limit-test", a.limit_test, 1)?;
     let mut start = (1usize, 0usize);
-    if let (Some(m), Some(path)) = (meta, &a.resume) {
+    if let (Some(m), Some(path)) = (meta, &resume_path) {
         cfg.batch_size = RunMeta::required(path, "batch_size", m.batch_size)?;
         cfg.seed = RunMeta::required(path, "seed", m.seed)?;
         cfg.optimizer.lr = RunMeta::required(path, "learning_rate", m.learning_rate)?;
@@ -292,14 +309,25 @@ fn resolve(a: &TrainArgs) -> Result<Run> {
             RunMeta::required(path, "epoch_step", m.epoch_step)?,
         );
     }
-    apply_flags(a, &mut cfg)?;
+    apply_flags(a, &mut cfg, meta.is_some())?;
     for w in &cfg.warnings {
         log::warn!("{w}");
     }
-    let what = match (&a.config, preset) {
-        (Some(p), _) => format!("config {}", p.display()),
-        (None, _) if source.is_some() => "the checkpoint's config".to_string(),
-        (None, p) => format!("preset {:?}", p.unwrap_or(Preset::None)).to_lowercase(),
+    let what = match (meta.and_then(|m| m.trained_with.clone()), &a.config, preset) {
+        (Some(w), _, _) => w,
+        (None, Some(p), _) => format!("config {}", p.display()),
+        (None, None, _) if source.is_some() => "the checkpoint's config".to_string(),
+        (None, None, p) => format!("preset {:?}", p.unwrap_or(Preset::None)).to_lowercase(),
+    };
+    let (initial_lr, init) = match meta {
+        Some(m) => (
+            m.initial_learning_rate.unwrap_or(cfg.optimizer.lr),
+            m.init.clone(),
+        ),
+        None => (
+            cfg.optimizer.lr,
+            a.init.as_ref().map(|p| p.display().to_string()),
+        ),
     };
     Ok(Run {
         cfg,
@@ -313,15 +341,132 @@ fn resolve(a: &TrainArgs) -> Result<Run> {
         start,
         what,
         resumed,
-        resume_path: a.resume.clone(),
+        resume_path,
+        initial_lr,
+        init,
     })
 }
 
+/// A resumed run keeps its checkpoint's settings. Flags that restate them are accepted, so that a
+/// requeued job can run its command line again; flags that differ are refused, each named.
+fn check_resume_flags(a: &TrainArgs, path: &Path, m: &RunMeta) -> Result<()> {
+    let mut conflicts: Vec<String> = Vec::new();
+    let mut check = |differs: bool, flag: String, has: String| {
+        if differs {
+            conflicts.push(format!("{flag} (the checkpoint has {has})"));
+        }
+    };
+    let shown = |v: Option<String>| v.unwrap_or_else(|| "none".into());
+    let stored = Source::from_meta(m);
+    if let Some(c) = &a.config {
+        let given = files::load_config(c)?.source;
+        let same = stored.as_ref().is_some_and(|s| {
+            *s == given
+                || matches!((s.parse("a"), given.parse("b")), (Ok(x), Ok(y)) if format!("{x:?}") == format!("{y:?}"))
+        });
+        let has = match &stored {
+            Some(_) => "another model or restrictions".to_string(),
+            None => format!(
+                "the reference model with preset {}",
+                m.preset.as_deref().unwrap_or("none")
+            ),
+        };
+        check(!same, format!("--config {}", c.display()), has);
+    }
+    if let Some(p) = a.preset {
+        let name = format!("{p:?}").to_lowercase();
+        let has = m.preset.clone().or_else(|| {
+            // a run without --preset and --config trained the reference model unrestricted
+            stored.is_none().then(|| "none".to_string())
+        });
+        check(
+            has.as_deref() != Some(name.as_str()),
+            format!("--preset {name}"),
+            shown(
+                has.map(|h| format!("preset {h}"))
+                    .or(stored.as_ref().map(|_| "a config".into())),
+            ),
+        );
+    }
+    if let Some(b) = count("--batch-size", a.batch_size, 1)? {
+        check(
+            m.batch_size != Some(b),
+            format!("--batch-size {b}"),
+            shown(m.batch_size.map(|v| v.to_string())),
+        );
+    }
+    if let Some(lr) = a.lr {
+        let started = m.initial_learning_rate.or(m.learning_rate);
+        check(
+            started != Some(lr),
+            format!("--lr {lr}"),
+            shown(started.map(|v| format!("learning rate {v}"))),
+        );
+    }
+    if let Some(seed) = a.seed {
+        check(
+            m.seed != Some(seed),
+            format!("--seed {seed}"),
+            shown(m.seed.map(|v| format!("seed {v}"))),
+        );
+    }
+    if a.no_shuffle {
+        check(
+            m.shuffle != Some(false),
+            "--no-shuffle".into(),
+            "shuffling on".into(),
+        );
+    }
+    if let Some(v) = a.validation_split {
+        check(
+            m.validation_split != Some(v),
+            format!("--validation-split {v}"),
+            shown(m.validation_split.map(|v| format!("validation_split {v}"))),
+        );
+    }
+    if let Some(text) = &a.class_weight {
+        let stored_weights = match &m.class_weight {
+            Some(t) => Some(parse_class_weight(t)?),
+            None => None,
+        };
+        check(
+            stored_weights != Some(parse_class_weight(text)?),
+            format!("--class-weight {text}"),
+            shown(m.class_weight.clone()),
+        );
+    }
+    if let Some(n) = count("--limit-train", a.limit_train, 1)? {
+        check(
+            m.limit_train != Some(n),
+            format!("--limit-train {n}"),
+            shown(m.limit_train.map(|v| format!("limit_train {v}"))),
+        );
+    }
+    if let Some(init) = &a.init {
+        let given = init.display().to_string();
+        check(
+            m.init.as_deref() != Some(given.as_str()),
+            format!("--init {given}"),
+            shown(m.init.as_ref().map(|i| format!("init {i}"))),
+        );
+    }
+    if conflicts.is_empty() {
+        return Ok(());
+    }
+    Err(Error::Config(format!(
+        "resuming {}: {} conflict{} with the run being resumed, which keeps its own settings: drop {}, or start a new run (another --save)",
+        path.display(),
+        conflicts.join(", "),
+        if conflicts.len() == 1 { "s" } else { "" },
+        if conflicts.len() == 1 { "it" } else { "them" },
+    )))
+}
+
 /// The flags over the config's values (a resumed run keeps its own, but for --epochs), checked.
-fn apply_flags(a: &TrainArgs, cfg: &mut Config) -> Result<()> {
+fn apply_flags(a: &TrainArgs, cfg: &mut Config, resuming: bool) -> Result<()> {
     cfg.epochs = count("--epochs", a.epochs, 1)?.unwrap_or(cfg.epochs);
     let batch_size = count("--batch-size", a.batch_size, 1)?;
-    if a.resume.is_none() {
+    if !resuming {
         cfg.batch_size = batch_size.unwrap_or(cfg.batch_size);
         if a.lr.is_some()
             && matches!(
@@ -342,15 +487,6 @@ fn apply_flags(a: &TrainArgs, cfg: &mut Config) -> Result<()> {
         if let Some(text) = &a.class_weight {
             cfg.class_weight = Some(parse_class_weight(text)?);
         }
-    } else if batch_size.is_some()
-        || a.lr.is_some()
-        || a.seed.is_some()
-        || a.no_shuffle
-        || a.init.is_some()
-    {
-        return Err(Error::Config(
-            "--resume continues with the checkpoint's own settings: drop --batch-size, --lr, --seed, --no-shuffle and --init".into(),
-        ));
     }
     cfg.check_fit().map_err(Error::Config)?;
     if cfg.epochs == 0 {
@@ -450,7 +586,7 @@ fn epochs(a: &TrainArgs, run: &Run, trainer: &mut Trainer, ds: &Dataset) -> Resu
             line["val_accuracy"] = json!(v.accuracy);
         }
         line["learning_rate"] = json!(trainer.optimizer.lr);
-        write_epoch(a, epoch, &line)?;
+        write_epoch(a, epoch, run.resumed.is_some(), &line)?;
         if !a.quiet {
             let val_text = val.as_ref().map_or(String::new(), |v| {
                 format!(" | val loss {:.4} accuracy {:.4}", v.loss, v.accuracy)
@@ -541,13 +677,13 @@ fn epoch_line(
 }
 
 /// An epoch's line on stdout (--json) and in the metrics log (--metrics).
-fn write_epoch(a: &TrainArgs, epoch: usize, line: &serde_json::Value) -> Result<()> {
+fn write_epoch(a: &TrainArgs, epoch: usize, resumed: bool, line: &serde_json::Value) -> Result<()> {
     if a.json {
         println!("{line}");
     }
     if let Some(path) = &a.metrics {
         use std::io::Write;
-        let append = epoch > 1 || a.resume.is_some();
+        let append = epoch > 1 || resumed;
         let mut f = std::fs::OpenOptions::new()
             .create(true)
             .write(true)
@@ -592,6 +728,8 @@ fn save(
         batch_size: Some(cfg.batch_size),
         // the current rate (ReduceLROnPlateau may have lowered it)
         learning_rate: Some(trainer.optimizer.lr),
+        initial_learning_rate: Some(run.initial_lr),
+        init: run.init.clone(),
         shuffle: Some(cfg.shuffle),
         config_toml: None,
         keras_config: None,
