@@ -33,6 +33,7 @@ pub mod reference;
 pub mod report;
 pub mod restrict;
 pub mod step;
+pub mod sweep;
 pub mod trainer;
 pub mod viz;
 

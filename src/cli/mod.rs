@@ -9,6 +9,7 @@ mod info;
 mod inspect;
 mod make_sample;
 mod predict;
+mod sweep;
 mod train;
 mod viz;
 
@@ -81,6 +82,9 @@ enum Command {
     Inspect(inspect::InspectArgs),
     /// Convert a model between .safetensors, .keras and .weights.h5 (by extension), weights and Adam's state
     Convert(convert::ConvertArgs),
+    /// Restriction sweeps: a grid of trials run here or as a Slurm array, and their report
+    #[command(subcommand)]
+    Sweep(sweep::SweepCommand),
     /// Cut the embedded sample (first N train / test images, gzip IDX) from a full Fashion-MNIST folder
     MakeSample(make_sample::MakeSampleArgs),
 }
@@ -97,6 +101,10 @@ pub fn main() -> ExitCode {
         .init();
     let result = match Cli::parse().command {
         Command::Train(a) => match train::run(a) {
+            Ok(train::Outcome::Interrupted) => return ExitCode::from(130),
+            other => other.map(|_| ()),
+        },
+        Command::Sweep(s) => match sweep::run(s) {
             Ok(train::Outcome::Interrupted) => return ExitCode::from(130),
             other => other.map(|_| ()),
         },

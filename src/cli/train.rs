@@ -3,7 +3,6 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 
 use clap::Args;
 use serde_json::json;
@@ -130,7 +129,42 @@ struct Run {
     init: Option<String>,
 }
 
+/// Ctrl-C: set by the handler, read at chunk boundaries (one handler per process: a sweep trains many
+/// runs in turn).
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+pub fn interrupted() -> bool {
+    INTERRUPTED.load(Ordering::SeqCst)
+}
+
+fn catch_ctrl_c() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let _ = ctrlc::set_handler(|| INTERRUPTED.store(true, Ordering::SeqCst));
+    });
+}
+
+impl TrainArgs {
+    /// The flags of a `train` command line (without the program and command names).
+    pub fn parse_from(args: &[String]) -> std::result::Result<Self, clap::Error> {
+        #[derive(clap::Parser)]
+        struct Line {
+            #[command(flatten)]
+            train: TrainArgs,
+        }
+        use clap::Parser;
+        let mut all = vec!["train".to_string()];
+        all.extend_from_slice(args);
+        Line::try_parse_from(all).map(|l| l.train)
+    }
+}
+
 pub fn run(a: TrainArgs) -> Result<Outcome> {
+    run_on(a, None)
+}
+
+/// A run on `shared`'s device, else on the device the flags pick.
+pub fn run_on(a: TrainArgs, shared: Option<&Context>) -> Result<Outcome> {
     let run = resolve(&a)?;
     let mut ds = data::find_dataset(a.data.as_deref(), run.cfg.model.input)?;
     if ds.classes != run.plan.classes {
@@ -164,7 +198,14 @@ pub fn run(a: TrainArgs) -> Result<Outcome> {
         (_, _, None, Some(w)) => w.clone(),
         _ => init_weights(&run.plan, run.cfg.seed),
     };
-    let ctx = Context::new(&a.gpu.options())?;
+    let opened;
+    let ctx = match shared {
+        Some(c) => c,
+        None => {
+            opened = Context::new(&a.gpu.options())?;
+            &opened
+        }
+    };
     let mut setup = Setup::new(
         run.plan.clone(),
         run.cfg.restrictions.clone(),
@@ -178,7 +219,7 @@ pub fn run(a: TrainArgs) -> Result<Outcome> {
         .cfg
         .class_weights(run.plan.classes)
         .map_err(Error::Config)?;
-    let mut trainer = Trainer::new(&ctx, setup, &ds.train, &ds.test, &weights)?;
+    let mut trainer = Trainer::new(ctx, setup, &ds.train, &ds.test, &weights)?;
     // the images live on the GPU now: free the host copy (host memory stays near the GPU working set)
     ds.train.images = Vec::new();
     ds.test.images = Vec::new();
@@ -539,11 +580,7 @@ fn restore_optimizer(
 fn epochs(a: &TrainArgs, run: &Run, trainer: &mut Trainer, ds: &Dataset) -> Result<Outcome> {
     let cfg = &run.cfg;
     // Ctrl-C: stop at the next chunk boundary, save, exit 130
-    let interrupted = Arc::new(AtomicBool::new(false));
-    {
-        let flag = interrupted.clone();
-        let _ = ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst));
-    }
+    catch_ctrl_c();
     let mut report = Vec::new();
     let mut fit = Fit::new(run)?;
     for epoch in run.start.0..=cfg.epochs {
@@ -552,7 +589,7 @@ fn epochs(a: &TrainArgs, run: &Run, trainer: &mut Trainer, ds: &Dataset) -> Resu
         let started = std::time::Instant::now();
         let bar = progress_bar(a.quiet, trainer.steps_per_epoch(), epoch, cfg.epochs, first);
         // the trainer reads metrics once per 64 steps; the bar shows those ticks
-        let stop = || interrupted.load(Ordering::SeqCst);
+        let stop = interrupted;
         let stats = trainer.train_range(epoch, &order, first, usize::MAX, &stop, &mut |p| {
             bar.set_position(p.step as u64);
             bar.set_message(format!(
