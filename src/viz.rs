@@ -12,7 +12,8 @@ use crate::error::{Error, Result};
 
 const FONT: &[u8] = include_bytes!("../assets/DejaVuSansMono.ttf");
 
-fn font() -> Result<()> {
+/// Register the embedded font as "sans-serif" (once), so that no plot needs system fonts.
+pub(crate) fn font() -> Result<()> {
     static ONCE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     let ok = *ONCE.get_or_init(|| {
         plotters::style::register_font("sans-serif", FontStyle::Normal, FONT).is_ok()

@@ -88,15 +88,31 @@ seeds = [0, 1]
     );
     let g = Grid::load(Path::new(&grid)).unwrap();
     assert_eq!(g.trials.len(), 10, "(2 x 2 + 1) configurations x 2 seeds");
-    let labels: Vec<(&str, u64)> = g.trials.iter().map(|t| (t.label.as_str(), t.seed)).collect();
-    assert_eq!(labels[0], ("kernel_regularizer.l1=0.0, kernel_constraint=none", 0));
-    assert_eq!(labels[1], ("kernel_regularizer.l1=0.0, kernel_constraint=none", 1));
+    let labels: Vec<(&str, u64)> = g
+        .trials
+        .iter()
+        .map(|t| (t.label.as_str(), t.seed))
+        .collect();
+    assert_eq!(
+        labels[0],
+        ("kernel_regularizer.l1=0.0, kernel_constraint=none", 0)
+    );
+    assert_eq!(
+        labels[1],
+        ("kernel_regularizer.l1=0.0, kernel_constraint=none", 1)
+    );
     assert_eq!(
         labels[2],
-        ("kernel_regularizer.l1=0.0, kernel_constraint=max_norm(axis=[0,1,2], max_value=2.0)", 0),
+        (
+            "kernel_regularizer.l1=0.0, kernel_constraint=max_norm(axis=[0,1,2], max_value=2.0)",
+            0
+        ),
         "the first axis is the slowest, the seed the fastest"
     );
-    assert_eq!(labels[4].0, "kernel_regularizer.l1=0.001, kernel_constraint=none");
+    assert_eq!(
+        labels[4].0,
+        "kernel_regularizer.l1=0.001, kernel_constraint=none"
+    );
     assert_eq!(labels[8].0, "optimizer.learning_rate=0.01");
     // ids depend on the settings and the seed only: the same in a grown grid
     let first = g.trials[2].id.clone();
@@ -119,7 +135,10 @@ seeds = [0, 1, 2]
     // `sweep plan` prints them
     let o = clampnet(&["sweep", "plan", &grid, "--shards", "3"]);
     let out = String::from_utf8_lossy(&o.stdout);
-    assert!(out.starts_with("10 trials: 5 configurations x 2 seeds"), "{out}");
+    assert!(
+        out.starts_with("10 trials: 5 configurations x 2 seeds"),
+        "{out}"
+    );
     assert!(out.contains(&format!("{first}  shard 2  seed 0")), "{out}");
 }
 
@@ -135,7 +154,10 @@ fn a_bad_grid_is_refused_naming_the_key_and_the_trial() {
             "[axes]\n\"model.layers.0.kernel_regularizer.l3\" = [0.1]\n",
             "l3",
         ),
-        ("[axes]\n\"model.layers.0.filters\" = []\n", "must be a non-empty list"),
+        (
+            "[axes]\n\"model.layers.0.filters\" = []\n",
+            "must be a non-empty list",
+        ),
         ("seeds = []\n", "seeds is empty"),
     ] {
         let grid = write_grid(&dir, body);
@@ -153,7 +175,10 @@ fn shards_come_from_the_flag_a_slurm_array_or_an_indexed_job() {
     };
     let none = env(&[]);
     let s = |shard, shards, e: &dyn Fn(&str) -> Option<String>| Shard::resolve(shard, shards, e);
-    assert_eq!(s(Some("2/5"), None, &none).unwrap(), Shard { index: 2, count: 5 });
+    assert_eq!(
+        s(Some("2/5"), None, &none).unwrap(),
+        Shard { index: 2, count: 5 }
+    );
     assert_eq!(s(None, None, &none).unwrap(), Shard { index: 0, count: 1 });
     // an array --array=10-16:3 has tasks 10, 13, 16: task 13 is the second of three
     let slurm = env(&[
@@ -164,19 +189,38 @@ fn shards_come_from_the_flag_a_slurm_array_or_an_indexed_job() {
     ]);
     assert_eq!(s(None, None, &slurm).unwrap(), Shard { index: 1, count: 3 });
     // with --shards the task id is the shard: a resubmitted --array=1,3 keeps its shards
-    let resubmit = env(&[("SLURM_ARRAY_TASK_ID", "3"), ("SLURM_ARRAY_TASK_COUNT", "2")]);
-    assert_eq!(s(None, Some(4), &resubmit).unwrap(), Shard { index: 3, count: 4 });
+    let resubmit = env(&[
+        ("SLURM_ARRAY_TASK_ID", "3"),
+        ("SLURM_ARRAY_TASK_COUNT", "2"),
+    ]);
+    assert_eq!(
+        s(None, Some(4), &resubmit).unwrap(),
+        Shard { index: 3, count: 4 }
+    );
     let k8s = env(&[("JOB_COMPLETION_INDEX", "2")]);
-    assert_eq!(s(None, Some(3), &k8s).unwrap(), Shard { index: 2, count: 3 });
+    assert_eq!(
+        s(None, Some(3), &k8s).unwrap(),
+        Shard { index: 2, count: 3 }
+    );
     let e = s(None, None, &k8s).unwrap_err().to_string();
     assert!(e.contains("give --shards N"), "{e}");
     assert!(s(Some("4/4"), None, &none).is_err());
-    assert!(s(Some("x"), None, &none).unwrap_err().to_string().contains("--shard 0/4"));
+    assert!(s(Some("x"), None, &none)
+        .unwrap_err()
+        .to_string()
+        .contains("--shard 0/4"));
     assert_eq!(array_spec(&[0, 2, 3, 4, 7]), "0,2-4,7");
 }
 
 /// The sweep's flags for a few fast trials.
-const SMALL: [&str; 6] = ["--limit-train", "96", "--limit-test", "64", "--batch-size", "16"];
+const SMALL: [&str; 6] = [
+    "--limit-train",
+    "96",
+    "--limit-test",
+    "64",
+    "--batch-size",
+    "16",
+];
 
 /// Each trial equals a solo `clampnet train` of its command line, bit for bit (weights and the
 /// optimizer's state): every restriction kind, in one kernel set here and the other in CI's third
@@ -243,8 +287,17 @@ fn a_killed_sweep_resumes_and_deleted_results_retrain_alone() {
     );
     let run = |out: &str| {
         let mut args = vec![
-            "sweep", "run", &grid, "--out", out, "--epochs", "3", "--limit-train", "1200",
-            "--limit-test", "64",
+            "sweep",
+            "run",
+            &grid,
+            "--out",
+            out,
+            "--epochs",
+            "3",
+            "--limit-train",
+            "1200",
+            "--limit-test",
+            "64",
         ];
         args.extend(["--batch-size", "32"]);
         clampnet(&args)
@@ -257,8 +310,19 @@ fn a_killed_sweep_resumes_and_deleted_results_retrain_alone() {
     let g = Grid::load(Path::new(&grid)).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_clampnet"))
         .args([
-            "sweep", "run", &grid, "--out", &killed, "--epochs", "3", "--limit-train", "1200",
-            "--limit-test", "64", "--batch-size", "32",
+            "sweep",
+            "run",
+            &grid,
+            "--out",
+            &killed,
+            "--epochs",
+            "3",
+            "--limit-train",
+            "1200",
+            "--limit-test",
+            "64",
+            "--batch-size",
+            "32",
         ])
         .env("RUST_LOG", "warn")
         .stderr(std::process::Stdio::null())
@@ -267,8 +331,13 @@ fn a_killed_sweep_resumes_and_deleted_results_retrain_alone() {
     // kill it once the second trial has its first epoch's checkpoint but no result
     let second = Path::new(&killed).join("trials").join(&g.trials[1].id);
     let t0 = std::time::Instant::now();
-    while !(second.join("checkpoint.safetensors").exists() && !second.join("result.json").exists()) {
-        assert!(t0.elapsed().as_secs() < 120, "the sweep never reached trial 2");
+    let mid_trial =
+        || second.join("checkpoint.safetensors").exists() && !second.join("result.json").exists();
+    while !mid_trial() {
+        assert!(
+            t0.elapsed().as_secs() < 120,
+            "the sweep never reached trial 2"
+        );
         if child.try_wait().unwrap().is_some() {
             break;
         }
@@ -282,7 +351,8 @@ fn a_killed_sweep_resumes_and_deleted_results_retrain_alone() {
         let a = Path::new(&straight).join("trials").join(&t.id);
         let b = Path::new(&killed).join("trials").join(&t.id);
         assert!(
-            tensors(&a.join("checkpoint.safetensors")) == tensors(&b.join("checkpoint.safetensors")),
+            tensors(&a.join("checkpoint.safetensors"))
+                == tensors(&b.join("checkpoint.safetensors")),
             "trial {}: killed and resumed equals uninterrupted",
             t.id
         );
@@ -297,14 +367,25 @@ fn a_killed_sweep_resumes_and_deleted_results_retrain_alone() {
                 .map(|e| e["test_loss"].as_f64().unwrap())
                 .collect()
         };
-        assert_eq!(epochs(&a), epochs(&b), "trial {}: one line per epoch, equal", t.id);
+        assert_eq!(
+            epochs(&a),
+            epochs(&b),
+            "trial {}: one line per epoch, equal",
+            t.id
+        );
     }
 
     // delete two results: exactly those two retrain
     let mut mtimes = BTreeMap::new();
     for t in &g.trials {
-        let p = Path::new(&killed).join("trials").join(&t.id).join("result.json");
-        mtimes.insert(t.id.clone(), std::fs::metadata(&p).unwrap().modified().unwrap());
+        let p = Path::new(&killed)
+            .join("trials")
+            .join(&t.id)
+            .join("result.json");
+        mtimes.insert(
+            t.id.clone(),
+            std::fs::metadata(&p).unwrap().modified().unwrap(),
+        );
     }
     for t in [&g.trials[0], &g.trials[3]] {
         let d = Path::new(&killed).join("trials").join(&t.id);
@@ -319,7 +400,10 @@ fn a_killed_sweep_resumes_and_deleted_results_retrain_alone() {
         stderr(&o)
     );
     for t in &g.trials {
-        let p = Path::new(&killed).join("trials").join(&t.id).join("result.json");
+        let p = Path::new(&killed)
+            .join("trials")
+            .join(&t.id)
+            .join("result.json");
         let retrained = std::fs::metadata(&p).unwrap().modified().unwrap() != mtimes[&t.id];
         assert_eq!(retrained, t.index == 0 || t.index == 3, "trial {}", t.index);
     }
@@ -348,9 +432,20 @@ fn failed_trials_are_named_and_retried() {
         stderr(&o)
     );
     let failed = Path::new(&out).join("trials").join(bad).join("failed.json");
-    let f: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&failed).unwrap()).unwrap();
-    assert!(f["error"].as_str().unwrap().contains("validation_split 0.995"), "{f}");
-    assert!(Path::new(&out).join("trials").join(&g.trials[0].id).join("result.json").exists());
+    let f: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&failed).unwrap()).unwrap();
+    assert!(
+        f["error"]
+            .as_str()
+            .unwrap()
+            .contains("validation_split 0.995"),
+        "{f}"
+    );
+    assert!(Path::new(&out)
+        .join("trials")
+        .join(&g.trials[0].id)
+        .join("result.json")
+        .exists());
     let o = clampnet(&args);
     assert_eq!(o.status.code(), Some(1));
     assert!(

@@ -212,7 +212,11 @@ fn base_fingerprint(grid: &Grid) -> String {
         sweep::Base::Toml(t) => serde_json::to_string(t).unwrap_or_default(),
         sweep::Base::Keras(j, _) => j.to_string(),
     };
-    sweep::config_id(&[("base".to_string(), Value::String(text))].into_iter().collect())
+    sweep::config_id(
+        &[("base".to_string(), Value::String(text))]
+            .into_iter()
+            .collect(),
+    )
 }
 
 /// DIR/sweep.json: the grid's trials (written by every shard, the same content, atomically).
@@ -329,7 +333,12 @@ fn finished(result: &Path, flags: &[String]) -> bool {
 }
 
 /// The `train` flags of trial `t` (its config file written into `dir` first).
-pub fn trial_train_args(grid: &Grid, t: &Trial, dir: &Path, flags: &[String]) -> Result<Vec<String>> {
+pub fn trial_train_args(
+    grid: &Grid,
+    t: &Trial,
+    dir: &Path,
+    flags: &[String],
+) -> Result<Vec<String>> {
     let (text, ext) = grid.trial_config(t)?;
     let config = dir.join(format!("config.{ext}"));
     if std::fs::read_to_string(&config).ok().as_deref() != Some(text.as_str()) {
@@ -360,11 +369,21 @@ pub fn trial_train_args(grid: &Grid, t: &Trial, dir: &Path, flags: &[String]) ->
     Ok(args)
 }
 
-fn run_trial(grid: &Grid, t: &Trial, dir: &Path, flags: &[String], ctx: &Context) -> Result<Outcome> {
+fn run_trial(
+    grid: &Grid,
+    t: &Trial,
+    dir: &Path,
+    flags: &[String],
+    ctx: &Context,
+) -> Result<Outcome> {
     let args = trial_train_args(grid, t, dir, flags)?;
-    std::fs::write(dir.join("command.txt"), format!("clampnet train {}\n", args.join(" ")))
-        .map_err(|e| Error::io(dir, e))?;
-    let a = TrainArgs::parse_from(&args).map_err(|e| Error::Config(format!("trial {}: {e}", t.id)))?;
+    std::fs::write(
+        dir.join("command.txt"),
+        format!("clampnet train {}\n", args.join(" ")),
+    )
+    .map_err(|e| Error::io(dir, e))?;
+    let a =
+        TrainArgs::parse_from(&args).map_err(|e| Error::Config(format!("trial {}: {e}", t.id)))?;
     // a panic in one trial (a driver's, say) fails that trial, not the sweep
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| train::run_on(a, Some(ctx))))
         .unwrap_or_else(|p| {
@@ -456,7 +475,10 @@ fn slurm(a: SlurmArgs) -> Result<()> {
     cmd.extend(a.flags.train_args());
     s += &format!(
         "exec {}\n",
-        cmd.iter().map(|c| shell_quote(c)).collect::<Vec<_>>().join(" ")
+        cmd.iter()
+            .map(|c| shell_quote(c))
+            .collect::<Vec<_>>()
+            .join(" ")
     );
     let path = a.out.join("sweep.sbatch");
     write_atomic(&path, s.as_bytes())?;
@@ -473,8 +495,7 @@ fn slurm(a: SlurmArgs) -> Result<()> {
 
 fn shell_quote(s: &str) -> String {
     if !s.is_empty()
-        && s
-            .chars()
+        && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || "-_./=:,+%@".contains(c))
     {
         s.to_string()

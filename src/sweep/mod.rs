@@ -20,7 +20,7 @@
 
 pub mod report;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
@@ -110,7 +110,7 @@ fn short(v: &Value) -> String {
                         .collect::<Vec<_>>()
                         .join(", ")
                 ),
-                other => format!("{k}={}", short(other)),
+                other => format!("{k}({})", short(other)),
             }
         }
         Value::Object(map) => format!(
@@ -147,7 +147,11 @@ fn label(settings: &BTreeMap<String, Value>, order: &[String]) -> String {
     keys.iter()
         .zip(&shorts)
         .map(|(k, s)| {
-            let name = if unique { s.as_str() } else { k.as_str() };
+            let name = if unique {
+                s.as_str()
+            } else {
+                k.strip_prefix("model.").unwrap_or(k)
+            };
             format!("{name}={}", short(&settings[*k]))
         })
         .collect::<Vec<_>>()
@@ -171,18 +175,22 @@ impl Grid {
         };
         let base = match Format::of(&base_path) {
             Format::Toml => {
-                let t = std::fs::read_to_string(&base_path).map_err(|e| {
-                    grid_err(path, format!("base {}: {e}", base_path.display()))
-                })?;
+                let t = std::fs::read_to_string(&base_path)
+                    .map_err(|e| grid_err(path, format!("base {}: {e}", base_path.display())))?;
                 Base::Toml(toml::from_str(&t).map_err(|e| {
-                    grid_err(path, format!("base {}: {}", base_path.display(), e.message()))
+                    grid_err(
+                        path,
+                        format!("base {}: {}", base_path.display(), e.message()),
+                    )
                 })?)
             }
             Format::KerasJson => {
-                let t = std::fs::read_to_string(&base_path).map_err(|e| Error::io(&base_path, e))?;
+                let t =
+                    std::fs::read_to_string(&base_path).map_err(|e| Error::io(&base_path, e))?;
                 Base::Keras(
-                    serde_json::from_str(&t)
-                        .map_err(|e| grid_err(path, format!("base {}: {e}", base_path.display())))?,
+                    serde_json::from_str(&t).map_err(|e| {
+                        grid_err(path, format!("base {}: {e}", base_path.display()))
+                    })?,
                     None,
                 )
             }
@@ -270,7 +278,8 @@ impl Grid {
     /// Trial `t`'s config: the base with its settings applied, as the text of a file `train --config`
     /// reads, with that file's extension (`toml` or `json`).
     pub fn trial_config(&self, t: &Trial) -> Result<(String, &'static str)> {
-        let err = |msg: String| grid_err(&self.path, format!("trial {} ({}): {msg}", t.id, t.label));
+        let err =
+            |msg: String| grid_err(&self.path, format!("trial {} ({}): {msg}", t.id, t.label));
         match &self.base {
             Base::Toml(table) => {
                 let mut v = Value::Object(
@@ -283,7 +292,8 @@ impl Grid {
                 for (k, val) in &t.settings {
                     set_dotted(&mut v, k, val).map_err(err)?;
                 }
-                let table: toml::Table = serde_json::from_value(v).map_err(|e| err(e.to_string()))?;
+                let table: toml::Table =
+                    serde_json::from_value(v).map_err(|e| err(e.to_string()))?;
                 let text = toml::to_string(&table).map_err(|e| err(e.to_string()))?;
                 crate::config::Config::parse(&text).map_err(err)?;
                 Ok((text, "toml"))
@@ -337,7 +347,10 @@ fn set_dotted(root: &mut Value, key: &str, value: &Value) -> std::result::Result
         match at {
             Value::Array(items) => {
                 let n = part.parse::<usize>().map_err(|_| {
-                    format!("`{key}`: {} is a list: index it with a number", parts[..i].join("."))
+                    format!(
+                        "`{key}`: {} is a list: index it with a number",
+                        parts[..i].join(".")
+                    )
                 })?;
                 let len = items.len();
                 let item = items
@@ -394,9 +407,11 @@ impl Shard {
         let num = |name: &str| -> Result<Option<usize>> {
             match env(name) {
                 None => Ok(None),
-                Some(v) => v.trim().parse().map(Some).map_err(|_| {
-                    Error::Config(format!("{name}={v} is not a whole number"))
-                }),
+                Some(v) => v
+                    .trim()
+                    .parse()
+                    .map(Some)
+                    .map_err(|_| Error::Config(format!("{name}={v} is not a whole number"))),
             }
         };
         let s = if let Some(text) = shard {
@@ -452,23 +467,27 @@ impl Shard {
     }
 }
 
-/// The Slurm array spec of `indices` (sorted, unique): `0,2-3`.
+/// Sorted, deduplicated indices with runs of consecutive ones as ranges: `[3, 0, 2]` gives `0,2-3`
+/// (the syntax of `sbatch --array`).
 pub fn array_spec(indices: &[usize]) -> String {
-    let mut out: Vec<String> = Vec::new();
-    let mut i = 0;
-    while i < indices.len() {
-        let mut j = i;
-        while j + 1 < indices.len() && indices[j + 1] == indices[j] + 1 {
-            j += 1;
+    let set: BTreeSet<usize> = indices.iter().copied().collect();
+    let mut runs: Vec<(usize, usize)> = Vec::new();
+    for i in set {
+        match runs.last_mut() {
+            Some((_, hi)) if *hi + 1 == i => *hi = i,
+            _ => runs.push((i, i)),
         }
-        out.push(if j > i {
-            format!("{}-{}", indices[i], indices[j])
-        } else {
-            indices[i].to_string()
-        });
-        i = j + 1;
     }
-    out.join(",")
+    runs.iter()
+        .map(|&(lo, hi)| {
+            if lo == hi {
+                lo.to_string()
+            } else {
+                format!("{lo}-{hi}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// A trial's folder in a sweep's `--out`.
