@@ -43,7 +43,7 @@ pub fn save(
     write_atomic(path, &data)
 }
 
-/// Write to `path.tmp-<pid>` beside the target, fsync, then rename over the target: a crash leaves
+/// Write to `.name.tmp-<pid>-<ns>` beside the target, fsync, then rename over the target: a crash leaves
 /// either the old file or the new one, never a torn one.
 pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
     let dir = path
@@ -54,8 +54,12 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
         path: path.into(),
         msg: "not a file path".into(),
     })?;
+    // unique per process and call: shards of a sweep on several hosts may write the same file
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
     let tmp = dir.join(format!(
-        ".{}.tmp-{}",
+        ".{}.tmp-{}-{nanos}",
         name.to_string_lossy(),
         std::process::id()
     ));

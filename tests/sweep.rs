@@ -84,10 +84,15 @@ seeds = [0, 1]
 "model.layers.0.kernel_constraint" = ["none", { max_norm = { max_value = 2.0, axis = [0, 1, 2] } }]
 [[trials]]
 "optimizer.learning_rate" = 0.01
+[[trials]]
+label = "faster, with momentum"
+"optimizer.learning_rate" = 0.02
+"optimizer.beta_1" = 0.8
 "#,
     );
     let g = Grid::load(Path::new(&grid)).unwrap();
-    assert_eq!(g.trials.len(), 10, "(2 x 2 + 1) configurations x 2 seeds");
+    assert_eq!(g.trials.len(), 12, "(2 x 2 + 2) configurations x 2 seeds");
+    assert_eq!(g.trials[10].label, "faster, with momentum");
     let labels: Vec<(&str, u64)> = g
         .trials
         .iter()
@@ -136,7 +141,7 @@ seeds = [0, 1, 2]
     let o = clampnet(&["sweep", "plan", &grid, "--shards", "3"]);
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(
-        out.starts_with("10 trials: 5 configurations x 2 seeds"),
+        out.starts_with("12 trials: 6 configurations x 2 seeds"),
         "{out}"
     );
     assert!(out.contains(&format!("{first}  shard 2  seed 0")), "{out}");
@@ -223,15 +228,17 @@ const SMALL: [&str; 6] = [
 ];
 
 /// Each trial equals a solo `clampnet train` of its command line, bit for bit (weights and the
-/// optimizer's state): every restriction kind, in one kernel set here and the other in CI's third
-/// pass (CLAMPNET_KERNEL_SET=gpu).
+/// optimizer's state): every restriction kind, two trials at once (`--jobs 2`).
 #[test]
 fn every_trial_equals_a_solo_train_of_its_settings() {
     let _g = GPU.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempdir("solo");
     let grid = write_grid(&dir, EVERY_KIND);
     let out = dir.join("out").display().to_string();
-    let mut args = vec!["sweep", "run", &grid, "--out", &out, "--epochs", "2"];
+    // two trials at a time, each in a process of its own
+    let mut args = vec![
+        "sweep", "run", &grid, "--out", &out, "--epochs", "2", "--jobs", "2",
+    ];
     args.extend(SMALL);
     let o = clampnet(&args);
     assert!(o.status.success(), "{}", stderr(&o));
@@ -453,4 +460,47 @@ fn failed_trials_are_named_and_retried() {
         "the failed trial is retried, the finished one skipped: {}",
         stderr(&o)
     );
+}
+
+/// A `.keras` base: keys into Keras' JSON, the file's weights as every trial's initial weights.
+#[test]
+fn a_keras_file_is_a_base_too() {
+    let _g = GPU.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempdir("keras");
+    let grid = dir.join("grid.toml");
+    std::fs::write(
+        &grid,
+        format!(
+            "base = \"{}\"\nseeds = [1]\n[axes]\n\"config.layers.1.config.kernel_regularizer.config.l1\" = [0.0, 0.05]\n",
+            repo("tests/fixtures/keras/reference_l1l2.keras")
+        ),
+    )
+    .unwrap();
+    let g = Grid::load(&grid).unwrap();
+    assert_eq!(
+        g.trials[1].label,
+        "config.kernel_regularizer.config.l1=0.05"
+    );
+    let out = dir.join("out").display().to_string();
+    let grid = grid.display().to_string();
+    let mut args = vec!["sweep", "run", &grid, "--out", &out, "--epochs", "1"];
+    args.extend(SMALL);
+    let o = clampnet(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    for t in &g.trials {
+        let d = Path::new(&out).join("trials").join(&t.id);
+        let command = std::fs::read_to_string(d.join("command.txt")).unwrap();
+        assert!(
+            command.contains("config.json")
+                && command.contains("--init ")
+                && command.contains("reference_l1l2.keras"),
+            "{command}"
+        );
+        let report = std::fs::read_to_string(d.join("result.json")).unwrap();
+        let l1 = t.settings.values().next().unwrap().as_f64().unwrap();
+        assert!(
+            report.contains(&format!("l1({l1})")) || l1 == 0.0,
+            "{report}"
+        );
+    }
 }

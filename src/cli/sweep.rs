@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use clap::{Args, Subcommand};
 use serde_json::{json, Value};
 
-use super::train::{self, Outcome, TrainArgs};
+use super::train::{self, Outcome, Shared, TrainArgs};
 use super::GpuArgs;
 use clampnet::checkpoint::write_atomic;
 use clampnet::gpu::Context;
@@ -108,6 +108,13 @@ pub struct RunArgs {
     /// (without it, a Slurm task's place in its array, of SLURM_ARRAY_TASK_COUNT)
     #[arg(long)]
     shards: Option<usize>,
+    /// Train this many of the shard's trials at once, each in a process of its own on the same device
+    /// (a software adapter or a GPU that one small trial leaves partly idle)
+    #[arg(long, default_value_t = 1)]
+    jobs: usize,
+    /// (internal) one of --jobs' processes: J/N takes every N-th of the shard's trials from the J-th
+    #[arg(long, hide = true)]
+    job: Option<String>,
     #[command(flatten)]
     flags: TrialFlags,
 }
@@ -224,8 +231,11 @@ fn write_sweep_json(grid: &Grid, out: &Path, shards: Option<usize>) -> Result<()
     std::fs::create_dir_all(out.join("trials")).map_err(|e| Error::io(out, e))?;
     let path = out.join("sweep.json");
     let fingerprint = base_fingerprint(grid);
+    let mut shards = shards;
     if let Ok(text) = std::fs::read_to_string(&path) {
         let old: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        // a local rerun keeps the Slurm array's shard count, for the report's resubmission spec
+        shards = shards.or_else(|| old["shards"].as_u64().map(|n| n as usize));
         if let Some(f) = old.get("base_fingerprint").and_then(|f| f.as_str()) {
             if f != fingerprint {
                 return Err(Error::Config(format!(
@@ -247,7 +257,21 @@ fn run_trials(a: RunArgs) -> Result<Outcome> {
     let shard = Shard::resolve(a.shard.as_deref(), a.shards, &|k| std::env::var(k).ok())?;
     write_sweep_json(&grid, &a.out, a.shards.filter(|_| shard.count > 1))?;
     let flags = a.flags.train_args();
-    let mine: Vec<&Trial> = grid.trials.iter().filter(|t| shard.owns(t)).collect();
+    let mut mine: Vec<&Trial> = grid.trials.iter().filter(|t| shard.owns(t)).collect();
+    if a.jobs == 0 {
+        return Err(Error::Config("--jobs must be at least 1".into()));
+    }
+    if a.jobs > 1 && a.job.is_none() {
+        return run_jobs(&a, &mine);
+    }
+    if let Some(job) = &a.job {
+        let (j, n) = job
+            .split_once('/')
+            .and_then(|(j, n)| Some((j.parse::<usize>().ok()?, n.parse::<usize>().ok()?)))
+            .filter(|(j, n)| j < n)
+            .ok_or_else(|| Error::Config(format!("--job {job}: give J/N")))?;
+        mine = mine.into_iter().skip(j).step_by(n).collect();
+    }
     eprintln!(
         "sweep {}: {} of {} trials in shard {}/{}",
         grid.path.display(),
@@ -256,7 +280,7 @@ fn run_trials(a: RunArgs) -> Result<Outcome> {
         shard.index,
         shard.count
     );
-    let mut ctx: Option<Context> = None;
+    let mut shared: Option<Shared> = None;
     let (mut done, mut skipped, mut failed) = (0, 0, Vec::new());
     for (n, t) in mine.iter().enumerate() {
         let dir = trial_dir(&a.out, t);
@@ -268,16 +292,16 @@ fn run_trials(a: RunArgs) -> Result<Outcome> {
         }
         let _ = std::fs::remove_file(dir.join("failed.json"));
         let started = std::time::Instant::now();
-        if ctx.is_none() {
-            ctx = Some(Context::new(&a.flags.gpu.options())?);
+        if shared.is_none() {
+            shared = Some(Shared::new(Context::new(&a.flags.gpu.options())?));
         }
-        let c = ctx.as_ref().expect("opened above");
-        let outcome = run_trial(&grid, t, &dir, &flags, c);
+        let sh = shared.as_ref().expect("opened above");
+        let outcome = run_trial(&grid, t, &dir, &flags, sh);
         let seconds = started.elapsed().as_secs_f64();
         let head = format!("trial {}/{} {} ({})", n + 1, mine.len(), t.id, t.label);
         match outcome {
             Ok(Outcome::Done) => {
-                let v = result(t, &dir, &flags, c, seconds)?;
+                let v = result(t, &dir, &flags, &sh.ctx, seconds)?;
                 write_json(&result_path, &v)?;
                 done += 1;
                 eprintln!(
@@ -310,15 +334,66 @@ fn run_trials(a: RunArgs) -> Result<Outcome> {
         a.out.join("trials").display()
     );
     if !failed.is_empty() {
-        return Err(Error::Config(format!(
-            "{} trial{} failed: {} (each has its error in {}/trials/<id>/failed.json); the same command retries them",
-            failed.len(),
-            if failed.len() == 1 { "" } else { "s" },
-            failed.join(", "),
-            a.out.display()
-        )));
+        return Err(failed_error(&a.out, &failed));
     }
     Ok(Outcome::Done)
+}
+
+/// `--jobs N`: this command again as N processes, each taking every N-th of the shard's trials; the
+/// trials that failed are named from their `failed.json`.
+fn run_jobs(a: &RunArgs, mine: &[&Trial]) -> Result<Outcome> {
+    let exe = std::env::current_exe().map_err(|e| Error::io("clampnet", e))?;
+    let mut args: Vec<String> = Vec::new();
+    let mut skip = false;
+    for arg in std::env::args().skip(1) {
+        if skip {
+            skip = false;
+        } else if arg == "--jobs" {
+            skip = true;
+        } else if !arg.starts_with("--jobs=") {
+            args.push(arg);
+        }
+    }
+    eprintln!("{} trials in {} processes at once", mine.len(), a.jobs);
+    let children = (0..a.jobs)
+        .map(|j| {
+            std::process::Command::new(&exe)
+                .args(&args)
+                .arg("--job")
+                .arg(format!("{j}/{}", a.jobs))
+                .spawn()
+                .map_err(|e| Error::io(&exe, e))
+        })
+        .collect::<Vec<_>>();
+    let mut interrupted = false;
+    for c in children {
+        let status = c?.wait().map_err(|e| Error::io(&exe, e))?;
+        interrupted |= status.code() == Some(130);
+    }
+    if interrupted {
+        return Ok(Outcome::Interrupted);
+    }
+    let failed: Vec<&str> = mine
+        .iter()
+        .filter(|t| trial_dir(&a.out, t).join("failed.json").exists())
+        .map(|t| t.id.as_str())
+        .collect();
+    if !failed.is_empty() {
+        return Err(failed_error(&a.out, &failed));
+    }
+    Ok(Outcome::Done)
+}
+
+/// The error of a sweep with failed trials, naming each.
+fn failed_error(out: &Path, failed: &[impl AsRef<str>]) -> Error {
+    let ids: Vec<&str> = failed.iter().map(|f| f.as_ref()).collect();
+    Error::Config(format!(
+        "{} trial{} failed: {} (each has its error in {}/trials/<id>/failed.json); the same command retries them",
+        ids.len(),
+        if ids.len() == 1 { "" } else { "s" },
+        ids.join(", "),
+        out.display()
+    ))
 }
 
 /// A trial is finished when its result exists and was trained with the same shared flags.
@@ -374,7 +449,7 @@ fn run_trial(
     t: &Trial,
     dir: &Path,
     flags: &[String],
-    ctx: &Context,
+    shared: &Shared,
 ) -> Result<Outcome> {
     let args = trial_train_args(grid, t, dir, flags)?;
     std::fs::write(
@@ -385,15 +460,17 @@ fn run_trial(
     let a =
         TrainArgs::parse_from(&args).map_err(|e| Error::Config(format!("trial {}: {e}", t.id)))?;
     // a panic in one trial (a driver's, say) fails that trial, not the sweep
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| train::run_on(a, Some(ctx))))
-        .unwrap_or_else(|p| {
-            let msg = p
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_else(|| "a panic".into());
-            Err(Error::Config(format!("trial {} panicked: {msg}", t.id)))
-        })
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        train::run_on(a, Some(shared))
+    }))
+    .unwrap_or_else(|p| {
+        let msg = p
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "a panic".into());
+        Err(Error::Config(format!("trial {} panicked: {msg}", t.id)))
+    })
 }
 
 /// A finished trial's result.json.

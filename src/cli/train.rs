@@ -163,10 +163,41 @@ pub fn run(a: TrainArgs) -> Result<Outcome> {
     run_on(a, None)
 }
 
-/// A run on `shared`'s device, else on the device the flags pick.
-pub fn run_on(a: TrainArgs, shared: Option<&Context>) -> Result<Outcome> {
+/// What the runs of a sweep share: the device, and the datasets read so far (by folder and input
+/// shape), so that each run starts without reopening or rereading them.
+pub struct Shared {
+    pub ctx: Context,
+    datasets: std::cell::RefCell<Vec<(DataKey, Dataset)>>,
+}
+
+type DataKey = (Option<PathBuf>, [usize; 3]);
+
+impl Shared {
+    pub fn new(ctx: Context) -> Self {
+        Shared {
+            ctx,
+            datasets: Default::default(),
+        }
+    }
+
+    fn dataset(&self, data: Option<&Path>, input: [usize; 3]) -> Result<Dataset> {
+        let key = (data.map(Path::to_path_buf), input);
+        if let Some((_, d)) = self.datasets.borrow().iter().find(|(k, _)| *k == key) {
+            return Ok(d.clone());
+        }
+        let d = data::find_dataset(data, input)?;
+        self.datasets.borrow_mut().push((key, d.clone()));
+        Ok(d)
+    }
+}
+
+/// A run on `shared`'s device (and its datasets), else on the device the flags pick.
+pub fn run_on(a: TrainArgs, shared: Option<&Shared>) -> Result<Outcome> {
     let run = resolve(&a)?;
-    let mut ds = data::find_dataset(a.data.as_deref(), run.cfg.model.input)?;
+    let mut ds = match shared {
+        Some(s) => s.dataset(a.data.as_deref(), run.cfg.model.input)?,
+        None => data::find_dataset(a.data.as_deref(), run.cfg.model.input)?,
+    };
     if ds.classes != run.plan.classes {
         return Err(Error::Config(format!(
             "the dataset ({}) has {} classes but the model's last layer has {} units: set `units = {}` on the last dense layer of a --config",
@@ -200,7 +231,7 @@ pub fn run_on(a: TrainArgs, shared: Option<&Context>) -> Result<Outcome> {
     };
     let opened;
     let ctx = match shared {
-        Some(c) => c,
+        Some(s) => &s.ctx,
         None => {
             opened = Context::new(&a.gpu.options())?;
             &opened

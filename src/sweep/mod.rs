@@ -15,7 +15,8 @@
 //! [[trials]]
 //! "model.layers.0.kernel_constraint" = { unit_norm = { axis = [0, 1, 2] } }
 //! ```
-//! A value `"none"` removes the key (Keras' `None`). The base may also be a Keras model JSON or a
+//! A value `"none"` removes the key (Keras' `None`); a `[[trials]]` table may name itself with
+//! `label = "..."` for the reports. The base may also be a Keras model JSON or a
 //! `.keras` file; its keys are then those of Keras' JSON (`config.layers.1.config.kernel_constraint`).
 
 pub mod report;
@@ -240,8 +241,24 @@ impl Grid {
         if file.axes.is_empty() && !file.trials.is_empty() {
             configs.clear();
         }
+        // a [[trials]] table's `label` names it in reports (it is not a setting)
+        let mut labels: BTreeMap<String, String> = BTreeMap::new();
         for t in &file.trials {
-            configs.push(t.iter().map(|(k, v)| (k.clone(), to_json(v))).collect());
+            let settings: BTreeMap<String, Value> = t
+                .iter()
+                .filter(|(k, _)| *k != "label")
+                .map(|(k, v)| (k.clone(), to_json(v)))
+                .collect();
+            if let Some(l) = t.get("label") {
+                let l = l.as_str().ok_or_else(|| {
+                    grid_err(
+                        path,
+                        "trials: `label` must be a string, e.g. label = \"combo\"",
+                    )
+                })?;
+                labels.insert(config_id(&settings), l.to_string());
+            }
+            configs.push(settings);
         }
         let mut trials = Vec::new();
         let mut seen = std::collections::HashSet::new();
@@ -255,7 +272,10 @@ impl Grid {
                     index: trials.len(),
                     id: format!("{cid}-s{seed}"),
                     config_id: cid.clone(),
-                    label: label(&settings, &order),
+                    label: labels
+                        .get(&cid)
+                        .cloned()
+                        .unwrap_or_else(|| label(&settings, &order)),
                     settings: settings.clone(),
                     seed,
                 });

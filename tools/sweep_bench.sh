@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# An 8-trial grid on this machine's adapter, side by side: `clampnet sweep run` (one process, one device,
+# the trials in turn) vs the same 8 trials as 8 sequential `clampnet train` processes (each trial's own
+# command line, from its command.txt), interleaved N times, the side that goes first alternating.
+# A third side runs the sweep with `--jobs 2`: two trials at once, each in a process of its own.
+# Usage: tools/sweep_bench.sh [N=3] [OUT=/tmp/clampnet-sweep-bench] [-- extra sweep flags]
+# Prints one JSON object per pair and the median and range of each side.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+N=${1:-3}
+OUT=${2:-/tmp/clampnet-sweep-bench}
+BIN=${BIN:-target/release/clampnet}
+FLAGS=(--limit-train "${LIMIT_TRAIN:-2000}" --limit-test 1000 --epochs 1)
+export RUST_LOG=warn
+rm -rf "$OUT"
+mkdir -p "$OUT"
+cat >"$OUT/grid.toml" <<G
+base = "$(pwd)/configs/none.toml"
+seeds = [0, 1]
+[axes]
+"model.layers.0.kernel_regularizer.l1" = [0.0, 1e-3]
+"model.layers.0.kernel_constraint" = ["none", { max_norm = { max_value = 2.0, axis = [0, 1, 2] } }]
+G
+now() { date +%s.%N; }
+sweep_side() {
+    local t0; t0=$(now)
+    "$BIN" sweep run "$OUT/grid.toml" --out "$OUT/sweep-$1" "${FLAGS[@]}" 2>/dev/null
+    echo "$(now) - $t0" | bc
+}
+shards_side() {
+    local t0; t0=$(now)
+    "$BIN" sweep run "$OUT/grid.toml" --out "$OUT/jobs-$1" --jobs 2 "${FLAGS[@]}" 2>/dev/null
+    echo "$(now) - $t0" | bc
+}
+processes_side() {
+    mkdir -p "$OUT/solo-$1"
+    local t0; t0=$(now)
+    for cmd in "$OUT"/sweep-1/trials/*/command.txt; do
+        id=$(basename "$(dirname "$cmd")")
+        # the trial's own command line, writing elsewhere
+        args=$(sed -e "s#--save [^ ]*#--save $OUT/solo-$1/$id.safetensors#" \
+                   -e "s#--metrics [^ ]*#--metrics $OUT/solo-$1/$id.jsonl#" -e 's#^clampnet train ##' "$cmd")
+        # shellcheck disable=SC2086
+        "$BIN" train $args 2>/dev/null
+    done
+    echo "$(now) - $t0" | bc
+}
+s=(); p=(); h=()
+for i in $(seq "$N"); do
+    if [ $((i % 2)) = 1 ]; then
+        a=$(sweep_side "$i"); b=$(processes_side "$i"); c=$(shards_side "$i")
+    else
+        c=$(shards_side "$i"); b=$(processes_side "$i"); a=$(sweep_side "$i")
+    fi
+    s+=("$a"); p+=("$b"); h+=("$c")
+    echo "{\"round\": $i, \"sweep_run_s\": $a, \"train_processes_s\": $b, \"jobs2_s\": $c, \"order\": \"$([ $((i % 2)) = 1 ] && echo sweep,processes,jobs2 || echo jobs2,processes,sweep)\"}"
+done
+# the same trials (their statistics; tests/sweep.rs checks the bits)
+for f in "$OUT"/solo-1/*.safetensors; do
+    id=$(basename "$f" .safetensors)
+    cmp -s <("$BIN" inspect "$f" --json 2>/dev/null) <("$BIN" inspect "$OUT/sweep-1/trials/$id/checkpoint.safetensors" --json 2>/dev/null) \
+        || echo "warning: trial $id differs between the sweep and its process" >&2
+done
+python3 - "${s[*]}" "${p[*]}" "${h[*]}" <<'PY'
+import statistics, sys
+for name, xs in (("sweep run", sys.argv[1]), ("8 train processes", sys.argv[2]), ("sweep run --jobs 2", sys.argv[3])):
+    v = [float(x) for x in xs.split()]
+    print(f"{name}: median {statistics.median(v):.2f} s, range {min(v):.2f}-{max(v):.2f} s over {len(v)} runs: {', '.join(f'{x:.2f}' for x in v)}")
+PY
