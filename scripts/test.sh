@@ -35,6 +35,8 @@ cargo test --release
 echo "== tests on the GL backend (llvmpipe through EGL)"
 WGPU_BACKEND=gl cargo test --release
 # The kernel set for GPUs (chosen by adapter type, so never by default here): the whole-trainer suites
-# against the CPU twin and Keras' fixtures again, with the GPU-shaped kernels on lavapipe.
-echo "== trainer, restriction and Keras-parity tests with the GPU kernel set (lavapipe)"
-CLAMPNET_KERNEL_SET=gpu cargo test --release --test trainer --test restrictions --test keras_parity --test keras_files
+# against the CPU twin and Keras' fixtures again, with the GPU-shaped kernels on lavapipe, and the
+# sweeps (trials equal to solo runs, kill -9) in that kernel set too.
+echo "== trainer, restriction, Keras-parity and sweep tests with the GPU kernel set (lavapipe)"
+CLAMPNET_KERNEL_SET=gpu cargo test --release --test trainer --test restrictions --test keras_parity --test keras_files \
+    --test sweep

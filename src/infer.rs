@@ -10,7 +10,7 @@ use crate::step::{kernels, Network};
 
 pub struct Predictor<'a> {
     ctx: &'a Context,
-    pipes: Pipelines,
+    pipes: std::sync::Arc<Pipelines>,
     net: Network,
 }
 
@@ -29,7 +29,7 @@ impl<'a> Predictor<'a> {
         let set = ctx.kernel_set;
         Ok(Predictor {
             ctx,
-            pipes: Pipelines::new(ctx, &kernels())?,
+            pipes: Pipelines::shared(ctx, &kernels())?,
             net: Network::new(ctx, model, (set, true, 0), batch, false, weights)?,
         })
     }

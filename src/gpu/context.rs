@@ -82,6 +82,10 @@ pub struct Context {
     pub kernel_set: KernelSet,
     /// bytes of every buffer created through this context
     allocated: std::sync::atomic::AtomicU64,
+    /// the pipelines built on this device, by their kernel list (`Pipelines::shared`): the runs of a
+    /// sweep build them once
+    pub(crate) pipeline_cache:
+        std::sync::Mutex<Vec<(Vec<&'static str>, std::sync::Arc<super::Pipelines>)>>,
     /// the first uncaptured device error or device loss, reported by `check()` instead of a panic
     failure: std::sync::Arc<std::sync::Mutex<Option<String>>>,
     /// held for as long as the device is
@@ -221,6 +225,7 @@ impl Context {
             timestamps,
             kernel_set,
             allocated: Default::default(),
+            pipeline_cache: Default::default(),
             failure,
             _instance: instance,
             _adapter: adapter,

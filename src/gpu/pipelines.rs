@@ -54,6 +54,19 @@ pub fn reflect(file: &str, source: &str) -> Result<HashMap<String, Slot>> {
 }
 
 impl Pipelines {
+    /// The pipelines of `kernels` on `ctx`, built on first use and then shared: every trainer and
+    /// predictor on one device reuses them (building them all takes 0.37 s on lavapipe).
+    pub fn shared(ctx: &Context, kernels: &[&'static KernelDef]) -> Result<std::sync::Arc<Self>> {
+        let key: Vec<&'static str> = kernels.iter().map(|k| k.name).collect();
+        let mut cache = ctx.pipeline_cache.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, p)) = cache.iter().find(|(k, _)| *k == key) {
+            return Ok(p.clone());
+        }
+        let p = std::sync::Arc::new(Self::new(ctx, kernels)?);
+        cache.push((key, p.clone()));
+        Ok(p)
+    }
+
     /// Build every variant of `kernels` (names must be unique).
     pub fn new(ctx: &Context, kernels: &[&'static KernelDef]) -> Result<Self> {
         let mut modules = HashMap::new();

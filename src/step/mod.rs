@@ -178,7 +178,7 @@ pub struct Step {
     pub test: GpuSplit,
     /// the validation split, when the run holds one out
     pub val: Option<GpuSplit>,
-    pub pipes: Pipelines,
+    pub pipes: std::sync::Arc<Pipelines>,
     pub plans: Plans,
 }
 
@@ -232,7 +232,7 @@ impl Step {
         if let Some(v) = s.val {
             GpuSplit::check_size(ctx, v, "validation")?;
         }
-        let pipes = Pipelines::new(ctx, &kernels())?;
+        let pipes = Pipelines::shared(ctx, &kernels())?;
         let steps_per_epoch = train.len().div_ceil(s.batch);
         let update = Update::new(ctx, &s.model, s.restrictions, s.optimizer, steps_per_epoch)?;
         let classes = s.model.classes;
