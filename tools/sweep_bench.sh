@@ -3,8 +3,13 @@
 # the trials in turn) vs the same 8 trials as 8 sequential `clampnet train` processes (each trial's own
 # command line, from its command.txt), interleaved N times, the side that goes first alternating.
 # A third side runs the sweep with `--jobs 2`: two trials at once, each in a process of its own.
-# Usage: tools/sweep_bench.sh [N=3] [OUT=/tmp/clampnet-sweep-bench] [-- extra sweep flags]
-# Prints one JSON object per pair and the median and range of each side.
+# With TORCH_PY and/or JAX_PY set (a Python with torch / with jax and optax), each round also runs the
+# peers that train the same 8 trials at once as stacked models: tools/bench_sweep_torch.py (torch.func
+# vmap) and tools/bench_sweep_jax.py (jax.vmap in a jit-compiled scan), on their default device.
+# Usage: tools/sweep_bench.sh [N=3] [OUT=/tmp/clampnet-sweep-bench]
+# Prints one JSON object per round and the median and range of each side: wall seconds of the whole
+# job, and the seconds of training alone (clampnet: the trials' train_seconds summed; the peers: their
+# steady-state training after the first step or compilation).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-3}
@@ -45,7 +50,11 @@ processes_side() {
     done
     echo "$(now) - $t0" | bc
 }
-s=(); p=(); h=()
+s=(); p=(); h=(); st=(); tt=(); jt=(); tw=(); jw=()
+peer() { # python script -> "wall train" seconds
+    "$1" "tools/$2" --trials 8 --limit-train "${LIMIT_TRAIN:-2000}" --limit-test 1000 --epochs 1 2>/dev/null \
+        | python3 -c 'import json,sys; r=json.loads(sys.stdin.read().strip().splitlines()[-1]); print(r["total_seconds"], r["train_seconds"])'
+}
 for i in $(seq "$N"); do
     if [ $((i % 2)) = 1 ]; then
         a=$(sweep_side "$i"); b=$(processes_side "$i"); c=$(shards_side "$i")
@@ -53,7 +62,10 @@ for i in $(seq "$N"); do
         c=$(shards_side "$i"); b=$(processes_side "$i"); a=$(sweep_side "$i")
     fi
     s+=("$a"); p+=("$b"); h+=("$c")
-    echo "{\"round\": $i, \"sweep_run_s\": $a, \"train_processes_s\": $b, \"jobs2_s\": $c, \"order\": \"$([ $((i % 2)) = 1 ] && echo sweep,processes,jobs2 || echo jobs2,processes,sweep)\"}"
+    st+=("$(python3 -c 'import json,glob,sys; print(sum(e["train_seconds"] for f in glob.glob(sys.argv[1] + "/trials/*/result.json") for e in json.load(open(f))["epochs"]))' "$OUT/sweep-$i")")
+    if [ -n "${TORCH_PY:-}" ]; then read -r w t < <(peer "$TORCH_PY" bench_sweep_torch.py); tw+=("$w"); tt+=("$t"); fi
+    if [ -n "${JAX_PY:-}" ]; then read -r w t < <(peer "$JAX_PY" bench_sweep_jax.py); jw+=("$w"); jt+=("$t"); fi
+    echo "{\"round\": $i, \"sweep_run_s\": $a, \"sweep_train_s\": ${st[-1]}, \"train_processes_s\": $b, \"jobs2_s\": $c, \"torch_func_s\": \"${tw[*]: -1}\", \"torch_func_train_s\": \"${tt[*]: -1}\", \"jax_vmap_s\": \"${jw[*]: -1}\", \"jax_vmap_train_s\": \"${jt[*]: -1}\", \"order\": \"$([ $((i % 2)) = 1 ] && echo sweep,processes,jobs2 || echo jobs2,processes,sweep)\"}"
 done
 # the same trials (their statistics; tests/sweep.rs checks the bits)
 for f in "$OUT"/solo-1/*.safetensors; do
@@ -61,9 +73,13 @@ for f in "$OUT"/solo-1/*.safetensors; do
     cmp -s <("$BIN" inspect "$f" --json 2>/dev/null) <("$BIN" inspect "$OUT/sweep-1/trials/$id/checkpoint.safetensors" --json 2>/dev/null) \
         || echo "warning: trial $id differs between the sweep and its process" >&2
 done
-python3 - "${s[*]}" "${p[*]}" "${h[*]}" <<'PY'
+python3 - "${s[*]}" "${p[*]}" "${h[*]}" "${st[*]}" "${tw[*]}" "${tt[*]}" "${jw[*]}" "${jt[*]}" <<'PY'
 import statistics, sys
-for name, xs in (("sweep run", sys.argv[1]), ("8 train processes", sys.argv[2]), ("sweep run --jobs 2", sys.argv[3])):
+names = ("sweep run", "8 train processes", "sweep run --jobs 2", "sweep run, training alone",
+         "torch.func 8 stacked models", "torch.func, training alone", "jax.vmap 8 stacked models", "jax.vmap, training alone")
+for name, xs in zip(names, sys.argv[1:]):
     v = [float(x) for x in xs.split()]
+    if not v:
+        continue
     print(f"{name}: median {statistics.median(v):.2f} s, range {min(v):.2f}-{max(v):.2f} s over {len(v)} runs: {', '.join(f'{x:.2f}' for x in v)}")
 PY
