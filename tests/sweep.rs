@@ -251,6 +251,17 @@ fn every_trial_equals_a_solo_train_of_its_settings() {
                 .unwrap();
         assert_eq!(result["epochs"].as_array().unwrap().len(), 2);
         assert_eq!(result["seed"], 5);
+        let names: Vec<&str> = result["tensors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            names.len(),
+            4,
+            "every weight tensor's statistics: {names:?}"
+        );
         assert!(result["test_accuracy"].as_f64().unwrap() > 0.0);
         // the trial's own command line, run as a process of its own
         let command = std::fs::read_to_string(tdir.join("command.txt")).unwrap();

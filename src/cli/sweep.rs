@@ -479,6 +479,21 @@ fn result(t: &Trial, dir: &Path, flags: &[String], ctx: &Context, seconds: f64) 
     let text = std::fs::read_to_string(&metrics).map_err(|e| Error::io(&metrics, e))?;
     let epochs = sweep::read_epochs(&text);
     let last = epochs.last().cloned().unwrap_or(Value::Null);
+    // every weight tensor's statistics, from the trial's checkpoint: the restricted ones as the
+    // restriction report gives them, the others too, so that a baseline can be compared with them
+    let (weights, _) = clampnet::checkpoint::load(&dir.join("checkpoint.safetensors"))?;
+    let restricted = last["restrictions"].as_array().cloned().unwrap_or_default();
+    let tensors: Vec<Value> = weights
+        .iter()
+        .filter(|(name, _, _)| !name.starts_with("optimizer/"))
+        .map(|(name, shape, w)| {
+            restricted
+                .iter()
+                .find(|r| r["name"].as_str() == Some(name.as_str()))
+                .cloned()
+                .unwrap_or_else(|| json!(clampnet::report::tensor_stats(name, shape, w)))
+        })
+        .collect();
     Ok(json!({
         "id": t.id,
         "config_id": t.config_id,
@@ -494,6 +509,7 @@ fn result(t: &Trial, dir: &Path, flags: &[String], ctx: &Context, seconds: f64) 
         "train_accuracy": last["train_accuracy"],
         "epochs": epochs,
         "restrictions": last["restrictions"],
+        "tensors": tensors,
         "adapter": clampnet::gpu::describe(&ctx.info),
         "kernel_set": ctx.kernel_set.name(),
         "version": env!("CARGO_PKG_VERSION"),

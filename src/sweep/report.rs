@@ -378,9 +378,11 @@ fn parse_result(t: &Trial, bytes: &[u8]) -> std::result::Result<Done, String> {
             Some((epoch, num(e, "test_accuracy")?))
         })
         .collect();
+    // every tensor's statistics (`tensors`), else the restricted ones' (`restrictions`)
     let stats = json
-        .get("restrictions")
+        .get("tensors")
         .filter(|r| r.is_array())
+        .or_else(|| json.get("restrictions").filter(|r| r.is_array()))
         .or_else(|| last.get("restrictions"))
         .and_then(Value::as_array)
         .map_or(&[][..], Vec::as_slice);
