@@ -758,10 +758,17 @@ fn report_md(r: &ReportInput) -> String {
         let mut align = ["---:", "---", "---", "---:", "---:", "---:", "---:"]
             .map(String::from)
             .to_vec();
-        for n in r.names {
+        // a tensor without filters (a bias) has no filter-norm column
+        let has_norms: Vec<bool> = (0..r.names.len())
+            .map(|i| r.configs.iter().any(|c| c.tensors[i].norm_max.is_some()))
+            .collect();
+        for (n, &norms) in r.names.iter().zip(&has_norms) {
             head.push(format!("`{}` zeros", cell(n)));
-            head.push(format!("`{}` filter norms", cell(n)));
-            align.extend(["---:", "---:"].map(String::from));
+            align.push("---:".into());
+            if norms {
+                head.push(format!("`{}` filter norms", cell(n)));
+                align.push("---:".into());
+            }
         }
         head.push("Pareto".into());
         align.push("---".into());
@@ -777,12 +784,14 @@ fn report_md(r: &ReportInput) -> String {
                 f4_or(c.loss, "–"),
                 f4(c.sparsity),
             ];
-            for s in &c.tensors {
+            for (s, &norms) in c.tensors.iter().zip(&has_norms) {
                 row.push(f4_or(s.zero_fraction, "–"));
-                row.push(match (s.norm_min, s.norm_max) {
-                    (Some(lo), Some(hi)) => format!("[{}, {}]", f4(lo), f4(hi)),
-                    _ => "–".into(),
-                });
+                if norms {
+                    row.push(match (s.norm_min, s.norm_max) {
+                        (Some(lo), Some(hi)) => format!("[{}, {}]", f4(lo), f4(hi)),
+                        _ => "–".into(),
+                    });
+                }
             }
             row.push(if c.pareto { "yes" } else { "" }.into());
             md.push_str(&table_row(row));
