@@ -515,3 +515,73 @@ fn a_keras_file_is_a_base_too() {
         );
     }
 }
+
+/// A Kubernetes Indexed Job's pods get `JOB_COMPLETION_INDEX` alone: with `--shards N` each runs its
+/// shard, and together they give the results of one local sweep, bit for bit.
+#[test]
+fn indexed_job_pods_split_the_grid_by_job_completion_index() {
+    let _g = GPU.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempdir("k8s");
+    let grid = write_grid(
+        &dir,
+        "seeds = [0, 1, 2]\n[axes]\n\"model.layers.0.kernel_constraint\" = [\"none\", \"non_neg\"]\n",
+    );
+    let flags = [
+        "--epochs",
+        "1",
+        "--limit-train",
+        "64",
+        "--limit-test",
+        "32",
+        "--batch-size",
+        "16",
+    ];
+    let pods = dir.join("pods").display().to_string();
+    for i in 0..2 {
+        let mut args = vec!["sweep", "run", &grid, "--out", &pods, "--shards", "2"];
+        args.extend(flags);
+        let o = Command::new(env!("CARGO_BIN_EXE_clampnet"))
+            .args(&args)
+            .env("RUST_LOG", "warn")
+            .env_remove("SLURM_ARRAY_TASK_ID")
+            .env("JOB_COMPLETION_INDEX", i.to_string())
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert!(
+            stderr(&o).contains(&format!("3 of 6 trials in shard {i}/2")),
+            "{}",
+            stderr(&o)
+        );
+    }
+    let local = dir.join("local").display().to_string();
+    let mut args = vec!["sweep", "run", &grid, "--out", &local];
+    args.extend(flags);
+    let o = clampnet(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    for t in &Grid::load(Path::new(&grid)).unwrap().trials {
+        let ckpt = |d: &str| {
+            tensors(
+                &Path::new(d)
+                    .join("trials")
+                    .join(&t.id)
+                    .join("checkpoint.safetensors"),
+            )
+        };
+        assert!(ckpt(&pods) == ckpt(&local), "trial {}", t.id);
+        let r: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(
+                Path::new(&pods)
+                    .join("trials")
+                    .join(&t.id)
+                    .join("result.json"),
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            r["scheduler"]["job_completion_index"],
+            (t.index % 2).to_string()
+        );
+    }
+}

@@ -514,7 +514,7 @@ fn result(t: &Trial, dir: &Path, flags: &[String], ctx: &Context, seconds: f64) 
         "kernel_set": ctx.kernel_set.name(),
         "version": env!("CARGO_PKG_VERSION"),
         "host": host(),
-        "slurm": scheduler_ids(),
+        "scheduler": scheduler_ids(),
         "seconds": seconds,
         "train_seconds": epochs.iter().filter_map(|e| e["seconds"].as_f64()).sum::<f64>(),
     }))
