@@ -292,7 +292,10 @@ fn row_value(tap: vec4<i32>, origin: i32, ih: i32, iw: i32) -> f32 {
 
 // grid (ceil(chunks/64), ceil((k*k*IC + 1)/8), ceil(OC/8)): one invocation per (chunk of `rows_per`
 // output rows of one image, 8 patch rows (the bias is patch row k*k*IC), 8 output channels): per
-// output position 8 inputs and 8 gradients feed 64 multiply-adds into 16 vec4 registers.
+// output position 8 inputs and 8 gradients feed 64 multiply-adds into 16 vec4 registers. The 8 rows are
+// arrays in constant-trip loops, not 8 spelled-out statements: llvmpipe unrolls them back into registers
+// (same speed, same results), and Chromium's compiler (Tint, SwiftShader) no longer grows to 14 GB on
+// the spelled-out body (tests/browsers.rs).
 @compute @workgroup_size(64)
 fn conv2d_weight_partials(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let chunk = wg.x * 64u + lid;
@@ -306,13 +309,13 @@ fn conv2d_weight_partials(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_i
     let n = chunk / chunks_per_image;
     let i0 = (chunk % chunks_per_image) * P.rows_per;
     let i1 = min(i0 + P.rows_per, P.out_h);
-    let r0 = taps[t0]; let r1 = taps[t0 + 1u]; let r2 = taps[t0 + 2u]; let r3 = taps[t0 + 3u];
-    let r4 = taps[t0 + 4u]; let r5 = taps[t0 + 5u]; let r6 = taps[t0 + 6u]; let r7 = taps[t0 + 7u];
+    var tap: array<vec4<i32>, 8>;
+    var acc_a: array<vec4<f32>, 8>;
+    var acc_b: array<vec4<f32>, 8>;
+    for (var r = 0u; r < 8u; r++) {
+        tap[r] = taps[t0 + r];
+    }
     let lo = P.out_c - 1u;
-    var a0 = vec4<f32>(0.0); var b0 = vec4<f32>(0.0); var a1 = vec4<f32>(0.0); var b1 = vec4<f32>(0.0);
-    var a2 = vec4<f32>(0.0); var b2 = vec4<f32>(0.0); var a3 = vec4<f32>(0.0); var b3 = vec4<f32>(0.0);
-    var a4 = vec4<f32>(0.0); var b4 = vec4<f32>(0.0); var a5 = vec4<f32>(0.0); var b5 = vec4<f32>(0.0);
-    var a6 = vec4<f32>(0.0); var b6 = vec4<f32>(0.0); var a7 = vec4<f32>(0.0); var b7 = vec4<f32>(0.0);
     for (var i = i0; i < i1; i++) {
         let ih = i32(i * P.stride) - i32(P.pad_h);
         var at = ((n * P.out_h + i) * P.out_w) * P.out_c;
@@ -323,26 +326,18 @@ fn conv2d_weight_partials(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_i
                                grad_at(n, i, j, at, min(o0 + 2u, lo)), grad_at(n, i, j, at, min(o0 + 3u, lo)));
             let g1 = vec4<f32>(grad_at(n, i, j, at, min(o0 + 4u, lo)), grad_at(n, i, j, at, min(o0 + 5u, lo)),
                                grad_at(n, i, j, at, min(o0 + 6u, lo)), grad_at(n, i, j, at, min(o0 + 7u, lo)));
-            let v0 = row_value(r0, origin, ih, iw); a0 += v0 * g0; b0 += v0 * g1;
-            let v1 = row_value(r1, origin, ih, iw); a1 += v1 * g0; b1 += v1 * g1;
-            let v2 = row_value(r2, origin, ih, iw); a2 += v2 * g0; b2 += v2 * g1;
-            let v3 = row_value(r3, origin, ih, iw); a3 += v3 * g0; b3 += v3 * g1;
-            let v4 = row_value(r4, origin, ih, iw); a4 += v4 * g0; b4 += v4 * g1;
-            let v5 = row_value(r5, origin, ih, iw); a5 += v5 * g0; b5 += v5 * g1;
-            let v6 = row_value(r6, origin, ih, iw); a6 += v6 * g0; b6 += v6 * g1;
-            let v7 = row_value(r7, origin, ih, iw); a7 += v7 * g0; b7 += v7 * g1;
+            for (var r = 0u; r < 8u; r++) {
+                let v = row_value(tap[r], origin, ih, iw);
+                acc_a[r] += v * g0;
+                acc_b[r] += v * g1;
+            }
             at += P.out_c;
             origin += i32(P.stride * P.in_c);
         }
     }
-    store_partial(chunk, rows, t0, o0, a0, b0);
-    store_partial(chunk, rows, t0 + 1u, o0, a1, b1);
-    store_partial(chunk, rows, t0 + 2u, o0, a2, b2);
-    store_partial(chunk, rows, t0 + 3u, o0, a3, b3);
-    store_partial(chunk, rows, t0 + 4u, o0, a4, b4);
-    store_partial(chunk, rows, t0 + 5u, o0, a5, b5);
-    store_partial(chunk, rows, t0 + 6u, o0, a6, b6);
-    store_partial(chunk, rows, t0 + 7u, o0, a7, b7);
+    for (var r = 0u; r < 8u; r++) {
+        store_partial(chunk, rows, t0 + r, o0, acc_a[r], acc_b[r]);
+    }
 }
 
 // The 4 window candidates of one patch row at pooled position (ih, iw) = its window's top-left input
@@ -691,14 +686,18 @@ fn conv2d_weight_partials_pooled_gpu(@builtin(workgroup_id) wg: vec3<u32>, @buil
     let o = min(wg.z * 32u + cl, P.out_c - 1u);   // channels past OC compute a copy that is not stored
     let rows = P.k * P.k * P.in_c + 1u;
     let t0 = wg.y * 10u;
-    let r0 = taps[t0]; let r1 = taps[t0 + 1u]; let r2 = taps[t0 + 2u]; let r3 = taps[t0 + 3u]; let r4 = taps[t0 + 4u];
-    let r5 = taps[t0 + 5u]; let r6 = taps[t0 + 6u]; let r7 = taps[t0 + 7u]; let r8 = taps[t0 + 8u]; let r9 = taps[t0 + 9u];
+    // the 10 patch rows and their sums, as arrays indexed in constant-trip loops: spelled out as 10
+    // statements, Chromium's compiler (Tint, SwiftShader) grows past 14 GB on this body; a GPU's
+    // compiler unrolls the loops back into registers
+    var tap: array<vec4<i32>, 10>;
+    var acc: array<f32, 10>;
+    for (var r = 0u; r < 10u; r++) {
+        tap[r] = taps[t0 + r];
+    }
     let out_ph = P.out_h / 2u;
     let out_pw = P.out_w / 2u;
     let first = wg.x * P.chunk_len;
     let end = min(first + P.chunk_len, P.batch * out_ph * out_pw);
-    var a0 = 0.0; var a1 = 0.0; var a2 = 0.0; var a3 = 0.0; var a4 = 0.0;
-    var a5 = 0.0; var a6 = 0.0; var a7 = 0.0; var a8 = 0.0; var a9 = 0.0;
     for (var p = first + lane; p < end; p += 8u) {
         let at = p * P.out_c + o;
         let s = argmax[at];
@@ -711,22 +710,15 @@ fn conv2d_weight_partials_pooled_gpu(@builtin(workgroup_id) wg: vec3<u32>, @buil
             let ih = i32(2u * ph + (s >> 1u)) - i32(P.pad_h);
             let iw = i32(2u * pw + (s & 1u)) - i32(P.pad_w);
             let origin = ((i32(n * P.in_h) + ih) * i32(P.in_w) + iw) * i32(P.in_c);
-            a0 += g * row_value(r0, origin, ih, iw);
-            a1 += g * row_value(r1, origin, ih, iw);
-            a2 += g * row_value(r2, origin, ih, iw);
-            a3 += g * row_value(r3, origin, ih, iw);
-            a4 += g * row_value(r4, origin, ih, iw);
-            a5 += g * row_value(r5, origin, ih, iw);
-            a6 += g * row_value(r6, origin, ih, iw);
-            a7 += g * row_value(r7, origin, ih, iw);
-            a8 += g * row_value(r8, origin, ih, iw);
-            a9 += g * row_value(r9, origin, ih, iw);
+            for (var r = 0u; r < 10u; r++) {
+                acc[r] += g * row_value(tap[r], origin, ih, iw);
+            }
         }
     }
     let b = lane * 320u + cl;
-    wgrad_lanes[b] = a0; wgrad_lanes[b + 32u] = a1; wgrad_lanes[b + 64u] = a2; wgrad_lanes[b + 96u] = a3;
-    wgrad_lanes[b + 128u] = a4; wgrad_lanes[b + 160u] = a5; wgrad_lanes[b + 192u] = a6;
-    wgrad_lanes[b + 224u] = a7; wgrad_lanes[b + 256u] = a8; wgrad_lanes[b + 288u] = a9;
+    for (var r = 0u; r < 10u; r++) {
+        wgrad_lanes[b + 32u * r] = acc[r];
+    }
     workgroupBarrier();
     for (var e = lid; e < 320u; e += 256u) {
         var s = 0.0;
