@@ -171,6 +171,17 @@ fn a_bad_grid_is_refused_naming_the_key_and_the_trial() {
         assert!(stderr(&o).contains(needle), "{body}: {}", stderr(&o));
         assert!(!stderr(&o).contains("panicked"));
     }
+    // a bad shared flag is refused once, before any trial
+    let grid = write_grid(&dir, "seeds = [0]\n");
+    let out = dir.join("out").display().to_string();
+    let o = clampnet(&["sweep", "run", &grid, "--out", &out, "--epochs", "-2"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("--epochs must be at least 1, got -2"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!Path::new(&out).join("trials").exists(), "nothing ran");
 }
 
 #[test]

@@ -47,22 +47,31 @@ pub struct TrialFlags {
     #[arg(long)]
     data: Option<PathBuf>,
     /// Use only the first N training examples
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     limit_train: Option<i64>,
     /// Use only the first N test examples
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     limit_test: Option<i64>,
     /// Epochs per trial (default: the base config's)
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     epochs: Option<i64>,
     /// Batch size of every trial (default: the base config's)
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     batch_size: Option<i64>,
     #[command(flatten)]
     gpu: GpuArgs,
 }
 
 impl TrialFlags {
+    /// The counts checked once, before any trial (each would fail on them alone).
+    fn check(&self) -> Result<()> {
+        super::count("--limit-train", self.limit_train, 1)?;
+        super::count("--limit-test", self.limit_test, 1)?;
+        super::count("--epochs", self.epochs, 1)?;
+        super::count("--batch-size", self.batch_size, 1)?;
+        Ok(())
+    }
+
     /// As `train` flags; absolute paths, so that any folder can run them.
     fn train_args(&self) -> Vec<String> {
         let mut v = Vec::new();
@@ -253,6 +262,7 @@ fn write_sweep_json(grid: &Grid, out: &Path, shards: Option<usize>) -> Result<()
 }
 
 fn run_trials(a: RunArgs) -> Result<Outcome> {
+    a.flags.check()?;
     let grid = Grid::load(&a.grid)?;
     let shard = Shard::resolve(a.shard.as_deref(), a.shards, &|k| std::env::var(k).ok())?;
     write_sweep_json(&grid, &a.out, a.shards.filter(|_| shard.count > 1))?;
@@ -521,6 +531,7 @@ fn result(t: &Trial, dir: &Path, flags: &[String], ctx: &Context, seconds: f64) 
 }
 
 fn slurm(a: SlurmArgs) -> Result<()> {
+    a.flags.check()?;
     let grid = Grid::load(&a.grid)?;
     let n = a
         .array_size
