@@ -168,98 +168,12 @@ impl Grid {
     pub fn load(path: &Path) -> Result<Grid> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
         let file: GridFile = toml::from_str(&text).map_err(|e| grid_err(path, e.message()))?;
-        let beside = path.parent().unwrap_or(Path::new(".")).join(&file.base);
-        let base_path = if file.base.is_relative() && beside.exists() {
-            beside
-        } else {
-            file.base.clone()
-        };
-        let base = match Format::of(&base_path) {
-            Format::Toml => {
-                let t = std::fs::read_to_string(&base_path)
-                    .map_err(|e| grid_err(path, format!("base {}: {e}", base_path.display())))?;
-                Base::Toml(toml::from_str(&t).map_err(|e| {
-                    grid_err(
-                        path,
-                        format!("base {}: {}", base_path.display(), e.message()),
-                    )
-                })?)
-            }
-            Format::KerasJson => {
-                let t =
-                    std::fs::read_to_string(&base_path).map_err(|e| Error::io(&base_path, e))?;
-                Base::Keras(
-                    serde_json::from_str(&t).map_err(|e| {
-                        grid_err(path, format!("base {}: {e}", base_path.display()))
-                    })?,
-                    None,
-                )
-            }
-            Format::Keras => {
-                let bytes = std::fs::read(&base_path).map_err(|e| Error::io(&base_path, e))?;
-                let a = crate::keras::archive::read(&bytes)
-                    .map_err(|m| grid_err(path, format!("base {}: {m}", base_path.display())))?;
-                let json: Value = serde_json::from_str(&a.config)
-                    .map_err(|e| grid_err(path, format!("base {}: {e}", base_path.display())))?;
-                Base::Keras(json, a.weights.is_some().then(|| base_path.clone()))
-            }
-            _ => {
-                return Err(grid_err(
-                    path,
-                    format!(
-                        "base {}: give a train config (.toml, a Keras .json or a .keras file)",
-                        base_path.display()
-                    ),
-                ))
-            }
-        };
-        let seeds = file.seeds.unwrap_or_else(|| vec![0]);
+        let (base_path, base) = load_base(path, &file.base)?;
+        let seeds = file.seeds.clone().unwrap_or_else(|| vec![0]);
         if seeds.is_empty() {
             return Err(grid_err(path, "seeds is empty: give at least one seed"));
         }
-        let mut configs: Vec<BTreeMap<String, Value>> = vec![BTreeMap::new()];
-        let order: Vec<String> = file.axes.keys().cloned().collect();
-        // the first axis slowest: extend each configuration by the next axis' values
-        for (key, values) in &file.axes {
-            let values = values.as_array().filter(|v| !v.is_empty()).ok_or_else(|| {
-                grid_err(
-                    path,
-                    format!("axes: \"{key}\" must be a non-empty list of values"),
-                )
-            })?;
-            configs = configs
-                .into_iter()
-                .flat_map(|c| {
-                    values.iter().map(move |v| {
-                        let mut c = c.clone();
-                        c.insert(key.clone(), to_json(v));
-                        c
-                    })
-                })
-                .collect();
-        }
-        if file.axes.is_empty() && !file.trials.is_empty() {
-            configs.clear();
-        }
-        // a [[trials]] table's `label` names it in reports (it is not a setting)
-        let mut labels: BTreeMap<String, String> = BTreeMap::new();
-        for t in &file.trials {
-            let settings: BTreeMap<String, Value> = t
-                .iter()
-                .filter(|(k, _)| *k != "label")
-                .map(|(k, v)| (k.clone(), to_json(v)))
-                .collect();
-            if let Some(l) = t.get("label") {
-                let l = l.as_str().ok_or_else(|| {
-                    grid_err(
-                        path,
-                        "trials: `label` must be a string, e.g. label = \"combo\"",
-                    )
-                })?;
-                labels.insert(config_id(&settings), l.to_string());
-            }
-            configs.push(settings);
-        }
+        let (configs, labels, order) = configurations(path, &file)?;
         let mut trials = Vec::new();
         let mut seen = std::collections::HashSet::new();
         for settings in configs {
@@ -354,6 +268,111 @@ impl Grid {
             })).collect::<Vec<_>>(),
         })
     }
+}
+
+/// The base of a grid file at `path`: `base` beside it, else from the working folder, parsed.
+fn load_base(path: &Path, base: &Path) -> Result<(PathBuf, Base)> {
+    let beside = path.parent().unwrap_or(Path::new(".")).join(base);
+    let base_path = if base.is_relative() && beside.exists() {
+        beside
+    } else {
+        base.to_path_buf()
+    };
+    let base = match Format::of(&base_path) {
+        Format::Toml => {
+            let t = std::fs::read_to_string(&base_path)
+                .map_err(|e| grid_err(path, format!("base {}: {e}", base_path.display())))?;
+            Base::Toml(toml::from_str(&t).map_err(|e| {
+                grid_err(
+                    path,
+                    format!("base {}: {}", base_path.display(), e.message()),
+                )
+            })?)
+        }
+        Format::KerasJson => {
+            let t = std::fs::read_to_string(&base_path).map_err(|e| Error::io(&base_path, e))?;
+            Base::Keras(
+                serde_json::from_str(&t)
+                    .map_err(|e| grid_err(path, format!("base {}: {e}", base_path.display())))?,
+                None,
+            )
+        }
+        Format::Keras => {
+            let bytes = std::fs::read(&base_path).map_err(|e| Error::io(&base_path, e))?;
+            let a = crate::keras::archive::read(&bytes)
+                .map_err(|m| grid_err(path, format!("base {}: {m}", base_path.display())))?;
+            let json: Value = serde_json::from_str(&a.config)
+                .map_err(|e| grid_err(path, format!("base {}: {e}", base_path.display())))?;
+            Base::Keras(json, a.weights.is_some().then(|| base_path.clone()))
+        }
+        _ => {
+            return Err(grid_err(
+                path,
+                format!(
+                    "base {}: give a train config (.toml, a Keras .json or a .keras file)",
+                    base_path.display()
+                ),
+            ))
+        }
+    };
+    Ok((base_path, base))
+}
+
+/// The configurations of a grid file, in order (the product of the axes, then the explicit trials),
+/// the labels the explicit ones give themselves (by configuration id), and the axes' order.
+#[allow(clippy::type_complexity)]
+fn configurations(
+    path: &Path,
+    file: &GridFile,
+) -> Result<(
+    Vec<BTreeMap<String, Value>>,
+    BTreeMap<String, String>,
+    Vec<String>,
+)> {
+    let mut configs: Vec<BTreeMap<String, Value>> = vec![BTreeMap::new()];
+    let order: Vec<String> = file.axes.keys().cloned().collect();
+    // the first axis slowest: extend each configuration by the next axis' values
+    for (key, values) in &file.axes {
+        let values = values.as_array().filter(|v| !v.is_empty()).ok_or_else(|| {
+            grid_err(
+                path,
+                format!("axes: \"{key}\" must be a non-empty list of values"),
+            )
+        })?;
+        configs = configs
+            .into_iter()
+            .flat_map(|c| {
+                values.iter().map(move |v| {
+                    let mut c = c.clone();
+                    c.insert(key.clone(), to_json(v));
+                    c
+                })
+            })
+            .collect();
+    }
+    if file.axes.is_empty() && !file.trials.is_empty() {
+        configs.clear();
+    }
+    // a [[trials]] table's `label` names it in reports (it is not a setting)
+    let mut labels: BTreeMap<String, String> = BTreeMap::new();
+    for t in &file.trials {
+        let settings: BTreeMap<String, Value> = t
+            .iter()
+            .filter(|(k, _)| *k != "label")
+            .map(|(k, v)| (k.clone(), to_json(v)))
+            .collect();
+        if let Some(l) = t.get("label") {
+            let l = l.as_str().ok_or_else(|| {
+                grid_err(
+                    path,
+                    "trials: `label` must be a string, e.g. label = \"combo\"",
+                )
+            })?;
+            labels.insert(config_id(&settings), l.to_string());
+        }
+        configs.push(settings);
+    }
+    Ok((configs, labels, order))
 }
 
 /// Set `key` (dotted; numbers index arrays) in `root` to `value`, creating tables on the way; the

@@ -732,6 +732,14 @@ fn report_md(r: &ReportInput) -> String {
         r.configs.len()
     );
 
+    md_configurations(&mut md, r);
+    md_plots(&mut md, r);
+    md_redo(&mut md, r, &failed, &missing);
+    md
+}
+
+/// The configurations table and the Pareto front.
+fn md_configurations(md: &mut String, r: &ReportInput) {
     md.push_str("## Configurations\n\n");
     if r.configs.is_empty() {
         md.push_str("No trial has finished yet.\n\n");
@@ -813,7 +821,10 @@ fn report_md(r: &ReportInput) -> String {
         }
         md.push('\n');
     }
+}
 
+/// Links to the three plots.
+fn md_plots(md: &mut String, r: &ReportInput) {
     md.push_str("## Plots\n\n");
     if r.done == 0 {
         md.push_str("None: no trial has finished yet.\n\n");
@@ -837,13 +848,16 @@ fn report_md(r: &ReportInput) -> String {
             let _ = writeln!(md, "![{what}]({file})\n");
         }
     }
+}
 
+/// The failed and missing trials, and how to run them again.
+fn md_redo(md: &mut String, r: &ReportInput, failed: &[(&Trial, &str)], missing: &[&Trial]) {
     md.push_str("## Failed trials\n\n");
     if failed.is_empty() {
         md.push_str("None.\n\n");
     } else {
         md.push_str("| id | configuration | seed | error |\n|---|---|---:|---|\n");
-        for (t, e) in &failed {
+        for (t, e) in failed {
             let first = e.lines().next().unwrap_or("").trim();
             md.push_str(&table_row([
                 format!("`{}`", cell(&t.id)),
@@ -860,7 +874,7 @@ fn report_md(r: &ReportInput) -> String {
         md.push_str("None.\n\n");
     } else {
         md.push_str("| id | configuration | seed |\n|---|---|---:|\n");
-        for t in &missing {
+        for t in missing {
             md.push_str(&table_row([
                 format!("`{}`", cell(&t.id)),
                 cell(&t.label),
@@ -891,7 +905,6 @@ fn report_md(r: &ReportInput) -> String {
             r.dir.display()
         );
     }
-    md
 }
 
 // ---------------------------------------------------------------------------------------------------
