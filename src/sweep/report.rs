@@ -19,6 +19,7 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
+use plotters::coord::types::RangedCoordf64;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use serde_json::Value;
@@ -1048,6 +1049,31 @@ fn colours_of(done: &[(&Trial, &Done)], configs: &[Config]) -> Vec<usize> {
         .collect()
 }
 
+/// A chart of test accuracy (y) against `x_desc` over the ranges, its mesh drawn.
+fn scatter_chart<'a, 'b>(
+    area: &'a Root<'b>,
+    caption: &str,
+    x_desc: &str,
+    (x, y): (std::ops::Range<f64>, std::ops::Range<f64>),
+) -> std::result::Result<
+    ChartContext<'a, BitMapBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>,
+    Box<dyn std::error::Error>,
+> {
+    let mut chart = ChartBuilder::on(area)
+        .caption(caption, ("sans-serif", 16))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d(x, y)?;
+    chart
+        .configure_mesh()
+        .x_desc(x_desc)
+        .y_desc("test accuracy")
+        .label_style(("sans-serif", 12))
+        .draw()?;
+    Ok(chart)
+}
+
 /// Test accuracy against the exact-zero fraction: trials, configuration means, the Pareto front.
 fn plot_zeros(root: &Root, done: &[(&Trial, &Done)], configs: &[Config]) -> DrawResult {
     let area = split(root, configs)?;
@@ -1057,18 +1083,12 @@ fn plot_zeros(root: &Root, done: &[(&Trial, &Done)], configs: &[Config]) -> Draw
         .collect();
     let x = span(points.iter().map(|p| p.0));
     let y = span(points.iter().map(|p| p.1));
-    let mut chart = ChartBuilder::on(&area)
-        .caption("Test accuracy vs exact zeros", ("sans-serif", 16))
-        .margin(12)
-        .x_label_area_size(40)
-        .y_label_area_size(60)
-        .build_cartesian_2d(x, y)?;
-    chart
-        .configure_mesh()
-        .x_desc("zero fraction (mean over restricted tensors)")
-        .y_desc("test accuracy")
-        .label_style(("sans-serif", 12))
-        .draw()?;
+    let mut chart = scatter_chart(
+        &area,
+        "Test accuracy vs exact zeros",
+        "zero fraction (mean over restricted tensors)",
+        (x, y),
+    )?;
     // the front as the edge of what it dominates: down at each point, then right to the next
     let front = front(configs);
     let mut steps = Vec::new();
@@ -1110,18 +1130,12 @@ fn plot_norms(root: &Root, done: &[(&Trial, &Done)], configs: &[Config]) -> Draw
         .collect();
     let x = span(points.iter().map(|p| p.0 .0));
     let y = span(points.iter().map(|p| p.0 .1));
-    let mut chart = ChartBuilder::on(&area)
-        .caption("Test accuracy vs largest filter norm", ("sans-serif", 16))
-        .margin(12)
-        .x_label_area_size(40)
-        .y_label_area_size(60)
-        .build_cartesian_2d(x, y)?;
-    chart
-        .configure_mesh()
-        .x_desc("max filter L2 norm (restricted tensors)")
-        .y_desc("test accuracy")
-        .label_style(("sans-serif", 12))
-        .draw()?;
+    let mut chart = scatter_chart(
+        &area,
+        "Test accuracy vs largest filter norm",
+        "max filter L2 norm (restricted tensors)",
+        (x, y),
+    )?;
     chart.draw_series(
         points
             .iter()
