@@ -12,7 +12,6 @@ Prints one JSON object: total wall time (data on the device, compilation, traini
 compile time, the steady-state training time and each trial's test accuracy.
 """
 import argparse
-import gzip
 import json
 import os
 import time
@@ -23,25 +22,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
-
-
-def idx(path):
-    with gzip.open(path) if path.endswith(".gz") else open(path, "rb") as f:
-        data = f.read()
-    dims = data[3]
-    shape = [int.from_bytes(data[4 + 4 * i:8 + 4 * i], "big") for i in range(dims)]
-    return np.frombuffer(data, np.uint8, offset=4 + 4 * dims).reshape(shape)
-
-
-def load(folder, n_train, n_test):
-    def f(name):
-        p = os.path.join(folder, name)
-        return p if os.path.exists(p) else p + ".gz"
-    xtr = idx(f("train-images-idx3-ubyte"))[:n_train]
-    ytr = idx(f("train-labels-idx1-ubyte"))[:n_train]
-    xte = idx(f("t10k-images-idx3-ubyte"))[:n_test]
-    yte = idx(f("t10k-labels-idx1-ubyte"))[:n_test]
-    return xtr, ytr, xte, yte
+from sweep_peers import grid, load  # noqa: E402  (tools/)
 
 
 def glorot(key, shape, fan_in, fan_out):
@@ -80,10 +61,10 @@ def main():
     Y = jax.device_put(jnp.asarray(ytr, jnp.int32))
     Xt = jax.device_put(jnp.asarray(xte, jnp.float32)[..., None] / 255.0)
     Yt = jax.device_put(jnp.asarray(yte, jnp.int32))
-    # the grid: l1 in {0, 1e-3} x max norm in {none, 2} x seeds (the seed fastest, as clampnet's grid)
-    seeds = np.array([t % max(1, K // 4) for t in range(K)])
-    l1 = jnp.array([[0.0, 1e-3][(t // max(1, K // 4)) // 2 % 2] for t in range(K)], jnp.float32)
-    maxnorm = jnp.array([[0.0, 2.0][(t // max(1, K // 4)) % 2] for t in range(K)], jnp.float32)
+    trials = grid(K)
+    seeds = np.array([t[0] for t in trials])
+    l1 = jnp.array([t[1] for t in trials], jnp.float32)
+    maxnorm = jnp.array([t[2] for t in trials], jnp.float32)
     params = jax.tree.map(lambda *xs: jnp.stack(xs), *[init(int(s)) for s in seeds])
     opt = optax.adam(1e-3, b1=0.9, b2=0.999, eps=1e-7)
     opt_state = jax.vmap(opt.init)(params)

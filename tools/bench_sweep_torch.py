@@ -15,7 +15,6 @@ first step (compilation where --compile), the steady-state training time and eac
 """
 import argparse
 import copy
-import gzip
 import json
 import os
 import time
@@ -26,22 +25,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 from torch.func import functional_call, grad, stack_module_state, vmap  # noqa: E402
-
-
-def idx(path):
-    with gzip.open(path) if path.endswith(".gz") else open(path, "rb") as f:
-        data = f.read()
-    dims = data[3]
-    shape = [int.from_bytes(data[4 + 4 * i:8 + 4 * i], "big") for i in range(dims)]
-    return np.frombuffer(data, np.uint8, offset=4 + 4 * dims).reshape(shape)
-
-
-def load(folder, n_train, n_test):
-    def f(name):
-        p = os.path.join(folder, name)
-        return p if os.path.exists(p) else p + ".gz"
-    return (idx(f("train-images-idx3-ubyte"))[:n_train], idx(f("train-labels-idx1-ubyte"))[:n_train],
-            idx(f("t10k-images-idx3-ubyte"))[:n_test], idx(f("t10k-labels-idx1-ubyte"))[:n_test])
+from sweep_peers import grid, load  # noqa: E402  (tools/)
 
 
 def model(seed):
@@ -71,10 +55,10 @@ def main():
     Y = torch.tensor(ytr, dtype=torch.int64, device=dev)
     Xt = torch.tensor(xte, dtype=torch.float32, device=dev).unsqueeze(1) / 255.0
     Yt = torch.tensor(yte, dtype=torch.int64, device=dev)
-    per = max(1, K // 4)
-    seeds = [t % per for t in range(K)]
-    l1 = torch.tensor([[0.0, 1e-3][(t // per) // 2 % 2] for t in range(K)], device=dev)
-    maxnorm = torch.tensor([[0.0, 2.0][(t // per) % 2] for t in range(K)], device=dev)
+    trials = grid(K)
+    seeds = [t[0] for t in trials]
+    l1 = torch.tensor([t[1] for t in trials], device=dev)
+    maxnorm = torch.tensor([t[2] for t in trials], device=dev)
     models = [model(s).to(dev) for s in seeds]
     params, buffers = stack_module_state(models)
     base = copy.deepcopy(models[0]).to("meta")
