@@ -220,10 +220,10 @@ fn conv2d_relu_maxpool2_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(l
     var a50 = q0; var a51 = q1; var a52 = q2; var a53 = q3;
     var a60 = q0; var a61 = q1; var a62 = q2; var a63 = q3;
     var a70 = q0; var a71 = q1; var a72 = q2; var a73 = q3;
-    let taps = P.k * P.k * P.in_c;
+    let n_taps = P.k * P.k * P.in_c;
     let right = vec4<i32>(i32(P.in_w));
     let down = vec4<i32>(i32(P.in_h));
-    for (var t = 0u; t < taps; t++) {
+    for (var t = 0u; t < n_taps; t++) {
         let tap = taps_u[t];   // (di, dj, input offset, kind)
         let h = ih + tap.x;
         let hok = (h >= vec4<i32>(0)) & (h < down);

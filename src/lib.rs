@@ -23,6 +23,7 @@ pub mod data;
 pub mod error;
 pub mod files;
 pub mod gpu;
+pub mod group;
 pub mod infer;
 pub mod keras;
 pub mod layers;

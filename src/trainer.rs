@@ -14,6 +14,7 @@ use crate::checkpoint::Weights;
 use crate::data::Split;
 use crate::error::{Error, Result};
 use crate::gpu::{timer, Buffer, Context, KernelSet, Submission};
+use crate::group::Group;
 use crate::model::ModelPlan;
 use crate::optim::Settings;
 use crate::restrict::Restrictions;
@@ -47,6 +48,8 @@ pub struct Setup {
     /// a validation split held out of the training data (Keras' `validation_split`), evaluated by
     /// `Trainer::validate`
     pub validation: Option<Split>,
+    /// the group this run steps together with, and its place in it (a sweep's trials: `Group`)
+    pub group: Option<(std::sync::Arc<Group>, usize)>,
 }
 
 impl Setup {
@@ -67,6 +70,7 @@ impl Setup {
             loss: Default::default(),
             class_weight: None,
             validation: None,
+            group: None,
         }
     }
 }
@@ -131,107 +135,314 @@ pub struct Trainer<'a> {
     pub batch_size: usize,
     /// the kernel shapes this trainer runs
     pub kernel_set: KernelSet,
-    gpu: Step,
-    /// where the metrics of alternate chunks are copied for reading
-    staging: [Buffer; 2],
+    engine: Engine,
     /// optimizer steps done (Keras `iterations`)
     pub step: u64,
 }
 
+/// Where a trainer's model lives on the GPU: a step of its own, or one of the K models of a group's
+/// step (`group::Group`, a sweep's trials stepping together).
+enum Engine {
+    Solo(Box<Core>),
+    Member {
+        group: std::sync::Arc<Group>,
+        index: usize,
+    },
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        if let Engine::Member { group, index } = self {
+            group.leave(*index);
+        }
+    }
+}
+
+/// The GPU side of a run: its step (one model, or K stepping together) and the metrics staging.
+pub(crate) struct Core {
+    gpu: Step,
+    /// where the metrics of alternate chunks are copied for reading (every model's)
+    staging: [Buffer; 2],
+}
+
+/// A model's share of a collective training call: its epoch order (None: a model whose run has left
+/// the group, stepped but unread).
+pub(crate) type Orders = Vec<Option<Vec<u32>>>;
+
+impl Core {
+    pub(crate) fn new(ctx: &Context, gpu: Step) -> Core {
+        let bytes = Self::metrics_bytes(&gpu);
+        Core {
+            staging: [
+                ctx.staging("metrics readback", bytes),
+                ctx.staging("metrics readback", bytes),
+            ],
+            gpu,
+        }
+    }
+
+    /// Bytes from the first model's metrics to the end of the last's.
+    fn metrics_bytes(gpu: &Step) -> u64 {
+        gpu.train.metrics.model_stride() * (gpu.models as u64 - 1) + 16
+    }
+
+    fn steps_per_epoch(&self) -> usize {
+        self.gpu.train.n.div_ceil(self.gpu.net.batch)
+    }
+
+    /// The models its step runs.
+    pub(crate) fn models(&self) -> usize {
+        self.gpu.models
+    }
+
+    /// Steps `first..end` of an epoch for every model, model m in `orders[m]`, after `done` optimizer
+    /// steps (`Trainer::train_range`). Per model: its stats, or its error (a non-finite loss stops
+    /// that model's reading, not the others').
+    pub(crate) fn train_range(
+        &self,
+        ctx: &Context,
+        (epoch, orders): (usize, &Orders),
+        (first, end, done): (usize, usize, u64),
+        stop: &dyn Fn() -> bool,
+        on_tick: &mut dyn FnMut(usize, Progress),
+    ) -> Result<Vec<Result<EpochStats>>> {
+        let gpu = &self.gpu;
+        let per_epoch = self.steps_per_epoch();
+        for (m, order) in orders.iter().enumerate() {
+            if let Some(order) = order {
+                ctx.write_model(&gpu.train.perm, m, 0, order);
+            }
+        }
+        gpu.update
+            .prologue
+            .set_step_sizes(ctx, done - first as u64, per_epoch);
+        gpu.train.begin(ctx, done, first);
+        let k = gpu.models;
+        let mut failed: Vec<Option<Error>> = (0..k).map(|_| None).collect();
+        let live =
+            |failed: &[Option<Error>]| (0..k).any(|m| orders[m].is_some() && failed[m].is_none());
+        let start = Instant::now();
+        let mut pending: Option<(usize, Submission, usize)> = None;
+        let mut last = vec![PassMetrics::default(); k];
+        let mut chunk = 0usize;
+        let mut s = first;
+        let bytes = Self::metrics_bytes(gpu);
+        while s < end && !stop() && live(&failed) {
+            let stop_at = (s + CHUNK_STEPS).min(end);
+            let plans = (s..stop_at).flat_map(|step| {
+                match (&gpu.plans.train_last, step + 1 == per_epoch) {
+                    (Some(last), true) => last,
+                    _ => &gpu.plans.train_full,
+                }
+            });
+            let slot = chunk % 2;
+            let sub = ctx.submit(
+                plans,
+                Some((&gpu.train.metrics, &self.staging[slot], bytes)),
+            );
+            if let Some((pslot, psub, pdone)) = pending.take() {
+                let steps = done + (pdone - first) as u64;
+                self.read_metrics(ctx, pslot, &psub, (epoch, steps), &mut last, &mut failed)?;
+                let secs = start.elapsed().as_secs_f64();
+                for (m, metrics) in last.iter().enumerate() {
+                    on_tick(
+                        m,
+                        Progress {
+                            step: pdone,
+                            steps: per_epoch,
+                            metrics: *metrics,
+                            images_per_second: metrics.count as f64 / secs.max(1e-9),
+                        },
+                    );
+                }
+            }
+            pending = Some((slot, sub, stop_at));
+            chunk += 1;
+            s = stop_at;
+        }
+        if let Some((pslot, psub, pdone)) = pending.take() {
+            let steps = done + (pdone - first) as u64;
+            self.read_metrics(ctx, pslot, &psub, (epoch, steps), &mut last, &mut failed)?;
+        }
+        if s == per_epoch && !gpu.plans.epoch_end.is_empty() {
+            ctx.submit(&gpu.plans.epoch_end, None);
+        }
+        let train_seconds = start.elapsed().as_secs_f64();
+        Ok(failed
+            .into_iter()
+            .zip(last)
+            .enumerate()
+            .map(|(m, (f, last))| match f {
+                Some(e) => Err(e),
+                None => {
+                    on_tick(
+                        m,
+                        Progress {
+                            step: s,
+                            steps: per_epoch,
+                            metrics: last,
+                            images_per_second: last.count as f64 / train_seconds.max(1e-9),
+                        },
+                    );
+                    Ok(EpochStats {
+                        train: last,
+                        train_seconds,
+                        steps: s - first,
+                        next_step: s,
+                        completed: s == per_epoch,
+                    })
+                }
+            })
+            .collect())
+    }
+
+    /// Every model's metrics from staging `slot` once `submission` has run, into `last`; a model
+    /// whose loss went non-finite gets its error in `failed` (and keeps its last metrics).
+    fn read_metrics(
+        &self,
+        ctx: &Context,
+        slot: usize,
+        submission: &Submission,
+        (epoch, step): (usize, u64),
+        last: &mut [PassMetrics],
+        failed: &mut [Option<Error>],
+    ) -> Result<()> {
+        let bytes = ctx.read_staged(&self.staging[slot], Some(submission))?;
+        let stride = self.gpu.train.metrics.model_stride() as usize;
+        for (m, (last, failed)) in last.iter_mut().zip(failed.iter_mut()).enumerate() {
+            if failed.is_some() {
+                continue;
+            }
+            let at = m * stride;
+            let metrics: Metrics = bytemuck::pod_read_unaligned(&bytes[at..at + 16]);
+            if metrics.nonfinite != 0 {
+                *failed = Some(Error::NonFinite { epoch, step });
+            } else {
+                *last = metrics.into();
+            }
+        }
+        Ok(())
+    }
+
+    /// An inference pass over the test split (`val`: the validation split, None without one):
+    /// every model's metrics.
+    pub(crate) fn pass(&self, ctx: &Context, val: bool) -> Result<Option<Vec<PassMetrics>>> {
+        let gpu = &self.gpu;
+        let p = &gpu.plans;
+        let (split, full, last) = match (val, &gpu.val) {
+            (false, _) => (&gpu.test, &p.eval_full, p.eval_last.as_deref()),
+            (true, Some(v)) => (v, &p.val_full, p.val_last.as_deref()),
+            (true, None) => return Ok(None),
+        };
+        split.begin(ctx, 0, 0);
+        let eb = gpu.net.batch.min(split.n);
+        let steps = split.n.div_ceil(eb);
+        let mut s = 0;
+        while s < steps {
+            let end = (s + CHUNK_STEPS).min(steps);
+            // the regularization loss once, before the first batch reads it
+            let reg = if s == 0 { &p.eval_reg[..] } else { &[] };
+            let plans = (s..end).flat_map(|step| match (last, step + 1 == steps) {
+                (Some(last), true) => last,
+                _ => full,
+            });
+            ctx.submit(reg.iter().chain(plans), None);
+            s = end;
+        }
+        (0..gpu.models)
+            .map(|m| {
+                let bytes = ctx.read_bytes_model(&split.metrics, m, 0, 16)?;
+                Ok(bytemuck::pod_read_unaligned::<Metrics>(&bytes).into())
+            })
+            .collect::<Result<Vec<_>>>()
+            .map(Some)
+    }
+
+    /// Model `m`'s part of a flat buffer, cut into the model's tensors.
+    fn split_flat(&self, ctx: &Context, buffer: &Buffer, m: usize) -> Result<Tensors> {
+        let model = &self.gpu.net.model;
+        let flat = ctx.read_f32_model(buffer, m, 0, model.flat_len as u64)?;
+        Ok(model
+            .params
+            .iter()
+            .map(|p| flat[p.offset..p.offset + p.len].to_vec())
+            .collect())
+    }
+}
+
 impl<'a> Trainer<'a> {
     /// Check the settings and the sizes, upload the data, allocate every buffer and record the plans.
+    /// With `setup.group`, the model steps together with the group's others where they can share
+    /// (`group::Group`), else on its own.
     pub fn new(
         ctx: &'a Context,
-        setup: Setup,
+        mut setup: Setup,
         train: &Split,
         test: &Split,
         weights: &[Vec<f32>],
     ) -> Result<Self> {
-        let Setup {
-            model,
-            restrictions,
-            optimizer,
-            batch_size,
-            fuse,
-            kernel_set,
-            seed,
-            loss,
-            class_weight,
-            validation,
-        } = setup;
-        if let Some(w) = &class_weight {
-            if w.len() != model.classes {
-                return Err(Error::Config(format!(
-                    "class_weight has {} weights for a model of {} classes",
-                    w.len(),
-                    model.classes
-                )));
+        let group = setup.group.take();
+        check_setup(ctx, &setup, train, test)?;
+        let set = setup.kernel_set.unwrap_or(ctx.kernel_set);
+        let engine = match group {
+            Some((group, index)) => {
+                match group.join(index, ctx, (&setup, weights), (train, test)) {
+                    Ok(()) => Engine::Member { group, index },
+                    Err(e) => {
+                        log::warn!("this run trains on its own: {e}");
+                        group.leave(index);
+                        Engine::Solo(Box::new(Core::new(
+                            ctx,
+                            solo_step(ctx, &setup, train, test, weights)?,
+                        )))
+                    }
+                }
             }
-        }
-        loss.validate(model.softmax)?;
-        restrictions.validate(&model)?;
-        check_batch(ctx, batch_size)?;
-        optimizer.validate()?;
-        let [h, w, c] = model.spec.input;
-        for (what, s) in [("training", train), ("test", test)] {
-            if (s.height, s.width, s.channels) != (h, w, c) {
-                return Err(Error::Config(format!(
-                    "{what} images are {}x{}x{}, but the model's input is {h}x{w}x{c}",
-                    s.height, s.width, s.channels
-                )));
-            }
-            if s.is_empty() {
-                return Err(Error::Config(format!("the {what} set is empty")));
-            }
-        }
-        if batch_size > train.len() {
-            return Err(Error::Config(format!(
-                "batch size {batch_size} is larger than the {} training examples: lower --batch-size",
-                train.len()
-            )));
-        }
-        let set = kernel_set.unwrap_or(ctx.kernel_set);
-        let gpu = Step::new(
-            ctx,
-            StepSetup {
-                model: model.clone(),
-                restrictions: &restrictions,
-                optimizer: &optimizer,
-                batch: batch_size,
-                set,
-                fuse,
-                seed,
-                label_smoothing: loss.label_smoothing,
-                val: validation.as_ref(),
-                class_weight: class_weight.as_deref(),
-            },
-            train,
-            test,
-            weights,
-        )?;
+            None => Engine::Solo(Box::new(Core::new(
+                ctx,
+                solo_step(ctx, &setup, train, test, weights)?,
+            ))),
+        };
         Ok(Trainer {
             ctx,
-            model,
-            restrictions,
-            optimizer,
-            batch_size,
+            model: setup.model,
+            restrictions: setup.restrictions,
+            optimizer: setup.optimizer,
+            batch_size: setup.batch_size,
             kernel_set: set,
-            gpu,
-            staging: [
-                ctx.staging("metrics readback", 16),
-                ctx.staging("metrics readback", 16),
-            ],
+            engine,
             step: 0,
         })
     }
 
+    /// The models this trainer's step runs in one set of dispatches (1 on its own).
+    pub fn models_per_pass(&self) -> usize {
+        self.core(|c, _| c.gpu.models)
+    }
+
+    /// `f` of the GPU side and this trainer's model index in it.
+    fn core<R>(&self, f: impl FnOnce(&Core, usize) -> R) -> R {
+        match &self.engine {
+            Engine::Solo(c) => f(c, 0),
+            Engine::Member { group, index } => group.with_core(*index, |c, m| f(c, m)),
+        }
+    }
+
+    /// `core`, mutably.
+    fn core_mut<R>(&mut self, f: impl FnOnce(&mut Core, usize) -> R) -> R {
+        match &mut self.engine {
+            Engine::Solo(c) => f(c, 0),
+            Engine::Member { group, index } => group.with_core_mut(*index, f),
+        }
+    }
+
     pub fn train_examples(&self) -> usize {
-        self.gpu.train.n
+        self.core(|c, _| c.gpu.train.n)
     }
 
     /// Dispatches in one full training step.
     pub fn dispatches_per_step(&self) -> usize {
-        self.gpu.plans.train_full.len()
+        self.core(|c, _| c.gpu.plans.train_full.len())
     }
 
     /// Training steps recorded into one submit.
@@ -240,7 +451,7 @@ impl<'a> Trainer<'a> {
     }
 
     pub fn steps_per_epoch(&self) -> usize {
-        self.gpu.train.n.div_ceil(self.batch_size)
+        self.train_examples().div_ceil(self.batch_size)
     }
 
     /// One pass over the training set in `order`. `on_tick` sees running metrics once per chunk.
@@ -269,7 +480,8 @@ impl<'a> Trainer<'a> {
     /// (a resumed run), `self.step` the optimizer steps done in all. `stop` is asked before each chunk of
     /// steps is recorded: when it says yes, the steps already submitted finish and the epoch stops there
     /// (`EpochStats::next_step` says where). Metrics cover the steps of this call. Epoch-end constraints
-    /// run when the epoch's last step is done.
+    /// run when the epoch's last step is done. In a group, every member makes the same call, and
+    /// `on_tick` sees the end of the call only.
     pub fn train_range(
         &mut self,
         epoch: usize,
@@ -279,12 +491,11 @@ impl<'a> Trainer<'a> {
         stop: &dyn Fn() -> bool,
         on_tick: &mut dyn FnMut(Progress),
     ) -> Result<EpochStats> {
-        let (ctx, gpu) = (self.ctx, &self.gpu);
-        if order.len() != gpu.train.n {
+        let n = self.train_examples();
+        if order.len() != n {
             return Err(Error::Config(format!(
-                "epoch order has {} entries for {} examples",
+                "epoch order has {} entries for {n} examples",
                 order.len(),
-                gpu.train.n
             )));
         }
         let per_epoch = self.steps_per_epoch();
@@ -295,152 +506,82 @@ impl<'a> Trainer<'a> {
                 self.step
             )));
         }
-        ctx.write(&gpu.train.perm, 0, order);
-        gpu.update
-            .prologue
-            .set_step_sizes(ctx, self.step - first as u64, per_epoch);
-        gpu.train.begin(ctx, self.step, first);
-        let start = Instant::now();
-        let mut pending: Option<(usize, Submission, usize)> = None;
-        let mut last = PassMetrics::default();
-        let mut chunk = 0usize;
-        let mut s = first;
-        while s < end && !stop() {
-            let stop_at = (s + CHUNK_STEPS).min(end);
-            let plans = (s..stop_at).flat_map(|step| {
-                match (&gpu.plans.train_last, step + 1 == per_epoch) {
-                    (Some(last), true) => last,
-                    _ => &gpu.plans.train_full,
-                }
-            });
-            let slot = chunk % 2;
-            let sub = ctx.submit(plans, Some((&gpu.train.metrics, &self.staging[slot], 16)));
-            if let Some((pslot, psub, pdone)) = pending.take() {
-                last = self.read_metrics(pslot, &psub, epoch, pdone - first)?;
-                let secs = start.elapsed().as_secs_f64();
-                on_tick(Progress {
-                    step: pdone,
-                    steps: per_epoch,
-                    metrics: last,
-                    images_per_second: last.count as f64 / secs.max(1e-9),
-                });
+        let ctx = self.ctx;
+        let range = (first, end, self.step);
+        let stats = match &self.engine {
+            Engine::Solo(core) => {
+                let orders = vec![Some(order.to_vec())];
+                let mut tick = |_: usize, p: Progress| on_tick(p);
+                core.train_range(ctx, (epoch, &orders), range, stop, &mut tick)?
+                    .pop()
+                    .expect("one model")
             }
-            pending = Some((slot, sub, stop_at));
-            chunk += 1;
-            s = stop_at;
-        }
-        if let Some((pslot, psub, pdone)) = pending.take() {
-            last = self.read_metrics(pslot, &psub, epoch, pdone - first)?;
-        }
-        if s == per_epoch && !self.gpu.plans.epoch_end.is_empty() {
-            ctx.submit(&self.gpu.plans.epoch_end, None);
-        }
-        let train_seconds = start.elapsed().as_secs_f64();
-        let steps = s - first;
-        self.step += steps as u64;
-        on_tick(Progress {
-            step: s,
-            steps: per_epoch,
-            metrics: last,
-            images_per_second: last.count as f64 / train_seconds.max(1e-9),
-        });
-        Ok(EpochStats {
-            train: last,
-            train_seconds,
-            steps,
-            next_step: s,
-            completed: s == per_epoch,
-        })
-    }
-
-    fn read_metrics(
-        &self,
-        slot: usize,
-        submission: &Submission,
-        epoch: usize,
-        steps_done: usize,
-    ) -> Result<PassMetrics> {
-        let bytes = self
-            .ctx
-            .read_staged(&self.staging[slot], Some(submission))?;
-        let m: Metrics = bytemuck::pod_read_unaligned(&bytes[..16]);
-        if m.nonfinite != 0 {
-            return Err(Error::NonFinite {
-                epoch,
-                step: self.step + steps_done as u64,
-            });
-        }
-        Ok(m.into())
+            Engine::Member { group, index } => {
+                let stats = group.train_range(*index, ctx, (epoch, order.to_vec()), range, stop)?;
+                if let Ok(s) = &stats {
+                    on_tick(Progress {
+                        step: s.next_step,
+                        steps: per_epoch,
+                        metrics: s.train,
+                        images_per_second: s.train.count as f64 / s.train_seconds.max(1e-9),
+                    });
+                }
+                stats
+            }
+        }?;
+        self.step += stats.steps as u64;
+        Ok(stats)
     }
 
     /// Loss (regularization included, as Keras' evaluate reports it) and accuracy on the test set.
     pub fn evaluate(&mut self) -> Result<PassMetrics> {
-        let p = &self.gpu.plans;
-        self.pass(&self.gpu.test, (&p.eval_full, p.eval_last.as_deref()))
+        self.pass(false)?
+            .ok_or_else(|| Error::Model("no test split".into()))
     }
 
     /// The validation split's loss (data + regularization) and accuracy, in inference; None without
     /// a validation split.
     pub fn validate(&mut self) -> Result<Option<PassMetrics>> {
-        let p = &self.gpu.plans;
-        match &self.gpu.val {
-            Some(v) => self.pass(v, (&p.val_full, p.val_last.as_deref())).map(Some),
-            None => Ok(None),
-        }
+        self.pass(true)
     }
 
-    /// An inference pass over `split` with its recorded plans.
-    fn pass(
-        &self,
-        split: &crate::step::gather::GpuSplit,
-        (full, last): (&[crate::gpu::Dispatch], Option<&[crate::gpu::Dispatch]>),
-    ) -> Result<PassMetrics> {
-        let (ctx, gpu) = (self.ctx, &self.gpu);
-        split.begin(ctx, 0, 0);
-        let eb = self.batch_size.min(split.n);
-        let steps = split.n.div_ceil(eb);
-        let mut s = 0;
-        while s < steps {
-            let end = (s + CHUNK_STEPS).min(steps);
-            // the regularization loss once, before the first batch reads it
-            let reg = if s == 0 { &gpu.plans.eval_reg[..] } else { &[] };
-            let plans = (s..end).flat_map(|step| match (last, step + 1 == steps) {
-                (Some(last), true) => last,
-                _ => full,
-            });
-            ctx.submit(reg.iter().chain(plans), None);
-            s = end;
+    fn pass(&self, val: bool) -> Result<Option<PassMetrics>> {
+        match &self.engine {
+            Engine::Solo(core) => Ok(core.pass(self.ctx, val)?.map(|mut v| v.remove(0))),
+            Engine::Member { group, index } => group.pass(*index, self.ctx, val),
         }
-        let bytes = ctx.read_bytes(&split.metrics, 0, 16)?;
-        Ok(bytemuck::pod_read_unaligned::<Metrics>(&bytes).into())
     }
 
     /// Every recorded plan as text (`gpu::listing`): the full and last training steps, the full and last
     /// evaluation steps, the evaluation's regularization loss and the epoch-end constraints. A test pins it.
     pub fn dispatch_listing(&self) -> Result<String> {
-        let p = &self.gpu.plans;
-        let mut plans: Vec<(&str, &[crate::gpu::Dispatch])> = vec![("train", &p.train_full)];
-        if let Some(l) = &p.train_last {
-            plans.push(("train (last batch)", l));
-        }
-        plans.push(("eval", &p.eval_full));
-        if let Some(l) = &p.eval_last {
-            plans.push(("eval (last batch)", l));
-        }
-        if !p.eval_reg.is_empty() {
-            plans.push(("eval regularization", &p.eval_reg));
-        }
-        plans.push(("epoch end", &p.epoch_end));
-        crate::gpu::listing(self.ctx, &plans)
+        self.core(|c, _| {
+            let p = &c.gpu.plans;
+            let mut plans: Vec<(&str, &[crate::gpu::Dispatch])> = vec![("train", &p.train_full)];
+            if let Some(l) = &p.train_last {
+                plans.push(("train (last batch)", l));
+            }
+            plans.push(("eval", &p.eval_full));
+            if let Some(l) = &p.eval_last {
+                plans.push(("eval (last batch)", l));
+            }
+            if !p.eval_reg.is_empty() {
+                plans.push(("eval regularization", &p.eval_reg));
+            }
+            plans.push(("epoch end", &p.epoch_end));
+            crate::gpu::listing(self.ctx, &plans)
+        })
     }
 
     /// Time every dispatch of the full training step on its own: `reps` back-to-back copies of it in one
     /// compute pass, one submit, wall-clock to completion. Returns (kernel name, seconds per dispatch).
     /// Used by `clampnet bench`; the dispatches overwrite the work buffers, so call it outside an epoch.
     pub fn profile_step(&self, reps: usize) -> Result<Vec<(&'static str, f64)>> {
-        let plan = &self.gpu.plans.train_full;
-        let t = timer::time_each(self.ctx, plan, reps)?;
-        Ok(plan.iter().map(|d| d.kernel.name).zip(t).collect())
+        self.core(|c, _| {
+            let plan = &c.gpu.plans.train_full;
+            let t = timer::time_each(self.ctx, plan, reps)?;
+            Ok(plan.iter().map(|d| d.kernel.name).zip(t).collect())
+        })
     }
 
     /// GPU time of each dispatch of a full training step, from timestamp queries (`timer::timestamps_each`).
@@ -449,26 +590,30 @@ impl<'a> Trainer<'a> {
         &self,
         steps: usize,
     ) -> Result<Option<Vec<(&'static str, f64)>>> {
-        let plan = &self.gpu.plans.train_full;
-        let t = timer::timestamps_each(self.ctx, plan, steps)?;
-        Ok(t.map(|t| plan.iter().map(|d| d.kernel.name).zip(t).collect()))
+        self.core(|c, _| {
+            let plan = &c.gpu.plans.train_full;
+            let t = timer::timestamps_each(self.ctx, plan, steps)?;
+            Ok(t.map(|t| plan.iter().map(|d| d.kernel.name).zip(t).collect()))
+        })
     }
 
     /// What one training step costs apart from the kernels themselves (`timer::overheads`): host
     /// recording time, and GPU time per step where timestamps exist. Disturbs the training state.
     pub fn profile_step_overheads(&self, steps: usize) -> Result<(f64, Option<f64>)> {
-        timer::overheads(self.ctx, &self.gpu.plans.train_full, steps)
+        self.core(|c, _| timer::overheads(self.ctx, &c.gpu.plans.train_full, steps))
     }
 
     /// The optimizer's slots ("m", "v" for Adam), per tensor, in the model's parameter order.
     pub fn optimizer_slots(&self) -> Result<Vec<(&'static str, Tensors)>> {
-        self.gpu
-            .update
-            .optimizer
-            .slots()
-            .into_iter()
-            .map(|(name, buf)| Ok((name, self.split_flat(buf)?)))
-            .collect()
+        self.core(|c, m| {
+            c.gpu
+                .update
+                .optimizer
+                .slots()
+                .into_iter()
+                .map(|(name, buf)| Ok((name, c.split_flat(self.ctx, buf, m)?)))
+                .collect()
+        })
     }
 
     /// Adam's first and second moments, per tensor, in the model's parameter order.
@@ -487,54 +632,49 @@ impl<'a> Trainer<'a> {
 
     /// The names of the optimizer's slots, in order ("m", "v" for Adam).
     pub fn optimizer_slot_names(&self) -> Vec<&'static str> {
-        let slots = self.gpu.update.optimizer.slots();
-        slots.into_iter().map(|(name, _)| name).collect()
+        self.core(|c, _| {
+            let slots = c.gpu.update.optimizer.slots();
+            slots.into_iter().map(|(name, _)| name).collect()
+        })
     }
 
     /// Restore the optimizer's slots (in `optimizer_slot_names` order, per tensor) and the optimizer
     /// step count (a resumed run).
     pub fn set_optimizer_slots(&mut self, values: &[&[Vec<f32>]], step: u64) -> Result<()> {
-        let slots = self.gpu.update.optimizer.slots();
-        if values.len() != slots.len() {
-            return Err(Error::Model(format!(
-                "{} optimizer slots given, the optimizer has {}",
-                values.len(),
-                slots.len()
-            )));
-        }
-        for ((what, buf), values) in slots.into_iter().zip(values) {
-            if values.len() != self.model.params.len() {
+        let (ctx, model) = (self.ctx, &self.model);
+        self.core(|c, m| {
+            let slots = c.gpu.update.optimizer.slots();
+            if values.len() != slots.len() {
                 return Err(Error::Model(format!(
-                    "optimizer state {what}: {} tensors, the model has {}",
+                    "{} optimizer slots given, the optimizer has {}",
                     values.len(),
-                    self.model.params.len()
+                    slots.len()
                 )));
             }
-            for (p, t) in self.model.params.iter().zip(values.iter()) {
-                if t.len() != p.len {
+            for ((what, buf), values) in slots.into_iter().zip(values) {
+                if values.len() != model.params.len() {
                     return Err(Error::Model(format!(
-                        "optimizer state {what} of {}: {} values, expected {}",
-                        p.name,
-                        t.len(),
-                        p.len
+                        "optimizer state {what}: {} tensors, the model has {}",
+                        values.len(),
+                        model.params.len()
                     )));
                 }
-                self.ctx.write(buf, (p.offset * 4) as u64, t);
+                for (p, t) in model.params.iter().zip(values.iter()) {
+                    if t.len() != p.len {
+                        return Err(Error::Model(format!(
+                            "optimizer state {what} of {}: {} values, expected {}",
+                            p.name,
+                            t.len(),
+                            p.len
+                        )));
+                    }
+                    ctx.write_model(buf, m, (p.offset * 4) as u64, t);
+                }
             }
-        }
+            Ok(())
+        })?;
         self.step = step;
         Ok(())
-    }
-
-    /// A flat buffer read back and cut into the model's tensors.
-    fn split_flat(&self, buffer: &Buffer) -> Result<Tensors> {
-        let flat = self.ctx.read_f32(buffer, 0, self.model.flat_len as u64)?;
-        Ok(self
-            .model
-            .params
-            .iter()
-            .map(|p| flat[p.offset..p.offset + p.len].to_vec())
-            .collect())
     }
 
     fn named(&self, values: Tensors) -> Weights {
@@ -560,7 +700,7 @@ impl<'a> Trainer<'a> {
             )));
         }
         self.optimizer.lr = lr;
-        self.gpu.update.prologue.set_learning_rate(lr);
+        self.core_mut(|c, m| c.gpu.update.prologue.set_learning_rate(m, lr));
         Ok(())
     }
 
@@ -568,26 +708,91 @@ impl<'a> Trainer<'a> {
     /// restore_best_weights.
     pub fn set_weights(&mut self, weights: &[Vec<f32>]) -> Result<()> {
         let flat = crate::step::flatten_weights(&self.model, weights)?;
-        self.ctx.write(&self.gpu.net.params, 0, &flat);
+        let ctx = self.ctx;
+        self.core(|c, m| ctx.write_model(&c.gpu.net.params, m, 0, &flat));
         Ok(())
     }
 
     /// The weights, in the model's parameter order and Keras layout.
     pub fn weights(&self) -> Result<Weights> {
-        Ok(self.named(self.split_flat(&self.gpu.net.params)?))
+        let t = self.core(|c, m| c.split_flat(self.ctx, &c.gpu.net.params, m))?;
+        Ok(self.named(t))
     }
 
     /// The gradients of the data loss from the last training step, per tensor (penalty gradients are
     /// added inside the update shader and are not part of these).
     pub fn gradients(&self) -> Result<Weights> {
-        let grads = self
-            .gpu
-            .net
-            .grads
-            .as_ref()
-            .expect("a trainer has gradients");
-        Ok(self.named(self.split_flat(grads)?))
+        let t = self.core(|c, m| {
+            let grads = c.gpu.net.grads.as_ref().expect("a trainer has gradients");
+            c.split_flat(self.ctx, grads, m)
+        })?;
+        Ok(self.named(t))
     }
+}
+
+/// The checks of `Trainer::new` before anything is allocated.
+fn check_setup(ctx: &Context, setup: &Setup, train: &Split, test: &Split) -> Result<()> {
+    let model = &setup.model;
+    if let Some(w) = &setup.class_weight {
+        if w.len() != model.classes {
+            return Err(Error::Config(format!(
+                "class_weight has {} weights for a model of {} classes",
+                w.len(),
+                model.classes
+            )));
+        }
+    }
+    setup.loss.validate(model.softmax)?;
+    setup.restrictions.validate(model)?;
+    check_batch(ctx, setup.batch_size)?;
+    setup.optimizer.validate()?;
+    let [h, w, c] = model.spec.input;
+    for (what, s) in [("training", train), ("test", test)] {
+        if (s.height, s.width, s.channels) != (h, w, c) {
+            return Err(Error::Config(format!(
+                "{what} images are {}x{}x{}, but the model's input is {h}x{w}x{c}",
+                s.height, s.width, s.channels
+            )));
+        }
+        if s.is_empty() {
+            return Err(Error::Config(format!("the {what} set is empty")));
+        }
+    }
+    if setup.batch_size > train.len() {
+        return Err(Error::Config(format!(
+            "batch size {} is larger than the {} training examples: lower --batch-size",
+            setup.batch_size,
+            train.len()
+        )));
+    }
+    Ok(())
+}
+
+/// The step setup of `setup` (its restrictions and optimizer are the parts' of a group).
+pub(crate) fn step_setup(setup: &Setup, set: KernelSet) -> StepSetup<'_> {
+    StepSetup {
+        model: setup.model.clone(),
+        restrictions: &setup.restrictions,
+        optimizer: &setup.optimizer,
+        batch: setup.batch_size,
+        set,
+        fuse: setup.fuse,
+        seed: setup.seed,
+        label_smoothing: setup.loss.label_smoothing,
+        val: setup.validation.as_ref(),
+        class_weight: setup.class_weight.as_deref(),
+    }
+}
+
+fn solo_step(
+    ctx: &Context,
+    setup: &Setup,
+    train: &Split,
+    test: &Split,
+    weights: &[Vec<f32>],
+) -> Result<Step> {
+    let set = setup.kernel_set.unwrap_or(ctx.kernel_set);
+    Step::new(ctx, step_setup(setup, set), train, test, weights)
 }
 
 /// A batch size the device can run and the data can fill.

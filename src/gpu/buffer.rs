@@ -11,6 +11,36 @@ use crate::error::{Error, Result};
 pub struct Buffer {
     pub(crate) raw: wgpu::Buffer,
     pub(crate) label: Arc<str>,
+    /// a buffer of a K-model step (`with_models`): bytes from one model's part to the next (0: one
+    /// part, which every model shares)
+    pub(crate) model_stride: u64,
+    /// the models it holds a part for (1 when shared)
+    pub(crate) models: u32,
+}
+
+thread_local! {
+    /// the models every storage buffer created on this thread holds (`with_models`)
+    static MODELS: std::cell::Cell<usize> = const { std::cell::Cell::new(1) };
+}
+
+/// Run `f` with every storage buffer it creates (through a `Context`) holding one part per model, for
+/// `models` models stepping together (`gpu::batched`): each model's part is the one-model buffer,
+/// padded to 256 bytes, and a write without a model writes every part. Uniforms stay single.
+pub fn with_models<R>(models: usize, f: impl FnOnce() -> R) -> R {
+    let before = MODELS.with(|m| m.replace(models.max(1)));
+    let out = f();
+    MODELS.with(|m| m.set(before));
+    out
+}
+
+/// The models a storage buffer created now holds (`with_models`).
+pub fn models() -> usize {
+    MODELS.with(|m| m.get())
+}
+
+/// Bytes of one model's part of a buffer of `bytes` for one model.
+fn part(bytes: u64) -> u64 {
+    bytes.max(4).div_ceil(256) * 256
 }
 
 impl PartialEq for Buffer {
@@ -35,6 +65,16 @@ impl Buffer {
         &self.label
     }
 
+    /// Bytes from one model's part to the next (0: shared by all models).
+    pub fn model_stride(&self) -> u64 {
+        self.model_stride
+    }
+
+    /// The byte offset of model `m`'s part.
+    fn part_offset(&self, m: usize) -> u64 {
+        self.model_stride * m as u64
+    }
+
     /// An immutable uniform buffer (created by `Context::uniform`).
     pub(crate) fn is_uniform(&self) -> bool {
         self.raw.usage() == UNIFORM_USAGE
@@ -50,44 +90,133 @@ impl Context {
         Buffer {
             raw,
             label: label.into(),
+            model_stride: 0,
+            models: 1,
         }
     }
 
-    /// A storage buffer holding `bytes` (padded to a non-zero multiple of 4, as storage bindings need).
+    /// A storage buffer holding `bytes` (padded to a non-zero multiple of 4, as storage bindings need);
+    /// for K models (`with_models`), K copies of it.
     pub fn storage_init(&self, label: &str, bytes: &[u8]) -> Buffer {
-        let size = (bytes.len().max(1).div_ceil(4) * 4) as u64;
-        self.buffer_init(label, bytes, size, wgpu::BufferUsages::empty())
+        match models() {
+            1 => {
+                let size = (bytes.len().max(1).div_ceil(4) * 4) as u64;
+                self.buffer_init(label, bytes, size, wgpu::BufferUsages::empty())
+            }
+            k => self.stacked_init(label, bytes, k, 0, wgpu::BufferUsages::empty()),
+        }
+    }
+
+    /// A storage buffer holding `bytes` once, shared by all models of a K-model step (the data).
+    pub fn storage_init_shared(&self, label: &str, bytes: &[u8]) -> Buffer {
+        with_models(1, || self.storage_init(label, bytes))
     }
 
     /// A storage buffer that can also be bound as a uniform window of `UNIFORM_WINDOW` bytes at any
     /// 256-byte aligned offset inside it (padded at the end so every such window fits).
     pub fn storage_uniform_init(&self, label: &str, bytes: &[u8]) -> Buffer {
-        let size = (bytes.len().div_ceil(256) * 256) as u64 + UNIFORM_WINDOW;
-        self.buffer_init(label, bytes, size, wgpu::BufferUsages::UNIFORM)
+        match models() {
+            1 => {
+                let size = (bytes.len().div_ceil(256) * 256) as u64 + UNIFORM_WINDOW;
+                self.buffer_init(label, bytes, size, wgpu::BufferUsages::UNIFORM)
+            }
+            k => self.stacked_init(label, bytes, k, UNIFORM_WINDOW, wgpu::BufferUsages::UNIFORM),
+        }
     }
 
     /// `storage_zeroed` that can also be bound as a uniform window (see `storage_uniform_init`).
     pub fn storage_uniform_zeroed(&self, label: &str, bytes: u64) -> Buffer {
+        let k = models();
+        if k > 1 {
+            return self.stacked_zeroed(
+                label,
+                bytes,
+                k,
+                UNIFORM_WINDOW,
+                wgpu::BufferUsages::UNIFORM,
+            );
+        }
         let size = bytes.div_ceil(256) * 256 + UNIFORM_WINDOW;
         self.storage_buffer(label, size, wgpu::BufferUsages::UNIFORM, false)
     }
 
     /// A zero-filled storage buffer of `bytes` (rounded up to a non-zero multiple of 4).
     pub fn storage_zeroed(&self, label: &str, bytes: u64) -> Buffer {
+        let k = models();
+        if k > 1 {
+            return self.stacked_zeroed(label, bytes, k, 0, wgpu::BufferUsages::empty());
+        }
         let size = bytes.max(4).div_ceil(4) * 4;
         self.storage_buffer(label, size, wgpu::BufferUsages::empty(), false)
+    }
+
+    /// K parts of `part(bytes)` each, then `tail` bytes.
+    fn stacked_zeroed(
+        &self,
+        label: &str,
+        bytes: u64,
+        k: usize,
+        tail: u64,
+        extra: wgpu::BufferUsages,
+    ) -> Buffer {
+        let stride = part(bytes);
+        let mut b = self.storage_buffer(label, stride * k as u64 + tail, extra, false);
+        b.model_stride = stride;
+        b.models = k as u32;
+        b
+    }
+
+    /// `stacked_zeroed` with `bytes` in every part.
+    fn stacked_init(
+        &self,
+        label: &str,
+        bytes: &[u8],
+        k: usize,
+        tail: u64,
+        extra: wgpu::BufferUsages,
+    ) -> Buffer {
+        let stride = part(bytes.len() as u64) as usize;
+        let mut all = vec![0u8; stride * k];
+        for m in 0..k {
+            all[m * stride..m * stride + bytes.len()].copy_from_slice(bytes);
+        }
+        let mut b = self.buffer_init(label, &all, (stride * k) as u64 + tail, extra);
+        b.model_stride = stride as u64;
+        b.models = k as u32;
+        b
+    }
+
+    /// A storage buffer holding one `T` per model (per-model uniform values, such as a constraint's,
+    /// which K-model kernels read from storage), each part padded to a multiple of 256 bytes and of
+    /// the value's size.
+    pub fn per_model_table<T: bytemuck::Pod>(&self, label: &str, values: &[T]) -> Buffer {
+        let size = std::mem::size_of::<T>();
+        let mut stride = 256;
+        while stride % size != 0 {
+            stride += 256;
+        }
+        let mut all = vec![0u8; stride * values.len().max(1)];
+        for (m, v) in values.iter().enumerate() {
+            all[m * stride..m * stride + size].copy_from_slice(bytemuck::bytes_of(v));
+        }
+        let mut b = self.buffer_init(label, &all, all.len() as u64, wgpu::BufferUsages::empty());
+        b.model_stride = stride as u64;
+        b.models = values.len() as u32;
+        b
     }
 
     /// `storage_zeroed`, refused with an error naming the buffer when it is larger than a storage binding
     /// may be on this device.
     pub fn storage_checked(&self, label: &str, bytes: u64) -> Result<Buffer> {
-        self.check_binding(label, bytes)?;
+        let k = models() as u64;
+        self.check_binding(label, if k > 1 { part(bytes) * k } else { bytes })?;
         Ok(self.storage_zeroed(label, bytes))
     }
 
     /// `storage_uniform_zeroed`, checked as `storage_checked` is.
     pub fn storage_uniform_checked(&self, label: &str, bytes: u64) -> Result<Buffer> {
-        self.check_binding(label, bytes)?;
+        let k = models() as u64;
+        self.check_binding(label, if k > 1 { part(bytes) * k } else { bytes })?;
         Ok(self.storage_uniform_zeroed(label, bytes))
     }
 
@@ -173,10 +302,27 @@ impl Context {
         self.wrap(raw, label)
     }
 
-    /// Write `data` at byte `offset` of `buffer` (queued: it lands before the next submit runs).
+    /// Write `data` at byte `offset` of `buffer` (queued: it lands before the next submit runs); of
+    /// every model's part, in a K-model buffer.
     pub fn write<T: bytemuck::Pod>(&self, buffer: &Buffer, offset: u64, data: &[T]) {
-        self.queue
-            .write_buffer(&buffer.raw, offset, bytemuck::cast_slice(data));
+        for m in 0..buffer.models as usize {
+            self.write_model(buffer, m, offset, data);
+        }
+    }
+
+    /// Write `data` at byte `offset` of model `m`'s part of `buffer`.
+    pub fn write_model<T: bytemuck::Pod>(
+        &self,
+        buffer: &Buffer,
+        m: usize,
+        offset: u64,
+        data: &[T],
+    ) {
+        self.queue.write_buffer(
+            &buffer.raw,
+            buffer.part_offset(m) + offset,
+            bytemuck::cast_slice(data),
+        );
     }
 
     /// Copy `size` bytes at `offset` of `buffer` back to the host (one submit, one wait).
@@ -219,8 +365,30 @@ impl Context {
     }
 
     pub fn read_f32(&self, buffer: &Buffer, offset_elems: u64, len: u64) -> Result<Vec<f32>> {
-        let bytes = self.read_bytes(buffer, offset_elems * 4, len * 4)?;
+        self.read_f32_model(buffer, 0, offset_elems, len)
+    }
+
+    /// `read_f32` of model `m`'s part of `buffer`.
+    pub fn read_f32_model(
+        &self,
+        buffer: &Buffer,
+        m: usize,
+        offset_elems: u64,
+        len: u64,
+    ) -> Result<Vec<f32>> {
+        let bytes = self.read_bytes(buffer, buffer.part_offset(m) + offset_elems * 4, len * 4)?;
         Ok(bytemuck::pod_collect_to_vec(&bytes))
+    }
+
+    /// `read_bytes` of model `m`'s part of `buffer`.
+    pub fn read_bytes_model(
+        &self,
+        buffer: &Buffer,
+        m: usize,
+        offset: u64,
+        size: u64,
+    ) -> Result<Vec<u8>> {
+        self.read_bytes(buffer, buffer.part_offset(m) + offset, size)
     }
 
     pub fn read_u32(&self, buffer: &Buffer, offset_elems: u64, len: u64) -> Result<Vec<u32>> {

@@ -7,6 +7,7 @@
 //! - `recorder`: how ops record dispatches, binding buffers by the names the WGSL gives them
 //! - `run`: submitting recorded plans; `timer`: profiling; `portability`: naga checks of every shader
 
+pub mod batched;
 mod buffer;
 mod context;
 pub mod kernel;
@@ -16,7 +17,7 @@ mod recorder;
 mod run;
 pub mod timer;
 
-pub use buffer::Buffer;
+pub use buffer::{models, with_models, Buffer};
 pub use context::{
     adapters, describe, open_failure_hint, parse_backends, AdapterSummary, Context, GpuOptions,
     KernelSet,

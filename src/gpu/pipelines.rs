@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 
+use super::batched::{self, PerModel};
 use super::{Buffer, Context, KernelDef};
 use crate::error::{Error, Result};
 
@@ -21,6 +22,8 @@ pub struct Pipelines {
     pipelines: HashMap<(&'static str, bool), wgpu::ComputePipeline>,
     /// per shader file: binding name -> slot
     slots: HashMap<&'static str, HashMap<String, Slot>>,
+    /// the K-model variants (`gpu::batched`): per shader file, its per-model bindings
+    pub(crate) per_model: Option<HashMap<&'static str, HashMap<String, PerModel>>>,
 }
 
 /// The group-0 bindings a WGSL source declares, by variable name.
@@ -56,22 +59,34 @@ pub fn reflect(file: &str, source: &str) -> Result<HashMap<String, Slot>> {
 impl Pipelines {
     /// The pipelines of `kernels` on `ctx`, built on first use and then shared: every trainer and
     /// predictor on one device reuses them (building them all takes 0.37 s on lavapipe).
+    /// Inside `with_models(K)`, K > 1, the K-model variants (`gpu::batched`).
     pub fn shared(ctx: &Context, kernels: &[&'static KernelDef]) -> Result<std::sync::Arc<Self>> {
-        let key: Vec<&'static str> = kernels.iter().map(|k| k.name).collect();
+        let many = super::models() > 1;
+        let mut key: Vec<&'static str> = kernels.iter().map(|k| k.name).collect();
+        if many {
+            key.push("(K models)");
+        }
         let mut cache = ctx.pipeline_cache.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((_, p)) = cache.iter().find(|(k, _)| *k == key) {
             return Ok(p.clone());
         }
-        let p = std::sync::Arc::new(Self::new(ctx, kernels)?);
+        let p = std::sync::Arc::new(Self::build(ctx, kernels, many)?);
         cache.push((key, p.clone()));
         Ok(p)
     }
 
     /// Build every variant of `kernels` (names must be unique).
     pub fn new(ctx: &Context, kernels: &[&'static KernelDef]) -> Result<Self> {
+        Self::build(ctx, kernels, false)
+    }
+
+    /// `new`, or with `many` the K-model variants.
+    fn build(ctx: &Context, kernels: &[&'static KernelDef], many: bool) -> Result<Self> {
         let mut modules = HashMap::new();
         let mut pipelines = HashMap::new();
         let mut slots = HashMap::new();
+        let mut sources: HashMap<&'static str, String> = HashMap::new();
+        let mut per_model = HashMap::new();
         for kernel in kernels {
             let file = kernel.shader.file;
             if pipelines.contains_key(&(kernel.name, false)) {
@@ -81,7 +96,15 @@ impl Pipelines {
                 ));
             }
             if !slots.contains_key(file) {
-                slots.insert(file, reflect(file, kernel.shader.source)?);
+                let source = if many {
+                    let b = batched::batched(file, kernel.shader.source)?;
+                    per_model.insert(file, b.per_model);
+                    b.source
+                } else {
+                    kernel.shader.source.to_string()
+                };
+                slots.insert(file, reflect(file, &source)?);
+                sources.insert(file, source);
             }
             for &gate in kernel.variants() {
                 let scope = ctx.device.push_error_scope(wgpu::ErrorFilter::Validation);
@@ -89,7 +112,7 @@ impl Pipelines {
                     ctx.device
                         .create_shader_module(wgpu::ShaderModuleDescriptor {
                             label: Some(file),
-                            source: wgpu::ShaderSource::Wgsl(kernel.shader.source.into()),
+                            source: wgpu::ShaderSource::Wgsl(sources[file].clone().into()),
                         })
                 });
                 let constants = kernel.constants(gate);
@@ -107,15 +130,33 @@ impl Pipelines {
                             cache: None,
                         });
                 if let Some(err) = pollster::block_on(scope.pop()) {
+                    // the description names the cause ("Validation Error" alone says little)
+                    let msg = match &err {
+                        wgpu::Error::Validation { description, .. } => description.clone(),
+                        other => other.to_string(),
+                    };
                     return Err(Error::gpu(
                         format!("building shaders/{file} entry point {}", kernel.entry),
-                        err,
+                        msg,
                     ));
                 }
                 pipelines.insert((kernel.name, gate), pipeline);
             }
         }
-        Ok(Pipelines { pipelines, slots })
+        Ok(Pipelines {
+            pipelines,
+            slots,
+            per_model: many.then_some(per_model),
+        })
+    }
+
+    /// How binding `name` of `kernel` finds its model's part (None: shared, or not a K-model set).
+    pub(crate) fn per_model(&self, kernel: &KernelDef, name: &str) -> Option<PerModel> {
+        self.per_model
+            .as_ref()?
+            .get(kernel.shader.file)?
+            .get(name)
+            .copied()
     }
 
     fn get(&self, kernel: &KernelDef, gate: bool) -> Result<&wgpu::ComputePipeline> {

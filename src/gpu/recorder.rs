@@ -14,6 +14,7 @@
 
 use std::collections::HashMap;
 
+use super::batched::{self, Kind, PerModel};
 use super::pipelines::BindingDesc;
 use super::{Buffer, Context, Dispatch, KernelDef, Pipelines, UNIFORM_WINDOW};
 use crate::error::{Error, Result};
@@ -30,6 +31,9 @@ pub struct Recorder<'a> {
     plan: Vec<Dispatch>,
     /// the first recording error (an unknown binding name, a storage buffer bound as a window)
     error: Option<Error>,
+    /// the models each dispatch steps (`with_models` when the recorder was made): above 1, the
+    /// K-model kernels (`gpu::batched`), each dispatch with K copies of its grid in z
+    models: usize,
 }
 
 impl<'a> Recorder<'a> {
@@ -42,7 +46,13 @@ impl<'a> Recorder<'a> {
             uniforms: HashMap::new(),
             plan: Vec::new(),
             error: None,
+            models: super::models(),
         }
+    }
+
+    /// The models each dispatch steps.
+    pub fn models(&self) -> usize {
+        self.models
     }
 
     /// A uniform holding `value`, created once per plan for each (label, contents).
@@ -67,6 +77,7 @@ impl<'a> Recorder<'a> {
             kernel,
             gate: false,
             bindings: Vec::new(),
+            strides: [0; batched::MAX_SLOTS],
         }
     }
 
@@ -98,6 +109,8 @@ pub struct DispatchBuilder<'r, 'a> {
     kernel: &'static KernelDef,
     gate: bool,
     bindings: Vec<BindingDesc>,
+    /// K models: each binding's per-model stride, in elements of its array
+    strides: [u32; batched::MAX_SLOTS],
 }
 
 impl DispatchBuilder<'_, '_> {
@@ -143,6 +156,9 @@ impl DispatchBuilder<'_, '_> {
     }
 
     fn add(mut self, name: &str, buffer: &Buffer, offset: u64, size: u64, window: bool) -> Self {
+        if self.r.models > 1 {
+            return self.add_per_model(name, buffer, offset, size, window);
+        }
         match self.r.pipes.slot(self.kernel, name) {
             Ok(slot) if slot.uniform && !window && !buffer.is_uniform() => {
                 self.r.fail(Error::gpu(
@@ -167,14 +183,160 @@ impl DispatchBuilder<'_, '_> {
         self
     }
 
-    /// Finish the dispatch over `groups` workgroups.
+    /// `add` for a K-model dispatch: a per-model binding spans every model's part (from model 0's
+    /// `offset`), and its stride goes into the models uniform; a uniform window of a per-model table
+    /// is a storage range now.
+    fn add_per_model(
+        mut self,
+        name: &str,
+        buffer: &Buffer,
+        offset: u64,
+        size: u64,
+        window: bool,
+    ) -> Self {
+        let what = format!("kernel {} (K models)", self.kernel.name);
+        let pm = self.r.pipes.per_model(self.kernel, name);
+        if let Some(PerModel {
+            kind: Kind::Alias(target),
+            ..
+        }) = pm
+        {
+            // a window of a per-model buffer: the kernel reads the storage binding it mirrors
+            if *buffer == self.r.placeholder_window {
+                return self;
+            }
+            let slot = match self.r.pipes.slot(self.kernel, target) {
+                Ok(s) => s,
+                Err(e) => {
+                    self.r.fail(e);
+                    return self;
+                }
+            };
+            self.bindings.retain(|b| b.slot != slot.binding);
+            self.strides[slot.binding as usize] = (buffer.model_stride / 4) as u32;
+            let k = (buffer.models as u64).max(1);
+            let size = (buffer.model_stride * (k - 1) + UNIFORM_WINDOW).min(buffer.size() - offset);
+            self.bindings.push(BindingDesc {
+                slot: slot.binding,
+                buffer: buffer.clone(),
+                offset,
+                size,
+            });
+            return self;
+        }
+        let slot = match self.r.pipes.slot(self.kernel, name) {
+            Ok(s) => s,
+            Err(e) => {
+                self.r.fail(e);
+                return self;
+            }
+        };
+        if self.bindings.iter().any(|b| b.slot == slot.binding) {
+            // an alias bound this slot already
+            return self;
+        }
+        let Some(pm) = pm else {
+            // shared by the models: as for one model (model 0's part of a per-model buffer)
+            if slot.uniform && !window && !buffer.is_uniform() {
+                self.r
+                    .fail(Error::gpu(what, format!("binding '{name}' is a uniform")));
+            } else {
+                self.bindings.push(BindingDesc {
+                    slot: slot.binding,
+                    buffer: buffer.clone(),
+                    offset,
+                    size,
+                });
+            }
+            return self;
+        };
+        let stride = buffer.model_stride;
+        let k = (buffer.models as u64).max(1);
+        if !stride.is_multiple_of(pm.unit as u64)
+            || (pm.kind == Kind::Storage && buffer.is_uniform())
+        {
+            self.r.fail(Error::gpu(
+                what,
+                format!(
+                    "binding '{name}' needs a storage buffer whose per-model stride ({stride} bytes) \
+                     is a multiple of {} bytes",
+                    pm.unit
+                ),
+            ));
+            return self;
+        }
+        if pm.kind == Kind::Window && stride * k > UNIFORM_WINDOW {
+            self.r.fail(Error::gpu(
+                what,
+                format!(
+                    "{k} models' '{name}' ({stride} bytes each) do not fit one {UNIFORM_WINDOW}-byte \
+                     uniform window: use fewer --models-per-pass"
+                ),
+            ));
+            return self;
+        }
+        self.strides[slot.binding as usize] = (stride / pm.unit as u64) as u32;
+        let whole = offset == 0 && size == buffer.size();
+        let size = if whole || pm.kind == Kind::Window {
+            size
+        } else {
+            (stride * (k - 1) + size).min(buffer.size() - offset)
+        };
+        self.bindings.push(BindingDesc {
+            slot: slot.binding,
+            buffer: buffer.clone(),
+            offset,
+            size,
+        });
+        self
+    }
+
+    /// Finish the dispatch over `groups` workgroups (K copies of them in z for K models).
     pub fn grid(self, groups: (u32, u32, u32)) {
         let DispatchBuilder {
             r,
             kernel,
             gate,
-            bindings,
+            mut bindings,
+            strides,
         } = self;
+        let mut groups = groups;
+        if r.models > 1 {
+            let k = r.models as u32;
+            let max = r.ctx.limits.max_compute_workgroups_per_dimension;
+            if groups.2.saturating_mul(k) > max {
+                r.fail(Error::gpu(
+                    format!("kernel {} (K models)", kernel.name),
+                    format!(
+                        "{} models x {} workgroups in z exceed the adapter's {max}: use fewer --models-per-pass",
+                        k, groups.2
+                    ),
+                ));
+                return;
+            }
+            let u = r.uniform(
+                "models",
+                &batched::ModelsParams {
+                    gz: groups.2,
+                    models: k,
+                    _pad: [0; 2],
+                    stride: strides,
+                },
+            );
+            match r.pipes.slot(kernel, batched::MODELS_NAME) {
+                Ok(slot) => bindings.push(BindingDesc {
+                    slot: slot.binding,
+                    size: u.size(),
+                    buffer: u,
+                    offset: 0,
+                }),
+                Err(e) => {
+                    r.fail(e);
+                    return;
+                }
+            }
+            groups.2 *= k;
+        }
         match r.pipes.dispatch(r.ctx, kernel, gate, bindings, groups) {
             Ok(d) => r.plan.push(d),
             Err(e) => r.fail(e),

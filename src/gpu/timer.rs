@@ -33,6 +33,8 @@ impl PassTimer {
             resolve: super::Buffer {
                 raw: resolve,
                 label: "pass timestamps".into(),
+                model_stride: 0,
+                models: 1,
             },
             passes,
         }

@@ -337,7 +337,7 @@ impl<'a> Io<'a> {
 
 /// One op of a step on the GPU: it owns its output, its output's gradient and its scratch buffers, and
 /// records its passes over `rows` examples (the last batch of an epoch may be short).
-pub trait Op {
+pub trait Op: Send + Sync {
     /// Its output and the output's gradient.
     fn out(&self) -> &OpOutput;
 

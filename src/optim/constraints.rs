@@ -114,9 +114,37 @@ pub fn constraint_uniform(c: &Constraint, offset: usize, shape: &[usize]) -> Con
 
 /// Record one constraint pass over the tensor of Keras `shape` at element `offset` of the flat `params`.
 pub fn record(r: &mut Recorder, params: &Buffer, c: &Constraint, offset: usize, shape: &[usize]) {
-    match constraint_uniform(c, offset, shape) {
+    record_many(r, params, std::slice::from_ref(c), offset, shape)
+}
+
+/// `record` for K models stepping together, model m constrained by `cs[m]` (constraints of one kind,
+/// whose values go into a per-model table).
+pub fn record_many(
+    r: &mut Recorder,
+    params: &Buffer,
+    cs: &[Constraint],
+    offset: usize,
+    shape: &[usize],
+) {
+    let all: Vec<ConstraintUniform> = cs
+        .iter()
+        .map(|c| constraint_uniform(c, offset, shape))
+        .collect();
+    let ctx = r.ctx;
+    match &all[0] {
         ConstraintUniform::Clip(cp) => {
-            let u = r.uniform("clip", &cp);
+            let u = if all.len() == 1 {
+                r.uniform("clip", cp)
+            } else {
+                let v: Vec<ClipParams> = all
+                    .iter()
+                    .filter_map(|u| match u {
+                        ConstraintUniform::Clip(c) => Some(*c),
+                        _ => None,
+                    })
+                    .collect();
+                ctx.per_model_table("clip per model", &v)
+            };
             let grid = r.grid_1d(cp.len as usize, 64);
             r.dispatch(&CLIP_BY_VALUE)
                 .bind("C", &u)
@@ -124,7 +152,18 @@ pub fn record(r: &mut Recorder, params: &Buffer, c: &Constraint, offset: usize, 
                 .grid(grid);
         }
         ConstraintUniform::Norm(np) => {
-            let u = r.uniform("norm", &np);
+            let u = if all.len() == 1 {
+                r.uniform("norm", np)
+            } else {
+                let v: Vec<NormParams> = all
+                    .iter()
+                    .filter_map(|u| match u {
+                        ConstraintUniform::Norm(n) => Some(*n),
+                        _ => None,
+                    })
+                    .collect();
+                ctx.per_model_table("norm per model", &v)
+            };
             r.dispatch(&NORM_CONSTRAINT)
                 .bind("N", &u)
                 .bind("params", params)
@@ -133,28 +172,77 @@ pub fn record(r: &mut Recorder, params: &Buffer, c: &Constraint, offset: usize, 
     }
 }
 
-/// The constraints of a model's tensors: (tensor, constraint) after every step and after each epoch.
+/// The constraints of a model's tensors: (tensor, constraint) after every step and after each epoch;
+/// for K models stepping together, the K models' constraints of each.
 pub struct Constraints {
-    per_step: Vec<(ParamSpec, Constraint)>,
-    per_epoch: Vec<(ParamSpec, Constraint)>,
+    per_step: Vec<(ParamSpec, Vec<Constraint>)>,
+    per_epoch: Vec<(ParamSpec, Vec<Constraint>)>,
+}
+
+type Passes = Vec<(ParamSpec, Constraint)>;
+
+/// The constraint passes of one model's `restrictions`: (tensor, constraint), per step and per epoch.
+fn passes(model: &ModelPlan, restrictions: &Restrictions) -> (Passes, Passes) {
+    let (mut per_step, mut per_epoch) = (Vec::new(), Vec::new());
+    for (name, t) in &restrictions.tensors {
+        let Some(p) = model.param(name) else {
+            continue; // Restrictions::validate names it
+        };
+        per_step.extend(t.constraints.iter().map(|k| (p.clone(), k.clone())));
+        per_epoch.extend(t.epoch_constraints.iter().map(|k| (p.clone(), k.clone())));
+    }
+    (per_step, per_epoch)
+}
+
+/// The kind of a constraint pass, and what shapes its grid (the norm's axes): models stepping together
+/// must agree on it.
+fn pass_kind(c: &Constraint) -> (u8, Vec<usize>) {
+    match c {
+        Constraint::ClipByValue { .. } | Constraint::NonNeg => (0, Vec::new()),
+        Constraint::UnitNorm { axes }
+        | Constraint::MaxNorm { axes, .. }
+        | Constraint::MinMaxNorm { axes, .. } => (1, axes.clone()),
+    }
 }
 
 impl Constraints {
     pub fn new(model: &ModelPlan, restrictions: &Restrictions) -> Self {
+        Self::new_many(model, &[restrictions])
+            .expect("one model's constraints agree with themselves")
+    }
+
+    /// The constraints of K models stepping together: the same passes (tensor, kind, axes) in the same
+    /// order, with their own values; refused otherwise.
+    pub fn new_many(
+        model: &ModelPlan,
+        restrictions: &[&Restrictions],
+    ) -> crate::error::Result<Self> {
         let mut c = Constraints {
             per_step: Vec::new(),
             per_epoch: Vec::new(),
         };
-        for (name, t) in &restrictions.tensors {
-            let Some(p) = model.param(name) else {
-                continue; // Restrictions::validate names it
-            };
-            c.per_step
-                .extend(t.constraints.iter().map(|k| (p.clone(), k.clone())));
-            c.per_epoch
-                .extend(t.epoch_constraints.iter().map(|k| (p.clone(), k.clone())));
+        for (m, r) in restrictions.iter().enumerate() {
+            let (step, epoch) = passes(model, r);
+            for (list, new) in [(&mut c.per_step, step), (&mut c.per_epoch, epoch)] {
+                if m == 0 {
+                    list.extend(new.into_iter().map(|(p, k)| (p, vec![k])));
+                    continue;
+                }
+                let same = list.len() == new.len()
+                    && list.iter().zip(&new).all(|((p, ks), (q, k))| {
+                        p.name == q.name && pass_kind(&ks[0]) == pass_kind(k)
+                    });
+                if !same {
+                    return Err(crate::error::Error::Config(
+                        "models stepping together must have the same kinds of constraints on the same tensors".into(),
+                    ));
+                }
+                for ((_, ks), (_, k)) in list.iter_mut().zip(new) {
+                    ks.push(k);
+                }
+            }
         }
-        c
+        Ok(c)
     }
 
     /// Record the passes after every step, or (`epoch_end`) those after each epoch.
@@ -164,8 +252,8 @@ impl Constraints {
         } else {
             &self.per_step
         };
-        for (p, c) in list {
-            record(r, params, c, p.offset, &p.shape);
+        for (p, cs) in list {
+            record_many(r, params, cs, p.offset, &p.shape);
         }
     }
 }

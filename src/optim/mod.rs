@@ -46,7 +46,7 @@ pub struct UpdateIo<'a> {
 /// An optimizer on the GPU: its per-element state (slots, flat like the parameters, saved in
 /// checkpoints as `optimizer/<slot>/<tensor>`) and the recording of its update, which runs the shared
 /// prologue inside its own shader.
-pub trait Optimizer {
+pub trait Optimizer: Send + Sync {
     /// The slots, in checkpoint order (`Method::slot_names`: "m", "v" for Adam).
     fn slots(&self) -> Vec<(&'static str, &Buffer)>;
 
@@ -99,23 +99,53 @@ impl Update {
         settings: &Settings,
         steps_per_epoch: usize,
     ) -> Result<Self> {
-        settings.validate()?;
-        let segments = prologue::segments(model, restrictions);
-        let prologue = Prologue::new(ctx, &segments, model.flat_len, settings, steps_per_epoch)?;
-        let proximal = restrictions
-            .tensors
-            .iter()
-            .find(|(_, t)| t.regularizer.is_some_and(|r| r.proximal));
-        if let (Some((name, _)), false) = (proximal, settings.method.proximal_defined()) {
-            return Err(Error::Config(format!(
-                "{name}: proximal L1 needs the optimizer's own per-element step size, which {} with momentum does not have: drop `proximal` or the momentum",
-                settings.method.keras_class()
-            )));
+        Self::new_many(ctx, model, &[(restrictions, settings)], steps_per_epoch)
+    }
+
+    /// The update of K models stepping together (inside `with_models(K)`): one per (restrictions,
+    /// settings). Their settings may differ in the learning rate (and its schedule) only, their
+    /// restrictions in values, not in kinds (`Constraints::new_many`).
+    pub fn new_many(
+        ctx: &Context,
+        model: &ModelPlan,
+        parts: &[(&Restrictions, &Settings)],
+        steps_per_epoch: usize,
+    ) -> Result<Self> {
+        let &(restrictions, settings) = parts
+            .first()
+            .ok_or_else(|| Error::Model("an update of no models".into()))?;
+        for (r, s) in parts {
+            s.validate()?;
+            let mut same = **s;
+            same.lr = settings.lr;
+            same.schedule = settings.schedule;
+            if same != *settings {
+                return Err(Error::Config(
+                    "models stepping together must share their optimizer settings but the learning rate".into(),
+                ));
+            }
+            let proximal = r
+                .tensors
+                .iter()
+                .find(|(_, t)| t.regularizer.is_some_and(|r| r.proximal));
+            if let (Some((name, _)), false) = (proximal, s.method.proximal_defined()) {
+                return Err(Error::Config(format!(
+                    "{name}: proximal L1 needs the optimizer's own per-element step size, which {} with momentum does not have: drop `proximal` or the momentum",
+                    s.method.keras_class()
+                )));
+            }
         }
+        let segments = prologue::segments(model, restrictions);
+        let mut prologue =
+            Prologue::new(ctx, &segments, model.flat_len, settings, steps_per_epoch)?;
+        for (m, (r, s)) in parts.iter().enumerate().skip(1) {
+            prologue.set_model(ctx, m, s, &prologue::segments(model, r));
+        }
+        let all: Vec<&Restrictions> = parts.iter().map(|(r, _)| *r).collect();
         Ok(Update {
             prologue,
             optimizer: build_optimizer(ctx, model.flat_len, settings),
-            constraints: Constraints::new(model, restrictions),
+            constraints: Constraints::new_many(model, &all)?,
         })
     }
 

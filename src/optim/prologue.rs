@@ -68,7 +68,8 @@ pub const MAX_SEGMENTS: usize = 2048;
 
 /// The per-tensor table and the buffers of the prologue.
 pub struct Prologue {
-    settings: Settings,
+    /// per model (one, or the K of a K-model step): their learning rates differ
+    settings: Vec<Settings>,
     /// one `Segment` per trainable tensor, readable as a uniform window
     pub segments: Buffer,
     pub n_segments: u32,
@@ -119,7 +120,7 @@ impl Prologue {
             ..Default::default()
         };
         Ok(Prologue {
-            settings: *settings,
+            settings: vec![*settings; crate::gpu::models()],
             any_penalty: segs.iter().any(|s| s.l1 != 0.0 || s.l2 != 0.0),
             clip_by_norm: clip_mode == 1 || clip_mode == 2,
             segments: ctx.storage_uniform_init("penalty segments", bytemuck::cast_slice(segs)),
@@ -131,21 +132,32 @@ impl Prologue {
         })
     }
 
-    /// A new (initial) learning rate, from the next `set_step_sizes` on (ReduceLROnPlateau).
-    pub fn set_learning_rate(&mut self, lr: f32) {
-        self.settings.lr = lr;
+    /// Model `m`'s settings and penalty table (a K-model step: they differ in the learning rate and
+    /// the penalties only).
+    pub fn set_model(&mut self, ctx: &Context, m: usize, settings: &Settings, segs: &[Segment]) {
+        self.settings[m] = *settings;
+        self.any_penalty |= segs.iter().any(|s| s.l1 != 0.0 || s.l2 != 0.0);
+        ctx.write_model(&self.segments, m, 0, segs);
+    }
+
+    /// A new (initial) learning rate of model `m`, from the next `set_step_sizes` on
+    /// (ReduceLROnPlateau).
+    pub fn set_learning_rate(&mut self, m: usize, lr: f32) {
+        self.settings[m].lr = lr;
     }
 
     /// Write this epoch's step sizes and learning rates (`Settings::step_size`, `Settings::lr_at`):
-    /// steps `first_step + 1 ..= first_step + steps`.
+    /// steps `first_step + 1 ..= first_step + steps`, of every model.
     pub fn set_step_sizes(&self, ctx: &Context, first_step: u64, steps: usize) {
-        let table: Vec<f32> = (1..=steps as u64)
-            .flat_map(|i| {
-                let t = first_step + i;
-                [self.settings.step_size(t), self.settings.lr_at(t)]
-            })
-            .collect();
-        ctx.write(&self.step_sizes, 0, &table);
+        for (m, settings) in self.settings.iter().enumerate() {
+            let table: Vec<f32> = (1..=steps as u64)
+                .flat_map(|i| {
+                    let t = first_step + i;
+                    [settings.step_size(t), settings.lr_at(t)]
+                })
+                .collect();
+            ctx.write_model(&self.step_sizes, m, 0, &table);
+        }
     }
 
     /// The regularization loss of the current weights into `reg` (nothing where no tensor has a

@@ -67,8 +67,10 @@ impl GpuSplit {
     /// Upload `s` (its images checked against the storage-binding limit first: `check_size`).
     pub fn upload(ctx: &Context, s: &Split, what: &str) -> GpuSplit {
         GpuSplit {
-            images: ctx.storage_init(&format!("{what} images"), &s.images),
-            labels: ctx.storage_init(&format!("{what} labels"), bytemuck::cast_slice(&s.labels)),
+            // the data, shared by the models of a K-model step
+            images: ctx.storage_init_shared(&format!("{what} images"), &s.images),
+            labels: ctx
+                .storage_init_shared(&format!("{what} labels"), bytemuck::cast_slice(&s.labels)),
             perm: ctx.storage_init(
                 &format!("{what} order"),
                 bytemuck::cast_slice(&(0..s.len() as u32).collect::<Vec<_>>()),

@@ -180,6 +180,17 @@ pub struct Step {
     pub val: Option<GpuSplit>,
     pub pipes: std::sync::Arc<Pipelines>,
     pub plans: Plans,
+    /// the models stepping together: 1, or K (`gpu::batched`), each buffer holding a part per model
+    pub models: usize,
+}
+
+/// What differs between the K models of a K-model step: restrictions (values), the optimizer's learning
+/// rate, and the weights they start from.
+#[derive(Clone, Copy)]
+pub struct Part<'a> {
+    pub restrictions: &'a Restrictions,
+    pub optimizer: &'a Settings,
+    pub weights: &'a [Vec<f32>],
 }
 
 /// The recorded plans of a training run.
@@ -227,6 +238,34 @@ impl Step {
         test: &Split,
         weights: &[Vec<f32>],
     ) -> Result<Self> {
+        let part = Part {
+            restrictions: s.restrictions,
+            optimizer: s.optimizer,
+            weights,
+        };
+        Self::new_many(ctx, s, &[part], train, test)
+    }
+
+    /// A step of K models (one per part) in one set of dispatches: the K-model kernels
+    /// (`gpu::batched`) over buffers holding a part per model. `s`'s restrictions and optimizer are
+    /// the parts'.
+    pub fn new_many(
+        ctx: &Context,
+        s: StepSetup,
+        parts: &[Part],
+        train: &Split,
+        test: &Split,
+    ) -> Result<Self> {
+        crate::gpu::with_models(parts.len(), || Self::build(ctx, s, parts, train, test))
+    }
+
+    fn build(
+        ctx: &Context,
+        s: StepSetup,
+        parts: &[Part],
+        train: &Split,
+        test: &Split,
+    ) -> Result<Self> {
         GpuSplit::check_size(ctx, train, "train")?;
         GpuSplit::check_size(ctx, test, "test")?;
         if let Some(v) = s.val {
@@ -234,7 +273,11 @@ impl Step {
         }
         let pipes = Pipelines::shared(ctx, &kernels())?;
         let steps_per_epoch = train.len().div_ceil(s.batch);
-        let update = Update::new(ctx, &s.model, s.restrictions, s.optimizer, steps_per_epoch)?;
+        let each: Vec<_> = parts
+            .iter()
+            .map(|p| (p.restrictions, p.optimizer))
+            .collect();
+        let update = Update::new_many(ctx, &s.model, &each, steps_per_epoch)?;
         let classes = s.model.classes;
         let net = Network::new(
             ctx,
@@ -242,8 +285,11 @@ impl Step {
             (s.set, s.fuse, s.seed),
             s.batch,
             true,
-            weights,
+            parts[0].weights,
         )?;
+        for (m, p) in parts.iter().enumerate().skip(1) {
+            ctx.write_model(&net.params, m, 0, &flatten_weights(&net.model, p.weights)?);
+        }
         let mut step = Step {
             loss: Loss::weighted(ctx, s.batch, classes, s.label_smoothing, s.class_weight),
             train: GpuSplit::upload(ctx, train, "train"),
@@ -253,6 +299,7 @@ impl Step {
             update,
             pipes,
             plans: Plans::default(),
+            models: parts.len(),
         };
         step.plans = ctx.validated("recording the training step", || step.record_plans(ctx))??;
         Ok(step)
