@@ -124,6 +124,11 @@ pub struct RunArgs {
     /// (internal) one of --jobs' processes: J/N takes every N-th of the shard's trials from the J-th
     #[arg(long, hide = true)]
     job: Option<String>,
+    /// Train up to K trials that share an architecture, batch size and data as the K models of one
+    /// step: one set of dispatches steps them all, and each trial's result equals its solo run. Default:
+    /// as many as the adapter's binding limits allow, at most 32; 1 trains each trial on its own
+    #[arg(long)]
+    models_per_pass: Option<usize>,
     #[command(flatten)]
     flags: TrialFlags,
 }
@@ -290,52 +295,79 @@ fn run_trials(a: RunArgs) -> Result<Outcome> {
         shard.index,
         shard.count
     );
-    let mut shared: Option<Shared> = None;
     let (mut done, mut skipped, mut failed) = (0, 0, Vec::new());
+    let mut pending: Vec<(usize, &Trial)> = Vec::new();
     for (n, t) in mine.iter().enumerate() {
         let dir = trial_dir(&a.out, t);
         std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-        let result_path = dir.join("result.json");
-        if finished(&result_path, &flags) {
+        if finished(&dir.join("result.json"), &flags) {
             skipped += 1;
             continue;
         }
         let _ = std::fs::remove_file(dir.join("failed.json"));
+        pending.push((n, *t));
+    }
+    let shared = match pending.is_empty() {
+        true => None,
+        false => Some(Shared::new(Context::new(&a.flags.gpu.options())?)),
+    };
+    let groups = match &shared {
+        Some(sh) => plan_groups(
+            &grid,
+            &pending,
+            (&a.out, &flags),
+            a.models_per_pass,
+            &sh.ctx,
+        )?,
+        None => Vec::new(),
+    };
+    for group in groups {
+        let sh = shared.as_ref().expect("opened for the pending trials");
         let started = std::time::Instant::now();
-        if shared.is_none() {
-            shared = Some(Shared::new(Context::new(&a.flags.gpu.options())?));
-        }
-        let sh = shared.as_ref().expect("opened above");
-        let outcome = run_trial(&grid, t, &dir, &flags, sh);
+        let outcomes = run_group(&grid, &group, (&a.out, &flags), sh);
         let seconds = started.elapsed().as_secs_f64();
-        let head = format!("trial {}/{} {} ({})", n + 1, mine.len(), t.id, t.label);
-        match outcome {
-            Ok(Outcome::Done) => {
-                let v = result(t, &dir, &flags, &sh.ctx, seconds)?;
-                write_json(&result_path, &v)?;
-                done += 1;
-                eprintln!(
-                    "{head}: test accuracy {:.4} after {} epochs, {seconds:.1} s",
-                    v["test_accuracy"].as_f64().unwrap_or(f64::NAN),
-                    v["epochs"].as_array().map_or(0, |e| e.len())
-                );
+        let k = group.len();
+        let mut interrupted = false;
+        for ((n, t), outcome) in group.iter().zip(outcomes) {
+            let dir = trial_dir(&a.out, t);
+            let head = format!("trial {}/{} {} ({})", n + 1, mine.len(), t.id, t.label);
+            let together = if k > 1 {
+                format!(", {k} trials per pass")
+            } else {
+                String::new()
+            };
+            match outcome {
+                Ok(Outcome::Done) => {
+                    let mut v = result(t, &dir, &flags, &sh.ctx, seconds)?;
+                    v["models_per_pass"] = json!(k);
+                    write_json(&dir.join("result.json"), &v)?;
+                    done += 1;
+                    eprintln!(
+                        "{head}: test accuracy {:.4} after {} epochs, {seconds:.1} s{together}",
+                        v["test_accuracy"].as_f64().unwrap_or(f64::NAN),
+                        v["epochs"].as_array().map_or(0, |e| e.len())
+                    );
+                }
+                Ok(Outcome::Interrupted) => {
+                    eprintln!("{head}: interrupted; the same command resumes the sweep");
+                    interrupted = true;
+                }
+                Err(e) => {
+                    eprintln!("{head}: failed: {e}");
+                    write_json(
+                        &dir.join("failed.json"),
+                        &json!({
+                            "id": t.id, "index": t.index, "label": t.label, "seed": t.seed,
+                            "error": e.to_string(), "host": host(), "scheduler": scheduler_ids(),
+                            "version": env!("CARGO_PKG_VERSION"),
+                        }),
+                    )?;
+                    failed.push(t.id.clone());
+                }
             }
-            Ok(Outcome::Interrupted) => {
-                eprintln!("{head}: interrupted; the same command resumes the sweep");
-                return Ok(Outcome::Interrupted);
-            }
-            Err(e) => {
-                eprintln!("{head}: failed: {e}");
-                write_json(
-                    &dir.join("failed.json"),
-                    &json!({
-                        "id": t.id, "index": t.index, "label": t.label, "seed": t.seed,
-                        "error": e.to_string(), "host": host(), "scheduler": scheduler_ids(),
-                        "version": env!("CARGO_PKG_VERSION"),
-                    }),
-                )?;
-                failed.push(t.id.clone());
-            }
+        }
+        if interrupted {
+            return Ok(Outcome::Interrupted);
         }
     }
     eprintln!(
@@ -347,6 +379,87 @@ fn run_trials(a: RunArgs) -> Result<Outcome> {
         return Err(failed_error(&a.out, &failed));
     }
     Ok(Outcome::Done)
+}
+
+/// The pending trials (place in the shard, trial) in groups that train together: trials whose runs
+/// can share a step (`train::group_key`), in order, at most `models_per_pass` (default: what the
+/// adapter allows, at most 32) to a group. A trial whose key cannot be computed (a config error)
+/// goes alone, to fail with its own error.
+fn plan_groups<'g>(
+    grid: &Grid,
+    pending: &[(usize, &'g Trial)],
+    (out, flags): (&Path, &[String]),
+    models_per_pass: Option<usize>,
+    ctx: &Context,
+) -> Result<Vec<Vec<(usize, &'g Trial)>>> {
+    if models_per_pass == Some(0) {
+        return Err(Error::Config("--models-per-pass must be at least 1".into()));
+    }
+    let mut buckets: Vec<(String, usize, Vec<(usize, &'g Trial)>)> = Vec::new();
+    for (i, &(n, t)) in pending.iter().enumerate() {
+        let dir = trial_dir(out, t);
+        let args = trial_train_args(grid, t, &dir, flags)
+            .ok()
+            .and_then(|args| TrainArgs::parse_from(&args).ok());
+        let keyed = args.as_ref().and_then(|a| {
+            let key = train::group_key(a).ok()?;
+            let k = match models_per_pass {
+                Some(k) => k,
+                None => train::max_models(ctx, a).ok()?.min(32),
+            };
+            Some((key, k))
+        });
+        let (key, k) = keyed.unwrap_or_else(|| (format!("alone {i}"), 1));
+        match buckets.iter_mut().find(|(b, ..)| *b == key) {
+            Some((_, _, list)) => list.push((n, t)),
+            None => buckets.push((key, k, vec![(n, t)])),
+        }
+    }
+    Ok(buckets
+        .into_iter()
+        .flat_map(|(_, k, list)| {
+            list.chunks(k.max(1))
+                .map(|c| c.to_vec())
+                .collect::<Vec<_>>()
+        })
+        .collect())
+}
+
+/// Train the trials of `group`: one alone, or several as the models of one step, each on a thread
+/// of its own (`clampnet::group`). Every trial's outcome, in order.
+fn run_group(
+    grid: &Grid,
+    group: &[(usize, &Trial)],
+    (out, flags): (&Path, &[String]),
+    shared: &Shared,
+) -> Vec<Result<Outcome>> {
+    if let [(_, t)] = group {
+        return vec![run_trial(grid, t, &trial_dir(out, t), flags, shared, None)];
+    }
+    let g = clampnet::group::Group::new(group.len());
+    std::thread::scope(|s| {
+        let handles: Vec<_> = group
+            .iter()
+            .enumerate()
+            .map(|(m, (_, t))| {
+                let g = g.clone();
+                s.spawn(move || {
+                    let dir = trial_dir(out, t);
+                    let r = run_trial(grid, t, &dir, flags, shared, Some((g.clone(), m)));
+                    // done or failed: the others no longer wait for this one
+                    g.leave(m);
+                    r
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(Error::Config("a trial's thread panicked".into())))
+            })
+            .collect()
+    })
 }
 
 /// `--jobs N`: this command again as N processes, each taking every N-th of the shard's trials; the
@@ -460,6 +573,7 @@ fn run_trial(
     dir: &Path,
     flags: &[String],
     shared: &Shared,
+    group: Option<(std::sync::Arc<clampnet::group::Group>, usize)>,
 ) -> Result<Outcome> {
     let args = trial_train_args(grid, t, dir, flags)?;
     std::fs::write(
@@ -471,7 +585,7 @@ fn run_trial(
         TrainArgs::parse_from(&args).map_err(|e| Error::Config(format!("trial {}: {e}", t.id)))?;
     // a panic in one trial (a driver's, say) fails that trial, not the sweep
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        train::run_on(a, Some(shared))
+        train::run_in_group(a, Some(shared), group)
     }))
     .unwrap_or_else(|p| {
         let msg = p

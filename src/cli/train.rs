@@ -167,7 +167,7 @@ pub fn run(a: TrainArgs) -> Result<Outcome> {
 /// shape), so that each run starts without reopening or rereading them.
 pub struct Shared {
     pub ctx: Context,
-    datasets: std::cell::RefCell<Vec<(DataKey, Dataset)>>,
+    datasets: std::sync::Mutex<Vec<(DataKey, Dataset)>>,
 }
 
 type DataKey = (Option<PathBuf>, [usize; 3]);
@@ -182,17 +182,29 @@ impl Shared {
 
     fn dataset(&self, data: Option<&Path>, input: [usize; 3]) -> Result<Dataset> {
         let key = (data.map(Path::to_path_buf), input);
-        if let Some((_, d)) = self.datasets.borrow().iter().find(|(k, _)| *k == key) {
+        // held while reading, so that the runs of a group read a dataset once
+        let mut sets = self.datasets.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, d)) = sets.iter().find(|(k, _)| *k == key) {
             return Ok(d.clone());
         }
         let d = data::find_dataset(data, input)?;
-        self.datasets.borrow_mut().push((key, d.clone()));
+        sets.push((key, d.clone()));
         Ok(d)
     }
 }
 
 /// A run on `shared`'s device (and its datasets), else on the device the flags pick.
 pub fn run_on(a: TrainArgs, shared: Option<&Shared>) -> Result<Outcome> {
+    run_in_group(a, shared, None)
+}
+
+/// `run_on`, as member `group.1` of runs stepping together (`clampnet::group`): the same run, its
+/// model one of the group's step.
+pub fn run_in_group(
+    a: TrainArgs,
+    shared: Option<&Shared>,
+    group: Option<(std::sync::Arc<clampnet::group::Group>, usize)>,
+) -> Result<Outcome> {
     let run = resolve(&a)?;
     let mut ds = match shared {
         Some(s) => s.dataset(a.data.as_deref(), run.cfg.model.input)?,
@@ -246,6 +258,7 @@ pub fn run_on(a: TrainArgs, shared: Option<&Shared>) -> Result<Outcome> {
     setup.seed = run.cfg.seed;
     setup.loss = run.cfg.loss;
     setup.validation = validation;
+    setup.group = group;
     setup.class_weight = run
         .cfg
         .class_weights(run.plan.classes)
@@ -277,6 +290,90 @@ pub fn run_on(a: TrainArgs, shared: Option<&Shared>) -> Result<Outcome> {
         );
     }
     epochs(&a, &run, &mut trainer, &ds)
+}
+
+/// What runs must share to step together as the models of one step (`clampnet::group`): all but
+/// their restrictions' values (the kinds of constraints on each tensor must agree), learning rate,
+/// seed, shuffling and starting weights; the dropout masks follow the seed, so a model with dropout
+/// shares its seed too. Runs resumed from different points do not share.
+pub fn group_key(a: &TrainArgs) -> Result<String> {
+    let run = resolve(a)?;
+    let cfg = &run.cfg;
+    let mut optimizer = cfg.optimizer;
+    optimizer.lr = 0.0;
+    let dropout = cfg
+        .model
+        .layers
+        .iter()
+        .any(|l| matches!(l, clampnet::layers::LayerSpec::Dropout(_)));
+    let kinds: Vec<(String, Vec<String>, Vec<String>)> = cfg
+        .restrictions
+        .tensors
+        .iter()
+        .map(|(name, t)| {
+            let kind = |cs: &[clampnet::restrict::Constraint]| {
+                cs.iter().map(constraint_kind).collect::<Vec<_>>()
+            };
+            (
+                name.clone(),
+                kind(&t.constraints),
+                kind(&t.epoch_constraints),
+            )
+        })
+        .filter(|(_, a, b)| !a.is_empty() || !b.is_empty())
+        .collect();
+    let steps = run.resumed.as_ref().map(|(_, m)| m.optimizer_steps);
+    Ok(format!(
+        "{:?}|{}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{}",
+        cfg.model,
+        cfg.batch_size,
+        optimizer,
+        cfg.loss,
+        cfg.class_weight,
+        cfg.validation_split,
+        kinds,
+        (run.start, steps),
+        (run.limit_train, run.limit_test, &a.data),
+        (cfg.epochs, &cfg.early_stopping, &cfg.reduce_lr),
+        (&a.gpu.backend, &a.gpu.adapter, &a.gpu.kernel_set),
+        dropout.then_some(cfg.seed),
+        run.plan.flat_len,
+        run.plan.params.len(),
+    ))
+}
+
+/// A constraint's kind and the axes that shape its pass (its values may differ in a group).
+fn constraint_kind(c: &clampnet::restrict::Constraint) -> String {
+    use clampnet::restrict::Constraint::*;
+    match c {
+        ClipByValue { .. } | NonNeg => "clip".into(),
+        UnitNorm { axes } | MaxNorm { axes, .. } | MinMaxNorm { axes, .. } => {
+            format!("norm {axes:?}")
+        }
+    }
+}
+
+/// The most models one step of `a`'s run may hold on `ctx` (`sweep run` groups at most this many):
+/// its per-model buffers (the largest activation or parameter buffer) must fit one storage binding
+/// K times, the penalty tables of K models one uniform window, and K copies of a grid's z the grid.
+pub fn max_models(ctx: &Context, a: &TrainArgs) -> Result<usize> {
+    let run = resolve(a)?;
+    let plan = &run.plan;
+    let batch = run.cfg.batch_size;
+    let largest = plan
+        .layers
+        .iter()
+        .map(|l| l.output.len() * batch)
+        .chain([plan.flat_len, plan.input_len() * batch])
+        .max()
+        .unwrap_or(1) as u64
+        * 4;
+    let part = |bytes: u64| bytes.div_ceil(256) * 256;
+    // the conv weight gradient's partial sums can be a few times an activation: leave room
+    let by_binding = ctx.limits.max_storage_buffer_binding_size / (4 * part(largest)).max(1);
+    let by_window = clampnet::gpu::UNIFORM_WINDOW / part(plan.params.len() as u64 * 32);
+    let by_grid = ctx.limits.max_compute_workgroups_per_dimension as u64 / 64;
+    Ok(by_binding.min(by_window).min(by_grid).max(1) as usize)
 }
 
 /// `--class-weight 0:1.0,3:2.5`: (class, weight) pairs.
