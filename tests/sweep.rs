@@ -239,7 +239,8 @@ const SMALL: [&str; 6] = [
 ];
 
 /// Each trial equals a solo `clampnet train` of its command line, bit for bit (weights and the
-/// optimizer's state): every restriction kind, two trials at once (`--jobs 2`).
+/// optimizer's state): every restriction kind, two processes at once (`--jobs 2`), in each the trials
+/// that can share a step trained as its models (the penalties, and unit_norm with min_max_norm).
 #[test]
 fn every_trial_equals_a_solo_train_of_its_settings() {
     let _g = GPU.lock().unwrap_or_else(|e| e.into_inner());
@@ -255,6 +256,7 @@ fn every_trial_equals_a_solo_train_of_its_settings() {
     assert!(o.status.success(), "{}", stderr(&o));
     let g = Grid::load(Path::new(&grid)).unwrap();
     assert_eq!(g.trials.len(), 9);
+    let mut together = Vec::new();
     for t in &g.trials {
         let tdir = Path::new(&out).join("trials").join(&t.id);
         let result: serde_json::Value =
@@ -274,6 +276,9 @@ fn every_trial_equals_a_solo_train_of_its_settings() {
             "every weight tensor's statistics: {names:?}"
         );
         assert!(result["test_accuracy"].as_f64().unwrap() > 0.0);
+        if result["models_per_pass"] == 2 {
+            together.push(t.index);
+        }
         // the trial's own command line, run as a process of its own
         let command = std::fs::read_to_string(tdir.join("command.txt")).unwrap();
         let solo = dir.join(format!("{}.safetensors", t.id));
@@ -302,6 +307,9 @@ fn every_trial_equals_a_solo_train_of_its_settings() {
             t.label
         );
     }
+    // job 0 has trials 0, 2, 4, 6, 8 and job 1 trials 1, 3, 5, 7: the four penalties pair up, and so
+    // do the two norm constraints of the same axes (5, 7); the clip (4), max_norm (6) and non_neg (8) train alone
+    assert_eq!(together, [0, 1, 2, 3, 5, 7], "trials trained two per pass");
 }
 
 /// kill -9 at any moment loses at most the epoch in progress; a rerun finishes the sweep with the

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Sweeps on a lent GPU (issue 14's GPU measurement), one prepared run: N trials of the reference model
-# as one `clampnet sweep run`, with `--jobs J`, one trial alone, and the stacked-model peers
+# as one `clampnet sweep run` (the trials as the models of one step), in turn (`--models-per-pass 1`),
+# with `--jobs J`, one trial alone, and the stacked-model peers
 # (tools/bench_sweep_torch.py: torch.func; tools/bench_sweep_jax.py: jax.vmap) on CUDA, interleaved
 # ROUNDS times, every run a JSON line in $OUT/gpu_sweep.jsonl.
 #
@@ -76,6 +77,7 @@ peer_side() { # name, python, script
 for r in $(seq "$ROUNDS"); do
     clampnet_side "clampnet_1_trial" "$one_seed/grid.toml"
     clampnet_side "clampnet_${TRIALS}_trials" "$OUT/grid.toml"
+    clampnet_side "clampnet_${TRIALS}_trials_in_turn" "$OUT/grid.toml" --models-per-pass 1
     clampnet_side "clampnet_${TRIALS}_trials_jobs_$JOBS" "$OUT/grid.toml" --jobs "$JOBS"
     peer_side "torch_func_$TRIALS" "$PY_TORCH" bench_sweep_torch.py
     peer_side "jax_vmap_$TRIALS" "$PY_JAX" bench_sweep_jax.py

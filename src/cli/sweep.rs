@@ -395,7 +395,9 @@ fn plan_groups<'g>(
     if models_per_pass == Some(0) {
         return Err(Error::Config("--models-per-pass must be at least 1".into()));
     }
-    let mut buckets: Vec<(String, usize, Vec<(usize, &'g Trial)>)> = Vec::new();
+    // (key, models per pass, trials)
+    type Bucket<'t> = (String, usize, Vec<(usize, &'t Trial)>);
+    let mut buckets: Vec<Bucket<'g>> = Vec::new();
     for (i, &(n, t)) in pending.iter().enumerate() {
         let dir = trial_dir(out, t);
         let args = trial_train_args(grid, t, &dir, flags)
