@@ -195,3 +195,47 @@ fn k_models_equal_their_solo_runs_gpu_set() {
 fn k_models_equal_their_solo_runs_unfused() {
     check(KernelSet::Cpu, false);
 }
+
+#[test]
+#[ignore]
+fn profile_k_models() {
+    let (ctx, _g) = gpu();
+    let spec = clampnet::model::ModelSpec::reference();
+    let plan = ModelPlan::new(&spec).unwrap();
+    let train_set = data(spec.input, 2000, 10, 1);
+    let test_set = data(spec.input, 100, 10, 2);
+    for k in [1usize, 8] {
+        let group = Group::new(k);
+        let barrier = std::sync::Barrier::new(k);
+        std::thread::scope(|s| {
+            for m in 0..k {
+                let (g, b, tr, te, plan) = (group.clone(), &barrier, &train_set, &test_set, &plan);
+                s.spawn(move || {
+                    let mut setup = Setup::new(
+                        plan.clone(),
+                        Restrictions::default(),
+                        Default::default(),
+                        32,
+                    );
+                    setup.group = Some((g, m));
+                    let t =
+                        Trainer::new(ctx, setup, tr, te, &init_weights(plan, m as u64)).unwrap();
+                    b.wait();
+                    if m == 0 {
+                        let p = t.profile_step(20).unwrap();
+                        let total: f64 = p.iter().map(|x| x.1).sum();
+                        eprintln!(
+                            "K={k} ({} per pass): {:.3} ms per step",
+                            t.models_per_pass(),
+                            total * 1e3
+                        );
+                        for (n, sec) in p {
+                            eprintln!("  {n}: {:.3} ms", sec * 1e3);
+                        }
+                    }
+                    b.wait();
+                });
+            }
+        });
+    }
+}

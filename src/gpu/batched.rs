@@ -10,10 +10,10 @@
 //!   elements) of the buffer bound there, from a uniform the recorder fills per dispatch (0 for a
 //!   buffer all models share, such as the dataset);
 //! - the uniforms that hold per-trial values: the constraints' (`C`, `N`) become read-only storage
-//!   arrays of them, indexed the same way; the penalty table (`segments`) stays a uniform window that
-//!   holds every model's table, indexed from the model's offset in it; the uniform windows of per-model
-//!   buffers (`kernel_u`, `dy_u`: fast paths for llvmpipe) read the storage binding they mirror
-//!   instead. Every other uniform stays shared.
+//!   arrays of them, indexed the same way; the uniform windows of per-model data (the penalty table
+//!   `segments`; `kernel_u` and `dy_u`, llvmpipe's fast paths) stay uniform windows, which now hold
+//!   every model's part and are indexed from the model's offset in them (an op uses them only where K
+//!   parts fit one window). Every other uniform stays shared.
 //!
 //! Because each model's arithmetic is the one-model kernel's, operation for operation, a model of a
 //! K-model step computes bit for bit what a one-model step computes (tests/batched.rs checks it).
@@ -25,10 +25,7 @@ use crate::error::{Error, Result};
 /// Uniform structs that hold per-trial values: storage arrays of them in a K-model kernel.
 pub const PER_MODEL_STRUCTS: &[&str] = &["C", "N"];
 /// Uniform arrays that hold every model's part in one window, indexed from the model's offset.
-pub const PER_MODEL_WINDOWS: &[&str] = &["segments"];
-/// Uniform windows of per-model storage buffers (`array<vec4<f32>, N>`), and the storage binding each
-/// mirrors: a K-model kernel reads the storage binding.
-pub const ALIASES: &[(&str, &str)] = &[("kernel_u", "kernel"), ("dy_u", "dy")];
+pub const PER_MODEL_WINDOWS: &[&str] = &["segments", "kernel_u", "dy_u"];
 
 /// The binding of the models uniform (`ModelsParams`) in every K-model shader.
 pub const MODELS_BINDING: u32 = 31;
@@ -64,8 +61,6 @@ pub enum Kind {
     Storage,
     /// a uniform window holding every model's part
     Window,
-    /// gone: the kernel reads this storage binding instead (bind a window of the buffer as a range of it)
-    Alias(&'static str),
 }
 
 /// A K-model shader: its source, and its per-model bindings by name.
@@ -138,9 +133,6 @@ enum Rewrite {
     Offset,
     /// a struct: `name` -> `name[o]`
     Index,
-    /// a vec4 window of a scalar storage array: `name[i][j]` -> `target[(i) * 4u + (j)]`, and no
-    /// `name` binding
-    Alias(&'static str),
 }
 
 /// The K-model variant of the shader `file` (see the module's documentation).
@@ -177,12 +169,6 @@ pub fn batched(file: &str, source: &str) -> Result<BatchedShader> {
             (naga::AddressSpace::Uniform, Some(stride)) if PER_MODEL_WINDOWS.contains(&n) => {
                 (Rewrite::Offset, stride, Kind::Window)
             }
-            (naga::AddressSpace::Uniform, Some(stride)) => {
-                match ALIASES.iter().find(|(a, _)| *a == n) {
-                    Some((_, target)) => (Rewrite::Alias(target), stride, Kind::Alias(target)),
-                    None => continue,
-                }
-            }
             _ => continue,
         };
         if rb.binding as usize >= MAX_SLOTS {
@@ -201,17 +187,8 @@ pub fn batched(file: &str, source: &str) -> Result<BatchedShader> {
         check_shadowing(&module, &ep.function, &plan).map_err(&fail)?;
     }
     let mut out = src;
-    // aliases first: what they turn into is then offset as the target's own uses are
-    for (name, _, rewrite, _) in &plan {
-        if let Rewrite::Alias(target) = rewrite {
-            out = remove_declaration(&out, name)
-                .ok_or_else(|| fail(format!("cannot find the declaration of {name}")))?;
-            out = alias_uses(&out, name, target).map_err(&fail)?;
-        }
-    }
     for (name, _, rewrite, _) in &plan {
         let (to_array, to_storage) = match rewrite {
-            Rewrite::Alias(_) => continue,
             Rewrite::Index => (true, PER_MODEL_STRUCTS.contains(&name.as_str())),
             Rewrite::Offset => (false, false),
         };
@@ -219,13 +196,9 @@ pub fn batched(file: &str, source: &str) -> Result<BatchedShader> {
             .ok_or_else(|| fail(format!("cannot find the declaration of {name}")))?;
         out = match rewrite {
             Rewrite::Offset => offset_uses(&out, name).map_err(&fail)?,
-            _ => index_uses(&out, name),
+            Rewrite::Index => index_uses(&out, name),
         };
     }
-    // an alias has no binding, so no offset; the recorder still needs to know it
-    let (aliases, plan): (Vec<_>, Vec<_>) = plan
-        .into_iter()
-        .partition(|p| matches!(p.2, Rewrite::Alias(_)));
     let entries: Vec<String> = module.entry_points.iter().map(|e| e.name.clone()).collect();
     for e in &entries {
         out = rewrite_entry(&out, e, &plan).map_err(&fail)?;
@@ -242,11 +215,7 @@ pub fn batched(file: &str, source: &str) -> Result<BatchedShader> {
     naga::front::wgsl::parse_str(&source).map_err(|e| fail(e.emit_to_string(&source)))?;
     Ok(BatchedShader {
         source,
-        per_model: plan
-            .into_iter()
-            .chain(aliases)
-            .map(|(n, _, _, pm)| (n, pm))
-            .collect(),
+        per_model: plan.into_iter().map(|(n, _, _, pm)| (n, pm)).collect(),
     })
 }
 
@@ -306,45 +275,6 @@ fn rewrite_declaration(src: &str, name: &str, to_array: bool, to_storage: bool) 
         ));
     }
     None
-}
-
-/// The source without the declaration of `name`.
-fn remove_declaration(src: &str, name: &str) -> Option<String> {
-    let decl = rewrite_declaration(src, name, false, false)?;
-    // rewrite_declaration normalised it to `var<space> name: T;`: drop that line
-    let lines: Vec<&str> = decl
-        .lines()
-        .filter(|l| {
-            let t = l.trim_start();
-            !(t.contains("var<")
-                && t.split('>').nth(1).is_some_and(|r| {
-                    r.trim_start().starts_with(name)
-                        && !r.trim_start()[name.len()..].starts_with(is_ident)
-                }))
-        })
-        .collect();
-    Some(lines.join("\n"))
-}
-
-/// `name[i][j]` -> `target[(i) * 4u + (j)]`.
-fn alias_uses(src: &str, name: &str, target: &str) -> std::result::Result<String, String> {
-    let mut out = src.to_string();
-    for i in uses(src, name).into_iter().rev() {
-        let open = i + name.len();
-        if out.as_bytes().get(open) != Some(&b'[') {
-            return Err(format!("{name} is used other than as {name}[i][j]"));
-        }
-        let close = matching(&out, open, (b'[', b']')).ok_or(format!("unbalanced {name}["))?;
-        let open2 = close + 1;
-        if out.as_bytes().get(open2) != Some(&b'[') {
-            return Err(format!("{name} is used other than as {name}[i][j]"));
-        }
-        let close2 = matching(&out, open2, (b'[', b']')).ok_or(format!("unbalanced {name}["))?;
-        let (a, b) = (&out[open + 1..close], &out[open2 + 1..close2]);
-        let new = format!("{target}[({a}) * 4u + ({b})]");
-        out.replace_range(i..=close2, &new);
-    }
-    Ok(out)
 }
 
 fn offset_uses(src: &str, name: &str) -> std::result::Result<String, String> {

@@ -38,6 +38,15 @@ pub fn models() -> usize {
     MODELS.with(|m| m.get())
 }
 
+/// Whether a buffer of `bytes` per model, created now (`with_models`), can be read through one uniform
+/// window: one model's bytes, or K models' parts.
+pub fn fits_window(bytes: u64) -> bool {
+    match models() as u64 {
+        1 => bytes <= UNIFORM_WINDOW,
+        k => part(bytes) * k <= UNIFORM_WINDOW,
+    }
+}
+
 /// Bytes of one model's part of a buffer of `bytes` for one model.
 fn part(bytes: u64) -> u64 {
     bytes.max(4).div_ceil(256) * 256

@@ -17,7 +17,7 @@ mod recorder;
 mod run;
 pub mod timer;
 
-pub use buffer::{models, with_models, Buffer};
+pub use buffer::{fits_window, models, with_models, Buffer};
 pub use context::{
     adapters, describe, open_failure_hint, parse_backends, AdapterSummary, Context, GpuOptions,
     KernelSet,

@@ -87,6 +87,7 @@ impl Pipelines {
         let mut slots = HashMap::new();
         let mut sources: HashMap<&'static str, String> = HashMap::new();
         let mut per_model = HashMap::new();
+        let started = std::time::Instant::now();
         for kernel in kernels {
             let file = kernel.shader.file;
             if pipelines.contains_key(&(kernel.name, false)) {
@@ -143,6 +144,12 @@ impl Pipelines {
                 pipelines.insert((kernel.name, gate), pipeline);
             }
         }
+        log::info!(
+            "built {} pipelines{} in {:.2} s",
+            pipelines.len(),
+            if many { " (K models)" } else { "" },
+            started.elapsed().as_secs_f64()
+        );
         Ok(Pipelines {
             pipelines,
             slots,

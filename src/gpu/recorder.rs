@@ -14,7 +14,7 @@
 
 use std::collections::HashMap;
 
-use super::batched::{self, Kind, PerModel};
+use super::batched::{self, Kind};
 use super::pipelines::BindingDesc;
 use super::{Buffer, Context, Dispatch, KernelDef, Pipelines, UNIFORM_WINDOW};
 use crate::error::{Error, Result};
@@ -196,34 +196,6 @@ impl DispatchBuilder<'_, '_> {
     ) -> Self {
         let what = format!("kernel {} (K models)", self.kernel.name);
         let pm = self.r.pipes.per_model(self.kernel, name);
-        if let Some(PerModel {
-            kind: Kind::Alias(target),
-            ..
-        }) = pm
-        {
-            // a window of a per-model buffer: the kernel reads the storage binding it mirrors
-            if *buffer == self.r.placeholder_window {
-                return self;
-            }
-            let slot = match self.r.pipes.slot(self.kernel, target) {
-                Ok(s) => s,
-                Err(e) => {
-                    self.r.fail(e);
-                    return self;
-                }
-            };
-            self.bindings.retain(|b| b.slot != slot.binding);
-            self.strides[slot.binding as usize] = (buffer.model_stride / 4) as u32;
-            let k = (buffer.models as u64).max(1);
-            let size = (buffer.model_stride * (k - 1) + UNIFORM_WINDOW).min(buffer.size() - offset);
-            self.bindings.push(BindingDesc {
-                slot: slot.binding,
-                buffer: buffer.clone(),
-                offset,
-                size,
-            });
-            return self;
-        }
         let slot = match self.r.pipes.slot(self.kernel, name) {
             Ok(s) => s,
             Err(e) => {
@@ -231,10 +203,6 @@ impl DispatchBuilder<'_, '_> {
                 return self;
             }
         };
-        if self.bindings.iter().any(|b| b.slot == slot.binding) {
-            // an alias bound this slot already
-            return self;
-        }
         let Some(pm) = pm else {
             // shared by the models: as for one model (model 0's part of a per-model buffer)
             if slot.uniform && !window && !buffer.is_uniform() {

@@ -84,8 +84,9 @@ fn matches(plan: &ModelPlan, i: usize, set: KernelSet) -> Option<usize> {
     let kernel = plan.layer_params(i)[0];
     let window = UNIFORM_WINDOW as usize;
     let taps = kernel.len / conv.filters + 1;
-    let fits =
-        kernel.len * 4 <= window && taps.div_ceil(TAPS_MULTIPLE) * TAPS_MULTIPLE * 16 <= window;
+    // K models stepping together read their K kernels from one window (a mirror: `ConvPoolOp`)
+    let fits = crate::gpu::fits_window((kernel.len * 4) as u64)
+        && taps.div_ceil(TAPS_MULTIPLE) * TAPS_MULTIPLE * 16 <= window;
     (set == KernelSet::Gpu || fits).then_some(2)
 }
 
@@ -108,6 +109,11 @@ fn build(model: &ModelPlan, plan: &OpPlan, b: &Build) -> Result<Box<dyn Op>> {
         argmax: b
             .ctx
             .storage_checked(&format!("{} pool argmax", plan.name), bytes)?,
+        mirror: (b.set == KernelSet::Cpu && crate::gpu::models() > 1).then(|| {
+            let len = plan.params[0].len;
+            b.ctx
+                .storage_uniform_zeroed(&format!("{} kernel mirror", plan.name), (len * 4) as u64)
+        }),
     }))
 }
 
@@ -118,6 +124,9 @@ struct ConvPoolOp {
     out: OpOutput,
     /// the window position each pooled output came from (4: none, the value is 0)
     argmax: Buffer,
+    /// K models stepping together (CPU kernel set): each model's kernel copied here before the
+    /// forward, so that one uniform window holds all K (in the parameters, they are a model apart)
+    mirror: Option<Buffer>,
 }
 
 impl ConvPoolOp {
@@ -158,11 +167,30 @@ impl Op for ConvPoolOp {
                     .grid(((ph * pw * oc).div_ceil(256) as u32, rows as u32, 1))
             }
             KernelSet::Cpu => {
+                let (window, at) = match &self.mirror {
+                    Some(mirror) => {
+                        // the copy is dropout's inference pass (y = x), over every model's kernel
+                        let n = c.kernel.len;
+                        let p = super::dropout::DropoutParams {
+                            n: n as u32,
+                            ..Default::default()
+                        };
+                        let cu = r.uniform("kernel mirror", &p);
+                        let grid = r.grid_1d(n, 64);
+                        r.dispatch(&super::dropout::COPY)
+                            .bind("P", &cu)
+                            .span("x", io.params, c.kernel.offset, n)
+                            .span("y", mirror, 0, n)
+                            .grid(grid);
+                        (mirror, 0)
+                    }
+                    None => (io.params, c.kernel.offset),
+                };
                 let d = r.dispatch(&FORWARD).bind("P", &u).bind("x", io.x);
                 c.bias(d, io)
                     .bind("y", &self.out.y)
                     .bind("argmax", &self.argmax)
-                    .window("kernel_u", io.params, c.kernel.offset)
+                    .window("kernel_u", window, at)
                     .window("taps_u", &c.taps, 0)
                     .grid((
                         (ph * pw.div_ceil(2)).div_ceil(32) as u32,

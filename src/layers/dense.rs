@@ -19,7 +19,7 @@ use crate::config::{ConstraintConfig, RegularizerConfig};
 use crate::error::Result;
 use crate::keras::{self, FromKeras, LayerConfig};
 use serde_json::{json, Map, Value};
-use crate::gpu::{Buffer, DispatchBuilder, KernelDef, KernelSet, Recorder, Shader, UNIFORM_WINDOW};
+use crate::gpu::{Buffer, DispatchBuilder, KernelDef, KernelSet, Recorder, Shader};
 use crate::model::fuse::OpPlan;
 use crate::model::{
     Activation, Init, LayerPlan, ParamDecl, ParamSpec, Role, Shape, MAX_VALUES,
@@ -206,9 +206,10 @@ impl Layer for Dense {
     }
 
     fn op(&self, plan: &OpPlan, b: &Build) -> Result<Box<dyn Op>> {
-        // an output gradient that fits a uniform window is read through one (CPU kernel set)
+        // an output gradient that fits a uniform window is read through one (CPU kernel set); K
+        // models stepping together need their K parts to fit it
         let bytes = (b.batch * plan.output.len() * 4) as u64;
-        let dy_uniform = b.set == KernelSet::Cpu && bytes <= UNIFORM_WINDOW;
+        let dy_uniform = b.set == KernelSet::Cpu && crate::gpu::fits_window(bytes);
         Ok(Box::new(DenseOp {
             name: plan.name.clone(),
             kernel: plan.params[0].clone(),
