@@ -44,6 +44,10 @@ pub struct BenchArgs {
     /// Also time each kernel of a step on its own
     #[arg(long)]
     kernels: bool,
+    /// Step this many models at once in one set of dispatches (a sweep's trials per pass); images per
+    /// second count every model's
+    #[arg(long, default_value_t = 1, allow_negative_numbers = true)]
+    models: i64,
     /// One JSON object on stdout
     #[arg(long)]
     json: bool,
@@ -55,6 +59,7 @@ pub fn run(b: BenchArgs) -> Result<()> {
     let steps = count("--steps", Some(b.steps), 1)?.unwrap_or(1);
     let warmup = count("--warmup", Some(b.warmup), 0)?.unwrap_or(0);
     let filters = count("--filters", Some(b.filters), 1)?.unwrap_or(32);
+    let models = count("--models", Some(b.models), 1)?.unwrap_or(1);
     let batch_sizes = b
         .batch_sizes
         .iter()
@@ -97,7 +102,7 @@ pub fn run(b: BenchArgs) -> Result<()> {
             &cfg,
             &plan,
             &split,
-            bs,
+            (bs, models),
             (steps, warmup),
             b.kernels,
         )?);
@@ -143,37 +148,68 @@ fn synthetic(plan: &ModelPlan, n: usize) -> data::Split {
     }
 }
 
-/// One batch size: steps timed after a warm-up, and (`kernels`) the per-kernel profile.
+/// One batch size: steps timed after a warm-up, and (`kernels`) the per-kernel profile; with K
+/// `models`, K runs stepping together (`clampnet::group`), each on a thread of its own, the first
+/// timing them.
 fn time_batch(
     ctx: &Context,
     cfg: &Config,
     plan: &ModelPlan,
     split: &data::Split,
-    bs: usize,
+    (bs, models): (usize, usize),
     (steps, warmup): (usize, usize),
     kernels: bool,
 ) -> Result<serde_json::Value> {
-    let weights = init_weights(plan, 0);
-    let mut setup = Setup::new(plan.clone(), cfg.restrictions.clone(), cfg.optimizer, bs);
-    setup.loss = cfg.loss;
-    setup.seed = cfg.seed;
-    let mut t = Trainer::new(ctx, setup, split, split, &weights)?;
+    let group = (models > 1).then(|| clampnet::group::Group::new(models));
+    let trainer = |m: usize| {
+        let mut setup = Setup::new(plan.clone(), cfg.restrictions.clone(), cfg.optimizer, bs);
+        setup.loss = cfg.loss;
+        setup.seed = cfg.seed;
+        setup.group = group.clone().map(|g| (g, m));
+        Trainer::new(ctx, setup, split, split, &init_weights(plan, m as u64))
+    };
+    std::thread::scope(|s| {
+        // the other models: they step with the first, then leave
+        for m in 1..models {
+            let trainer = &trainer;
+            s.spawn(move || -> Result<()> {
+                let mut t = trainer(m)?;
+                steps_of(&mut t, split, warmup.max(1))?;
+                steps_of(&mut t, split, steps)?;
+                Ok(())
+            });
+        }
+        let t = trainer(0)?;
+        measure(t, split, (bs, models), (steps, warmup), (plan, kernels))
+    })
+}
+
+/// `steps` training steps of `t` over `split` in order; the seconds they took.
+fn steps_of(t: &mut Trainer, split: &data::Split, mut steps: usize) -> Result<f64> {
     let order: Vec<u32> = (0..split.len() as u32).collect();
     let per_epoch = t.steps_per_epoch();
-    let run = |t: &mut Trainer, mut steps: usize| -> Result<f64> {
-        let start = std::time::Instant::now();
-        let mut e = 1;
-        while steps > 0 {
-            let k = steps.min(per_epoch);
-            t.train_steps(e, &order, k, &mut |_| {})?;
-            steps -= k;
-            e += 1;
-        }
-        Ok(start.elapsed().as_secs_f64())
-    };
-    run(&mut t, warmup.max(1))?;
-    let secs = run(&mut t, steps)?;
-    let ips = (steps * bs) as f64 / secs;
+    let start = std::time::Instant::now();
+    let mut e = 1;
+    while steps > 0 {
+        let k = steps.min(per_epoch);
+        t.train_steps(e, &order, k, &mut |_| {})?;
+        steps -= k;
+        e += 1;
+    }
+    Ok(start.elapsed().as_secs_f64())
+}
+
+/// `time_batch`'s measurement, on the first model's trainer.
+fn measure(
+    mut t: Trainer,
+    split: &data::Split,
+    (bs, models): (usize, usize),
+    (steps, warmup): (usize, usize),
+    (plan, kernels): (&ModelPlan, bool),
+) -> Result<serde_json::Value> {
+    steps_of(&mut t, split, warmup.max(1))?;
+    let secs = steps_of(&mut t, split, steps)?;
+    let ips = (steps * bs * models) as f64 / secs;
     let (per_kernel, timing) = if !kernels {
         (Vec::new(), "")
     } else if let Some(ts) = t.profile_step_timestamps(21)? {
@@ -200,6 +236,7 @@ fn time_batch(
         .collect();
     Ok(json!({
         "batch_size": bs,
+        "models_per_pass": t.models_per_pass(),
         "images_per_second": ips,
         "ms_per_step": 1e3 * secs / steps as f64,
         "seconds_per_60k_epoch": 60_000.0 / ips,
