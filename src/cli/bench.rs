@@ -263,6 +263,10 @@ fn print_table(out: &serde_json::Value, ctx: &Context) {
         out["steps"],
         out["warmup"]
     );
+    let k = out["results"][0]["models_per_pass"].as_u64().unwrap_or(1);
+    if k > 1 {
+        println!("{k} models per step, in one set of dispatches: images/s counts all of them");
+    }
     println!(
         "{:>6} {:>12} {:>10} {:>12} {:>8} {:>11} {:>13}",
         "batch", "images/s", "ms/step", "s/60k epoch", "GFLOP/s", "dispatches", "submits/step"
