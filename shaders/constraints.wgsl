@@ -1,12 +1,14 @@
 // Weight constraints, run as fused passes right after the optimizer step (Keras' BaseOptimizer.apply order).
 //
 // clip_by_value, one invocation per element of w[start .. start + len]:
-//   w = min(max(w, lo), hi)        (non_neg is the special case `w >= 0 ? w : 0`, kind 1)
+//   w = min(max(w, lo), hi)        (non_neg is the special case `w >= 0 ? w : 0`, kind 1; kind 2: none,
+//                                  a model of a K-model step without this pass)
 // norm_constraint, one invocation per group: the tensor (Keras layout, up to 4 axes) is split into
 // groups over the kept axes; n = sqrt(sum w^2) over the reduced axes (Keras' `axis`), eps = 1e-7:
 //   kind 0 unit_norm:     w = w / (eps + n)
 //   kind 1 max_norm:      w = w * (clip(n, 0, max) / (eps + n))
 //   kind 2 min_max_norm:  w = w * ((rate * clip(n, min, max) + (1 - rate) * n) / (eps + n))
+//   kind 3: none (a model of a K-model step without this pass)
 
 struct ClipParams {
     start: u32, len: u32, lo: f32, hi: f32,
@@ -30,7 +32,7 @@ struct NormParams {
 fn clip_by_value(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                  @builtin(local_invocation_index) lid: u32) {
     let i = (wg.y * nwg.x + wg.x) * 64u + lid;
-    if (i >= C.len) {
+    if (i >= C.len || C.kind == 2u) {
         return;
     }
     let w = params[C.start + i];
@@ -54,7 +56,7 @@ fn offset_of(index: u32, size: vec4<u32>, stride: vec4<u32>) -> u32 {
 @compute @workgroup_size(64)
 fn norm_constraint(@builtin(global_invocation_id) gid: vec3<u32>) {
     let g = gid.x;
-    if (g >= N.n_groups) {
+    if (g >= N.n_groups || N.kind == 3u) {
         return;
     }
     let base = N.start + offset_of(g, N.kept_size, N.kept_stride);

@@ -16,6 +16,8 @@ use super::train::{self, Outcome, Shared, TrainArgs};
 use super::GpuArgs;
 use clampnet::checkpoint::write_atomic;
 use clampnet::gpu::Context;
+use clampnet::optim::constraints::compatible;
+use clampnet::restrict::Restrictions;
 use clampnet::sweep::{self, trial_dir, Grid, Shard, Trial};
 use clampnet::{Error, Result};
 
@@ -395,35 +397,51 @@ fn plan_groups<'g>(
     if models_per_pass == Some(0) {
         return Err(Error::Config("--models-per-pass must be at least 1".into()));
     }
-    // (key, models per pass, trials)
-    type Bucket<'t> = (String, usize, Vec<(usize, &'t Trial)>);
-    let mut buckets: Vec<Bucket<'g>> = Vec::new();
+    // open groups: (key, models per pass, trials with their restrictions)
+    type Open<'t> = (String, usize, Vec<(usize, &'t Trial, Restrictions)>);
+    let mut groups: Vec<Open<'g>> = Vec::new();
     for (i, &(n, t)) in pending.iter().enumerate() {
         let dir = trial_dir(out, t);
         let args = trial_train_args(grid, t, &dir, flags)
             .ok()
             .and_then(|args| TrainArgs::parse_from(&args).ok());
         let keyed = args.as_ref().and_then(|a| {
-            let key = train::group_key(a).ok()?;
+            let (key, restrictions) = train::group_key(a).ok()?;
             let k = match models_per_pass {
                 Some(k) => k,
                 None => train::max_models(ctx, a).ok()?.min(32),
             };
-            Some((key, k))
+            Some((key, k, restrictions))
         });
-        let (key, k) = keyed.unwrap_or_else(|| (format!("alone {i}"), 1));
-        match buckets.iter_mut().find(|(b, ..)| *b == key) {
-            Some((_, _, list)) => list.push((n, t)),
-            None => buckets.push((key, k, vec![(n, t)])),
+        let (key, k, restrictions) =
+            keyed.unwrap_or_else(|| (format!("alone {i}"), 1, Restrictions::default()));
+        // the first open group of the same key with room, whose constraints agree with this trial's
+        let fits = |(gk, gk_models, members): &Open| {
+            *gk == key
+                && members.len() < *gk_models
+                && restrictions.tensors.iter().all(|(name, r)| {
+                    members.iter().all(|(_, _, other)| {
+                        let o = other
+                            .tensors
+                            .iter()
+                            .find(|(n, _)| n == name)
+                            .map(|(_, t)| t);
+                        let empty = Vec::new();
+                        let (oc, oe) =
+                            o.map_or((&empty, &empty), |t| (&t.constraints, &t.epoch_constraints));
+                        compatible([&r.constraints[..], &oc[..]])
+                            && compatible([&r.epoch_constraints[..], &oe[..]])
+                    })
+                })
+        };
+        match groups.iter_mut().find(|g| fits(g)) {
+            Some((_, _, members)) => members.push((n, t, restrictions)),
+            None => groups.push((key, k.max(1), vec![(n, t, restrictions)])),
         }
     }
-    Ok(buckets
+    Ok(groups
         .into_iter()
-        .flat_map(|(_, k, list)| {
-            list.chunks(k.max(1))
-                .map(|c| c.to_vec())
-                .collect::<Vec<_>>()
-        })
+        .map(|(_, _, members)| members.into_iter().map(|(n, t, _)| (n, t)).collect())
         .collect())
 }
 

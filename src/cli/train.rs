@@ -293,10 +293,11 @@ pub fn run_in_group(
 }
 
 /// What runs must share to step together as the models of one step (`clampnet::group`): all but
-/// their restrictions' values (the kinds of constraints on each tensor must agree), learning rate,
-/// seed, shuffling and starting weights; the dropout masks follow the seed, so a model with dropout
-/// shares its seed too. Runs resumed from different points do not share.
-pub fn group_key(a: &TrainArgs) -> Result<String> {
+/// their restrictions, learning rate, seed, shuffling and starting weights (the dropout masks follow
+/// the seed, so a model with dropout shares its seed too; runs resumed from different points do not
+/// share). With the key, the run's restrictions: the constraints on each tensor must also be
+/// compatible (`optim::constraints::compatible`).
+pub fn group_key(a: &TrainArgs) -> Result<(String, clampnet::restrict::Restrictions)> {
     let run = resolve(a)?;
     let cfg = &run.cfg;
     let mut optimizer = cfg.optimizer;
@@ -306,32 +307,15 @@ pub fn group_key(a: &TrainArgs) -> Result<String> {
         .layers
         .iter()
         .any(|l| matches!(l, clampnet::layers::LayerSpec::Dropout(_)));
-    let kinds: Vec<(String, Vec<String>, Vec<String>)> = cfg
-        .restrictions
-        .tensors
-        .iter()
-        .map(|(name, t)| {
-            let kind = |cs: &[clampnet::restrict::Constraint]| {
-                cs.iter().map(constraint_kind).collect::<Vec<_>>()
-            };
-            (
-                name.clone(),
-                kind(&t.constraints),
-                kind(&t.epoch_constraints),
-            )
-        })
-        .filter(|(_, a, b)| !a.is_empty() || !b.is_empty())
-        .collect();
     let steps = run.resumed.as_ref().map(|(_, m)| m.optimizer_steps);
-    Ok(format!(
-        "{:?}|{}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{}",
+    let key = format!(
+        "{:?}|{}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{}|{}",
         cfg.model,
         cfg.batch_size,
         optimizer,
         cfg.loss,
         cfg.class_weight,
         cfg.validation_split,
-        kinds,
         (run.start, steps),
         (run.limit_train, run.limit_test, &a.data),
         (cfg.epochs, &cfg.early_stopping, &cfg.reduce_lr),
@@ -339,18 +323,8 @@ pub fn group_key(a: &TrainArgs) -> Result<String> {
         dropout.then_some(cfg.seed),
         run.plan.flat_len,
         run.plan.params.len(),
-    ))
-}
-
-/// A constraint's kind and the axes that shape its pass (its values may differ in a group).
-fn constraint_kind(c: &clampnet::restrict::Constraint) -> String {
-    use clampnet::restrict::Constraint::*;
-    match c {
-        ClipByValue { .. } | NonNeg => "clip".into(),
-        UnitNorm { axes } | MaxNorm { axes, .. } | MinMaxNorm { axes, .. } => {
-            format!("norm {axes:?}")
-        }
-    }
+    );
+    Ok((key, run.cfg.restrictions))
 }
 
 /// The most models one step of `a`'s run may hold on `ctx` (`sweep run` groups at most this many):

@@ -35,7 +35,7 @@ pub struct ClipParams {
     pub len: u32,
     pub lo: f32,
     pub hi: f32,
-    /// 0 clip_by_value, 1 non_neg
+    /// 0 clip_by_value, 1 non_neg, 2 none (`CLIP_NONE`)
     pub kind: u32,
     pub _pad0: u32,
     pub _pad1: u32,
@@ -50,7 +50,7 @@ pub struct NormParams {
     pub start: u32,
     pub n_groups: u32,
     pub n_reduce: u32,
-    /// 0 unit_norm, 1 max_norm, 2 min_max_norm
+    /// 0 unit_norm, 1 max_norm, 2 min_max_norm, 3 none (`NORM_NONE`)
     pub kind: u32,
     pub min_value: f32,
     pub max_value: f32,
@@ -112,26 +112,45 @@ pub fn constraint_uniform(c: &Constraint, offset: usize, shape: &[usize]) -> Con
     }
 }
 
+/// `ClipParams::kind` and `NormParams::kind` of a model that has no such pass on the tensor (K models
+/// stepping together: the pass leaves that model's tensor alone).
+pub const CLIP_NONE: u32 = 2;
+pub const NORM_NONE: u32 = 3;
+
 /// Record one constraint pass over the tensor of Keras `shape` at element `offset` of the flat `params`.
 pub fn record(r: &mut Recorder, params: &Buffer, c: &Constraint, offset: usize, shape: &[usize]) {
-    record_many(r, params, std::slice::from_ref(c), offset, shape)
+    record_many(r, params, &[Some(c.clone())], offset, shape)
 }
 
 /// `record` for K models stepping together, model m constrained by `cs[m]` (constraints of one kind,
-/// whose values go into a per-model table).
+/// whose values go into a per-model table; None: none on this model).
 pub fn record_many(
     r: &mut Recorder,
     params: &Buffer,
-    cs: &[Constraint],
+    cs: &[Option<Constraint>],
     offset: usize,
     shape: &[usize],
 ) {
+    let Some(first) = cs.iter().flatten().next() else {
+        return;
+    };
+    let shaped = constraint_uniform(first, offset, shape);
     let all: Vec<ConstraintUniform> = cs
         .iter()
-        .map(|c| constraint_uniform(c, offset, shape))
+        .map(|c| match (c, &shaped) {
+            (Some(c), _) => constraint_uniform(c, offset, shape),
+            (None, ConstraintUniform::Clip(p)) => ConstraintUniform::Clip(ClipParams {
+                kind: CLIP_NONE,
+                ..*p
+            }),
+            (None, ConstraintUniform::Norm(p)) => ConstraintUniform::Norm(NormParams {
+                kind: NORM_NONE,
+                ..*p
+            }),
+        })
         .collect();
     let ctx = r.ctx;
-    match &all[0] {
+    match &shaped {
         ConstraintUniform::Clip(cp) => {
             let u = if all.len() == 1 {
                 r.uniform("clip", cp)
@@ -172,31 +191,19 @@ pub fn record_many(
     }
 }
 
-/// The constraints of a model's tensors: (tensor, constraint) after every step and after each epoch;
-/// for K models stepping together, the K models' constraints of each.
+/// The constraint passes of one or K models: (tensor, each model's constraint) after every step and
+/// after each epoch.
 pub struct Constraints {
-    per_step: Vec<(ParamSpec, Vec<Constraint>)>,
-    per_epoch: Vec<(ParamSpec, Vec<Constraint>)>,
+    per_step: Vec<(ParamSpec, Vec<Option<Constraint>>)>,
+    per_epoch: Vec<(ParamSpec, Vec<Option<Constraint>>)>,
 }
 
-type Passes = Vec<(ParamSpec, Constraint)>;
-
-/// The constraint passes of one model's `restrictions`: (tensor, constraint), per step and per epoch.
-fn passes(model: &ModelPlan, restrictions: &Restrictions) -> (Passes, Passes) {
-    let (mut per_step, mut per_epoch) = (Vec::new(), Vec::new());
-    for (name, t) in &restrictions.tensors {
-        let Some(p) = model.param(name) else {
-            continue; // Restrictions::validate names it
-        };
-        per_step.extend(t.constraints.iter().map(|k| (p.clone(), k.clone())));
-        per_epoch.extend(t.epoch_constraints.iter().map(|k| (p.clone(), k.clone())));
-    }
-    (per_step, per_epoch)
-}
+/// Per tensor (in order of first appearance), each model's constraints on it.
+type ByTensor = Vec<(ParamSpec, Vec<Vec<Constraint>>)>;
 
 /// The kind of a constraint pass, and what shapes its grid (the norm's axes): models stepping together
 /// must agree on it.
-fn pass_kind(c: &Constraint) -> (u8, Vec<usize>) {
+pub fn pass_kind(c: &Constraint) -> (u8, Vec<usize>) {
     match c {
         Constraint::ClipByValue { .. } | Constraint::NonNeg => (0, Vec::new()),
         Constraint::UnitNorm { axes }
@@ -205,40 +212,81 @@ fn pass_kind(c: &Constraint) -> (u8, Vec<usize>) {
     }
 }
 
+/// Whether runs with these constraints on one tensor can step together: each has none, or all that
+/// have some have passes of the same kinds in the same order.
+pub fn compatible<'c>(lists: impl IntoIterator<Item = &'c [Constraint]>) -> bool {
+    let mut kinds: Option<Vec<(u8, Vec<usize>)>> = None;
+    for l in lists.into_iter().filter(|l| !l.is_empty()) {
+        let k: Vec<_> = l.iter().map(pass_kind).collect();
+        match &kinds {
+            Some(first) if *first != k => return false,
+            Some(_) => {}
+            None => kinds = Some(k),
+        }
+    }
+    true
+}
+
 impl Constraints {
     pub fn new(model: &ModelPlan, restrictions: &Restrictions) -> Self {
         Self::new_many(model, &[restrictions])
             .expect("one model's constraints agree with themselves")
     }
 
-    /// The constraints of K models stepping together: the same passes (tensor, kind, axes) in the same
-    /// order, with their own values; refused otherwise.
+    /// The constraints of K models stepping together. On each tensor, a model has none, or the same
+    /// kinds of passes in the same order as every other model that has some (`compatible`); each pass
+    /// runs once for all K, with each model's values (or none). Refused otherwise.
     pub fn new_many(
         model: &ModelPlan,
         restrictions: &[&Restrictions],
     ) -> crate::error::Result<Self> {
+        let k = restrictions.len();
         let mut c = Constraints {
             per_step: Vec::new(),
             per_epoch: Vec::new(),
         };
-        for (m, r) in restrictions.iter().enumerate() {
-            let (step, epoch) = passes(model, r);
-            for (list, new) in [(&mut c.per_step, step), (&mut c.per_epoch, epoch)] {
-                if m == 0 {
-                    list.extend(new.into_iter().map(|(p, k)| (p, vec![k])));
-                    continue;
+        for epoch in [false, true] {
+            let mut by_tensor: ByTensor = Vec::new();
+            for (m, r) in restrictions.iter().enumerate() {
+                for (name, t) in &r.tensors {
+                    let Some(p) = model.param(name) else {
+                        continue; // Restrictions::validate names it
+                    };
+                    let list = if epoch {
+                        &t.epoch_constraints
+                    } else {
+                        &t.constraints
+                    };
+                    if list.is_empty() {
+                        continue;
+                    }
+                    let at = match by_tensor.iter().position(|(q, _)| q.name == p.name) {
+                        Some(i) => i,
+                        None => {
+                            by_tensor.push((p.clone(), vec![Vec::new(); k]));
+                            by_tensor.len() - 1
+                        }
+                    };
+                    by_tensor[at].1[m].extend(list.iter().cloned());
                 }
-                let same = list.len() == new.len()
-                    && list.iter().zip(&new).all(|((p, ks), (q, k))| {
-                        p.name == q.name && pass_kind(&ks[0]) == pass_kind(k)
-                    });
-                if !same {
-                    return Err(crate::error::Error::Config(
-                        "models stepping together must have the same kinds of constraints on the same tensors".into(),
-                    ));
+            }
+            for (p, lists) in by_tensor {
+                if !compatible(lists.iter().map(Vec::as_slice)) {
+                    return Err(crate::error::Error::Config(format!(
+                        "{}: models stepping together must have the same kinds of constraints on it (or none)",
+                        p.name
+                    )));
                 }
-                for ((_, ks), (_, k)) in list.iter_mut().zip(new) {
-                    ks.push(k);
+                let n = lists.iter().map(Vec::len).max().unwrap_or(0);
+                for i in 0..n {
+                    let pass: Vec<Option<Constraint>> =
+                        lists.iter().map(|l| l.get(i).cloned()).collect();
+                    let list = if epoch {
+                        &mut c.per_epoch
+                    } else {
+                        &mut c.per_step
+                    };
+                    list.push((p.clone(), pass));
                 }
             }
         }
