@@ -134,60 +134,54 @@ pub fn record_many(
     let Some(first) = cs.iter().flatten().next() else {
         return;
     };
-    let shaped = constraint_uniform(first, offset, shape);
+    // each model's uniform: its own constraint's, or the first's shape with the kind "none"
     let all: Vec<ConstraintUniform> = cs
         .iter()
-        .map(|c| match (c, &shaped) {
-            (Some(c), _) => constraint_uniform(c, offset, shape),
-            (None, ConstraintUniform::Clip(p)) => ConstraintUniform::Clip(ClipParams {
-                kind: CLIP_NONE,
-                ..*p
-            }),
-            (None, ConstraintUniform::Norm(p)) => ConstraintUniform::Norm(NormParams {
-                kind: NORM_NONE,
-                ..*p
-            }),
+        .map(|c| {
+            let mut u = constraint_uniform(c.as_ref().unwrap_or(first), offset, shape);
+            match (&mut u, c) {
+                (_, Some(_)) => {}
+                (ConstraintUniform::Clip(p), None) => p.kind = CLIP_NONE,
+                (ConstraintUniform::Norm(p), None) => p.kind = NORM_NONE,
+            }
+            u
         })
         .collect();
-    let ctx = r.ctx;
-    match &shaped {
-        ConstraintUniform::Clip(cp) => {
-            let u = if all.len() == 1 {
-                r.uniform("clip", cp)
-            } else {
-                let v: Vec<ClipParams> = all
-                    .iter()
-                    .filter_map(|u| match u {
-                        ConstraintUniform::Clip(c) => Some(*c),
-                        _ => None,
-                    })
-                    .collect();
-                ctx.per_model_table("clip per model", &v)
-            };
-            let grid = r.grid_1d(cp.len as usize, 64);
-            r.dispatch(&CLIP_BY_VALUE)
-                .bind("C", &u)
-                .bind("params", params)
-                .grid(grid);
-        }
-        ConstraintUniform::Norm(np) => {
-            let u = if all.len() == 1 {
-                r.uniform("norm", np)
-            } else {
-                let v: Vec<NormParams> = all
-                    .iter()
-                    .filter_map(|u| match u {
-                        ConstraintUniform::Norm(n) => Some(*n),
-                        _ => None,
-                    })
-                    .collect();
-                ctx.per_model_table("norm per model", &v)
-            };
-            r.dispatch(&NORM_CONSTRAINT)
-                .bind("N", &u)
-                .bind("params", params)
-                .grid((np.n_groups.div_ceil(64), 1, 1));
-        }
+    let clips: Vec<ClipParams> = all
+        .iter()
+        .filter_map(|u| match u {
+            ConstraintUniform::Clip(p) => Some(*p),
+            _ => None,
+        })
+        .collect();
+    let norms: Vec<NormParams> = all
+        .iter()
+        .filter_map(|u| match u {
+            ConstraintUniform::Norm(p) => Some(*p),
+            _ => None,
+        })
+        .collect();
+    if let Some(cp) = clips.first() {
+        let u = table(r, "clip", &clips);
+        let grid = r.grid_1d(cp.len as usize, 64);
+        r.dispatch(&CLIP_BY_VALUE)
+            .bind("C", &u)
+            .bind("params", params)
+            .grid(grid);
+    } else if let Some(np) = norms.first() {
+        let u = table(r, "norm", &norms);
+        r.dispatch(&NORM_CONSTRAINT)
+            .bind("N", &u)
+            .bind("params", params)
+            .grid((np.n_groups.div_ceil(64), 1, 1));
+    }
+}
+
+/// One model's uniform, or K models' values as a per-model table (what a K-model kernel reads).
+fn table<T: bytemuck::Pod>(r: &mut Recorder, label: &str, values: &[T]) -> Buffer {
+    match values {
+        [one] => r.uniform(label, one),
+        _ => r.ctx.per_model_table(&format!("{label} per model"), values),
     }
 }
 
