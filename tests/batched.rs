@@ -209,3 +209,57 @@ fn k_models_equal_their_solo_runs_gpu_set() {
 fn k_models_equal_their_solo_runs_unfused() {
     check(KernelSet::Cpu, false);
 }
+
+/// A run of the group that fails (its loss goes non-finite) fails alone, as it does on its own; the
+/// others train on to their solo results, and nobody waits for the one that left.
+#[test]
+fn a_failing_run_leaves_its_group_and_the_others_finish() {
+    let (ctx, _g) = gpu();
+    let spec = &odd_models()[0];
+    let plan = ModelPlan::new(spec).unwrap();
+    let train_set = data(spec.input, 23, plan.classes, 7);
+    let test_set = data(spec.input, 11, plan.classes, 8);
+    let runs: Vec<Run> = [1e-3, 1e30, 2e-3]
+        .into_iter()
+        .enumerate()
+        .map(|(i, lr)| Run {
+            restrictions: Restrictions::default(),
+            lr,
+            seed: i as u64,
+        })
+        .collect();
+    let how = (KernelSet::Cpu, true, 5);
+    let attempt = |r: &Run, group: Option<(Arc<Group>, usize)>| {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            train(ctx, &plan, how, r, (&train_set, &test_set), group)
+        }))
+        .map(|(o, _)| o)
+    };
+    let solo: Vec<_> = runs.iter().map(|r| attempt(r, None)).collect();
+    assert!(solo[1].is_err(), "the huge learning rate fails on its own");
+    let group = Group::new(runs.len());
+    let together: Vec<_> = std::thread::scope(|s| {
+        let handles: Vec<_> = runs
+            .iter()
+            .enumerate()
+            .map(|(m, r)| {
+                let g = group.clone();
+                let attempt = &attempt;
+                s.spawn(move || {
+                    let out = attempt(r, Some((g.clone(), m)));
+                    g.leave(m);
+                    out
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert!(together[1].is_err(), "the failing run fails in the group too");
+    for m in [0, 2] {
+        assert_eq!(
+            together[m].as_ref().ok(),
+            solo[m].as_ref().ok(),
+            "run {m} equals its solo run"
+        );
+    }
+}
