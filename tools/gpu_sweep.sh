@@ -13,36 +13,11 @@
 # Locally, as a dry run on lavapipe:   TRIALS=8 LIMIT_TRAIN=500 OUT=/tmp/g tools/gpu_sweep.sh run
 set -euo pipefail
 cd "$(dirname "$0")/.."
-case "${1:-}" in
-prepare)
-    mkdir -p .device
-    grep -qx '/.device/' .git/info/exclude 2>/dev/null || echo '/.device/' >>.git/info/exclude
-    CARGO_PROFILE_RELEASE_DEBUG=false cargo build --release --quiet --target-dir target/device
-    strip -o .device/clampnet target/device/release/clampnet
-    cp -r /usr/share/datasets/fashion-mnist .device/
-    (cd .device && apt-get download libvulkan1 libegl1 libglvnd0 >/dev/null)
-    du -sh .device
-    exit 0
-    ;;
-run) ;;
-*) echo "usage: tools/gpu_sweep.sh prepare|run" >&2; exit 2 ;;
-esac
-
+# shellcheck source=tools/device_env.sh
+. tools/device_env.sh "${1:-}" gpu_sweep
 OUT=${OUT:-/tmp/gpu-sweep}
 mkdir -p "$OUT"
-BIN=target/release/clampnet
-DATA=/usr/share/datasets/fashion-mnist
-if [ -x .device/clampnet ]; then
-    BIN=.device/clampnet
-    DATA=$PWD/.device/fashion-mnist
-    for f in .device/*.deb; do dpkg -x "$f" /; done
-    ldconfig
-    [ -e /usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json ] &&
-        export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
-fi
-export CLAMPNET_DATA=$DATA RUST_LOG=warn XDG_RUNTIME_DIR=${XDG_RUNTIME_DIR:-$(mktemp -d)}
 TRIALS=${TRIALS:-32} JOBS=${JOBS:-4} ROUNDS=${ROUNDS:-2} LIMIT_TRAIN=${LIMIT_TRAIN:-10000} EPOCHS=${EPOCHS:-1}
-PY_TORCH=${PY_TORCH:-python3} PY_JAX=${PY_JAX:-python3}   # the device's python3 has both
 "$BIN" info 2>&1 | tee "$OUT/info.txt" | head -20
 # the grid of tools/sweep_bench.sh, with TRIALS/4 seeds
 seeds=$(python3 -c "print(list(range(max(1, $TRIALS // 4))))")
@@ -65,7 +40,7 @@ clampnet_side() { # name, grid, extra flags...
     "$BIN" sweep run "$grid" --out "$dir" "${FLAGS[@]}" "$@" 2>"$OUT/$name.err" || true
     local t1; t1=$(now)
     local n train
-    n=$(ls "$dir"/trials/*/result.json 2>/dev/null | wc -l)
+    n=$( (ls "$dir"/trials/*/result.json 2>/dev/null || true) | wc -l)
     train=$(python3 -c 'import json,glob,sys; print(sum(e["train_seconds"] for f in glob.glob(sys.argv[1] + "/trials/*/result.json") for e in json.load(open(f))["epochs"]))' "$dir")
     line "{\"round\": $r, \"side\": \"$name\", \"trials_done\": $n, \"wall_s\": $(echo "$t1 - $t0" | bc), \"train_s\": $train}"
 }
