@@ -254,7 +254,10 @@ fn a_failing_run_leaves_its_group_and_the_others_finish() {
             .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
-    assert!(together[1].is_err(), "the failing run fails in the group too");
+    assert!(
+        together[1].is_err(),
+        "the failing run fails in the group too"
+    );
     for m in [0, 2] {
         assert_eq!(
             together[m].as_ref().ok(),

@@ -182,6 +182,22 @@ fn a_bad_grid_is_refused_naming_the_key_and_the_trial() {
         stderr(&o)
     );
     assert!(!Path::new(&out).join("trials").exists(), "nothing ran");
+    let o = clampnet(&[
+        "sweep",
+        "run",
+        &grid,
+        "--out",
+        &out,
+        "--models-per-pass",
+        "0",
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("--models-per-pass must be at least 1"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!Path::new(&out).join("trials").exists(), "nothing ran");
 }
 
 #[test]

@@ -270,14 +270,17 @@ fn write_sweep_json(grid: &Grid, out: &Path, shards: Option<usize>) -> Result<()
 
 fn run_trials(a: RunArgs) -> Result<Outcome> {
     a.flags.check()?;
+    if a.jobs == 0 {
+        return Err(Error::Config("--jobs must be at least 1".into()));
+    }
+    if a.models_per_pass == Some(0) {
+        return Err(Error::Config("--models-per-pass must be at least 1".into()));
+    }
     let grid = Grid::load(&a.grid)?;
     let shard = Shard::resolve(a.shard.as_deref(), a.shards, &|k| std::env::var(k).ok())?;
     write_sweep_json(&grid, &a.out, a.shards.filter(|_| shard.count > 1))?;
     let flags = a.flags.train_args();
     let mut mine: Vec<&Trial> = grid.trials.iter().filter(|t| shard.owns(t)).collect();
-    if a.jobs == 0 {
-        return Err(Error::Config("--jobs must be at least 1".into()));
-    }
     if a.jobs > 1 && a.job.is_none() {
         return run_jobs(&a, &mine);
     }
@@ -394,9 +397,6 @@ fn plan_groups<'g>(
     models_per_pass: Option<usize>,
     ctx: &Context,
 ) -> Result<Vec<Vec<(usize, &'g Trial)>>> {
-    if models_per_pass == Some(0) {
-        return Err(Error::Config("--models-per-pass must be at least 1".into()));
-    }
     // open groups: (key, models per pass, trials with their restrictions)
     type Open<'t> = (String, usize, Vec<(usize, &'t Trial, Restrictions)>);
     let mut groups: Vec<Open<'g>> = Vec::new();
