@@ -38,6 +38,20 @@ fn every_entry_point_translates_to_every_backend() {
     }
 }
 
+/// The K-model variant of every kernel (`gpu::batched`, a sweep's trials in one step) too.
+#[test]
+fn every_k_model_variant_translates_to_every_backend() {
+    let all = kernels();
+    match portability::check_all_k_models(&all) {
+        Ok(n) => assert_eq!(n, all.iter().map(|k| k.variants().len()).sum::<usize>()),
+        Err(errors) => panic!(
+            "{} K-model variants fail to translate:\n{}",
+            errors.len(),
+            errors.join("\n")
+        ),
+    }
+}
+
 #[test]
 fn every_shader_file_is_used_and_documented() {
     let used = shaders();

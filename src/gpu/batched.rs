@@ -389,22 +389,3 @@ fn rewrite_entry(
         &src[body + 1..]
     ))
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn every_shader_has_a_valid_k_model_variant() {
-        for k in crate::step::kernels() {
-            let b = batched(k.shader.file, k.shader.source).unwrap();
-            let module = naga::front::wgsl::parse_str(&b.source).unwrap();
-            naga::valid::Validator::new(
-                naga::valid::ValidationFlags::all(),
-                naga::valid::Capabilities::empty(),
-            )
-            .validate(&module)
-            .unwrap_or_else(|e| panic!("{}: {}", k.shader.file, e.emit_to_string(&b.source)));
-        }
-    }
-}

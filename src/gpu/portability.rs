@@ -29,8 +29,19 @@ pub fn validate(file: &str, src: &str) -> Result<(naga::Module, naga::valid::Mod
 
 /// Translate one kernel variant to every target; the error names shader, entry point, variant and backend.
 pub fn translate(kernel: &KernelDef, gate: bool) -> Result<(), String> {
+    translate_source(kernel, gate, kernel.shader.source)
+}
+
+/// `translate` of the kernel's K-model variant (`gpu::batched`).
+pub fn translate_k_models(kernel: &KernelDef, gate: bool) -> Result<(), String> {
+    let b = super::batched::batched(kernel.shader.file, kernel.shader.source)
+        .map_err(|e| e.to_string())?;
+    translate_source(kernel, gate, &b.source).map_err(|e| format!("(K models) {e}"))
+}
+
+fn translate_source(kernel: &KernelDef, gate: bool, source: &str) -> Result<(), String> {
     let (file, entry) = (kernel.shader.file, kernel.entry);
-    let (module, info) = validate(file, kernel.shader.source)?;
+    let (module, info) = validate(file, source)?;
     let mut constants = naga::back::PipelineConstants::default();
     for (name, value) in kernel.constants(gate) {
         constants.insert(name.to_string(), value);
@@ -109,6 +120,18 @@ pub fn translate(kernel: &KernelDef, gate: bool) -> Result<(), String> {
 
 /// Every variant of `kernels`: the number translated, or every failure.
 pub fn check_all(kernels: &[&KernelDef]) -> Result<usize, Vec<String>> {
+    check_each(kernels, translate)
+}
+
+/// `check_all` of the K-model variants.
+pub fn check_all_k_models(kernels: &[&KernelDef]) -> Result<usize, Vec<String>> {
+    check_each(kernels, translate_k_models)
+}
+
+fn check_each(
+    kernels: &[&KernelDef],
+    translate: fn(&KernelDef, bool) -> Result<(), String>,
+) -> Result<usize, Vec<String>> {
     let mut errors = Vec::new();
     let mut n = 0;
     for kernel in kernels {
