@@ -172,6 +172,13 @@ impl Group {
         r.map_err(Error::Model)
     }
 
+    /// The models its step holds: how many members trained together (1 when it was never built, its
+    /// members having trained alone).
+    pub fn models(&self) -> usize {
+        let st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        st.core.as_ref().map_or(1, |c| c.models())
+    }
+
     /// `f` of the step and member `index`'s model in it.
     pub(crate) fn with_core<R>(&self, index: usize, f: impl FnOnce(&Core, usize) -> R) -> R {
         let st = self.state.lock().unwrap_or_else(|e| e.into_inner());

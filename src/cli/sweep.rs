@@ -329,9 +329,8 @@ fn run_trials(a: RunArgs) -> Result<Outcome> {
     for group in groups {
         let sh = shared.as_ref().expect("opened for the pending trials");
         let started = std::time::Instant::now();
-        let outcomes = run_group(&grid, &group, (&a.out, &flags), sh);
+        let (outcomes, k) = run_group(&grid, &group, (&a.out, &flags), sh);
         let seconds = started.elapsed().as_secs_f64();
-        let k = group.len();
         let mut interrupted = false;
         for ((n, t), outcome) in group.iter().zip(outcomes) {
             let dir = trial_dir(&a.out, t);
@@ -446,15 +445,17 @@ fn plan_groups<'g>(
 }
 
 /// Train the trials of `group`: one alone, or several as the models of one step, each on a thread
-/// of its own (`clampnet::group`). Every trial's outcome, in order.
+/// of its own (`clampnet::group`). Every trial's outcome, in order, and the models that trained
+/// together (1 where the step could not be built and each trained alone).
 fn run_group(
     grid: &Grid,
     group: &[(usize, &Trial)],
     (out, flags): (&Path, &[String]),
     shared: &Shared,
-) -> Vec<Result<Outcome>> {
+) -> (Vec<Result<Outcome>>, usize) {
     if let [(_, t)] = group {
-        return vec![run_trial(grid, t, &trial_dir(out, t), flags, shared, None)];
+        let outcome = run_trial(grid, t, &trial_dir(out, t), flags, shared, None);
+        return (vec![outcome], 1);
     }
     let g = clampnet::group::Group::new(group.len());
     std::thread::scope(|s| {
@@ -472,13 +473,14 @@ fn run_group(
                 })
             })
             .collect();
-        handles
+        let outcomes = handles
             .into_iter()
             .map(|h| {
                 h.join()
                     .unwrap_or_else(|_| Err(Error::Config("a trial's thread panicked".into())))
             })
-            .collect()
+            .collect();
+        (outcomes, g.models())
     })
 }
 

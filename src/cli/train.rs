@@ -328,23 +328,25 @@ pub fn group_key(a: &TrainArgs) -> Result<(String, clampnet::restrict::Restricti
 }
 
 /// The most models one step of `a`'s run may hold on `ctx` (`sweep run` groups at most this many):
-/// its per-model buffers (the largest activation or parameter buffer) must fit one storage binding
-/// K times, the penalty tables of K models one uniform window, and K copies of a grid's z the grid.
+/// its per-model buffers (the largest op output or parameter buffer, as the ops are lowered here, with
+/// room for the partial sums beside it) must fit one storage binding K times, the penalty tables of K
+/// models one uniform window, and K copies of a grid's z the grid. wgpu reports no memory size, so the
+/// binding limit is what bounds memory. A group larger than this still runs: its build fails, and its
+/// trials train alone.
 pub fn max_models(ctx: &Context, a: &TrainArgs) -> Result<usize> {
     let run = resolve(a)?;
     let plan = &run.plan;
     let batch = run.cfg.batch_size;
-    let largest = plan
-        .layers
+    let ops = clampnet::model::fuse::lower(plan, ctx.kernel_set, true);
+    let largest = ops
         .iter()
-        .map(|l| l.output.len() * batch)
+        .map(|o| o.output.len() * batch)
         .chain([plan.flat_len, plan.input_len() * batch])
         .max()
         .unwrap_or(1) as u64
         * 4;
     let part = |bytes: u64| bytes.div_ceil(256) * 256;
-    // the conv weight gradient's partial sums can be a few times an activation: leave room
-    let by_binding = ctx.limits.max_storage_buffer_binding_size / (4 * part(largest)).max(1);
+    let by_binding = ctx.limits.max_storage_buffer_binding_size / (2 * part(largest)).max(1);
     let by_window = clampnet::gpu::UNIFORM_WINDOW / part(plan.params.len() as u64 * 32);
     let by_grid = ctx.limits.max_compute_workgroups_per_dimension as u64 / 64;
     Ok(by_binding.min(by_window).min(by_grid).max(1) as usize)
