@@ -31,9 +31,12 @@ pub fn run(g: GpuArgs) -> Result<()> {
             }
         );
     }
-    match portability::check_all(&clampnet::step::kernels()) {
-        Ok(n) => println!(
-            "shaders: {n} kernel variants validated by naga and translated to {}",
+    let kernels = clampnet::step::kernels();
+    match portability::check_all(&kernels).and_then(|n| {
+        portability::check_all_k_models(&kernels).map(|k| (n, k))
+    }) {
+        Ok((n, k)) => println!(
+            "shaders: {n} kernel variants validated by naga and translated to {}; their {k} K-model variants (a sweep's trials in one step) too",
             portability::TARGETS.join(", ")
         ),
         Err(errors) => println!(
