@@ -18,7 +18,7 @@ struct State {
     batch: u32,
 }
 
-@group(0) @binding(0) var<uniform> P: DropoutParams;
+@group(0) @binding(0) var<uniform> D: DropoutParams;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read_write> y: array<f32>;
 @group(0) @binding(3) var<storage, read> state: State;
@@ -33,7 +33,7 @@ fn pcg(v: u32) -> u32 {
 }
 
 fn keep(i: u32) -> bool {
-    return pcg(pcg(pcg(pcg(P.seed) ^ P.salt) ^ state.step) ^ i) >= P.threshold;
+    return pcg(pcg(pcg(pcg(D.seed) ^ D.salt) ^ state.step) ^ i) >= D.threshold;
 }
 
 fn index(wg: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
@@ -44,17 +44,17 @@ fn index(wg: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
 fn dropout_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                    @builtin(local_invocation_index) lid: u32) {
     let i = index(wg, nwg, lid);
-    if (i >= P.n) {
+    if (i >= D.n) {
         return;
     }
-    y[i] = select(0.0, x[i] * P.scale, keep(i));
+    y[i] = select(0.0, x[i] * D.scale, keep(i));
 }
 
 @compute @workgroup_size(64)
 fn dropout_copy(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                 @builtin(local_invocation_index) lid: u32) {
     let i = index(wg, nwg, lid);
-    if (i >= P.n) {
+    if (i >= D.n) {
         return;
     }
     y[i] = x[i];
@@ -64,8 +64,8 @@ fn dropout_copy(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) n
 fn dropout_backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                     @builtin(local_invocation_index) lid: u32) {
     let i = index(wg, nwg, lid);
-    if (i >= P.n) {
+    if (i >= D.n) {
         return;
     }
-    dx[i] = select(0.0, dy[i] * P.scale, keep(i));
+    dx[i] = select(0.0, dy[i] * D.scale, keep(i));
 }

@@ -270,28 +270,20 @@ impl Group {
 }
 
 /// The step of `members` (index, (setup, weights)), if they can share one: the same model, batch
-/// size, kernels, loss and data, and the same seed where the seed shapes more than the weights and
-/// the order (dropout masks). `setup` is the building member's own (its validation split).
+/// size, kernels, loss and data. `setup` is the building member's own (its validation split).
 fn build(
     ctx: &Context,
     setup: &Setup,
     members: &[(usize, &Joining)],
     (train, test): (&Split, &Split),
 ) -> Result<Core> {
-    let dropout = setup
-        .model
-        .spec
-        .layers
-        .iter()
-        .any(|l| matches!(l, crate::layers::LayerSpec::Dropout(_)));
     for (_, (s, _)) in members {
         let same = s.model.spec == setup.model.spec
             && s.batch_size == setup.batch_size
             && s.fuse == setup.fuse
             && s.kernel_set == setup.kernel_set
             && s.loss == setup.loss
-            && s.class_weight == setup.class_weight
-            && (!dropout || s.seed == setup.seed);
+            && s.class_weight == setup.class_weight;
         if !same {
             return Err(Error::Config(
                 "the runs differ in more than restrictions, learning rate and seed".into(),
@@ -304,6 +296,7 @@ fn build(
             restrictions: &s.restrictions,
             optimizer: &s.optimizer,
             weights: w,
+            seed: s.seed,
         })
         .collect();
     let set = setup.kernel_set.unwrap_or(ctx.kernel_set);

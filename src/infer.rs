@@ -30,7 +30,7 @@ impl<'a> Predictor<'a> {
         Ok(Predictor {
             ctx,
             pipes: Pipelines::shared(ctx, &kernels())?,
-            net: Network::new(ctx, model, (set, true, 0), batch, false, weights)?,
+            net: Network::new(ctx, model, (set, true, &[0]), batch, false, weights)?,
         })
     }
 

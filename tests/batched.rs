@@ -1,7 +1,8 @@
 //! K models in one set of dispatches (`Step::new_many`, `gpu::batched`, `group::Group`): each model of
 //! a K-model step, trained with its own restrictions (every kind), learning rate, seed and epoch order,
 //! ends bit for bit where the same run on its own ends: weights, optimizer state, every epoch's
-//! metrics, test metrics. Odd models, odd K, a short last batch, both kernel sets, fused and unfused.
+//! metrics, test metrics. Odd models (one with dropout, its masks per seed), odd K, a short last
+//! batch, both kernel sets, fused and unfused.
 
 mod common;
 
@@ -134,9 +135,27 @@ fn train(
     )
 }
 
+/// The odd models, and one with dropout: its masks follow each run's own seed.
+fn models() -> Vec<clampnet::model::ModelSpec> {
+    use clampnet::layers::{Conv2d, Dense, Dropout, Flatten};
+    use clampnet::model::{Activation, ModelSpec, Padding};
+    let mut m = odd_models();
+    m.push(ModelSpec {
+        input: [8, 7, 1],
+        layers: vec![
+            Conv2d::new(4, 3, Padding::Valid, Activation::Relu).into(),
+            Dropout::new(0.4, None).unwrap().into(),
+            Flatten::new().into(),
+            Dense::new(3, Activation::Softmax).into(),
+        ],
+        names: Vec::new(),
+    });
+    m
+}
+
 fn check(set: KernelSet, fuse: bool) {
     let (ctx, _g) = gpu();
-    for (i, spec) in odd_models().iter().enumerate() {
+    for (i, spec) in models().iter().enumerate() {
         let plan = ModelPlan::new(spec).unwrap();
         let every = every_restriction(&plan);
         let runs = [

@@ -437,7 +437,7 @@ fn run_gpu(
         set,
         batch,
         training: true,
-        seed: STEP.1,
+        seeds: vec![STEP.1],
     };
     let op = build_op(plan, &op_plan, &b).unwrap();
     let flat = clampnet::step::flatten_weights(plan, w).unwrap();

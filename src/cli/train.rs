@@ -293,23 +293,17 @@ pub fn run_in_group(
 }
 
 /// What runs must share to step together as the models of one step (`clampnet::group`): all but
-/// their restrictions, learning rate, seed, shuffling and starting weights (the dropout masks follow
-/// the seed, so a model with dropout shares its seed too; runs resumed from different points do not
-/// share). With the key, the run's restrictions: the constraints on each tensor must also be
+/// their restrictions, learning rate, seed (dropout masks included), shuffling and starting weights
+/// (runs resumed from different points do not share). With the key, the run's restrictions: the constraints on each tensor must also be
 /// compatible (`optim::constraints::compatible`).
 pub fn group_key(a: &TrainArgs) -> Result<(String, clampnet::restrict::Restrictions)> {
     let run = resolve(a)?;
     let cfg = &run.cfg;
     let mut optimizer = cfg.optimizer;
     optimizer.lr = 0.0;
-    let dropout = cfg
-        .model
-        .layers
-        .iter()
-        .any(|l| matches!(l, clampnet::layers::LayerSpec::Dropout(_)));
     let steps = run.resumed.as_ref().map(|(_, m)| m.optimizer_steps);
     let key = format!(
-        "{:?}|{}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{}|{}",
+        "{:?}|{}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{}|{}",
         cfg.model,
         cfg.batch_size,
         optimizer,
@@ -320,7 +314,6 @@ pub fn group_key(a: &TrainArgs) -> Result<(String, clampnet::restrict::Restricti
         (run.limit_train, run.limit_test, &a.data),
         (cfg.epochs, &cfg.early_stopping, &cfg.reduce_lr),
         (&a.gpu.backend, &a.gpu.adapter, &a.gpu.kernel_set),
-        dropout.then_some(cfg.seed),
         run.plan.flat_len,
         run.plan.params.len(),
     );

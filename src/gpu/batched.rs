@@ -9,7 +9,8 @@
 //!   `state[clampnet_o_state]` of an array of them; `clampnet_o_x = m * stride` with the stride (in
 //!   elements) of the buffer bound there, from a uniform the recorder fills per dispatch (0 for a
 //!   buffer all models share, such as the dataset);
-//! - the uniforms that hold per-trial values: the constraints' (`C`, `N`) become read-only storage
+//! - the uniforms that hold per-trial values: the constraints' (`C`, `N`) and dropout's (`D`: the
+//!   seed) become read-only storage
 //!   arrays of them, indexed the same way; the uniform windows of per-model data (the penalty table
 //!   `segments`; `kernel_u` and `dy_u`, llvmpipe's fast paths) stay uniform windows, which now hold
 //!   every model's part and are indexed from the model's offset in them (an op uses them only where K
@@ -23,7 +24,7 @@ use std::collections::HashMap;
 use crate::error::{Error, Result};
 
 /// Uniform structs that hold per-trial values: storage arrays of them in a K-model kernel.
-pub const PER_MODEL_STRUCTS: &[&str] = &["C", "N"];
+pub const PER_MODEL_STRUCTS: &[&str] = &["C", "N", "D"];
 /// Uniform arrays that hold every model's part in one window, indexed from the model's offset.
 pub const PER_MODEL_WINDOWS: &[&str] = &["segments", "kernel_u", "dy_u"];
 

@@ -175,10 +175,13 @@ impl Op for ConvPoolOp {
                             n: n as u32,
                             ..Default::default()
                         };
-                        let cu = r.uniform("kernel mirror", &p);
+                        // one value for all models (a K-model kernel reads `D` from storage)
+                        let cu = r
+                            .ctx
+                            .storage_init_shared("kernel mirror copy", bytemuck::bytes_of(&p));
                         let grid = r.grid_1d(n, 64);
                         r.dispatch(&super::dropout::COPY)
-                            .bind("P", &cu)
+                            .bind("D", &cu)
                             .span("x", io.params, c.kernel.offset, n)
                             .span("y", mirror, 0, n)
                             .grid(grid);

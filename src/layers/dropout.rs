@@ -151,7 +151,7 @@ impl Layer for Dropout {
         Ok(Box::new(DropoutOp {
             layer: self.clone(),
             index: plan.layers.start,
-            seed: b.seed,
+            seeds: b.seeds.clone(),
             len: plan.output.len(),
             out: b.outputs(plan, false)?,
         }))
@@ -204,7 +204,8 @@ const _: () = assert!(std::mem::size_of::<DropoutParams>() == 32);
 struct DropoutOp {
     layer: Dropout,
     index: usize,
-    seed: u64,
+    /// the run's seed; per model, for K models stepping together (the seed is all that differs)
+    seeds: Vec<u64>,
     /// elements per example
     len: usize,
     out: OpOutput,
@@ -212,8 +213,15 @@ struct DropoutOp {
 
 impl DropoutOp {
     fn uniform(&self, r: &mut Recorder, rows: usize) -> Buffer {
-        let p = self.layer.params(self.index, self.seed, rows * self.len);
-        r.uniform("dropout", &p)
+        let each: Vec<DropoutParams> = self
+            .seeds
+            .iter()
+            .map(|&seed| self.layer.params(self.index, seed, rows * self.len))
+            .collect();
+        match &each[..] {
+            [one] => r.uniform("dropout", one),
+            _ => r.ctx.per_model_table("dropout per model", &each),
+        }
     }
 }
 
@@ -229,14 +237,14 @@ impl Op for DropoutOp {
         match io.state {
             Some(state) => r
                 .dispatch(&FORWARD)
-                .bind("P", &u)
+                .bind("D", &u)
                 .bind("x", io.x)
                 .bind("y", &self.out.y)
                 .bind("state", state)
                 .grid(grid),
             None => r
                 .dispatch(&COPY)
-                .bind("P", &u)
+                .bind("D", &u)
                 .bind("x", io.x)
                 .bind("y", &self.out.y)
                 .grid(grid),
@@ -251,7 +259,7 @@ impl Op for DropoutOp {
         let u = self.uniform(r, rows);
         let grid = r.grid_1d(rows * self.len, 64);
         r.dispatch(&BACKWARD)
-            .bind("P", &u)
+            .bind("D", &u)
             .bind("dy", self.out.dy())
             .bind("dx", dx)
             .bind("state", state)

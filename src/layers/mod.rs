@@ -273,8 +273,8 @@ pub struct Build<'a> {
     pub batch: usize,
     /// allocate gradient buffers (false: a forward-only predictor)
     pub training: bool,
-    /// the run's seed (dropout masks)
-    pub seed: u64,
+    /// the run's seed (dropout masks); per model, for K models stepping together
+    pub seeds: Vec<u64>,
 }
 
 impl Build<'_> {

@@ -60,7 +60,7 @@ impl Network {
     pub fn new(
         ctx: &Context,
         model: ModelPlan,
-        (set, fuse, seed): (KernelSet, bool, u64),
+        (set, fuse, seeds): (KernelSet, bool, &[u64]),
         batch: usize,
         training: bool,
         weights: &[Vec<f32>],
@@ -79,7 +79,7 @@ impl Network {
             set,
             batch,
             training,
-            seed,
+            seeds: seeds.to_vec(),
         };
         let plans = fuse::lower(&model, set, fuse);
         let ops = plans
@@ -191,6 +191,8 @@ pub struct Part<'a> {
     pub restrictions: &'a Restrictions,
     pub optimizer: &'a Settings,
     pub weights: &'a [Vec<f32>],
+    /// the run's seed (dropout masks)
+    pub seed: u64,
 }
 
 /// The recorded plans of a training run.
@@ -242,6 +244,7 @@ impl Step {
             restrictions: s.restrictions,
             optimizer: s.optimizer,
             weights,
+            seed: s.seed,
         };
         Self::new_many(ctx, s, &[part], train, test)
     }
@@ -282,7 +285,11 @@ impl Step {
         let net = Network::new(
             ctx,
             s.model,
-            (s.set, s.fuse, s.seed),
+            (
+                s.set,
+                s.fuse,
+                &parts.iter().map(|p| p.seed).collect::<Vec<_>>(),
+            ),
             s.batch,
             true,
             parts[0].weights,
