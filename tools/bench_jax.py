@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from bench_sweep_jax import forward  # the same model, written once (tools/)
 
 
 def init(key, filters):
@@ -24,14 +25,6 @@ def init(key, filters):
     flat = filters * 13 * 13
     return {"ck": g(k1, (3, 3, 1, filters), 9, 9 * filters), "cb": jnp.zeros(filters),
             "dk": g(k2, (flat, 10), flat, 10), "db": jnp.zeros(10)}
-
-
-def forward(p, x):
-    y = jax.lax.conv_general_dilated(x, p["ck"], (1, 1), "VALID",
-                                     dimension_numbers=("NHWC", "HWIO", "NHWC")) + p["cb"]
-    y = jax.nn.relu(y)
-    y = jax.lax.reduce_window(y, -jnp.inf, jax.lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID")
-    return y.reshape(y.shape[0], -1) @ p["dk"] + p["db"]
 
 
 def main():

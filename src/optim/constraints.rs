@@ -134,33 +134,25 @@ pub fn record_many(
     let Some(first) = cs.iter().flatten().next() else {
         return;
     };
-    // each model's uniform: its own constraint's, or the first's shape with the kind "none"
-    let all: Vec<ConstraintUniform> = cs
-        .iter()
-        .map(|c| {
-            let mut u = constraint_uniform(c.as_ref().unwrap_or(first), offset, shape);
-            match (&mut u, c) {
-                (_, Some(_)) => {}
-                (ConstraintUniform::Clip(p), None) => p.kind = CLIP_NONE,
-                (ConstraintUniform::Norm(p), None) => p.kind = NORM_NONE,
+    // each model's uniform: its own constraint's, or the first's shape with the kind "none" (all of
+    // one kind: `Constraints::new_many` checks it)
+    let (mut clips, mut norms): (Vec<ClipParams>, Vec<NormParams>) = (Vec::new(), Vec::new());
+    for c in cs {
+        match constraint_uniform(c.as_ref().unwrap_or(first), offset, shape) {
+            ConstraintUniform::Clip(mut p) => {
+                if c.is_none() {
+                    p.kind = CLIP_NONE;
+                }
+                clips.push(p);
             }
-            u
-        })
-        .collect();
-    let clips: Vec<ClipParams> = all
-        .iter()
-        .filter_map(|u| match u {
-            ConstraintUniform::Clip(p) => Some(*p),
-            _ => None,
-        })
-        .collect();
-    let norms: Vec<NormParams> = all
-        .iter()
-        .filter_map(|u| match u {
-            ConstraintUniform::Norm(p) => Some(*p),
-            _ => None,
-        })
-        .collect();
+            ConstraintUniform::Norm(mut p) => {
+                if c.is_none() {
+                    p.kind = NORM_NONE;
+                }
+                norms.push(p);
+            }
+        }
+    }
     if let Some(cp) = clips.first() {
         let u = table(r, "clip", &clips);
         let grid = r.grid_1d(cp.len as usize, 64);
