@@ -20,6 +20,15 @@ pub fn save(
     tensors: &Weights,
     metadata: Option<HashMap<String, String>>,
 ) -> Result<()> {
+    write_atomic(path, &serialize(path, tensors, metadata)?)
+}
+
+/// The safetensors bytes of `tensors` (plus string metadata); `path` names the file in errors.
+pub fn serialize(
+    path: &Path,
+    tensors: &Weights,
+    metadata: Option<HashMap<String, String>>,
+) -> Result<Vec<u8>> {
     let bytes: Vec<Vec<u8>> = tensors
         .iter()
         .map(|(_, _, v)| bytemuck::cast_slice(v).to_vec())
@@ -36,11 +45,10 @@ pub fn save(
                 })
         })
         .collect::<Result<_>>()?;
-    let data = safetensors::serialize(views, metadata).map_err(|e| Error::Checkpoint {
+    safetensors::serialize(views, metadata).map_err(|e| Error::Checkpoint {
         path: path.into(),
         msg: format!("serializing: {e}"),
-    })?;
-    write_atomic(path, &data)
+    })
 }
 
 /// Write to `.name.tmp-<pid>-<ns>` beside the target, fsync, then rename over the target: a crash leaves
@@ -55,8 +63,8 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
         msg: "not a file path".into(),
     })?;
     // unique per process and call: shards of a sweep on several hosts may write the same file
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
+    let nanos = web_time::SystemTime::now()
+        .duration_since(web_time::UNIX_EPOCH)
         .map_or(0, |d| d.subsec_nanos());
     let tmp = dir.join(format!(
         ".{}.tmp-{}-{nanos}",

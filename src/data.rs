@@ -62,6 +62,30 @@ impl Split {
     pub fn per_image(&self) -> usize {
         self.height * self.width * self.channels
     }
+    /// Keras' `validation_split`: the last `fraction` of the split (split at floor(n · (1 − fraction)),
+    /// before any shuffling), returned as the validation split.
+    pub fn hold_out(&mut self, fraction: f64) -> Result<Split> {
+        let n = self.len();
+        let at = (n as f64 * (1.0 - fraction)).floor() as usize;
+        if at == 0 || at == n {
+            return Err(Error::Config(format!(
+                "validation_split {fraction} of {n} training examples leaves {} for training and {} for validation: both need at least one",
+                at,
+                n - at
+            )));
+        }
+        let per = self.height * self.width * self.channels;
+        let val = Split {
+            images: self.images[at * per..n * per].to_vec(),
+            labels: self.labels[at..].to_vec(),
+            height: self.height,
+            width: self.width,
+            channels: self.channels,
+        };
+        self.truncate(at);
+        Ok(val)
+    }
+
     /// The first `n` examples (all of them if `n` is larger).
     pub fn truncate(&mut self, n: usize) {
         let n = n.min(self.len());
@@ -334,28 +358,90 @@ pub fn find_dataset(explicit: Option<&Path>, input: [usize; 3]) -> Result<Datase
 /// (as Keras sorts them), images are read with the image crate, converted to grayscale (C = 1) or RGB
 /// (C = 3) and resized to H x W.
 pub fn load_image_folders(dir: &Path, input: [usize; 3]) -> Result<Dataset> {
-    let [h, w, c] = input;
-    let classes_in = |split: &Path| -> Result<Vec<String>> {
-        let mut names = Vec::new();
+    let classes_in = |split: &Path| -> Result<Vec<(String, Vec<PathBuf>)>> {
+        let mut classes = Vec::new();
         for e in std::fs::read_dir(split).map_err(|e| Error::io(split, e))? {
             let e = e.map_err(|e| Error::io(split, e))?;
-            if e.path().is_dir() {
-                names.push(e.file_name().to_string_lossy().into_owned());
+            let class_dir = e.path();
+            if class_dir.is_dir() {
+                let files: Vec<PathBuf> = std::fs::read_dir(&class_dir)
+                    .map_err(|e| Error::io(&class_dir, e))?
+                    .filter_map(|e| e.ok().map(|e| e.path()))
+                    .filter(|p| p.is_file())
+                    .collect();
+                classes.push((e.file_name().to_string_lossy().into_owned(), files));
             }
         }
-        names.sort();
-        Ok(names)
+        Ok(classes)
     };
+    let listing = [
+        classes_in(&dir.join("train"))?,
+        classes_in(&dir.join("test"))?,
+    ];
+    let read = |p: &Path| std::fs::read(p).map_err(|e| Error::io(p, e));
+    image_folder_dataset(dir, listing, &read, input)
+}
+
+/// `load_image_folders` of files given with their paths (a folder dropped into the page): each path
+/// holds `train/<class>/` or `test/<class>/` (anything before `train` is the folder's own path).
+pub fn load_image_files(files: &[(String, Vec<u8>)], input: [usize; 3]) -> Result<Dataset> {
+    let mut listing: [Vec<(String, Vec<PathBuf>)>; 2] = Default::default();
+    let mut bytes = std::collections::HashMap::new();
+    let mut root = None;
+    for (name, data) in files {
+        let parts: Vec<&str> = name.split('/').collect();
+        let Some(at) = parts
+            .iter()
+            .position(|p| *p == "train" || *p == "test")
+            .filter(|&at| at + 2 < parts.len())
+        else {
+            return Err(Error::Data {
+                path: name.into(),
+                msg: "not inside train/<class>/ or test/<class>/: an image dataset is a folder with \
+                      train/<class>/* and test/<class>/* images"
+                    .into(),
+            });
+        };
+        root.get_or_insert_with(|| parts[..at].join("/"));
+        let split = &mut listing[usize::from(parts[at] == "test")];
+        let class = parts[at + 1].to_string();
+        let path = PathBuf::from(name);
+        match split.iter_mut().find(|(c, _)| *c == class) {
+            Some((_, paths)) => paths.push(path.clone()),
+            None => split.push((class, vec![path.clone()])),
+        }
+        bytes.insert(path, data);
+    }
+    let root = PathBuf::from(root.unwrap_or_default());
+    let read = |p: &Path| Ok(bytes[p].clone());
+    image_folder_dataset(&root, listing, &read, input)
+}
+
+/// An image-folder dataset from its listing: per split (train, test) its class folders, each with its
+/// files; `read` gives a file's bytes. Class names are sorted (as Keras sorts them), and so are files.
+fn image_folder_dataset(
+    dir: &Path,
+    mut listing: [Vec<(String, Vec<PathBuf>)>; 2],
+    read: &dyn Fn(&Path) -> Result<Vec<u8>>,
+    input: [usize; 3],
+) -> Result<Dataset> {
+    let [h, w, c] = input;
+    for split in listing.iter_mut() {
+        split.sort_by(|a, b| a.0.cmp(&b.0));
+        for (_, files) in split.iter_mut() {
+            files.sort();
+        }
+    }
+    let names: Vec<String> = listing[0].iter().map(|(n, _)| n.clone()).collect();
     let train_dir = dir.join("train");
-    let names = classes_in(&train_dir)?;
     if names.len() < 2 {
         return Err(Error::Data {
             path: train_dir,
             msg: format!("found {} class folder(s): an image-folder dataset needs train/<class>/ folders for at least 2 classes", names.len()),
         });
     }
-    let read_split = |split: &Path| -> Result<Split> {
-        let found = classes_in(split)?;
+    let read_split = |split: &Path, classes: &[(String, Vec<PathBuf>)]| -> Result<Split> {
+        let found: Vec<String> = classes.iter().map(|(n, _)| n.clone()).collect();
         if found != names {
             return Err(Error::Data {
                 path: split.into(),
@@ -363,22 +449,15 @@ pub fn load_image_folders(dir: &Path, input: [usize; 3]) -> Result<Dataset> {
             });
         }
         let (mut images, mut labels) = (Vec::new(), Vec::new());
-        for (label, name) in names.iter().enumerate() {
-            let class_dir = split.join(name);
-            let mut files: Vec<PathBuf> = std::fs::read_dir(&class_dir)
-                .map_err(|e| Error::io(&class_dir, e))?
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.is_file())
-                .collect();
-            files.sort();
+        for (label, (_, files)) in classes.iter().enumerate() {
             for f in files {
-                let img = image::open(&f).map_err(|e| Error::Data {
+                let img = image::load_from_memory(&read(f)?).map_err(|e| Error::Data {
                     path: f.clone(),
                     msg: format!("cannot read this image: {e}"),
                 })?;
                 if img.width() == 0 || img.height() == 0 {
                     return Err(Error::Data {
-                        path: f,
+                        path: f.clone(),
                         msg: "the image is empty (0 pixels)".into(),
                     });
                 }
@@ -406,8 +485,8 @@ pub fn load_image_folders(dir: &Path, input: [usize; 3]) -> Result<Dataset> {
             channels: c,
         })
     };
-    let train = read_split(&train_dir)?;
-    let test = read_split(&dir.join("test"))?;
+    let train = read_split(&train_dir, &listing[0])?;
+    let test = read_split(&dir.join("test"), &listing[1])?;
     Ok(Dataset {
         classes: names.len(),
         source: format!(
@@ -418,6 +497,58 @@ pub fn load_image_folders(dir: &Path, input: [usize; 3]) -> Result<Dataset> {
         class_names: Some(names),
         train,
         test,
+    })
+}
+
+/// The four IDX files of a dataset given by name (files dropped into the page), as `load_idx_dir`
+/// finds them in a folder: `train-images-idx3-ubyte`, `train-labels-idx1-ubyte`, `t10k-images-idx3-ubyte`,
+/// `t10k-labels-idx1-ubyte`, each optionally `.gz` (and `idx4` for images with channels).
+pub fn load_idx_files(files: &[(String, Vec<u8>)], classes: usize) -> Result<Dataset> {
+    let find = |base: &str| -> Result<(PathBuf, Vec<u8>)> {
+        let idx4 = base.replace("idx3", "idx4");
+        let wanted = [
+            base.to_string(),
+            format!("{base}.gz"),
+            idx4.clone(),
+            format!("{idx4}.gz"),
+        ];
+        let (name, bytes) = files
+            .iter()
+            .find(|(n, _)| wanted.iter().any(|w| n.rsplit('/').next() == Some(w)))
+            .ok_or_else(|| Error::Data {
+                path: base.into(),
+                msg: format!(
+                    "missing: give the four IDX files train-images-idx3-ubyte, train-labels-idx1-ubyte, \
+                     t10k-images-idx3-ubyte and t10k-labels-idx1-ubyte (each may be .gz); given: {}",
+                    files.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", ")
+                ),
+            })?;
+        let path = PathBuf::from(name);
+        let data = maybe_gunzip(&path, bytes.clone())?;
+        Ok((path, data))
+    };
+    let split = |img: &str, lbl: &str| -> Result<Split> {
+        let (ip, i) = find(img)?;
+        let (lp, l) = find(lbl)?;
+        split_from_bytes(&ip, &i, &lp, &l, classes)
+    };
+    let train = split("train-images-idx3-ubyte", "train-labels-idx1-ubyte")?;
+    let test = split("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")?;
+    if (train.height, train.width, train.channels) != (test.height, test.width, test.channels) {
+        return Err(Error::Data {
+            path: "t10k-images-idx3-ubyte".into(),
+            msg: format!(
+                "train images are {}x{}x{} but test images are {}x{}x{}",
+                train.height, train.width, train.channels, test.height, test.width, test.channels
+            ),
+        });
+    }
+    Ok(Dataset {
+        train,
+        test,
+        classes,
+        class_names: None,
+        source: "the IDX files given".into(),
     })
 }
 

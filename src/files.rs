@@ -250,14 +250,27 @@ pub fn save_checkpoint(
     meta: &RunMeta,
     source: Option<&Source>,
 ) -> Result<Vec<String>> {
+    let (bytes, warnings) = checkpoint_bytes(path, tensors, meta, source)?;
+    checkpoint::write_atomic(path, &bytes)?;
+    Ok(warnings)
+}
+
+/// `save_checkpoint`'s bytes, in the format `path`'s extension names, and what the format could not
+/// hold; nothing is written (the page's downloads).
+pub fn checkpoint_bytes(
+    path: &Path,
+    tensors: &Weights,
+    meta: &RunMeta,
+    source: Option<&Source>,
+) -> Result<(Vec<u8>, Vec<String>)> {
     let err = |msg: String| Error::Checkpoint {
         path: path.into(),
         msg,
     };
     let format = Format::of(path);
     if format == Format::Safetensors {
-        checkpoint::save(path, tensors, Some(meta.to_map()))?;
-        return Ok(Vec::new());
+        let bytes = checkpoint::serialize(path, tensors, Some(meta.to_map()))?;
+        return Ok((bytes, Vec::new()));
     }
     if matches!(format, Format::KerasJson | Format::Toml) {
         return Err(err(
@@ -304,6 +317,5 @@ pub fn save_checkpoint(
     } else {
         h5
     };
-    checkpoint::write_atomic(path, &bytes)?;
-    Ok(warnings)
+    Ok((bytes, warnings))
 }

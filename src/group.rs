@@ -216,13 +216,13 @@ impl Group {
                 }
             }
             let core = st.core.as_ref().expect("built");
-            match core.train_range(
+            match pollster::block_on(core.train_range(
                 ctx,
                 (epoch, &by_model),
                 (first, end, done),
                 stop,
                 &mut |_, _| {},
-            ) {
+            )) {
                 Ok(mut per_model) => orders
                     .iter()
                     .enumerate()
@@ -254,7 +254,7 @@ impl Group {
         let key = format!("pass (validation: {val})");
         let r = self.collective(index, key, (), |st, args| {
             let core = st.core.as_ref().expect("built");
-            let out = core.pass(ctx, val).map_err(|e| e.to_string());
+            let out = pollster::block_on(core.pass(ctx, val)).map_err(|e| e.to_string());
             args.iter()
                 .enumerate()
                 .map(|(i, a)| {

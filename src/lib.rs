@@ -23,7 +23,9 @@ pub mod data;
 pub mod error;
 pub mod files;
 pub mod gpu;
+#[cfg(not(target_arch = "wasm32"))]
 pub mod group;
+#[cfg(not(target_arch = "wasm32"))]
 pub mod infer;
 pub mod keras;
 pub mod layers;
@@ -34,8 +36,10 @@ pub mod reference;
 pub mod report;
 pub mod restrict;
 pub mod step;
+#[cfg(not(target_arch = "wasm32"))]
 pub mod sweep;
 pub mod trainer;
+#[cfg(not(target_arch = "wasm32"))]
 pub mod viz;
 
 pub use error::{Error, Result};

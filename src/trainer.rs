@@ -4,7 +4,7 @@
 //! counter advance on the GPU, so a step needs neither an upload nor a readback. The host reads the
 //! 16-byte metrics block once per chunk (the progress tick), while the next chunk runs.
 
-use std::time::Instant;
+use web_time::Instant;
 
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -13,7 +13,10 @@ use rand_chacha::ChaCha8Rng;
 use crate::checkpoint::Weights;
 use crate::data::Split;
 use crate::error::{Error, Result};
-use crate::gpu::{timer, Buffer, Context, KernelSet, Submission};
+#[cfg(not(target_arch = "wasm32"))]
+use crate::gpu::timer;
+use crate::gpu::{Buffer, Context, KernelSet, Submission};
+#[cfg(not(target_arch = "wasm32"))]
 use crate::group::Group;
 use crate::model::ModelPlan;
 use crate::optim::Settings;
@@ -49,6 +52,7 @@ pub struct Setup {
     /// `Trainer::validate`
     pub validation: Option<Split>,
     /// the group this run steps together with, and its place in it (a sweep's trials: `Group`)
+    #[cfg(not(target_arch = "wasm32"))]
     pub group: Option<(std::sync::Arc<Group>, usize)>,
 }
 
@@ -70,6 +74,7 @@ impl Setup {
             loss: Default::default(),
             class_weight: None,
             validation: None,
+            #[cfg(not(target_arch = "wasm32"))]
             group: None,
         }
     }
@@ -144,12 +149,14 @@ pub struct Trainer<'a> {
 /// step (`group::Group`, a sweep's trials stepping together).
 enum Engine {
     Solo(Box<Core>),
+    #[cfg(not(target_arch = "wasm32"))]
     Member {
         group: std::sync::Arc<Group>,
         index: usize,
     },
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 impl Drop for Engine {
     fn drop(&mut self) {
         if let Engine::Member { group, index } = self {
@@ -163,6 +170,15 @@ pub(crate) struct Core {
     gpu: Step,
     /// where the metrics of alternate chunks are copied for reading (every model's)
     staging: [Buffer; 2],
+}
+
+/// A flat per-model buffer of the step, for reading.
+#[derive(Clone, Copy)]
+enum Flat {
+    Params,
+    Grads,
+    /// the optimizer's slot, in `slots()` order
+    Slot(usize),
 }
 
 /// A model's share of a collective training call: its epoch order (None: a model whose run has left
@@ -191,6 +207,7 @@ impl Core {
     }
 
     /// The models its step runs.
+    #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
     pub(crate) fn models(&self) -> usize {
         self.gpu.models
     }
@@ -198,7 +215,7 @@ impl Core {
     /// Steps `first..end` of an epoch for every model, model m in `orders[m]`, after `done` optimizer
     /// steps (`Trainer::train_range`). Per model: its stats, or its error (a non-finite loss stops
     /// that model's reading, not the others').
-    pub(crate) fn train_range(
+    pub(crate) async fn train_range(
         &self,
         ctx: &Context,
         (epoch, orders): (usize, &Orders),
@@ -242,7 +259,8 @@ impl Core {
             );
             if let Some((pslot, psub, pdone)) = pending.take() {
                 let steps = done + (pdone - first) as u64;
-                self.read_metrics(ctx, pslot, &psub, (epoch, steps), &mut last, &mut failed)?;
+                self.read_metrics(ctx, pslot, &psub, (epoch, steps), &mut last, &mut failed)
+                    .await?;
                 let secs = start.elapsed().as_secs_f64();
                 for (m, metrics) in last.iter().enumerate() {
                     on_tick(
@@ -262,7 +280,8 @@ impl Core {
         }
         if let Some((pslot, psub, pdone)) = pending.take() {
             let steps = done + (pdone - first) as u64;
-            self.read_metrics(ctx, pslot, &psub, (epoch, steps), &mut last, &mut failed)?;
+            self.read_metrics(ctx, pslot, &psub, (epoch, steps), &mut last, &mut failed)
+                .await?;
         }
         if s == per_epoch && !gpu.plans.epoch_end.is_empty() {
             ctx.submit(&gpu.plans.epoch_end, None);
@@ -298,7 +317,7 @@ impl Core {
 
     /// Every model's metrics from staging `slot` once `submission` has run, into `last`; a model
     /// whose loss went non-finite gets its error in `failed` (and keeps its last metrics).
-    fn read_metrics(
+    async fn read_metrics(
         &self,
         ctx: &Context,
         slot: usize,
@@ -307,7 +326,9 @@ impl Core {
         last: &mut [PassMetrics],
         failed: &mut [Option<Error>],
     ) -> Result<()> {
-        let bytes = ctx.read_staged(&self.staging[slot], Some(submission))?;
+        let bytes = ctx
+            .read_staged_async(&self.staging[slot], Some(submission))
+            .await?;
         let stride = self.gpu.train.metrics.model_stride() as usize;
         for (m, (last, failed)) in last.iter_mut().zip(failed.iter_mut()).enumerate() {
             if failed.is_some() {
@@ -326,7 +347,7 @@ impl Core {
 
     /// An inference pass over the test split (`val`: the validation split, None without one):
     /// every model's metrics.
-    pub(crate) fn pass(&self, ctx: &Context, val: bool) -> Result<Option<Vec<PassMetrics>>> {
+    pub(crate) async fn pass(&self, ctx: &Context, val: bool) -> Result<Option<Vec<PassMetrics>>> {
         let gpu = &self.gpu;
         let p = &gpu.plans;
         let (split, full, last) = match (val, &gpu.val) {
@@ -349,19 +370,29 @@ impl Core {
             ctx.submit(reg.iter().chain(plans), None);
             s = end;
         }
-        (0..gpu.models)
-            .map(|m| {
-                let bytes = ctx.read_bytes_model(&split.metrics, m, 0, 16)?;
-                Ok(bytemuck::pod_read_unaligned::<Metrics>(&bytes).into())
-            })
-            .collect::<Result<Vec<_>>>()
-            .map(Some)
+        let mut out = Vec::with_capacity(gpu.models);
+        for m in 0..gpu.models {
+            let bytes = ctx.read_bytes_model_async(&split.metrics, m, 0, 16).await?;
+            out.push(bytemuck::pod_read_unaligned::<Metrics>(&bytes).into());
+        }
+        Ok(Some(out))
+    }
+
+    fn flat(&self, which: Flat) -> &Buffer {
+        let net = &self.gpu.net;
+        match which {
+            Flat::Params => &net.params,
+            Flat::Grads => net.grads.as_ref().expect("a trainer has gradients"),
+            Flat::Slot(i) => self.gpu.update.optimizer.slots()[i].1,
+        }
     }
 
     /// Model `m`'s part of a flat buffer, cut into the model's tensors.
-    fn split_flat(&self, ctx: &Context, buffer: &Buffer, m: usize) -> Result<Tensors> {
+    async fn split_flat(&self, ctx: &Context, which: Flat, m: usize) -> Result<Tensors> {
         let model = &self.gpu.net.model;
-        let flat = ctx.read_f32_model(buffer, m, 0, model.flat_len as u64)?;
+        let flat = ctx
+            .read_f32_model_async(self.flat(which), m, 0, model.flat_len as u64)
+            .await?;
         Ok(model
             .params
             .iter()
@@ -381,10 +412,19 @@ impl<'a> Trainer<'a> {
         test: &Split,
         weights: &[Vec<f32>],
     ) -> Result<Self> {
+        #[cfg(not(target_arch = "wasm32"))]
         let group = setup.group.take();
+        #[cfg(target_arch = "wasm32")]
+        let group: Option<((), usize)> = {
+            let _ = &mut setup;
+            None
+        };
         check_setup(ctx, &setup, train, test)?;
         let set = setup.kernel_set.unwrap_or(ctx.kernel_set);
         let engine = match group {
+            #[cfg(target_arch = "wasm32")]
+            Some(_) => unreachable!("no groups in a browser"),
+            #[cfg(not(target_arch = "wasm32"))]
             Some((group, index)) => {
                 match group.join(index, ctx, (&setup, weights), (train, test)) {
                     Ok(()) => Engine::Member { group, index },
@@ -424,6 +464,7 @@ impl<'a> Trainer<'a> {
     fn core<R>(&self, f: impl FnOnce(&Core, usize) -> R) -> R {
         match &self.engine {
             Engine::Solo(c) => f(c, 0),
+            #[cfg(not(target_arch = "wasm32"))]
             Engine::Member { group, index } => group.with_core(*index, |c, m| f(c, m)),
         }
     }
@@ -432,6 +473,7 @@ impl<'a> Trainer<'a> {
     fn core_mut<R>(&mut self, f: impl FnOnce(&mut Core, usize) -> R) -> R {
         match &mut self.engine {
             Engine::Solo(c) => f(c, 0),
+            #[cfg(not(target_arch = "wasm32"))]
             Engine::Member { group, index } => group.with_core_mut(*index, f),
         }
     }
@@ -454,35 +496,13 @@ impl<'a> Trainer<'a> {
         self.train_examples().div_ceil(self.batch_size)
     }
 
-    /// One pass over the training set in `order`. `on_tick` sees running metrics once per chunk.
-    pub fn train_epoch(
-        &mut self,
-        epoch: usize,
-        order: &[u32],
-        on_tick: &mut dyn FnMut(Progress),
-    ) -> Result<EpochStats> {
-        self.train_steps(epoch, order, self.steps_per_epoch(), on_tick)
-    }
-
-    /// The first `limit` steps of an epoch in `order` (all of them when `limit` is the epoch's length;
-    /// epoch-end constraints run only then). `clampnet bench` times steps with it.
-    pub fn train_steps(
-        &mut self,
-        epoch: usize,
-        order: &[u32],
-        limit: usize,
-        on_tick: &mut dyn FnMut(Progress),
-    ) -> Result<EpochStats> {
-        self.train_range(epoch, order, 0, limit, &|| false, on_tick)
-    }
-
     /// Steps `first..end` of an epoch in `order`, `first` being the steps of this epoch already done
     /// (a resumed run), `self.step` the optimizer steps done in all. `stop` is asked before each chunk of
     /// steps is recorded: when it says yes, the steps already submitted finish and the epoch stops there
     /// (`EpochStats::next_step` says where). Metrics cover the steps of this call. Epoch-end constraints
     /// run when the epoch's last step is done. In a group, every member makes the same call, and
     /// `on_tick` sees the end of the call only.
-    pub fn train_range(
+    pub async fn train_range_async(
         &mut self,
         epoch: usize,
         order: &[u32],
@@ -512,10 +532,12 @@ impl<'a> Trainer<'a> {
             Engine::Solo(core) => {
                 let orders = vec![Some(order.to_vec())];
                 let mut tick = |_: usize, p: Progress| on_tick(p);
-                core.train_range(ctx, (epoch, &orders), range, stop, &mut tick)?
+                core.train_range(ctx, (epoch, &orders), range, stop, &mut tick)
+                    .await?
                     .pop()
                     .expect("one model")
             }
+            #[cfg(not(target_arch = "wasm32"))]
             Engine::Member { group, index } => {
                 let stats = group.train_range(*index, ctx, (epoch, order.to_vec()), range, stop)?;
                 if let Ok(s) = &stats {
@@ -534,95 +556,44 @@ impl<'a> Trainer<'a> {
     }
 
     /// Loss (regularization included, as Keras' evaluate reports it) and accuracy on the test set.
-    pub fn evaluate(&mut self) -> Result<PassMetrics> {
-        self.pass(false)?
+    pub async fn evaluate_async(&mut self) -> Result<PassMetrics> {
+        self.pass(false)
+            .await?
             .ok_or_else(|| Error::Model("no test split".into()))
     }
 
     /// The validation split's loss (data + regularization) and accuracy, in inference; None without
     /// a validation split.
-    pub fn validate(&mut self) -> Result<Option<PassMetrics>> {
-        self.pass(true)
+    pub async fn validate_async(&mut self) -> Result<Option<PassMetrics>> {
+        self.pass(true).await
     }
 
-    fn pass(&self, val: bool) -> Result<Option<PassMetrics>> {
+    async fn pass(&self, val: bool) -> Result<Option<PassMetrics>> {
         match &self.engine {
-            Engine::Solo(core) => Ok(core.pass(self.ctx, val)?.map(|mut v| v.remove(0))),
+            Engine::Solo(core) => Ok(core.pass(self.ctx, val).await?.map(|mut v| v.remove(0))),
+            #[cfg(not(target_arch = "wasm32"))]
             Engine::Member { group, index } => group.pass(*index, self.ctx, val),
         }
     }
 
-    /// Every recorded plan as text (`gpu::listing`): the full and last training steps, the full and last
-    /// evaluation steps, the evaluation's regularization loss and the epoch-end constraints. A test pins it.
-    pub fn dispatch_listing(&self) -> Result<String> {
-        self.core(|c, _| {
-            let p = &c.gpu.plans;
-            let mut plans: Vec<(&str, &[crate::gpu::Dispatch])> = vec![("train", &p.train_full)];
-            if let Some(l) = &p.train_last {
-                plans.push(("train (last batch)", l));
-            }
-            plans.push(("eval", &p.eval_full));
-            if let Some(l) = &p.eval_last {
-                plans.push(("eval (last batch)", l));
-            }
-            if !p.eval_reg.is_empty() {
-                plans.push(("eval regularization", &p.eval_reg));
-            }
-            plans.push(("epoch end", &p.epoch_end));
-            crate::gpu::listing(self.ctx, &plans)
-        })
-    }
-
-    /// Time every dispatch of the full training step on its own: `reps` back-to-back copies of it in one
-    /// compute pass, one submit, wall-clock to completion. Returns (kernel name, seconds per dispatch).
-    /// Used by `clampnet bench`; the dispatches overwrite the work buffers, so call it outside an epoch.
-    pub fn profile_step(&self, reps: usize) -> Result<Vec<(&'static str, f64)>> {
-        self.core(|c, _| {
-            let plan = &c.gpu.plans.train_full;
-            let t = timer::time_each(self.ctx, plan, reps)?;
-            Ok(plan.iter().map(|d| d.kernel.name).zip(t).collect())
-        })
-    }
-
-    /// GPU time of each dispatch of a full training step, from timestamp queries (`timer::timestamps_each`).
-    /// None when the device was not opened with timestamp queries. Disturbs the training state.
-    pub fn profile_step_timestamps(
-        &self,
-        steps: usize,
-    ) -> Result<Option<Vec<(&'static str, f64)>>> {
-        self.core(|c, _| {
-            let plan = &c.gpu.plans.train_full;
-            let t = timer::timestamps_each(self.ctx, plan, steps)?;
-            Ok(t.map(|t| plan.iter().map(|d| d.kernel.name).zip(t).collect()))
-        })
-    }
-
-    /// What one training step costs apart from the kernels themselves (`timer::overheads`): host
-    /// recording time, and GPU time per step where timestamps exist. Disturbs the training state.
-    pub fn profile_step_overheads(&self, steps: usize) -> Result<(f64, Option<f64>)> {
-        self.core(|c, _| timer::overheads(self.ctx, &c.gpu.plans.train_full, steps))
+    /// This trainer's model's part of a flat buffer of the step, cut into the model's tensors.
+    async fn read_flat(&self, which: Flat) -> Result<Tensors> {
+        match &self.engine {
+            Engine::Solo(core) => core.split_flat(self.ctx, which, 0).await,
+            #[cfg(not(target_arch = "wasm32"))]
+            Engine::Member { group, index } => group.with_core(*index, |c, m| {
+                pollster::block_on(c.split_flat(self.ctx, which, m))
+            }),
+        }
     }
 
     /// The optimizer's slots ("m", "v" for Adam), per tensor, in the model's parameter order.
-    pub fn optimizer_slots(&self) -> Result<Vec<(&'static str, Tensors)>> {
-        self.core(|c, m| {
-            c.gpu
-                .update
-                .optimizer
-                .slots()
-                .into_iter()
-                .map(|(name, buf)| Ok((name, c.split_flat(self.ctx, buf, m)?)))
-                .collect()
-        })
-    }
-
-    /// Adam's first and second moments, per tensor, in the model's parameter order.
-    pub fn optimizer_state(&self) -> Result<(Tensors, Tensors)> {
-        let mut slots = self.optimizer_slots()?.into_iter().map(|(_, t)| t);
-        match (slots.next(), slots.next()) {
-            (Some(m), Some(v)) => Ok((m, v)),
-            _ => Err(Error::Model("the optimizer has no (m, v) slots".into())),
+    pub async fn optimizer_slots_async(&self) -> Result<Vec<(&'static str, Tensors)>> {
+        let mut out = Vec::new();
+        for (i, name) in self.optimizer_slot_names().into_iter().enumerate() {
+            out.push((name, self.read_flat(Flat::Slot(i)).await?));
         }
+        Ok(out)
     }
 
     /// Restore Adam's moments and the optimizer step count (a resumed run).
@@ -714,19 +685,139 @@ impl<'a> Trainer<'a> {
     }
 
     /// The weights, in the model's parameter order and Keras layout.
-    pub fn weights(&self) -> Result<Weights> {
-        let t = self.core(|c, m| c.split_flat(self.ctx, &c.gpu.net.params, m))?;
-        Ok(self.named(t))
+    pub async fn weights_async(&self) -> Result<Weights> {
+        Ok(self.named(self.read_flat(Flat::Params).await?))
     }
 
     /// The gradients of the data loss from the last training step, per tensor (penalty gradients are
     /// added inside the update shader and are not part of these).
+    pub async fn gradients_async(&self) -> Result<Weights> {
+        Ok(self.named(self.read_flat(Flat::Grads).await?))
+    }
+}
+
+/// The blocking calls of the native build: each is its `_async` twin, run to completion (a readback
+/// polls the device, so the future is ready when first polled).
+#[cfg(not(target_arch = "wasm32"))]
+impl Trainer<'_> {
+    /// One pass over the training set in `order`. `on_tick` sees running metrics once per chunk.
+    pub fn train_epoch(
+        &mut self,
+        epoch: usize,
+        order: &[u32],
+        on_tick: &mut dyn FnMut(Progress),
+    ) -> Result<EpochStats> {
+        self.train_steps(epoch, order, self.steps_per_epoch(), on_tick)
+    }
+
+    /// The first `limit` steps of an epoch in `order` (all of them when `limit` is the epoch's length;
+    /// epoch-end constraints run only then). `clampnet bench` times steps with it.
+    pub fn train_steps(
+        &mut self,
+        epoch: usize,
+        order: &[u32],
+        limit: usize,
+        on_tick: &mut dyn FnMut(Progress),
+    ) -> Result<EpochStats> {
+        self.train_range(epoch, order, 0, limit, &|| false, on_tick)
+    }
+
+    /// `train_range_async`.
+    pub fn train_range(
+        &mut self,
+        epoch: usize,
+        order: &[u32],
+        first: usize,
+        end: usize,
+        stop: &dyn Fn() -> bool,
+        on_tick: &mut dyn FnMut(Progress),
+    ) -> Result<EpochStats> {
+        pollster::block_on(self.train_range_async(epoch, order, first, end, stop, on_tick))
+    }
+
+    /// `evaluate_async`.
+    pub fn evaluate(&mut self) -> Result<PassMetrics> {
+        pollster::block_on(self.evaluate_async())
+    }
+
+    /// `validate_async`.
+    pub fn validate(&mut self) -> Result<Option<PassMetrics>> {
+        pollster::block_on(self.validate_async())
+    }
+
+    /// `optimizer_slots_async`.
+    pub fn optimizer_slots(&self) -> Result<Vec<(&'static str, Tensors)>> {
+        pollster::block_on(self.optimizer_slots_async())
+    }
+
+    /// Adam's first and second moments, per tensor, in the model's parameter order.
+    pub fn optimizer_state(&self) -> Result<(Tensors, Tensors)> {
+        let mut slots = self.optimizer_slots()?.into_iter().map(|(_, t)| t);
+        match (slots.next(), slots.next()) {
+            (Some(m), Some(v)) => Ok((m, v)),
+            _ => Err(Error::Model("the optimizer has no (m, v) slots".into())),
+        }
+    }
+
+    /// `weights_async`.
+    pub fn weights(&self) -> Result<Weights> {
+        pollster::block_on(self.weights_async())
+    }
+
+    /// Every recorded plan as text (`gpu::listing`): the full and last training steps, the full and last
+    /// evaluation steps, the evaluation's regularization loss and the epoch-end constraints. A test pins it.
+    pub fn dispatch_listing(&self) -> Result<String> {
+        self.core(|c, _| {
+            let p = &c.gpu.plans;
+            let mut plans: Vec<(&str, &[crate::gpu::Dispatch])> = vec![("train", &p.train_full)];
+            if let Some(l) = &p.train_last {
+                plans.push(("train (last batch)", l));
+            }
+            plans.push(("eval", &p.eval_full));
+            if let Some(l) = &p.eval_last {
+                plans.push(("eval (last batch)", l));
+            }
+            if !p.eval_reg.is_empty() {
+                plans.push(("eval regularization", &p.eval_reg));
+            }
+            plans.push(("epoch end", &p.epoch_end));
+            crate::gpu::listing(self.ctx, &plans)
+        })
+    }
+
+    /// Time every dispatch of the full training step on its own: `reps` back-to-back copies of it in one
+    /// compute pass, one submit, wall-clock to completion. Returns (kernel name, seconds per dispatch).
+    /// Used by `clampnet bench`; the dispatches overwrite the work buffers, so call it outside an epoch.
+    pub fn profile_step(&self, reps: usize) -> Result<Vec<(&'static str, f64)>> {
+        self.core(|c, _| {
+            let plan = &c.gpu.plans.train_full;
+            let t = timer::time_each(self.ctx, plan, reps)?;
+            Ok(plan.iter().map(|d| d.kernel.name).zip(t).collect())
+        })
+    }
+
+    /// GPU time of each dispatch of a full training step, from timestamp queries (`timer::timestamps_each`).
+    /// None when the device was not opened with timestamp queries. Disturbs the training state.
+    pub fn profile_step_timestamps(
+        &self,
+        steps: usize,
+    ) -> Result<Option<Vec<(&'static str, f64)>>> {
+        self.core(|c, _| {
+            let plan = &c.gpu.plans.train_full;
+            let t = timer::timestamps_each(self.ctx, plan, steps)?;
+            Ok(t.map(|t| plan.iter().map(|d| d.kernel.name).zip(t).collect()))
+        })
+    }
+
+    /// What one training step costs apart from the kernels themselves (`timer::overheads`): host
+    /// recording time, and GPU time per step where timestamps exist. Disturbs the training state.
+    pub fn profile_step_overheads(&self, steps: usize) -> Result<(f64, Option<f64>)> {
+        self.core(|c, _| timer::overheads(self.ctx, &c.gpu.plans.train_full, steps))
+    }
+
+    /// `gradients_async`.
     pub fn gradients(&self) -> Result<Weights> {
-        let t = self.core(|c, m| {
-            let grads = c.gpu.net.grads.as_ref().expect("a trainer has gradients");
-            c.split_flat(self.ctx, grads, m)
-        })?;
-        Ok(self.named(t))
+        pollster::block_on(self.gradients_async())
     }
 }
 

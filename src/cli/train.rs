@@ -223,7 +223,7 @@ pub fn run_in_group(
         ds.test.truncate(n);
     }
     let validation = match run.cfg.validation_split {
-        Some(v) => Some(hold_out(&mut ds.train, v)?),
+        Some(v) => Some(ds.train.hold_out(v)?),
         None => None,
     };
     log::info!(
@@ -365,30 +365,6 @@ fn parse_class_weight(text: &str) -> Result<Vec<(usize, f32)>> {
             Ok((c, w))
         })
         .collect()
-}
-
-/// Keras' `validation_split`: the last `fraction` of `train` (split at floor(n · (1 − fraction)),
-/// before any shuffling), returned as the validation split.
-fn hold_out(train: &mut data::Split, fraction: f64) -> Result<data::Split> {
-    let n = train.len();
-    let at = (n as f64 * (1.0 - fraction)).floor() as usize;
-    if at == 0 || at == n {
-        return Err(Error::Config(format!(
-            "validation_split {fraction} of {n} training examples leaves {} for training and {} for validation: both need at least one",
-            at,
-            n - at
-        )));
-    }
-    let per = train.height * train.width * train.channels;
-    let val = data::Split {
-        images: train.images[at * per..n * per].to_vec(),
-        labels: train.labels[at..].to_vec(),
-        height: train.height,
-        width: train.width,
-        channels: train.channels,
-    };
-    train.truncate(at);
-    Ok(val)
 }
 
 /// The run's settings: a resumed run takes them from its checkpoint (--epochs is the total to reach);

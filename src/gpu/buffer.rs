@@ -335,31 +335,41 @@ impl Context {
     }
 
     /// Copy `size` bytes at `offset` of `buffer` back to the host (one submit, one wait).
-    pub fn read_bytes(&self, buffer: &Buffer, offset: u64, size: u64) -> Result<Vec<u8>> {
+    pub async fn read_bytes_async(
+        &self,
+        buffer: &Buffer,
+        offset: u64,
+        size: u64,
+    ) -> Result<Vec<u8>> {
         let staging = self.staging("readback", size);
         let mut enc = self.device.create_command_encoder(&Default::default());
         enc.copy_buffer_to_buffer(&buffer.raw, offset, &staging.raw, 0, size);
         self.queue.submit([enc.finish()]);
-        self.read_staged(&staging, None)
+        self.read_staged_async(&staging, None).await
     }
 
-    /// The bytes of a staging buffer once `submission` (None: all submitted work) has run.
-    pub fn read_staged(
+    /// The bytes of a staging buffer once `submission` (None: all submitted work) has run. Natively the
+    /// device is polled until then (the future is ready when first polled); in a browser the map
+    /// completes once control returns to the event loop, so it must be awaited.
+    pub async fn read_staged_async(
         &self,
         staging: &Buffer,
         submission: Option<&super::Submission>,
     ) -> Result<Vec<u8>> {
-        let (tx, rx) = std::sync::mpsc::channel();
+        let (tx, rx) = futures_channel::oneshot::channel();
         staging.raw.map_async(wgpu::MapMode::Read, .., move |r| {
             let _ = tx.send(r);
         });
+        #[cfg(not(target_arch = "wasm32"))]
         self.device
             .poll(wgpu::PollType::Wait {
                 submission_index: submission.map(|s| s.0.clone()),
                 timeout: None,
             })
             .map_err(|e| Error::gpu("waiting for the GPU", e))?;
-        rx.recv()
+        #[cfg(target_arch = "wasm32")]
+        let _ = submission;
+        rx.await
             .map_err(|e| Error::gpu("readback", e))?
             .map_err(|e| Error::gpu("mapping a readback buffer", e))?;
         self.check()?;
@@ -373,11 +383,51 @@ impl Context {
         Ok(bytes)
     }
 
+    /// `read_f32_async` of model `m`'s part of `buffer`: `len` values from element `offset_elems`.
+    pub async fn read_f32_model_async(
+        &self,
+        buffer: &Buffer,
+        m: usize,
+        offset_elems: u64,
+        len: u64,
+    ) -> Result<Vec<f32>> {
+        let at = buffer.part_offset(m) + offset_elems * 4;
+        let bytes = self.read_bytes_async(buffer, at, len * 4).await?;
+        Ok(bytemuck::pod_collect_to_vec(&bytes))
+    }
+
+    /// `read_bytes_async` of model `m`'s part of `buffer`.
+    pub async fn read_bytes_model_async(
+        &self,
+        buffer: &Buffer,
+        m: usize,
+        offset: u64,
+        size: u64,
+    ) -> Result<Vec<u8>> {
+        self.read_bytes_async(buffer, buffer.part_offset(m) + offset, size)
+            .await
+    }
+}
+
+/// The blocking readers of the native build: each is its `_async` twin, run to completion.
+#[cfg(not(target_arch = "wasm32"))]
+impl Context {
+    pub fn read_bytes(&self, buffer: &Buffer, offset: u64, size: u64) -> Result<Vec<u8>> {
+        pollster::block_on(self.read_bytes_async(buffer, offset, size))
+    }
+
+    pub fn read_staged(
+        &self,
+        staging: &Buffer,
+        submission: Option<&super::Submission>,
+    ) -> Result<Vec<u8>> {
+        pollster::block_on(self.read_staged_async(staging, submission))
+    }
+
     pub fn read_f32(&self, buffer: &Buffer, offset_elems: u64, len: u64) -> Result<Vec<f32>> {
         self.read_f32_model(buffer, 0, offset_elems, len)
     }
 
-    /// `read_f32` of model `m`'s part of `buffer`.
     pub fn read_f32_model(
         &self,
         buffer: &Buffer,
@@ -385,11 +435,9 @@ impl Context {
         offset_elems: u64,
         len: u64,
     ) -> Result<Vec<f32>> {
-        let bytes = self.read_bytes(buffer, buffer.part_offset(m) + offset_elems * 4, len * 4)?;
-        Ok(bytemuck::pod_collect_to_vec(&bytes))
+        pollster::block_on(self.read_f32_model_async(buffer, m, offset_elems, len))
     }
 
-    /// `read_bytes` of model `m`'s part of `buffer`.
     pub fn read_bytes_model(
         &self,
         buffer: &Buffer,
@@ -397,7 +445,7 @@ impl Context {
         offset: u64,
         size: u64,
     ) -> Result<Vec<u8>> {
-        self.read_bytes(buffer, buffer.part_offset(m) + offset, size)
+        pollster::block_on(self.read_bytes_model_async(buffer, m, offset, size))
     }
 
     pub fn read_u32(&self, buffer: &Buffer, offset_elems: u64, len: u64) -> Result<Vec<u32>> {

@@ -121,10 +121,22 @@ pub fn describe(info: &wgpu::AdapterInfo) -> String {
 }
 
 impl Context {
+    /// `new_async`, waited for (the command line).
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn new(opts: &GpuOptions) -> Result<Self> {
+        pollster::block_on(Self::new_async(opts))
+    }
+
+    /// Open the device `opts` picks. In a browser the adapter is the page's WebGPU (`navigator.gpu`):
+    /// the backend and adapter options do not apply there.
+    pub async fn new_async(opts: &GpuOptions) -> Result<Self> {
         let mut desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
         if let Some(b) = &opts.backend {
             desc.backends = parse_backends(b)?;
+        }
+        #[cfg(target_arch = "wasm32")]
+        {
+            desc.backends = wgpu::Backends::BROWSER_WEBGPU;
         }
         let backends = desc.backends;
         let instance = wgpu::Instance::new(desc);
@@ -136,7 +148,7 @@ impl Context {
         let adapter =
             match &wanted {
                 Some(name) => {
-                    let all = pollster::block_on(instance.enumerate_adapters(backends));
+                    let all = instance.enumerate_adapters(backends).await;
                     let names: Vec<String> = all.iter().map(|a| describe(&a.get_info())).collect();
                     let needle = name.to_lowercase();
                     all.into_iter()
@@ -148,18 +160,18 @@ impl Context {
                         ),
                         })?
                 }
-                None => pollster::block_on(
-                    instance.request_adapter(&wgpu::RequestAdapterOptions {
+                None => instance
+                    .request_adapter(&wgpu::RequestAdapterOptions {
                         power_preference: wgpu::PowerPreference::from_env()
                             .unwrap_or(wgpu::PowerPreference::HighPerformance),
                         force_fallback_adapter: false,
                         compatible_surface: None,
                         ..Default::default()
-                    }),
-                )
-                .map_err(|e| Error::NoAdapter {
-                    detail: format!(" (backends {backends:?}: {e})"),
-                })?,
+                    })
+                    .await
+                    .map_err(|e| Error::NoAdapter {
+                        detail: format!(" (backends {backends:?}: {e})"),
+                    })?,
             };
         let info = adapter.get_info();
         log::info!("adapter: {}", describe(&info));
@@ -181,18 +193,20 @@ impl Context {
         } else {
             wgpu::Features::empty()
         };
-        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
-            label: Some("clampnet"),
-            required_features,
-            required_limits: limits.clone(),
-            ..Default::default()
-        }))
-        .map_err(|e| {
-            Error::gpu(
-                format!("opening device on {}", describe(&info)),
-                format!("{e}{}", open_failure_hint(&info)),
-            )
-        })?;
+        let (device, queue) = adapter
+            .request_device(&wgpu::DeviceDescriptor {
+                label: Some("clampnet"),
+                required_features,
+                required_limits: limits.clone(),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| {
+                Error::gpu(
+                    format!("opening device on {}", describe(&info)),
+                    format!("{e}{}", open_failure_hint(&info)),
+                )
+            })?;
         // wgpu's default handler panics on an uncaptured error; keep the first one and report it as an
         // error at the next sync point instead.
         let failure: std::sync::Arc<std::sync::Mutex<Option<String>>> = Default::default();
@@ -272,14 +286,25 @@ impl Context {
 
     /// Run `f` inside a validation error scope: a validation error it causes (a bad binding, a grid past
     /// the limits) comes back as an error naming `what`, not as a later uncaptured failure.
+    /// In a browser the scope cannot be waited for: an error there is reported by the next readback.
     pub fn validated<T>(&self, what: &str, f: impl FnOnce() -> T) -> Result<T> {
-        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let out = f();
-        if let Some(e) = pollster::block_on(scope.pop()) {
-            return Err(Error::gpu(what, e));
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+            let out = f();
+            if let Some(e) = pollster::block_on(scope.pop()) {
+                return Err(Error::gpu(what, e));
+            }
+            self.check()?;
+            Ok(out)
         }
-        self.check()?;
-        Ok(out)
+        #[cfg(target_arch = "wasm32")]
+        {
+            let _ = what;
+            let out = f();
+            self.check()?;
+            Ok(out)
+        }
     }
 }
 
@@ -299,6 +324,7 @@ pub struct AdapterSummary {
 }
 
 /// Every adapter of the backends `backend` names (None: `WGPU_BACKEND`, else all), and those backends.
+#[cfg(not(target_arch = "wasm32"))]
 pub fn adapters(backend: Option<&str>) -> Result<(String, Vec<AdapterSummary>)> {
     let mut desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
     if let Some(b) = backend {

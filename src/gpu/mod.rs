@@ -15,15 +15,19 @@ mod pipelines;
 pub mod portability;
 mod recorder;
 mod run;
+#[cfg(not(target_arch = "wasm32"))]
 pub mod timer;
 
 pub use buffer::{fits_window, models, with_models, Buffer};
+#[cfg(not(target_arch = "wasm32"))]
+pub use context::adapters;
 pub use context::{
-    adapters, describe, open_failure_hint, parse_backends, AdapterSummary, Context, GpuOptions,
-    KernelSet,
+    describe, open_failure_hint, parse_backends, AdapterSummary, Context, GpuOptions, KernelSet,
 };
 pub use kernel::{KernelDef, Shader};
-pub use pipelines::{listing, reflect, BindingDesc, Dispatch, Pipelines, Slot};
+#[cfg(not(target_arch = "wasm32"))]
+pub use pipelines::listing;
+pub use pipelines::{reflect, BindingDesc, Dispatch, Pipelines, Slot};
 pub use recorder::{DispatchBuilder, Recorder};
 pub use run::Submission;
 

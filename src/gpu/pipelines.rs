@@ -87,7 +87,7 @@ impl Pipelines {
         let mut slots = HashMap::new();
         let mut sources: HashMap<&'static str, String> = HashMap::new();
         let mut per_model = HashMap::new();
-        let started = std::time::Instant::now();
+        let started = web_time::Instant::now();
         for kernel in kernels {
             let file = kernel.shader.file;
             if pipelines.contains_key(&(kernel.name, false)) {
@@ -108,6 +108,8 @@ impl Pipelines {
                 sources.insert(file, source);
             }
             for &gate in kernel.variants() {
+                // in a browser the scope cannot be waited for: errors come at the next readback
+                #[cfg(not(target_arch = "wasm32"))]
                 let scope = ctx.device.push_error_scope(wgpu::ErrorFilter::Validation);
                 let module = modules.entry(file).or_insert_with(|| {
                     ctx.device
@@ -130,6 +132,7 @@ impl Pipelines {
                             },
                             cache: None,
                         });
+                #[cfg(not(target_arch = "wasm32"))]
                 if let Some(err) = pollster::block_on(scope.pop()) {
                     // the description names the cause ("Validation Error" alone says little)
                     let msg = match &err {
@@ -273,6 +276,7 @@ pub struct BindingDesc {
 /// buffers (immutable) also show their contents: 32-bit words in hex, or a hash of larger ones.
 // buffers hash by their identity, not by anything mutable
 #[allow(clippy::mutable_key_type)]
+#[cfg(not(target_arch = "wasm32"))]
 pub fn listing(ctx: &Context, plans: &[(&str, &[Dispatch])]) -> Result<String> {
     let mut ids: HashMap<Buffer, usize> = HashMap::new();
     let mut out = String::new();

@@ -4,7 +4,9 @@ use super::{Buffer, Context, Dispatch};
 use crate::error::{Error, Result};
 
 /// A submitted command buffer, to wait for.
-pub struct Submission(pub(crate) wgpu::SubmissionIndex);
+pub struct Submission(
+    #[cfg_attr(target_arch = "wasm32", allow(dead_code))] pub(crate) wgpu::SubmissionIndex,
+);
 
 impl Context {
     /// Record `dispatches` into one compute pass, then (`copy`) copy `bytes` from the start of a buffer

@@ -2,7 +2,7 @@
 //! queries (the one optional feature clampnet ever requests, and only for this), and what a step costs
 //! the host to record.
 
-use std::time::Instant;
+use web_time::Instant;
 
 use super::{Context, Dispatch};
 use crate::error::Result;

@@ -93,8 +93,8 @@ pub fn write(
 
 /// Now, as Keras writes it ("2026-11-30@15:57:21", UTC).
 fn date() -> String {
-    let s = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
+    let s = web_time::SystemTime::now()
+        .duration_since(web_time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
     let (days, rem) = (s / 86_400, s % 86_400);
     // civil date from days since 1970-01-01 (Howard Hinnant's algorithm)
