@@ -397,9 +397,10 @@ pub fn load_image_files(files: &[(String, Vec<u8>)], input: [usize; 3]) -> Resul
         else {
             return Err(Error::Data {
                 path: name.into(),
-                msg: "not inside train/<class>/ or test/<class>/: an image dataset is a folder with \
+                msg:
+                    "not inside train/<class>/ or test/<class>/: an image dataset is a folder with \
                       train/<class>/* and test/<class>/* images"
-                    .into(),
+                        .into(),
             });
         };
         root.get_or_insert_with(|| parts[..at].join("/"));
@@ -518,8 +519,9 @@ pub fn load_idx_files(files: &[(String, Vec<u8>)], classes: usize) -> Result<Dat
             .ok_or_else(|| Error::Data {
                 path: base.into(),
                 msg: format!(
-                    "missing: give the four IDX files train-images-idx3-ubyte, train-labels-idx1-ubyte, \
-                     t10k-images-idx3-ubyte and t10k-labels-idx1-ubyte (each may be .gz); given: {}",
+                    "not among the files given ({}): give the four IDX files train-images-idx3-ubyte, \
+                     train-labels-idx1-ubyte, t10k-images-idx3-ubyte and t10k-labels-idx1-ubyte (each may be \
+                     .gz), or a folder of train/<class>/ and test/<class>/ images",
                     files.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", ")
                 ),
             })?;

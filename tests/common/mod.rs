@@ -2,6 +2,8 @@
 //! software adapter), the tolerance rule, fixtures.
 #![allow(dead_code)]
 
+pub mod browser;
+
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 

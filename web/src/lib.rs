@@ -56,7 +56,9 @@ impl log::Log for ConsoleLog {
 fn start() {
     static LOG: ConsoleLog = ConsoleLog;
     let _ = log::set_logger(&LOG).map(|()| log::set_max_level(log::LevelFilter::Info));
-    std::panic::set_hook(Box::new(|p| web_sys::console::error_1(&p.to_string().into())));
+    std::panic::set_hook(Box::new(|p| {
+        web_sys::console::error_1(&p.to_string().into())
+    }));
 }
 
 /// Open the page's WebGPU device (once; later calls return the same). `kernel_set`: "auto", "cpu" or
@@ -70,9 +72,8 @@ pub async fn open_gpu(kernel_set: String) -> Result<JsValue, JsValue> {
                 kernel_set: KernelSet::parse(&kernel_set).map_err(js)?,
                 ..Default::default()
             };
-            let ctx: &'static Context = Box::leak(Box::new(
-                Context::new_async(&opts).await.map_err(js)?,
-            ));
+            let ctx: &'static Context =
+                Box::leak(Box::new(Context::new_async(&opts).await.map_err(js)?));
             GPU.with(|g| *g.borrow_mut() = Some(ctx));
             ctx
         }
@@ -105,19 +106,37 @@ pub fn presets() -> String {
 
 /// The example configs of `configs/`, for the page's list.
 const EXAMPLES: &[(&str, &str)] = &[
-    ("batchnorm_gap", include_str!("../../configs/batchnorm_gap.toml")),
+    (
+        "batchnorm_gap",
+        include_str!("../../configs/batchnorm_gap.toml"),
+    ),
     ("clip", include_str!("../../configs/clip.toml")),
-    ("clip_per_epoch", include_str!("../../configs/clip_per_epoch.toml")),
+    (
+        "clip_per_epoch",
+        include_str!("../../configs/clip_per_epoch.toml"),
+    ),
     ("combo", include_str!("../../configs/combo.toml")),
     ("l1l2", include_str!("../../configs/l1l2.toml")),
     ("max_norm", include_str!("../../configs/max_norm.toml")),
-    ("maxnorm_dropout_sgd", include_str!("../../configs/maxnorm_dropout_sgd.toml")),
+    (
+        "maxnorm_dropout_sgd",
+        include_str!("../../configs/maxnorm_dropout_sgd.toml"),
+    ),
     ("none", include_str!("../../configs/none.toml")),
-    ("proximal_l1", include_str!("../../configs/proximal_l1.toml")),
-    ("sgd_schedule", include_str!("../../configs/sgd_schedule.toml")),
+    (
+        "proximal_l1",
+        include_str!("../../configs/proximal_l1.toml"),
+    ),
+    (
+        "sgd_schedule",
+        include_str!("../../configs/sgd_schedule.toml"),
+    ),
     ("two_conv", include_str!("../../configs/two_conv.toml")),
     ("unitnorm", include_str!("../../configs/unitnorm.toml")),
-    ("unitnorm_keras_default", include_str!("../../configs/unitnorm_keras_default.toml")),
+    (
+        "unitnorm_keras_default",
+        include_str!("../../configs/unitnorm_keras_default.toml"),
+    ),
 ];
 
 /// The example configs (JSON: `[{name, toml}]`).
@@ -320,7 +339,9 @@ impl Session {
     async fn train_some(r: &mut Run, max_steps: usize) -> clampnet::Result<Value> {
         let per_epoch = r.trainer.steps_per_epoch();
         if r.epoch > r.cfg.epochs {
-            return Ok(json!({ "done": true, "epoch": r.cfg.epochs, "step": per_epoch, "steps": per_epoch }));
+            return Ok(
+                json!({ "done": true, "epoch": r.cfg.epochs, "step": per_epoch, "steps": per_epoch }),
+            );
         }
         let end = (r.next_step + max_steps).min(per_epoch);
         let stats = r
