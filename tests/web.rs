@@ -58,7 +58,10 @@ fn build() -> Result<(), String> {
 }
 
 /// The native run of the page's scripted pass: the same config, data, init and steps.
-fn native(kernel_set: KernelSet) -> (Vec<(String, Vec<usize>, Vec<f32>)>, Vec<(usize, f64, f64)>) {
+/// Test metrics at each epoch's end: (epoch, loss, accuracy).
+type EpochTests = Vec<(usize, f64, f64)>;
+
+fn native(kernel_set: KernelSet) -> (clampnet::checkpoint::Weights, EpochTests) {
     let (ctx, _lock) = common::gpu();
     let mut cfg = Config::reference();
     let plan = ModelPlan::new(&cfg.model).unwrap();
