@@ -309,3 +309,77 @@ fn rank_4_idx_files_carry_channels() {
         err_of(data::parse_idx(p, &idx(5, &[1, 1, 1, 1, 1], &[0]), 3)).contains("expected 3 or 4")
     );
 }
+
+/// Files dropped into the page: an image folder given as (relative path, bytes) loads exactly as the same
+/// folder on disk; the four IDX files given by name load as `load_idx_dir` loads them; what is missing or
+/// outside `train/<class>/` is named.
+#[test]
+fn dropped_files_load_as_the_same_folder_on_disk() {
+    let dir = tempdir("dropped");
+    let mut files = Vec::new();
+    for (split, classes) in [("train", ["b", "a"]), ("test", ["a", "b"])] {
+        for (c, class) in classes.iter().enumerate() {
+            let d = dir.join("set").join(split).join(class);
+            std::fs::create_dir_all(&d).unwrap();
+            for i in 0..3u8 {
+                let img = image::GrayImage::from_fn(9, 7, |x, y| {
+                    image::Luma([(x as u8 * 20 + y as u8 * 3 + i * 7 + c as u8 * 50) % 251])
+                });
+                let path = d.join(format!("{i}.png"));
+                img.save(&path).unwrap();
+                let name = format!("set/{split}/{class}/{i}.png");
+                files.push((name, std::fs::read(&path).unwrap()));
+            }
+        }
+    }
+    files.reverse(); // the page's order is whatever the browser gives
+    let on_disk = data::load_image_folders(&dir.join("set"), [8, 8, 1]).unwrap();
+    let dropped = data::load_image_files(&files, [8, 8, 1]).unwrap();
+    assert_eq!(dropped.class_names, on_disk.class_names);
+    assert_eq!(
+        dropped.class_names,
+        Some(vec!["a".to_string(), "b".to_string()])
+    );
+    for (a, b) in [
+        (&dropped.train, &on_disk.train),
+        (&dropped.test, &on_disk.test),
+    ] {
+        assert_eq!(a.labels, b.labels);
+        assert_eq!(a.images, b.images);
+        assert_eq!((a.height, a.width, a.channels), (8, 8, 1));
+    }
+    let e = data::load_image_files(&[("set/notes.txt".into(), vec![1])], [8, 8, 1]).unwrap_err();
+    assert!(e.to_string().contains("not inside train/<class>/"), "{e}");
+
+    // the four IDX files, by name (one gzip'd, one not), as the folder loader reads them
+    let sample = data::load_embedded_sample().unwrap();
+    let idx = dir.join("idx");
+    std::fs::create_dir_all(&idx).unwrap();
+    for (split, prefix) in [(&sample.train, "train"), (&sample.test, "t10k")] {
+        data::write_idx_gz(
+            split,
+            50,
+            &idx.join(format!("{prefix}-images-idx3-ubyte.gz")),
+            &idx.join(format!("{prefix}-labels-idx1-ubyte.gz")),
+        )
+        .unwrap();
+    }
+    let from_dir = data::load_idx_dir(&idx, 10).unwrap();
+    let mut given: Vec<(String, Vec<u8>)> = std::fs::read_dir(&idx)
+        .unwrap()
+        .map(|e| {
+            let p = e.unwrap().path();
+            let name = format!("dropped/{}", p.file_name().unwrap().to_string_lossy());
+            (name, std::fs::read(&p).unwrap())
+        })
+        .collect();
+    let given_ds = data::load_idx_files(&given, 10).unwrap();
+    assert_eq!(given_ds.train.images, from_dir.train.images);
+    assert_eq!(given_ds.test.labels, from_dir.test.labels);
+    given.retain(|(n, _)| !n.contains("t10k-labels"));
+    let e = data::load_idx_files(&given, 10).unwrap_err().to_string();
+    assert!(
+        e.contains("t10k-labels-idx1-ubyte: not among the files given"),
+        "{e}"
+    );
+}
