@@ -7,6 +7,8 @@
 # (wasm-ld), and wasm-bindgen-cli at the version Cargo.lock pins. See ../shared/WEB.md's recipe.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# where `cargo install` puts wasm-bindgen
+export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
 
 need() {
     local pkgs=() p
