@@ -5,6 +5,7 @@
 # What it needs, installed when missing (Debian, as root or with sudo; crates.io): rustc-web, cargo-web,
 # rust-web-src (Debian's Rust whose LLVM targets wasm32; std is rebuilt with -Zbuild-std), lld-22
 # (wasm-ld), and wasm-bindgen-cli at the version Cargo.lock pins. See ../shared/WEB.md's recipe.
+# Exit status 3: what it needs cannot be installed here (tests/web.rs then skips, saying why).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # where `cargo install` puts wasm-bindgen
@@ -16,16 +17,23 @@ need() {
         dpkg -s "$p" >/dev/null 2>&1 || pkgs+=("$p")
     done
     if [ ${#pkgs[@]} -gt 0 ]; then
-        if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+        # never waits for a password: without root or password-less sudo, say what is missing
+        if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo -n"; fi
         echo "installing: ${pkgs[*]}" >&2
-        $SUDO apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >/dev/null
+        if ! { $SUDO apt-get update -qq &&
+            DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >/dev/null; }; then
+            echo "cannot install ${pkgs[*]} here (needs root or password-less sudo, and Debian's archive)" >&2
+            exit 3
+        fi
     fi
     local want
     want=$(awk '/^name = "wasm-bindgen"$/ { getline; gsub(/version = |"/, ""); print; exit }' Cargo.lock)
     if ! command -v wasm-bindgen >/dev/null || [ "$(wasm-bindgen --version | awk '{print $2}')" != "$want" ]; then
         echo "installing wasm-bindgen-cli $want (the version Cargo.lock pins; about 3 minutes)" >&2
-        cargo install -q wasm-bindgen-cli --version "$want"
+        cargo install -q wasm-bindgen-cli --version "$want" || {
+            echo "cannot install wasm-bindgen-cli $want from crates.io here" >&2
+            exit 3
+        }
     fi
 }
 

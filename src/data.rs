@@ -378,8 +378,7 @@ pub fn load_image_folders(dir: &Path, input: [usize; 3]) -> Result<Dataset> {
         classes_in(&dir.join("train"))?,
         classes_in(&dir.join("test"))?,
     ];
-    let read = |p: &Path| std::fs::read(p).map_err(|e| Error::io(p, e));
-    image_folder_dataset(dir, listing, &read, input)
+    image_folder_dataset(dir, listing, &|p| image::open(p), input)
 }
 
 /// `load_image_folders` of files given with their paths (a folder dropped into the page): each path
@@ -390,18 +389,13 @@ pub fn load_image_files(files: &[(String, Vec<u8>)], input: [usize; 3]) -> Resul
     let mut root = None;
     for (name, data) in files {
         let parts: Vec<&str> = name.split('/').collect();
+        // as on disk, files outside the class folders (a README, .DS_Store) are not part of the dataset
         let Some(at) = parts
             .iter()
             .position(|p| *p == "train" || *p == "test")
             .filter(|&at| at + 2 < parts.len())
         else {
-            return Err(Error::Data {
-                path: name.into(),
-                msg:
-                    "not inside train/<class>/ or test/<class>/: an image dataset is a folder with \
-                      train/<class>/* and test/<class>/* images"
-                        .into(),
-            });
+            continue;
         };
         root.get_or_insert_with(|| parts[..at].join("/"));
         let split = &mut listing[usize::from(parts[at] == "test")];
@@ -414,16 +408,18 @@ pub fn load_image_files(files: &[(String, Vec<u8>)], input: [usize; 3]) -> Resul
         bytes.insert(path, data);
     }
     let root = PathBuf::from(root.unwrap_or_default());
-    let read = |p: &Path| Ok(bytes[p].clone());
-    image_folder_dataset(&root, listing, &read, input)
+    // the format from the extension, as `image::open` takes it on disk
+    let open =
+        |p: &Path| image::load_from_memory_with_format(bytes[p], image::ImageFormat::from_path(p)?);
+    image_folder_dataset(&root, listing, &open, input)
 }
 
 /// An image-folder dataset from its listing: per split (train, test) its class folders, each with its
-/// files; `read` gives a file's bytes. Class names are sorted (as Keras sorts them), and so are files.
+/// files; `open` decodes a file. Class names are sorted (as Keras sorts them), and so are files.
 fn image_folder_dataset(
     dir: &Path,
     mut listing: [Vec<(String, Vec<PathBuf>)>; 2],
-    read: &dyn Fn(&Path) -> Result<Vec<u8>>,
+    open: &dyn Fn(&Path) -> image::ImageResult<image::DynamicImage>,
     input: [usize; 3],
 ) -> Result<Dataset> {
     let [h, w, c] = input;
@@ -452,7 +448,7 @@ fn image_folder_dataset(
         let (mut images, mut labels) = (Vec::new(), Vec::new());
         for (label, (_, files)) in classes.iter().enumerate() {
             for f in files {
-                let img = image::load_from_memory(&read(f)?).map_err(|e| Error::Data {
+                let img = open(f).map_err(|e| Error::Data {
                     path: f.clone(),
                     msg: format!("cannot read this image: {e}"),
                 })?;

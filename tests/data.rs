@@ -311,8 +311,8 @@ fn rank_4_idx_files_carry_channels() {
 }
 
 /// Files dropped into the page: an image folder given as (relative path, bytes) loads exactly as the same
-/// folder on disk; the four IDX files given by name load as `load_idx_dir` loads them; what is missing or
-/// outside `train/<class>/` is named.
+/// folder on disk (files outside the class folders ignored, as there); the four IDX files given by name
+/// load as `load_idx_dir` loads them, and one that is missing is named.
 #[test]
 fn dropped_files_load_as_the_same_folder_on_disk() {
     let dir = tempdir("dropped");
@@ -348,8 +348,13 @@ fn dropped_files_load_as_the_same_folder_on_disk() {
         assert_eq!(a.images, b.images);
         assert_eq!((a.height, a.width, a.channels), (8, 8, 1));
     }
+    // as on disk, a file outside the class folders is no part of it; no class folder at all is an error
+    files.push(("set/README.md".into(), b"notes".to_vec()));
+    files.push(("set/train/.DS_Store".into(), vec![0]));
+    let again = data::load_image_files(&files, [8, 8, 1]).unwrap();
+    assert_eq!(again.train.labels, on_disk.train.labels);
     let e = data::load_image_files(&[("set/notes.txt".into(), vec![1])], [8, 8, 1]).unwrap_err();
-    assert!(e.to_string().contains("not inside train/<class>/"), "{e}");
+    assert!(e.to_string().contains("found 0 class folder(s)"), "{e}");
 
     // the four IDX files, by name (one gzip'd, one not), as the folder loader reads them
     let sample = data::load_embedded_sample().unwrap();

@@ -61,8 +61,9 @@ async function dropped(items) {
       }
     }
   };
-  for (const item of items) {
-    const entry = item.webkitGetAsEntry && item.webkitGetAsEntry();
+  // the item list is emptied once the drop handler yields: take every entry first
+  const entries = [...items].map((item) => item.webkitGetAsEntry && item.webkitGetAsEntry());
+  for (const entry of entries) {
     if (entry) await walk(entry, "");
   }
   return out;
@@ -144,15 +145,18 @@ async function refreshWeights() {
 }
 
 // ---- training -------------------------------------------------------------------------------------
+// A new run; when the config or the data is refused, the previous run and its state stay as they were.
 function startSession() {
   showError("");
+  const limit = Number($("limit").value) || 0;
+  const session = new Session($("config").value, $("preset").value, state.files, limit);
+  state.session = session;
   state.history = [];
   state.tests = [];
   state.done = false;
   state.optimizerSteps = 0;
-  const limit = Number($("limit").value) || 0;
-  state.session = new Session($("config").value, $("preset").value, state.files, limit);
-  const sum = JSON.parse(state.session.summary());
+  setButtons();
+  const sum = JSON.parse(session.summary());
   state.summary = sum;
   $("summary").textContent = [
     `${sum.parameters} parameters (${sum.layers.join(" → ")}), batch ${sum.batch_size}, ${sum.epochs} epoch(s) of ${sum.steps_per_epoch} steps, ${sum.kernel_set} kernel set`,
@@ -310,16 +314,20 @@ async function main() {
     return;
   }
 
-  $("files").onchange = (ev) => takeFiles(ev.target.files);
-  $("folder").onchange = (ev) => takeFiles(ev.target.files);
-  $("clear-data").onclick = () => takeFiles([]);
+  const guarded = (f) => async (...args) => {
+    try { await f(...args); } catch (e) { showError(errorText(e)); }
+  };
+  $("files").onchange = guarded((ev) => takeFiles(ev.target.files));
+  $("folder").onchange = guarded((ev) => takeFiles(ev.target.files));
+  $("clear-data").onclick = guarded(() => takeFiles([]));
   const drop = $("drop");
   drop.ondragover = (ev) => { ev.preventDefault(); drop.classList.add("over"); };
   drop.ondragleave = () => drop.classList.remove("over");
-  drop.ondrop = async (ev) => {
+  drop.ondrop = (ev) => {
     ev.preventDefault();
     drop.classList.remove("over");
-    await takeFiles(await dropped(ev.dataTransfer.items));
+    const items = ev.dataTransfer.items;
+    guarded(async () => takeFiles(await dropped(items)))();
   };
   $("train").onclick = async () => {
     try { startSession(); await trainLoop(16); } catch (e) { showError(errorText(e)); }

@@ -262,7 +262,8 @@ pub fn firefox_profile(dir: &Path, webgpu: bool) {
     std::fs::create_dir_all(dir).unwrap();
     let mut prefs = String::from(
         "user_pref(\"browser.shell.checkDefaultBrowser\", false);\n\
-         user_pref(\"devtools.console.stdout.content\", true);\n",
+         user_pref(\"devtools.console.stdout.content\", true);\n\
+         user_pref(\"browser.sessionstore.resume_from_crash\", false);\n",
     );
     if webgpu {
         prefs.push_str(

@@ -169,7 +169,7 @@ fn dataset(files: &[(String, Vec<u8>)], input: [usize; 3]) -> clampnet::Result<D
         data::load_embedded_sample()
     } else if files
         .iter()
-        .any(|(n, _)| n.contains("train/") || n.contains("test/"))
+        .any(|(n, _)| n.split('/').any(|p| p == "train" || p == "test"))
     {
         data::load_image_files(files, input)
     } else {
