@@ -284,11 +284,22 @@ pub fn load_idx_dir(dir: &Path, classes: usize) -> Result<Dataset> {
         let lp = locate(dir, lbl)?;
         split_from_bytes(&ip, &read_file(&ip)?, &lp, &read_file(&lp)?, classes)
     };
+    idx_dataset(&load, dir, classes, dir.display().to_string())
+}
+
+/// The train and test splits of a four-file IDX dataset (`load` reads an images file and its labels),
+/// whose images must have one shape; `path` names the dataset in errors.
+fn idx_dataset(
+    load: &dyn Fn(&str, &str) -> Result<Split>,
+    path: &Path,
+    classes: usize,
+    source: String,
+) -> Result<Dataset> {
     let train = load("train-images-idx3-ubyte", "train-labels-idx1-ubyte")?;
     let test = load("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")?;
     if (train.height, train.width, train.channels) != (test.height, test.width, test.channels) {
         return Err(Error::Data {
-            path: dir.into(),
+            path: path.into(),
             msg: format!(
                 "train images are {}x{}x{} but test images are {}x{}x{}",
                 train.height, train.width, train.channels, test.height, test.width, test.channels
@@ -300,7 +311,7 @@ pub fn load_idx_dir(dir: &Path, classes: usize) -> Result<Dataset> {
         test,
         classes,
         class_names: None,
-        source: dir.display().to_string(),
+        source,
     })
 }
 
@@ -530,24 +541,8 @@ pub fn load_idx_files(files: &[(String, Vec<u8>)], classes: usize) -> Result<Dat
         let (lp, l) = find(lbl)?;
         split_from_bytes(&ip, &i, &lp, &l, classes)
     };
-    let train = split("train-images-idx3-ubyte", "train-labels-idx1-ubyte")?;
-    let test = split("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")?;
-    if (train.height, train.width, train.channels) != (test.height, test.width, test.channels) {
-        return Err(Error::Data {
-            path: "t10k-images-idx3-ubyte".into(),
-            msg: format!(
-                "train images are {}x{}x{} but test images are {}x{}x{}",
-                train.height, train.width, train.channels, test.height, test.width, test.channels
-            ),
-        });
-    }
-    Ok(Dataset {
-        train,
-        test,
-        classes,
-        class_names: None,
-        source: "the IDX files given".into(),
-    })
+    let path = Path::new("t10k-images-idx3-ubyte");
+    idx_dataset(&split, path, classes, "the IDX files given".into())
 }
 
 /// Write the first `n` examples of a split as gzip IDX files (used to cut the embedded sample).

@@ -296,16 +296,8 @@ fn check_errors(browser: &str, r: &Value, bad_config: &str) {
 
 #[test]
 fn the_page_trains_like_native_and_shows_errors_in_chromium_and_firefox() {
-    if std::env::var("WGPU_BACKEND").is_ok_and(|b| b.eq_ignore_ascii_case("gl")) {
-        eprintln!("skipped on the GL backend: the browser test runs once, on the default pass");
+    let Some((chromium, firefox)) = browser::for_test() else {
         return;
-    }
-    let (chromium, firefox) = match browser::browsers() {
-        Ok(b) => b,
-        Err(why) => {
-            eprintln!("skipped: {why}");
-            return;
-        }
     };
     if let Err(why) = build() {
         eprintln!("skipped: {why}");

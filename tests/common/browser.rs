@@ -82,6 +82,16 @@ pub fn browsers() -> Result<(PathBuf, PathBuf), String> {
     }
 }
 
+/// The browsers for a browser test (Chromium, Firefox ESR); None (the test skips, saying why) on the GL
+/// pass, where it does not run again, or where they cannot be installed.
+pub fn for_test() -> Option<(PathBuf, PathBuf)> {
+    if std::env::var("WGPU_BACKEND").is_ok_and(|b| b.eq_ignore_ascii_case("gl")) {
+        eprintln!("skipped on the GL backend: the browser tests run once, on the default pass");
+        return None;
+    }
+    browsers().map_err(|why| eprintln!("skipped: {why}")).ok()
+}
+
 /// Open `url` in a headless browser and take its result; the browser's whole process group is killed.
 pub fn run_browser(cmd: Command, rx: &mpsc::Receiver<Value>, what: &str) -> Value {
     run_browser_then(cmd, rx, what, Duration::ZERO)
