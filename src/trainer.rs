@@ -689,6 +689,23 @@ impl<'a> Trainer<'a> {
         Ok(self.named(self.read_flat(Flat::Params).await?))
     }
 
+    /// What a checkpoint holds: the weights, then each tensor's optimizer slots as
+    /// `optimizer/<slot>/<tensor>` (the names `files::save_checkpoint` reads back).
+    pub async fn checkpoint_tensors_async(&self) -> Result<Weights> {
+        let mut tensors = self.weights_async().await?;
+        let slots = self.optimizer_slots_async().await?;
+        for (i, p) in self.model.params.iter().enumerate() {
+            for (name, values) in &slots {
+                tensors.push((
+                    format!("optimizer/{name}/{}", p.name),
+                    p.shape.clone(),
+                    values[i].clone(),
+                ));
+            }
+        }
+        Ok(tensors)
+    }
+
     /// The gradients of the data loss from the last training step, per tensor (penalty gradients are
     /// added inside the update shader and are not part of these).
     pub async fn gradients_async(&self) -> Result<Weights> {
@@ -813,6 +830,11 @@ impl Trainer<'_> {
     /// recording time, and GPU time per step where timestamps exist. Disturbs the training state.
     pub fn profile_step_overheads(&self, steps: usize) -> Result<(f64, Option<f64>)> {
         self.core(|c, _| timer::overheads(self.ctx, &c.gpu.plans.train_full, steps))
+    }
+
+    /// `checkpoint_tensors_async`.
+    pub fn checkpoint_tensors(&self) -> Result<Weights> {
+        pollster::block_on(self.checkpoint_tensors_async())
     }
 
     /// `gradients_async`.

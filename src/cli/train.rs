@@ -816,17 +816,7 @@ fn save(
     (epoch, epoch_step): (usize, usize),
     fit: &Fit,
 ) -> Result<()> {
-    let mut tensors = trainer.weights()?;
-    let slots = trainer.optimizer_slots()?;
-    for (i, p) in trainer.model.params.iter().enumerate() {
-        for (name, values) in &slots {
-            tensors.push((
-                format!("optimizer/{name}/{}", p.name),
-                p.shape.clone(),
-                values[i].clone(),
-            ));
-        }
-    }
+    let tensors = trainer.checkpoint_tensors()?;
     let cfg = &run.cfg;
     let meta = RunMeta {
         trained_with: Some(run.what.clone()),

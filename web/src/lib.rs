@@ -11,7 +11,7 @@ use std::cell::RefCell;
 use std::path::Path;
 use std::rc::Rc;
 
-use clampnet::checkpoint::{RunMeta, Weights};
+use clampnet::checkpoint::RunMeta;
 use clampnet::config::Config;
 use clampnet::data::{self, Dataset};
 use clampnet::files::Source;
@@ -416,17 +416,7 @@ impl Session {
 
     async fn checkpoint_bytes(r: &Run, name: &str) -> clampnet::Result<Vec<u8>> {
         let t = &r.trainer;
-        let mut tensors: Weights = t.weights_async().await?;
-        let slots = t.optimizer_slots_async().await?;
-        for (i, p) in t.model.params.iter().enumerate() {
-            for (slot, values) in &slots {
-                tensors.push((
-                    format!("optimizer/{slot}/{}", p.name),
-                    p.shape.clone(),
-                    values[i].clone(),
-                ));
-            }
-        }
+        let tensors = t.checkpoint_tensors_async().await?;
         let cfg = &r.cfg;
         let preset = r.preset.map(|p| format!("{p:?}").to_lowercase());
         let mut meta = RunMeta {
