@@ -279,6 +279,13 @@ fn cases() -> Vec<Case> {
             vec![conv(5, 3, Same, Relu), pool(2)],
         ),
         case(
+            // the channel-quad stores (OC % 4 == 0) with a partial 16-channel group, odd pooled rows
+            "conv2d + relu + 2x2 max-pool, 20 filters, same, odd size",
+            [11, 9, 2],
+            &[1, 3],
+            vec![conv(20, 3, Same, Relu), pool(2)],
+        ),
+        case(
             "conv2d + relu + 2x2 max-pool, even kernel",
             [7, 7, 2],
             &[2, 5],

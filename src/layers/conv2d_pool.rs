@@ -21,6 +21,7 @@ pub static FUSION: Fusion = Fusion {
     build,
     kernels: &[
         &FORWARD,
+        &FORWARD_OC4,
         &WEIGHT_PARTIALS,
         &BACKWARD_INPUT_POOLED,
         &FORWARD_GPU,
@@ -33,6 +34,15 @@ pub static FORWARD: KernelDef = KernelDef {
     name: "Conv2dReluMaxPool2Forward",
     shader: &SHADER,
     entry: "conv2d_relu_maxpool2_forward",
+    constants: &[],
+    gated: false,
+};
+/// the same, storing channel quads (OC % 4 == 0): a quarter of the stores, which llvmpipe runs one lane
+/// at a time
+pub static FORWARD_OC4: KernelDef = KernelDef {
+    name: "Conv2dReluMaxPool2ForwardOc4",
+    shader: &SHADER,
+    entry: "conv2d_relu_maxpool2_forward_oc4",
     constants: &[],
     gated: false,
 };
@@ -189,10 +199,14 @@ impl Op for ConvPoolOp {
                     }
                     None => (io.params, c.kernel.offset),
                 };
-                let d = r.dispatch(&FORWARD).bind("P", &u).bind("x", io.x);
+                let (kernel, y, argmax) = match oc % 4 {
+                    0 => (&FORWARD_OC4, "y4", "argmax4"),
+                    _ => (&FORWARD, "y", "argmax"),
+                };
+                let d = r.dispatch(kernel).bind("P", &u).bind("x", io.x);
                 c.bias(d, io)
-                    .bind("y", &self.out.y)
-                    .bind("argmax", &self.argmax)
+                    .bind(y, &self.out.y)
+                    .bind(argmax, &self.argmax)
                     .window("kernel_u", window, at)
                     .window("taps_u", &c.taps, 0)
                     .grid((
