@@ -41,7 +41,7 @@ impl<'a> Recorder<'a> {
         Recorder {
             ctx,
             pipes,
-            placeholder: ctx.storage_zeroed("placeholder", 4),
+            placeholder: ctx.storage_zeroed("placeholder", 16),
             placeholder_window: ctx.storage_uniform_zeroed("placeholder window", 0),
             uniforms: HashMap::new(),
             plan: Vec::new(),
@@ -143,7 +143,7 @@ impl DispatchBuilder<'_, '_> {
         self.add(name, buffer, (offset * 4) as u64, UNIFORM_WINDOW, true)
     }
 
-    /// A 4-byte placeholder as `name`: the kernel variant declares the binding but never reads it.
+    /// A 16-byte placeholder (one vec4) as `name`: the kernel variant declares the binding but never reads it.
     pub fn placeholder(self, name: &str) -> Self {
         let p = self.r.placeholder.clone();
         self.bind(name, &p)

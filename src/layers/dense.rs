@@ -240,6 +240,8 @@ macro_rules! dense_kernel {
 }
 
 const DY_U: &[(&str, f64)] = &[("DY_UNIFORM", 1.0)];
+const X4: &[(&str, f64)] = &[("X4", 1.0)];
+const DY_U_X4: &[(&str, f64)] = &[("DY_UNIFORM", 1.0), ("X4", 1.0)];
 
 dense_kernel!(FORWARD, "DenseForward", "dense_forward", false, &[]);
 dense_kernel!(
@@ -257,6 +259,20 @@ dense_kernel!(
     &[]
 );
 dense_kernel!(
+    BACKWARD_WEIGHT_X4,
+    "DenseBackwardWeightX4",
+    "dense_backward_weight",
+    true,
+    X4
+);
+dense_kernel!(
+    BACKWARD_WEIGHT_DY_U_X4,
+    "DenseBackwardWeightDyUniformX4",
+    "dense_backward_weight",
+    true,
+    DY_U_X4
+);
+dense_kernel!(
     BACKWARD_BIAS,
     "DenseBackwardBias",
     "dense_backward_bias",
@@ -269,6 +285,20 @@ dense_kernel!(
     "dense_backward_input",
     true,
     &[]
+);
+dense_kernel!(
+    BACKWARD_INPUT4,
+    "DenseBackwardInput4",
+    "dense_backward_input4",
+    true,
+    &[]
+);
+dense_kernel!(
+    BACKWARD_INPUT4_DY_U,
+    "DenseBackwardInput4DyUniform",
+    "dense_backward_input4",
+    true,
+    DY_U
 );
 dense_kernel!(
     BACKWARD_INPUT_REST,
@@ -331,8 +361,12 @@ pub static KERNELS: &[&KernelDef] = &[
     &FORWARD,
     &FORWARD_REDUCE,
     &BACKWARD_WEIGHT,
+    &BACKWARD_WEIGHT_X4,
+    &BACKWARD_WEIGHT_DY_U_X4,
     &BACKWARD_BIAS,
     &BACKWARD_INPUT,
+    &BACKWARD_INPUT4,
+    &BACKWARD_INPUT4_DY_U,
     &BACKWARD_INPUT_REST,
     &BACKWARD_WEIGHT_DY_U,
     &BACKWARD_BIAS_DY_U,
@@ -461,14 +495,21 @@ impl DenseOp {
         }
         let u_dy = self.dy_uniform;
         let in_groups = self.in_n.div_ceil(256) as u32;
-        with_dy(
-            r.dispatch(pick(&BACKWARD_WEIGHT, &BACKWARD_WEIGHT_DY_U)),
-            dy,
-            u_dy,
-        )
+        // x as quads where IN % 4 == 0 (bound twice: the X4 variants read `x4`, the others `x`)
+        let quads = self.in_n % 4 == 0;
+        let weight = match quads {
+            true => pick(&BACKWARD_WEIGHT_X4, &BACKWARD_WEIGHT_DY_U_X4),
+            false => pick(&BACKWARD_WEIGHT, &BACKWARD_WEIGHT_DY_U),
+        };
+        let weight = with_dy(r.dispatch(weight), dy, u_dy)
         .gate(self.gate)
         .bind("P", u)
-        .bind("x", io.x)
+        .bind("x", io.x);
+        let weight = match quads {
+            true => weight.bind("x4", io.x),
+            false => weight.placeholder("x4"),
+        };
+        weight
         .bind("y", &self.out.y)
         .span("dkernel", io.grads(), self.kernel.offset, self.kernel.len)
         .grid((in_groups, self.out_n.div_ceil(16) as u32, 1));
@@ -486,18 +527,21 @@ impl DenseOp {
         let Some(dx) = io.dx else {
             return;
         };
-        // the first 16 outputs, then (OUT > 16) the others added
-        let mut passes = vec![pick(&BACKWARD_INPUT, &BACKWARD_INPUT_DY_U)];
+        // the first 16 outputs (stored as input quads where IN % 4 == 0), then (OUT > 16) the others added
+        let mut passes = vec![match quads {
+            true => (pick(&BACKWARD_INPUT4, &BACKWARD_INPUT4_DY_U), "dx4"),
+            false => (pick(&BACKWARD_INPUT, &BACKWARD_INPUT_DY_U), "dx"),
+        }];
         if self.out_n > 16 {
-            passes.push(pick(&BACKWARD_INPUT_REST, &BACKWARD_INPUT_REST_DY_U));
+            passes.push((pick(&BACKWARD_INPUT_REST, &BACKWARD_INPUT_REST_DY_U), "dx"));
         }
-        for k in passes {
+        for (k, dx_name) in passes {
             with_dy(r.dispatch(k), dy, u_dy)
                 .gate(self.gate)
                 .bind("P", u)
                 .span("kernel", io.params, self.kernel.offset, self.kernel.len)
                 .bind("y", &self.out.y)
-                .bind("dx", dx)
+                .bind(dx_name, dx)
                 .grid((in_groups, 1, 1));
         }
     }
