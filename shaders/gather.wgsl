@@ -28,6 +28,12 @@ struct State {
 // 2.5 ULP of error, and the NVIDIA Vulkan driver is 1 ULP off for some bytes (seen on an H100), so the
 // inputs would differ from Keras' in the last bit. The table keeps them bit-exact on every adapter.
 @group(0) @binding(7) var<uniform> byte_to_unit: array<vec4<f32>, 64>;
+// x again, four pixels per element: gather_batch4 (per_image % 4 == 0, so an image starts on a word)
+@group(0) @binding(8) var<storage, read_write> x4: array<vec4<f32>>;
+
+fn unit(v: u32) -> f32 {
+    return byte_to_unit[v >> 2u][v & 3u];
+}
 
 @compute @workgroup_size(64)
 fn gather_batch(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
@@ -40,8 +46,28 @@ fn gather_batch(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_
     let byte_index = example * P.per_image + p;
     let word = images[byte_index / 4u];
     let value = (word >> (8u * (byte_index % 4u))) & 0xffu;
-    x[r * P.per_image + p] = byte_to_unit[value >> 2u][value & 3u];
+    x[r * P.per_image + p] = unit(value);
     if (p == 0u) {
+        y[r] = labels[example];
+    }
+}
+
+// gather_batch where per_image % 4 == 0, grid (ceil(per_image/256), rows): one invocation per 4 pixels,
+// a whole word of the image: one load and one store where gather_batch has four of each (llvmpipe runs
+// every storage access lane by lane).
+@compute @workgroup_size(64)
+fn gather_batch4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let q = wg.x * 64u + lid;
+    let r = wg.y;
+    let quads = P.per_image / 4u;
+    if (q >= quads || r >= P.rows) {
+        return;
+    }
+    let example = perm[state.batch * P.full_batch + r];
+    let word = images[example * quads + q];
+    x4[r * quads + q] = vec4<f32>(unit(word & 0xffu), unit((word >> 8u) & 0xffu),
+                                  unit((word >> 16u) & 0xffu), unit(word >> 24u));
+    if (q == 0u) {
         y[r] = labels[example];
     }
 }

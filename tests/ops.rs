@@ -46,7 +46,15 @@ fn gather_matches_twin() {
     let (ctx, _g) = gpu();
     let pipes = pipes(ctx);
     let mut rng = TestRng::new(7);
-    let (n, per_image, full_batch) = (23usize, 13usize, 5usize); // odd: byte packing crosses u32 words
+    // 13: byte packing crosses u32 words (gather_batch); 12: a word per 4 pixels (gather_batch4)
+    for per_image in [13usize, 12] {
+        gather_case(ctx, &pipes, &mut rng, per_image);
+    }
+    assert_eq!(byte_to_unit()[51], 0.2, "the division table is IEEE's");
+}
+
+fn gather_case(ctx: &Context, pipes: &Pipelines, rng: &mut TestRng, per_image: usize) {
+    let (n, full_batch) = (23usize, 5usize);
     let images: Vec<u8> = (0..n * per_image)
         .map(|_| (rng.next_u32() % 256) as u8)
         .collect();
@@ -66,7 +74,7 @@ fn gather_matches_twin() {
     let batch = Batch::new(ctx, full_batch, per_image).unwrap();
     for (batch_index, rows) in [(0usize, 5usize), (2, 5), (4, 3)] {
         data.begin(ctx, 0, batch_index);
-        run(ctx, &pipes, |r| batch.record(r, &data, rows, full_batch));
+        run(ctx, pipes, |r| batch.record(r, &data, rows, full_batch));
         let (x, y) = r::gather_batch(
             &images,
             &labels,
@@ -79,7 +87,7 @@ fn gather_matches_twin() {
         assert_eq!(
             read(ctx, &batch.x, rows * per_image),
             x,
-            "gathered pixels (u8 / 255, exact)"
+            "gathered pixels (u8 / 255, exact), {per_image} per image"
         );
         assert_eq!(
             ctx.read_u32(&batch.y, 0, rows as u64).unwrap(),
@@ -87,7 +95,6 @@ fn gather_matches_twin() {
             "gathered labels"
         );
     }
-    assert_eq!(byte_to_unit()[51], 0.2, "the division table is IEEE's");
 }
 
 #[test]

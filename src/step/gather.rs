@@ -17,7 +17,16 @@ pub static GATHER_BATCH: KernelDef = KernelDef {
     gated: false,
 };
 
-pub static KERNELS: &[&KernelDef] = &[&GATHER_BATCH];
+/// the same, one invocation per 4 pixels (an image size that is a multiple of 4)
+pub static GATHER_BATCH4: KernelDef = KernelDef {
+    name: "GatherBatch4",
+    shader: &SHADER,
+    entry: "gather_batch4",
+    constants: &[],
+    gated: false,
+};
+
+pub static KERNELS: &[&KernelDef] = &[&GATHER_BATCH, &GATHER_BATCH4];
 
 /// The uniform of gather.wgsl, field for field.
 #[repr(C)]
@@ -128,15 +137,20 @@ impl Batch {
             _pad: 0,
         };
         let u = r.uniform("gather", &p);
-        r.dispatch(&GATHER_BATCH)
+        let (kernel, x, per_invocation) = match self.per_image % 4 {
+            0 => (&GATHER_BATCH4, "x4", 4),
+            _ => (&GATHER_BATCH, "x", 1),
+        };
+        let groups = self.per_image.div_ceil(64 * per_invocation);
+        r.dispatch(kernel)
             .bind("P", &u)
             .bind("images", &split.images)
             .bind("labels", &split.labels)
             .bind("perm", &split.perm)
             .bind("state", &split.state)
-            .bind("x", &self.x)
+            .bind(x, &self.x)
             .bind("y", &self.y)
             .bind("byte_to_unit", &self.table)
-            .grid((self.per_image.div_ceil(64) as u32, rows as u32, 1));
+            .grid((groups as u32, rows as u32, 1));
     }
 }
