@@ -496,7 +496,7 @@ impl DenseOp {
         let u_dy = self.dy_uniform;
         let in_groups = self.in_n.div_ceil(256) as u32;
         // x as quads where IN % 4 == 0 (bound twice: the X4 variants read `x4`, the others `x`)
-        let quads = self.in_n % 4 == 0;
+        let quads = self.in_n.is_multiple_of(4);
         let weight = match quads {
             true => pick(&BACKWARD_WEIGHT_X4, &BACKWARD_WEIGHT_DY_U_X4),
             false => pick(&BACKWARD_WEIGHT, &BACKWARD_WEIGHT_DY_U),
