@@ -28,7 +28,7 @@ struct ConvParams {
     out_h: u32, out_w: u32, out_c: u32, k: u32,
     pad_h: u32, relu: u32, rows_per: u32, chunks: u32,   // weight gradient: rows per chunk, chunks in all
     chunk_len: u32,   // GPU shape of the pooled weight gradient: pooled positions per chunk
-    pad_w: u32, stride: u32, _pad3: u32,
+    pad_w: u32, stride: u32, group: u32,   // group: the 3x3 one-channel forward's channel group
 }
 
 @group(0) @binding(0) var<uniform> P: ConvParams;
@@ -56,6 +56,18 @@ struct ConvParams {
 // from 3.43 to 2.79 ms per step at batch 128.
 @group(0) @binding(14) var<storage, read_write> y4: array<vec4<f32>>;
 @group(0) @binding(15) var<storage, read_write> argmax4: array<vec4<u32>>;
+// x again, four values per element: the 3x3 single-channel fused forward loads its input patch as quads
+@group(0) @binding(16) var<storage, read> x4: array<vec4<f32>>;
+// The 3x3 one-channel forward's kernel and bias by 16-channel group, written each step by
+// conv2d_group_kernel: group g at g * GROUP_STRIDE, tap t's 16 channels at t * 16, the bias at 144
+// (channels past OC are 0). The forward reads its group through a uniform window bound at the group, so
+// every index is a constant: llvmpipe loads a constant-offset uniform once for all 8 lanes, any other
+// offset one lane at a time (it cannot tell a workgroup-uniform index from a divergent one).
+@group(0) @binding(17) var<storage, read_write> kgroups: array<f32>;
+const GROUP_STRIDE: u32 = 192u;
+// The 3x3 one-channel weight gradient's quad views: the pool's gradient and the partial sums.
+@group(0) @binding(18) var<storage, read> dy4: array<vec4<f32>>;
+@group(0) @binding(19) var<storage, read_write> partials4: array<vec4<f32>>;   // 9 * 16 + 16 floats, rounded up to 768 bytes (3 x 256: window offsets)
 
 // GATE (a pipeline-overridable constant, so the unused branch compiles away): the backward applies
 // relu'(y) to dy itself. It is false when a max-pool follows, because the pool backward already did.
@@ -224,6 +236,106 @@ fn conv2d_relu_maxpool2_forward_oc4(@builtin(workgroup_id) wg: vec3<u32>, @built
     if (!t.valid) {
         return;
     }
+    store_pair4(t, o0);
+}
+
+// conv2d_relu_maxpool2_forward_oc4 for the commonest first layer: a 3x3 kernel over one input channel,
+// valid padding, stride 1, IW % 4 == 0 (Fashion-MNIST's 28x28x1). The same tile and the same sums, in the
+// same order (bit-identical), as straight-line code: the pair's 4x6 input patch is loaded once, as 8
+// quads (the loop loads 72 values one lane at a time), and no statement runs inside a loop, so llvmpipe
+// neither masks nor spills the accumulators on every multiply-add.
+@compute @workgroup_size(32)
+fn conv2d_relu_maxpool2_forward_k3c1(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let pair = wg.x * 32u + lid;
+    let n = wg.y;
+    let o0 = P.group * 16u;
+    let out_ph = P.out_h / 2u;
+    let out_pw = P.out_w / 2u;
+    let pairs_per_row = (out_pw + 1u) / 2u;
+    if (pair >= out_ph * pairs_per_row) {
+        return;
+    }
+    let ph = pair / pairs_per_row;
+    let pw = (pair % pairs_per_row) * 2u;
+    var t: PoolPair;
+    t.valid = true;
+    t.second = pw + 1u < out_pw;
+    t.out = (n * out_ph * out_pw + ph * out_pw + pw) * P.out_c + o0;
+    // patch rows 2ph..2ph+3, columns 2pw..2pw+5 (2pw is even and IW % 4 == 0: two aligned quads; an odd
+    // row's last pair reads two columns past the row, which only its missing second pixel would use)
+    let at = ((n * P.in_h + 2u * ph) * P.in_w + 2u * pw) >> 2u;
+    let row = P.in_w >> 2u;
+    let r0 = patch_row(at);
+    let r1 = patch_row(at + row);
+    let r2 = patch_row(at + 2u * row);
+    let r3 = patch_row(at + 3u * row);
+    // the group's window: tap t's channel quad q is quad t * 4 + q, the bias quads 36..39
+    let b0 = kernel_u[36]; let b1 = kernel_u[37]; let b2 = kernel_u[38]; let b3 = kernel_u[39];
+    // the 8 conv positions: (row 0|1, column 0..3) of the pair's two windows, in PoolPair's order
+    let w00 = window9(r0, r1, r2, 0u); let w01 = window9(r0, r1, r2, 1u);
+    let w10 = window9(r1, r2, r3, 0u); let w11 = window9(r1, r2, r3, 1u);
+    let w02 = window9(r0, r1, r2, 2u); let w03 = window9(r0, r1, r2, 3u);
+    let w12 = window9(r1, r2, r3, 2u); let w13 = window9(r1, r2, r3, 3u);
+    t.a = array<vec4<f32>, 32>(
+        conv9(w00, b0, 0), conv9(w00, b1, 1), conv9(w00, b2, 2), conv9(w00, b3, 3),
+        conv9(w01, b0, 0), conv9(w01, b1, 1), conv9(w01, b2, 2), conv9(w01, b3, 3),
+        conv9(w10, b0, 0), conv9(w10, b1, 1), conv9(w10, b2, 2), conv9(w10, b3, 3),
+        conv9(w11, b0, 0), conv9(w11, b1, 1), conv9(w11, b2, 2), conv9(w11, b3, 3),
+        conv9(w02, b0, 0), conv9(w02, b1, 1), conv9(w02, b2, 2), conv9(w02, b3, 3),
+        conv9(w03, b0, 0), conv9(w03, b1, 1), conv9(w03, b2, 2), conv9(w03, b3, 3),
+        conv9(w12, b0, 0), conv9(w12, b1, 1), conv9(w12, b2, 2), conv9(w12, b3, 3),
+        conv9(w13, b0, 0), conv9(w13, b1, 1), conv9(w13, b2, 2), conv9(w13, b3, 3));
+    store_pair4(t, o0);
+}
+
+// Six consecutive inputs of a patch row from quad `at` (the last two of the second quad unused).
+fn patch_row(at: u32) -> array<f32, 6> {
+    let a = x4[at];
+    let b = x4[at + 1u];
+    return array<f32, 6>(a.x, a.y, a.z, a.w, b.x, b.y);
+}
+
+// The 3x3 inputs of the conv position at column c (0..3) whose rows are a, b, c2, in tap order.
+fn window9(a: array<f32, 6>, b: array<f32, 6>, d: array<f32, 6>, c: u32) -> array<f32, 9> {
+    return array<f32, 9>(a[c], a[c + 1u], a[c + 2u], b[c], b[c + 1u], b[c + 2u], d[c], d[c + 1u], d[c + 2u]);
+}
+
+// bias + the 9 taps in order for channel quad q of the window's group (q a constant at every call)
+fn conv9(v: array<f32, 9>, b: vec4<f32>, q: u32) -> vec4<f32> {
+    var a = b;
+    a += v[0] * kernel_u[q];
+    a += v[1] * kernel_u[4u + q];
+    a += v[2] * kernel_u[8u + q];
+    a += v[3] * kernel_u[12u + q];
+    a += v[4] * kernel_u[16u + q];
+    a += v[5] * kernel_u[20u + q];
+    a += v[6] * kernel_u[24u + q];
+    a += v[7] * kernel_u[28u + q];
+    a += v[8] * kernel_u[32u + q];
+    return a;
+}
+
+// grid (ceil(groups * GROUP_STRIDE / 64)): `kgroups` from the 3x3 one-channel kernel and the bias.
+@compute @workgroup_size(64)
+fn conv2d_group_kernel(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let e = wg.x * 64u + lid;
+    let groups = (P.out_c + 15u) / 16u;
+    if (e >= groups * GROUP_STRIDE) {
+        return;
+    }
+    let j = e % GROUP_STRIDE;
+    let o = (e / GROUP_STRIDE) * 16u + (j % 16u);
+    var v = 0.0;
+    if (j < 144u && o < P.out_c) {
+        v = kernel[(j / 16u) * P.out_c + o];
+    } else if (j < 160u && o < P.out_c) {
+        v = bias[o];
+    }
+    kgroups[e] = v;
+}
+
+// The fused forward's stores as channel quads (OC % 4 == 0).
+fn store_pair4(t: PoolPair, o0: u32) {
     let a = t.a;
     let o = t.out >> 2u;
     let r = P.out_c >> 2u;
@@ -563,6 +675,127 @@ fn conv2d_weight_partials_pooled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(
     store_partial16(chunk, rows, t0 + 7u, o0, a7_0, a7_1, a7_2, a7_3);
     store_partial16(chunk, rows, t0 + 8u, o0, a8_0, a8_1, a8_2, a8_3);
     store_partial16(chunk, rows, t0 + 9u, o0, a9_0, a9_1, a9_2, a9_3);
+}
+
+// conv2d_weight_partials_pooled for the 3x3 one-channel layer of FORWARD_K3C1 (valid, IW % 4 == 0,
+// OC % 4 == 0): the same tile (all 10 patch rows x 16 channels) and the same sums in the same order
+// (bit-identical), with every access a quad: per pair of pooled pixels, the 4x6 input patch as 8 quads
+// and each pixel's 16 gradients and choices as 4 + 4, where the general kernel loads 144 scalars one lane
+// at a time; the 40 partial sums are stored as quads.
+@compute @workgroup_size(64)
+fn conv2d_weight_partials_pooled_k3c1(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let chunk = wg.x * 64u + lid;
+    if (chunk >= P.chunks) {
+        return;
+    }
+    let o0 = wg.z * 16u;
+    let out_ph = P.out_h / 2u;
+    let out_pw = P.out_w / 2u;
+    let chunks_per_image = (out_ph + P.rows_per - 1u) / P.rows_per;
+    let n = chunk / chunks_per_image;
+    let p0 = (chunk % chunks_per_image) * P.rows_per;
+    let p1 = min(p0 + P.rows_per, out_ph);
+    let pairs = out_pw / 2u;
+    let oq = P.out_c >> 2u;   // channel quads per pooled pixel
+    let row = P.in_w >> 2u;   // quads per input row
+    var a: array<vec4<f32>, 40>;   // patch row t (the bias is 9) x channel quad q at t * 4 + q
+    for (var ph = p0; ph < p1; ph++) {
+        let xq = ((n * P.in_h + 2u * ph) * P.in_w) >> 2u;
+        let gq = ((n * out_ph + ph) * out_pw * P.out_c + o0) >> 2u;
+        for (var pr = 0u; pr < pairs; pr++) {
+            let pp = patch4(xq + pr, row);
+            pooled_pixel(&a, pp, 0u, pixel_weights(gq + 2u * pr * oq));
+            pooled_pixel(&a, pp, 2u, pixel_weights(gq + (2u * pr + 1u) * oq));
+        }
+        if (out_pw % 2u == 1u) {   // an odd row's last pixel, on its own
+            pooled_pixel(&a, patch4(xq + pairs, row), 0u, pixel_weights(gq + 2u * pairs * oq));
+        }
+    }
+    let base = (chunk * 10u * P.out_c + o0) >> 2u;
+    let more = vec3<bool>(o0 + 4u < P.out_c, o0 + 8u < P.out_c, o0 + 12u < P.out_c);
+    store_partials4(base + 0u * oq, more, a[0], a[1], a[2], a[3]);
+    store_partials4(base + 1u * oq, more, a[4], a[5], a[6], a[7]);
+    store_partials4(base + 2u * oq, more, a[8], a[9], a[10], a[11]);
+    store_partials4(base + 3u * oq, more, a[12], a[13], a[14], a[15]);
+    store_partials4(base + 4u * oq, more, a[16], a[17], a[18], a[19]);
+    store_partials4(base + 5u * oq, more, a[20], a[21], a[22], a[23]);
+    store_partials4(base + 6u * oq, more, a[24], a[25], a[26], a[27]);
+    store_partials4(base + 7u * oq, more, a[28], a[29], a[30], a[31]);
+    store_partials4(base + 8u * oq, more, a[32], a[33], a[34], a[35]);
+    store_partials4(base + 9u * oq, more, a[36], a[37], a[38], a[39]);
+}
+
+// Four channel quads of partial sums from quad `at` (quads past OC dropped).
+fn store_partials4(at: u32, more: vec3<bool>, q0: vec4<f32>, q1: vec4<f32>, q2: vec4<f32>, q3: vec4<f32>) {
+    partials4[at] = q0;
+    if (more.x) { partials4[at + 1u] = q1; }
+    if (more.y) { partials4[at + 2u] = q2; }
+    if (more.z) { partials4[at + 3u] = q3; }
+}
+
+// Four patch rows of six inputs from quad `at` (rows `row` quads apart).
+fn patch4(at: u32, row: u32) -> array<array<f32, 6>, 4> {
+    return array<array<f32, 6>, 4>(patch_row(at), patch_row(at + row), patch_row(at + 2u * row),
+                                   patch_row(at + 3u * row));
+}
+
+// A pooled pixel's per-window-position weights: w[p][q] = the pool's gradient for channel quad q where
+// the channel chose position p (argmax order), else 0. `at`: the pixel's first channel quad.
+fn pixel_weights(at: u32) -> array<array<vec4<f32>, 4>, 4> {
+    let z = vec4<f32>(0.0);
+    let g = array<vec4<f32>, 4>(dy4[at], dy4[at + 1u], dy4[at + 2u], dy4[at + 3u]);
+    let s = array<vec4<u32>, 4>(argmax4[at], argmax4[at + 1u], argmax4[at + 2u], argmax4[at + 3u]);
+    return array<array<vec4<f32>, 4>, 4>(
+        array<vec4<f32>, 4>(select(z, g[0], s[0] == vec4<u32>(0u)), select(z, g[1], s[1] == vec4<u32>(0u)), select(z, g[2], s[2] == vec4<u32>(0u)), select(z, g[3], s[3] == vec4<u32>(0u))),
+        array<vec4<f32>, 4>(select(z, g[0], s[0] == vec4<u32>(1u)), select(z, g[1], s[1] == vec4<u32>(1u)), select(z, g[2], s[2] == vec4<u32>(1u)), select(z, g[3], s[3] == vec4<u32>(1u))),
+        array<vec4<f32>, 4>(select(z, g[0], s[0] == vec4<u32>(2u)), select(z, g[1], s[1] == vec4<u32>(2u)), select(z, g[2], s[2] == vec4<u32>(2u)), select(z, g[3], s[3] == vec4<u32>(2u))),
+        array<vec4<f32>, 4>(select(z, g[0], s[0] == vec4<u32>(3u)), select(z, g[1], s[1] == vec4<u32>(3u)), select(z, g[2], s[2] == vec4<u32>(3u)), select(z, g[3], s[3] == vec4<u32>(3u))));
+}
+
+// One pooled pixel's contribution (its window at patch column c: 0 or 2) to the 40 sums, in the general
+// kernel's order and expression.
+fn pooled_pixel(a: ptr<function, array<vec4<f32>, 40>>, p: array<array<f32, 6>, 4>, c: u32,
+                w: array<array<vec4<f32>, 4>, 4>) {
+    (*a)[0] += p[0][c + 0u] * w[0][0] + p[0][c + 1u] * w[1][0] + p[1][c + 0u] * w[2][0] + p[1][c + 1u] * w[3][0];
+    (*a)[1] += p[0][c + 0u] * w[0][1] + p[0][c + 1u] * w[1][1] + p[1][c + 0u] * w[2][1] + p[1][c + 1u] * w[3][1];
+    (*a)[2] += p[0][c + 0u] * w[0][2] + p[0][c + 1u] * w[1][2] + p[1][c + 0u] * w[2][2] + p[1][c + 1u] * w[3][2];
+    (*a)[3] += p[0][c + 0u] * w[0][3] + p[0][c + 1u] * w[1][3] + p[1][c + 0u] * w[2][3] + p[1][c + 1u] * w[3][3];
+    (*a)[4] += p[0][c + 1u] * w[0][0] + p[0][c + 2u] * w[1][0] + p[1][c + 1u] * w[2][0] + p[1][c + 2u] * w[3][0];
+    (*a)[5] += p[0][c + 1u] * w[0][1] + p[0][c + 2u] * w[1][1] + p[1][c + 1u] * w[2][1] + p[1][c + 2u] * w[3][1];
+    (*a)[6] += p[0][c + 1u] * w[0][2] + p[0][c + 2u] * w[1][2] + p[1][c + 1u] * w[2][2] + p[1][c + 2u] * w[3][2];
+    (*a)[7] += p[0][c + 1u] * w[0][3] + p[0][c + 2u] * w[1][3] + p[1][c + 1u] * w[2][3] + p[1][c + 2u] * w[3][3];
+    (*a)[8] += p[0][c + 2u] * w[0][0] + p[0][c + 3u] * w[1][0] + p[1][c + 2u] * w[2][0] + p[1][c + 3u] * w[3][0];
+    (*a)[9] += p[0][c + 2u] * w[0][1] + p[0][c + 3u] * w[1][1] + p[1][c + 2u] * w[2][1] + p[1][c + 3u] * w[3][1];
+    (*a)[10] += p[0][c + 2u] * w[0][2] + p[0][c + 3u] * w[1][2] + p[1][c + 2u] * w[2][2] + p[1][c + 3u] * w[3][2];
+    (*a)[11] += p[0][c + 2u] * w[0][3] + p[0][c + 3u] * w[1][3] + p[1][c + 2u] * w[2][3] + p[1][c + 3u] * w[3][3];
+    (*a)[12] += p[1][c + 0u] * w[0][0] + p[1][c + 1u] * w[1][0] + p[2][c + 0u] * w[2][0] + p[2][c + 1u] * w[3][0];
+    (*a)[13] += p[1][c + 0u] * w[0][1] + p[1][c + 1u] * w[1][1] + p[2][c + 0u] * w[2][1] + p[2][c + 1u] * w[3][1];
+    (*a)[14] += p[1][c + 0u] * w[0][2] + p[1][c + 1u] * w[1][2] + p[2][c + 0u] * w[2][2] + p[2][c + 1u] * w[3][2];
+    (*a)[15] += p[1][c + 0u] * w[0][3] + p[1][c + 1u] * w[1][3] + p[2][c + 0u] * w[2][3] + p[2][c + 1u] * w[3][3];
+    (*a)[16] += p[1][c + 1u] * w[0][0] + p[1][c + 2u] * w[1][0] + p[2][c + 1u] * w[2][0] + p[2][c + 2u] * w[3][0];
+    (*a)[17] += p[1][c + 1u] * w[0][1] + p[1][c + 2u] * w[1][1] + p[2][c + 1u] * w[2][1] + p[2][c + 2u] * w[3][1];
+    (*a)[18] += p[1][c + 1u] * w[0][2] + p[1][c + 2u] * w[1][2] + p[2][c + 1u] * w[2][2] + p[2][c + 2u] * w[3][2];
+    (*a)[19] += p[1][c + 1u] * w[0][3] + p[1][c + 2u] * w[1][3] + p[2][c + 1u] * w[2][3] + p[2][c + 2u] * w[3][3];
+    (*a)[20] += p[1][c + 2u] * w[0][0] + p[1][c + 3u] * w[1][0] + p[2][c + 2u] * w[2][0] + p[2][c + 3u] * w[3][0];
+    (*a)[21] += p[1][c + 2u] * w[0][1] + p[1][c + 3u] * w[1][1] + p[2][c + 2u] * w[2][1] + p[2][c + 3u] * w[3][1];
+    (*a)[22] += p[1][c + 2u] * w[0][2] + p[1][c + 3u] * w[1][2] + p[2][c + 2u] * w[2][2] + p[2][c + 3u] * w[3][2];
+    (*a)[23] += p[1][c + 2u] * w[0][3] + p[1][c + 3u] * w[1][3] + p[2][c + 2u] * w[2][3] + p[2][c + 3u] * w[3][3];
+    (*a)[24] += p[2][c + 0u] * w[0][0] + p[2][c + 1u] * w[1][0] + p[3][c + 0u] * w[2][0] + p[3][c + 1u] * w[3][0];
+    (*a)[25] += p[2][c + 0u] * w[0][1] + p[2][c + 1u] * w[1][1] + p[3][c + 0u] * w[2][1] + p[3][c + 1u] * w[3][1];
+    (*a)[26] += p[2][c + 0u] * w[0][2] + p[2][c + 1u] * w[1][2] + p[3][c + 0u] * w[2][2] + p[3][c + 1u] * w[3][2];
+    (*a)[27] += p[2][c + 0u] * w[0][3] + p[2][c + 1u] * w[1][3] + p[3][c + 0u] * w[2][3] + p[3][c + 1u] * w[3][3];
+    (*a)[28] += p[2][c + 1u] * w[0][0] + p[2][c + 2u] * w[1][0] + p[3][c + 1u] * w[2][0] + p[3][c + 2u] * w[3][0];
+    (*a)[29] += p[2][c + 1u] * w[0][1] + p[2][c + 2u] * w[1][1] + p[3][c + 1u] * w[2][1] + p[3][c + 2u] * w[3][1];
+    (*a)[30] += p[2][c + 1u] * w[0][2] + p[2][c + 2u] * w[1][2] + p[3][c + 1u] * w[2][2] + p[3][c + 2u] * w[3][2];
+    (*a)[31] += p[2][c + 1u] * w[0][3] + p[2][c + 2u] * w[1][3] + p[3][c + 1u] * w[2][3] + p[3][c + 2u] * w[3][3];
+    (*a)[32] += p[2][c + 2u] * w[0][0] + p[2][c + 3u] * w[1][0] + p[3][c + 2u] * w[2][0] + p[3][c + 3u] * w[3][0];
+    (*a)[33] += p[2][c + 2u] * w[0][1] + p[2][c + 3u] * w[1][1] + p[3][c + 2u] * w[2][1] + p[3][c + 3u] * w[3][1];
+    (*a)[34] += p[2][c + 2u] * w[0][2] + p[2][c + 3u] * w[1][2] + p[3][c + 2u] * w[2][2] + p[3][c + 3u] * w[3][2];
+    (*a)[35] += p[2][c + 2u] * w[0][3] + p[2][c + 3u] * w[1][3] + p[3][c + 2u] * w[2][3] + p[3][c + 3u] * w[3][3];
+    (*a)[36] += w[0][0] + w[1][0] + w[2][0] + w[3][0];
+    (*a)[37] += w[0][1] + w[1][1] + w[2][1] + w[3][1];
+    (*a)[38] += w[0][2] + w[1][2] + w[2][2] + w[3][2];
+    (*a)[39] += w[0][3] + w[1][3] + w[2][3] + w[3][3];
 }
 
 // Store 16 channels of patch row t of one chunk's partial sums (rows past the table, channels past OC dropped).

@@ -34,13 +34,13 @@ struct DenseParams {
 @group(0) @binding(14) var<storage, read_write> dx4: array<vec4<f32>>;
 // x again, four inputs per element (the same buffer, bound twice, read-only): the X4 variants of the
 // weight gradient load each example's 4 inputs as one quad (IN % 4 == 0).
-@group(0) @binding(15) var<storage, read> x4: array<vec4<f32>>;
+@group(0) @binding(15) var<storage, read> xq: array<vec4<f32>>;
 
 // GATE (pipeline-overridable, so the unused branch compiles away): the backward applies relu'(y).
 override GATE: bool = false;
 // DY_UNIFORM (pipeline-overridable): read dy from the uniform window `dy_u` instead of `dy`.
 override DY_UNIFORM: bool = false;
-// X4 (pipeline-overridable): the weight gradient reads x as quads through `x4` (IN % 4 == 0).
+// X4 (pipeline-overridable): the weight gradient reads x as quads through `xq` (IN % 4 == 0).
 override X4: bool = false;
 
 fn dy_at(i: u32) -> f32 {
@@ -207,7 +207,7 @@ fn dense_backward_weight(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_in
         let xb = n * P.in_n;
         var v: vec4<f32>;
         if (X4) {
-            v = x4[(xb + i0) >> 2u];
+            v = xq[(xb + i0) >> 2u];
         } else {
             v = vec4<f32>(x[xb + i0], x[xb + c1], x[xb + c2], x[xb + c3]);
         }

@@ -286,6 +286,13 @@ fn cases() -> Vec<Case> {
             vec![conv(20, 3, Same, Relu), pool(2)],
         ),
         case(
+            // the straight-line 3x3 one-channel forward, 8 filters (half a 16-channel group), odd pooled rows
+            "conv2d + relu + 2x2 max-pool, 3x3 over one channel, 8 filters",
+            [11, 12, 1],
+            &[1, 2],
+            vec![conv(8, 3, Valid, Relu), pool(2)],
+        ),
+        case(
             "conv2d + relu + 2x2 max-pool, even kernel",
             [7, 7, 2],
             &[2, 5],

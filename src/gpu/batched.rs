@@ -33,7 +33,7 @@ pub const MODELS_BINDING: u32 = 31;
 /// The name the K-model shaders give it.
 pub const MODELS_NAME: &str = "clampnet_models";
 /// Binding numbers a per-model binding may have (the stride table's length).
-pub const MAX_SLOTS: usize = 16;
+pub const MAX_SLOTS: usize = 20;
 
 /// The models uniform, field for field with the WGSL `ClampnetModels`.
 #[repr(C)]
@@ -46,7 +46,7 @@ pub struct ModelsParams {
     /// per binding number: the per-model stride, in elements of the binding's array (0: shared)
     pub stride: [u32; MAX_SLOTS],
 }
-const _: () = assert!(std::mem::size_of::<ModelsParams>() == 80);
+const _: () = assert!(std::mem::size_of::<ModelsParams>() == 96);
 
 /// How a binding of a K-model shader finds its model's part.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

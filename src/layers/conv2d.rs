@@ -363,7 +363,8 @@ pub struct ConvParams {
     /// columns of zeros left of the input
     pub pad_w: u32,
     pub stride: u32,
-    pub _pad3: u32,
+    /// the 3x3 one-channel fused forward: the 16-channel group this dispatch computes
+    pub group: u32,
 }
 const _: () = assert!(std::mem::size_of::<ConvParams>() == 64);
 

@@ -22,7 +22,10 @@ pub static FUSION: Fusion = Fusion {
     kernels: &[
         &FORWARD,
         &FORWARD_OC4,
+        &FORWARD_K3C1,
+        &GROUP_KERNEL,
         &WEIGHT_PARTIALS,
+        &WEIGHT_PARTIALS_K3C1,
         &BACKWARD_INPUT_POOLED,
         &FORWARD_GPU,
         &WEIGHT_PARTIALS_GPU,
@@ -43,6 +46,32 @@ pub static FORWARD_OC4: KernelDef = KernelDef {
     name: "Conv2dReluMaxPool2ForwardOc4",
     shader: &SHADER,
     entry: "conv2d_relu_maxpool2_forward_oc4",
+    constants: &[],
+    gated: false,
+};
+/// the same for a 3x3 kernel over one input channel, valid, IW % 4 == 0: straight-line code over the
+/// pair's input patch, loaded once as quads (bit-identical sums)
+pub static FORWARD_K3C1: KernelDef = KernelDef {
+    name: "Conv2dReluMaxPool2ForwardK3C1",
+    shader: &SHADER,
+    entry: "conv2d_relu_maxpool2_forward_k3c1",
+    constants: &[],
+    gated: false,
+};
+/// the 3x3 one-channel forward's kernel and bias by 16-channel group (`ConvPoolOp::groups`)
+pub static GROUP_KERNEL: KernelDef = KernelDef {
+    name: "Conv2dGroupKernel",
+    shader: &SHADER,
+    entry: "conv2d_group_kernel",
+    constants: &[],
+    gated: false,
+};
+/// the weight gradient over the pooled positions for the layers `FORWARD_K3C1` serves: every access a
+/// quad (bit-identical sums)
+pub static WEIGHT_PARTIALS_K3C1: KernelDef = KernelDef {
+    name: "Conv2dWeightPartialsPooledK3C1",
+    shader: &SHADER,
+    entry: "conv2d_weight_partials_pooled_k3c1",
     constants: &[],
     gated: false,
 };
@@ -100,6 +129,17 @@ fn matches(plan: &ModelPlan, i: usize, set: KernelSet) -> Option<usize> {
     (set == KernelSet::Gpu || fits).then_some(2)
 }
 
+/// Floats per 16-channel group in `ConvPoolOp::groups` (9 taps x 16 + 16 bias, rounded up to 768 bytes:
+/// window offsets are multiples of 256 bytes); `GROUP_STRIDE` in conv2d.wgsl.
+const GROUP_STRIDE: usize = 192;
+
+/// Whether the forward can take `FORWARD_K3C1`: a 3x3 kernel over one input channel, no padding, OC and
+/// the input width multiples of 4 (the fusion is already stride 1).
+fn k3c1(c: &ConvCore) -> bool {
+    let ((_, w, ic), (_, _, oc)) = (c.input, c.conv_out);
+    c.k == 3 && ic == 1 && c.pad == (0, 0) && oc.is_multiple_of(4) && w.is_multiple_of(4)
+}
+
 /// How the GPU shape of the pooled conv weight gradient splits a step: (`chunk_len`, `chunks`), chunks of
 /// `chunk_len` pooled positions (a multiple of its 8 lanes, at least 32), about 128 chunks.
 pub fn pooled_chunks_gpu(positions: usize) -> (u32, u32) {
@@ -112,8 +152,15 @@ fn build(model: &ModelPlan, plan: &OpPlan, b: &Build) -> Result<Box<dyn Op>> {
         unreachable!("matched a conv2d")
     };
     let bytes = (b.batch * plan.output.len() * 4) as u64;
+    let core = ConvCore::new(conv, &plan.name, &plan.params, plan.input, b);
+    let groups = (b.set == KernelSet::Cpu && crate::gpu::models() == 1 && k3c1(&core)).then(|| {
+        let bytes = (core.conv_out.2.div_ceil(16) * GROUP_STRIDE * 4) as u64;
+        b.ctx
+            .storage_uniform_zeroed(&format!("{} kernel groups", plan.name), bytes)
+    });
     Ok(Box::new(ConvPoolOp {
-        core: ConvCore::new(conv, &plan.name, &plan.params, plan.input, b),
+        core,
+        groups,
         set: b.set,
         out: b.outputs(plan, false)?,
         argmax: b
@@ -134,12 +181,48 @@ struct ConvPoolOp {
     out: OpOutput,
     /// the window position each pooled output came from (4: none, the value is 0)
     argmax: Buffer,
+    /// the 3x3 one-channel forward (`FORWARD_K3C1`, one model per step): the kernel and bias by
+    /// 16-channel group, rewritten before each forward, each group read through its own uniform window
+    groups: Option<Buffer>,
     /// K models stepping together (CPU kernel set): each model's kernel copied here before the
     /// forward, so that one uniform window holds all K (in the parameters, they are a model apart)
     mirror: Option<Buffer>,
 }
 
 impl ConvPoolOp {
+    /// `FORWARD_K3C1`: the kernel and bias regrouped, then one dispatch per 16-channel group, each with
+    /// its group's window (and its own uniform, which names the group).
+    fn forward_k3c1(&self, r: &mut Recorder, io: &Io, rows: usize, groups: &Buffer) {
+        let c = &self.core;
+        let (u, _) = self.uniform(r, rows);
+        let (oh, ow, oc) = c.conv_out;
+        let n = oc.div_ceil(16);
+        let grid = r.grid_1d(n * GROUP_STRIDE, 64);
+        let d = r.dispatch(&GROUP_KERNEL).bind("P", &u).span(
+            "kernel",
+            io.params,
+            c.kernel.offset,
+            c.kernel.len,
+        );
+        c.bias(d, io).bind("kgroups", groups).grid(grid);
+        for g in 0..n {
+            let mut p = c.params(rows, (0, 0, 0));
+            p.group = g as u32;
+            let ug = r.uniform(&format!("{} group {g}", c.name), &p);
+            r.dispatch(&FORWARD_K3C1)
+                .bind("P", &ug)
+                .bind("x4", io.x)
+                .bind("y4", &self.out.y)
+                .bind("argmax4", &self.argmax)
+                .window("kernel_u", groups, g * GROUP_STRIDE)
+                .grid((
+                    ((oh / 2) * (ow / 2).div_ceil(2)).div_ceil(32) as u32,
+                    rows as u32,
+                    1,
+                ));
+        }
+    }
+
     /// The uniform over `rows` examples and the weight gradient's chunk count.
     fn uniform(&self, r: &mut Recorder, rows: usize) -> (Buffer, u32) {
         let (oh, ow, _) = self.core.conv_out;
@@ -199,16 +282,22 @@ impl Op for ConvPoolOp {
                     }
                     None => (io.params, c.kernel.offset),
                 };
+                if let Some(groups) = &self.groups {
+                    return self.forward_k3c1(r, io, rows, groups);
+                }
                 let (kernel, y, argmax) = match oc % 4 {
                     0 => (&FORWARD_OC4, "y4", "argmax4"),
                     _ => (&FORWARD, "y", "argmax"),
                 };
-                let d = r.dispatch(kernel).bind("P", &u).bind("x", io.x);
+                let d = r
+                    .dispatch(kernel)
+                    .bind("P", &u)
+                    .bind("x", io.x)
+                    .window("taps_u", &c.taps, 0);
                 c.bias(d, io)
                     .bind(y, &self.out.y)
                     .bind(argmax, &self.argmax)
                     .window("kernel_u", window, at)
-                    .window("taps_u", &c.taps, 0)
                     .grid((
                         (ph * pw.div_ceil(2)).div_ceil(32) as u32,
                         rows as u32,
@@ -237,14 +326,25 @@ impl Op for ConvPoolOp {
                 ),
             ),
         };
-        r.dispatch(kernel)
-            .bind("P", &u)
-            .bind("x", io.x)
-            .bind("dy", dy)
-            .bind("partials", &partials)
-            .bind("taps", &c.taps)
-            .bind("argmax", &self.argmax)
-            .grid(grid);
+        if self.set == KernelSet::Cpu && k3c1(c) {
+            // all 10 patch rows in one invocation, every access a quad
+            r.dispatch(&WEIGHT_PARTIALS_K3C1)
+                .bind("P", &u)
+                .bind("x4", io.x)
+                .bind("dy4", dy)
+                .bind("partials4", &partials)
+                .bind("argmax4", &self.argmax)
+                .grid((grid.0, 1, grid.2));
+        } else {
+            r.dispatch(kernel)
+                .bind("P", &u)
+                .bind("x", io.x)
+                .bind("dy", dy)
+                .bind("partials", &partials)
+                .bind("taps", &c.taps)
+                .bind("argmax", &self.argmax)
+                .grid(grid);
+        }
         c.reduce(r, &u, io, &partials, self.set == KernelSet::Gpu);
         if let Some(dx) = io.dx {
             r.dispatch(&BACKWARD_INPUT_POOLED)

@@ -506,8 +506,8 @@ impl DenseOp {
         .bind("P", u)
         .bind("x", io.x);
         let weight = match quads {
-            true => weight.bind("x4", io.x),
-            false => weight.placeholder("x4"),
+            true => weight.bind("xq", io.x),
+            false => weight.placeholder("xq"),
         };
         weight
         .bind("y", &self.out.y)
