@@ -399,6 +399,14 @@ fn cases() -> Vec<Case> {
         ),
         ("dense relu, 1 output", &[1][..], 3, 1, Relu),
         ("dense relu, 67 rows", &[67][..], 129, 8, Relu),
+        // the quad forward (IN % 4 == 0, at least QUAD_FORWARD_MIN_ROWS rows), two output groups
+        (
+            "dense relu, 68 inputs x 70 rows, 21 outputs",
+            &[70][..],
+            68,
+            21,
+            Relu,
+        ),
         (
             "dense linear, 40 outputs (three passes)",
             &[5][..],
