@@ -257,10 +257,9 @@ fn conv2d_relu_maxpool2_forward_k3c1(@builtin(workgroup_id) wg: vec3<u32>, @buil
     }
     let ph = pair / pairs_per_row;
     let pw = (pair % pairs_per_row) * 2u;
-    var t: PoolPair;
-    t.valid = true;
-    t.second = pw + 1u < out_pw;
-    t.out = (n * out_ph * out_pw + ph * out_pw + pw) * P.out_c + o0;
+    let second = pw + 1u < out_pw;
+    let o = (n * out_ph * out_pw + ph * out_pw + pw) * (P.out_c >> 2u) + (o0 >> 2u);   // quad index
+    let r = P.out_c >> 2u;
     // patch rows 2ph..2ph+3, columns 2pw..2pw+5 (2pw is even and IW % 4 == 0: two aligned quads; an odd
     // row's last pair reads two columns past the row, which only its missing second pixel would use)
     let at = ((n * P.in_h + 2u * ph) * P.in_w + 2u * pw) >> 2u;
@@ -276,16 +275,22 @@ fn conv2d_relu_maxpool2_forward_k3c1(@builtin(workgroup_id) wg: vec3<u32>, @buil
     let w10 = window9(r1, r2, r3, 0u); let w11 = window9(r1, r2, r3, 1u);
     let w02 = window9(r0, r1, r2, 2u); let w03 = window9(r0, r1, r2, 3u);
     let w12 = window9(r1, r2, r3, 2u); let w13 = window9(r1, r2, r3, 3u);
-    t.a = array<vec4<f32>, 32>(
-        conv9(w00, b0, 0), conv9(w00, b1, 1), conv9(w00, b2, 2), conv9(w00, b3, 3),
-        conv9(w01, b0, 0), conv9(w01, b1, 1), conv9(w01, b2, 2), conv9(w01, b3, 3),
-        conv9(w10, b0, 0), conv9(w10, b1, 1), conv9(w10, b2, 2), conv9(w10, b3, 3),
-        conv9(w11, b0, 0), conv9(w11, b1, 1), conv9(w11, b2, 2), conv9(w11, b3, 3),
-        conv9(w02, b0, 0), conv9(w02, b1, 1), conv9(w02, b2, 2), conv9(w02, b3, 3),
-        conv9(w03, b0, 0), conv9(w03, b1, 1), conv9(w03, b2, 2), conv9(w03, b3, 3),
-        conv9(w12, b0, 0), conv9(w12, b1, 1), conv9(w12, b2, 2), conv9(w12, b3, 3),
-        conv9(w13, b0, 0), conv9(w13, b1, 1), conv9(w13, b2, 2), conv9(w13, b3, 3));
-    store_pair4(t, o0);
+    // per channel quad: the 8 conv values, pooled and stored at once (few values live at a time)
+    let more = vec3<bool>(o0 + 4u < P.out_c, o0 + 8u < P.out_c, o0 + 12u < P.out_c);
+    pool_quad(o, r, true, second, w00, w01, w10, w11, w02, w03, w12, w13, b0, 0u);
+    pool_quad(o + 1u, r, more.x, second, w00, w01, w10, w11, w02, w03, w12, w13, b1, 1u);
+    pool_quad(o + 2u, r, more.y, second, w00, w01, w10, w11, w02, w03, w12, w13, b2, 2u);
+    pool_quad(o + 3u, r, more.z, second, w00, w01, w10, w11, w02, w03, w12, w13, b3, 3u);
+}
+
+// Channel quad q of a pair: the conv values at the first window's 4 positions (a..d) and the second's
+// (e..h), each window's max and choice stored at quad `at` and `at + r` (the second only if `second`).
+fn pool_quad(at: u32, r: u32, valid: bool, second: bool, a: array<f32, 9>, b: array<f32, 9>, c: array<f32, 9>,
+             d: array<f32, 9>, e: array<f32, 9>, f: array<f32, 9>, g: array<f32, 9>, h: array<f32, 9>,
+             bq: vec4<f32>, q: u32) {
+    pool_store4(at, valid, pool_max(conv9(a, bq, q), conv9(b, bq, q), conv9(c, bq, q), conv9(d, bq, q)));
+    pool_store4(at + r, valid && second,
+                pool_max(conv9(e, bq, q), conv9(f, bq, q), conv9(g, bq, q), conv9(h, bq, q)));
 }
 
 // Six consecutive inputs of a patch row from quad `at` (the last two of the second quad unused).

@@ -314,32 +314,41 @@ fn dense_backward_weight(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_in
         return;
     }
     let il = P.in_n - 1u;
-    let c1 = min(i0 + 1u, il);
-    let c2 = min(i0 + 2u, il);
-    let c3 = min(i0 + 3u, il);
-    let z = vec4<f32>(0.0);
-    var a00 = z; var a01 = z; var a02 = z; var a03 = z;
-    var a10 = z; var a11 = z; var a12 = z; var a13 = z;
-    var a20 = z; var a21 = z; var a22 = z; var a23 = z;
-    var a30 = z; var a31 = z; var a32 = z; var a33 = z;
-    for (var n = 0u; n < P.batch; n++) {
-        let g = dpre16(n, o0);
-        let xb = n * P.in_n;
-        var v: vec4<f32>;
-        if (X4) {
-            v = xq[(xb + i0) >> 2u];
-        } else {
-            v = vec4<f32>(x[xb + i0], x[xb + c1], x[xb + c2], x[xb + c3]);
-        }
-        a00 += v.x * g[0]; a01 += v.x * g[1]; a02 += v.x * g[2]; a03 += v.x * g[3];
-        a10 += v.y * g[0]; a11 += v.y * g[1]; a12 += v.y * g[2]; a13 += v.y * g[3];
-        a20 += v.z * g[0]; a21 += v.z * g[1]; a22 += v.z * g[2]; a23 += v.z * g[3];
-        a30 += v.w * g[0]; a31 += v.w * g[1]; a32 += v.w * g[2]; a33 += v.w * g[3];
+    let c = vec3<u32>(min(i0 + 1u, il), min(i0 + 2u, il), min(i0 + 3u, il));
+    // input row r (i0 + r) x output quad q at r * 4 + q
+    var a: array<vec4<f32>, 16>;
+    // four examples per trip: llvmpipe masks (and spills) a loop-carried value once per assignment, and
+    // folds the consecutive ones of a trip into one; the same sums in the same order
+    var n = 0u;
+    for (; n + 4u <= P.batch; n += 4u) {
+        weight_step(&a, n, i0, o0, c);
+        weight_step(&a, n + 1u, i0, o0, c);
+        weight_step(&a, n + 2u, i0, o0, c);
+        weight_step(&a, n + 3u, i0, o0, c);
     }
-    store16_dkernel(i0, o0, a00, a01, a02, a03);
-    if (i0 + 1u < P.in_n) { store16_dkernel(i0 + 1u, o0, a10, a11, a12, a13); }
-    if (i0 + 2u < P.in_n) { store16_dkernel(i0 + 2u, o0, a20, a21, a22, a23); }
-    if (i0 + 3u < P.in_n) { store16_dkernel(i0 + 3u, o0, a30, a31, a32, a33); }
+    for (; n < P.batch; n++) {
+        weight_step(&a, n, i0, o0, c);
+    }
+    store16_dkernel(i0, o0, a[0], a[1], a[2], a[3]);
+    if (i0 + 1u < P.in_n) { store16_dkernel(i0 + 1u, o0, a[4], a[5], a[6], a[7]); }
+    if (i0 + 2u < P.in_n) { store16_dkernel(i0 + 2u, o0, a[8], a[9], a[10], a[11]); }
+    if (i0 + 3u < P.in_n) { store16_dkernel(i0 + 3u, o0, a[12], a[13], a[14], a[15]); }
+}
+
+// Example n's contribution to the weight gradient of inputs i0..i0+3 (c: the clamped i0+1..i0+3), 16 outputs.
+fn weight_step(a: ptr<function, array<vec4<f32>, 16>>, n: u32, i0: u32, o0: u32, c: vec3<u32>) {
+    let g = dpre16(n, o0);
+    let xb = n * P.in_n;
+    var v: vec4<f32>;
+    if (X4) {
+        v = xq[(xb + i0) >> 2u];
+    } else {
+        v = vec4<f32>(x[xb + i0], x[xb + c.x], x[xb + c.y], x[xb + c.z]);
+    }
+    (*a)[0] += v.x * g[0]; (*a)[1] += v.x * g[1]; (*a)[2] += v.x * g[2]; (*a)[3] += v.x * g[3];
+    (*a)[4] += v.y * g[0]; (*a)[5] += v.y * g[1]; (*a)[6] += v.y * g[2]; (*a)[7] += v.y * g[3];
+    (*a)[8] += v.z * g[0]; (*a)[9] += v.z * g[1]; (*a)[10] += v.z * g[2]; (*a)[11] += v.z * g[3];
+    (*a)[12] += v.w * g[0]; (*a)[13] += v.w * g[1]; (*a)[14] += v.w * g[2]; (*a)[15] += v.w * g[3];
 }
 
 // Store 16 gradient values of kernel row i from output o0 (outputs past OUT are dropped).
