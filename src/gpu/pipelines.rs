@@ -17,9 +17,16 @@ pub struct Slot {
 }
 
 /// Compute pipelines by (kernel name, GATE variant). Layouts are derived from each entry point (only
-/// the bindings an entry point uses appear in its layout); bind groups are made against them.
+/// the bindings an entry point uses appear in its layout); bind groups are made against them. Built all
+/// at once (`new`), or each on its first dispatch (`shared`: a step uses about 15 of the 70-odd
+/// variants, and on lavapipe every pipeline is compiled to machine code, which costs host memory).
 pub struct Pipelines {
-    pipelines: HashMap<(&'static str, bool), wgpu::ComputePipeline>,
+    pipelines: std::sync::Mutex<HashMap<(&'static str, bool), wgpu::ComputePipeline>>,
+    /// every variant that may be built, by (kernel name, GATE variant)
+    kernels: HashMap<(&'static str, bool), &'static KernelDef>,
+    /// per shader file: its module
+    modules: HashMap<&'static str, wgpu::ShaderModule>,
+    device: wgpu::Device,
     /// per shader file: binding name -> slot
     slots: HashMap<&'static str, HashMap<String, Slot>>,
     /// the K-model variants (`gpu::batched`): per shader file, its per-model bindings
@@ -70,27 +77,31 @@ impl Pipelines {
         if let Some((_, p)) = cache.iter().find(|(k, _)| *k == key) {
             return Ok(p.clone());
         }
-        let p = std::sync::Arc::new(Self::build(ctx, kernels, many)?);
+        let p = std::sync::Arc::new(Self::build(ctx, kernels, many, false)?);
         cache.push((key, p.clone()));
         Ok(p)
     }
 
     /// Build every variant of `kernels` (names must be unique).
     pub fn new(ctx: &Context, kernels: &[&'static KernelDef]) -> Result<Self> {
-        Self::build(ctx, kernels, false)
+        Self::build(ctx, kernels, false, true)
     }
 
-    /// `new`, or with `many` the K-model variants.
-    fn build(ctx: &Context, kernels: &[&'static KernelDef], many: bool) -> Result<Self> {
+    /// The shader modules of `kernels`; with `many` the K-model variants; with `eager` every pipeline
+    /// built now, else each on its first dispatch.
+    fn build(
+        ctx: &Context,
+        kernels: &[&'static KernelDef],
+        many: bool,
+        eager: bool,
+    ) -> Result<Self> {
         let mut modules = HashMap::new();
-        let mut pipelines = HashMap::new();
+        let mut variants = HashMap::new();
         let mut slots = HashMap::new();
-        let mut sources: HashMap<&'static str, String> = HashMap::new();
         let mut per_model = HashMap::new();
-        let started = web_time::Instant::now();
         for kernel in kernels {
             let file = kernel.shader.file;
-            if pipelines.contains_key(&(kernel.name, false)) {
+            if variants.contains_key(&(kernel.name, false)) {
                 return Err(Error::gpu(
                     format!("kernel {}", kernel.name),
                     "declared twice: kernel names must be unique",
@@ -105,59 +116,90 @@ impl Pipelines {
                     kernel.shader.source.to_string()
                 };
                 slots.insert(file, reflect(file, &source)?);
-                sources.insert(file, source);
-            }
-            for &gate in kernel.variants() {
-                // in a browser the scope cannot be waited for: errors come at the next readback
-                #[cfg(not(target_arch = "wasm32"))]
-                let scope = ctx.device.push_error_scope(wgpu::ErrorFilter::Validation);
-                let module = modules.entry(file).or_insert_with(|| {
+                let module = ctx.validated(&format!("building shaders/{file}"), || {
                     ctx.device
                         .create_shader_module(wgpu::ShaderModuleDescriptor {
                             label: Some(file),
-                            source: wgpu::ShaderSource::Wgsl(sources[file].clone().into()),
+                            source: wgpu::ShaderSource::Wgsl(source.into()),
                         })
-                });
-                let constants = kernel.constants(gate);
-                let pipeline =
-                    ctx.device
-                        .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                            label: Some(kernel.entry),
-                            layout: None,
-                            module,
-                            entry_point: Some(kernel.entry),
-                            compilation_options: wgpu::PipelineCompilationOptions {
-                                constants: &constants,
-                                ..Default::default()
-                            },
-                            cache: None,
-                        });
-                #[cfg(not(target_arch = "wasm32"))]
-                if let Some(err) = pollster::block_on(scope.pop()) {
-                    // the description names the cause ("Validation Error" alone says little)
-                    let msg = match &err {
-                        wgpu::Error::Validation { description, .. } => description.clone(),
-                        other => other.to_string(),
-                    };
-                    return Err(Error::gpu(
-                        format!("building shaders/{file} entry point {}", kernel.entry),
-                        msg,
-                    ));
-                }
-                pipelines.insert((kernel.name, gate), pipeline);
+                })?;
+                modules.insert(file, module);
+            }
+            for &gate in kernel.variants() {
+                variants.insert((kernel.name, gate), *kernel);
             }
         }
-        log::info!(
-            "built {} pipelines{} in {:.2} s",
-            pipelines.len(),
-            if many { " (K models)" } else { "" },
-            started.elapsed().as_secs_f64()
-        );
-        Ok(Pipelines {
-            pipelines,
+        let p = Pipelines {
+            pipelines: std::sync::Mutex::new(HashMap::new()),
+            kernels: variants,
+            modules,
+            device: ctx.device.clone(),
             slots,
             per_model: many.then_some(per_model),
-        })
+        };
+        if eager {
+            let started = web_time::Instant::now();
+            let all: Vec<(&'static KernelDef, bool)> =
+                p.kernels.iter().map(|(&(_, g), &k)| (k, g)).collect();
+            for (k, gate) in &all {
+                p.get(k, *gate)?;
+            }
+            log::info!(
+                "built {} pipelines{} in {:.2} s",
+                all.len(),
+                if many { " (K models)" } else { "" },
+                started.elapsed().as_secs_f64()
+            );
+        }
+        Ok(p)
+    }
+
+    /// The pipeline of `kernel` (variant `gate`), built on first use inside an error scope that turns a
+    /// validation error into one naming the shader and entry point.
+    fn get(&self, kernel: &KernelDef, gate: bool) -> Result<wgpu::ComputePipeline> {
+        let key = (kernel.name, gate && kernel.gated);
+        let mut built = self.pipelines.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(p) = built.get(&key) {
+            return Ok(p.clone());
+        }
+        let kernel = *self.kernels.get(&key).ok_or_else(|| {
+            Error::gpu(
+                format!("kernel {}", kernel.name),
+                "not among the pipelines built (missing from step::kernels()?)",
+            )
+        })?;
+        let file = kernel.shader.file;
+        // in a browser the scope cannot be waited for: errors come at the next readback
+        #[cfg(not(target_arch = "wasm32"))]
+        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let constants = kernel.constants(key.1);
+        let pipeline = self
+            .device
+            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(kernel.entry),
+                layout: None,
+                module: &self.modules[file],
+                entry_point: Some(kernel.entry),
+                compilation_options: wgpu::PipelineCompilationOptions {
+                    constants: &constants,
+                    ..Default::default()
+                },
+                cache: None,
+            });
+        #[cfg(not(target_arch = "wasm32"))]
+        if let Some(err) = pollster::block_on(scope.pop()) {
+            // the description names the cause ("Validation Error" alone says little)
+            let msg = match &err {
+                wgpu::Error::Validation { description, .. } => description.clone(),
+                other => other.to_string(),
+            };
+            return Err(Error::gpu(
+                format!("building shaders/{file} entry point {}", kernel.entry),
+                msg,
+            ));
+        }
+        built.insert(key, pipeline.clone());
+        Ok(pipeline)
     }
 
     /// How binding `name` of `kernel` finds its model's part (None: shared, or not a K-model set).
@@ -167,17 +209,6 @@ impl Pipelines {
             .get(kernel.shader.file)?
             .get(name)
             .copied()
-    }
-
-    fn get(&self, kernel: &KernelDef, gate: bool) -> Result<&wgpu::ComputePipeline> {
-        self.pipelines
-            .get(&(kernel.name, gate && kernel.gated))
-            .ok_or_else(|| {
-                Error::gpu(
-                    format!("kernel {}", kernel.name),
-                    "not among the pipelines built (missing from step::kernels()?)",
-                )
-            })
     }
 
     /// The slot of the binding `name` of `kernel`'s shader.
@@ -208,7 +239,7 @@ impl Pipelines {
         groups: (u32, u32, u32),
     ) -> Result<Dispatch> {
         let gate = gate && kernel.gated;
-        let pipeline = self.get(kernel, gate)?.clone();
+        let pipeline = self.get(kernel, gate)?;
         let layout = pipeline.get_bind_group_layout(0);
         let entries: Vec<wgpu::BindGroupEntry> = bindings
             .iter()
