@@ -1,6 +1,6 @@
 //! Kernel definitions. Each op declares the entry points it dispatches as `KernelDef` statics next to
 //! its recording code (`src/layers/`, `src/step/`, `src/optim/`); `step::kernels()` collects them, and
-//! pipelines are built from that list once, at start-up (`Pipelines`).
+//! pipelines are built from that list, each once, on its first dispatch (`Pipelines`).
 
 /// A WGSL shader module, embedded at build time so the binary runs from anywhere: one file under
 /// shaders/, or several read as one (an optimizer's shader is the shared update prologue followed by

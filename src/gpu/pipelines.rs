@@ -1,7 +1,7 @@
-//! Every compute pipeline, built once at start-up inside an error scope that turns a validation error
-//! into one naming the shader and entry point; the binding table of every shader, read from the WGSL
-//! by naga, so that code binds buffers by the names the shader gives them and binding numbers are
-//! written once, in the WGSL; and the recorded dispatch.
+//! Every compute pipeline, built once (on its first dispatch, or all at once) inside an error scope
+//! that turns a validation error into one naming the shader and entry point; the binding table of every
+//! shader, read from the WGSL by naga, so that code binds buffers by the names the shader gives them and
+//! binding numbers are written once, in the WGSL; and the recorded dispatch.
 
 use std::collections::HashMap;
 
@@ -65,7 +65,7 @@ pub fn reflect(file: &str, source: &str) -> Result<HashMap<String, Slot>> {
 
 impl Pipelines {
     /// The pipelines of `kernels` on `ctx`, built on first use and then shared: every trainer and
-    /// predictor on one device reuses them (building them all takes 0.37 s on lavapipe).
+    /// predictor on one device reuses them. Each pipeline is built on its first dispatch.
     /// Inside `with_models(K)`, K > 1, the K-model variants (`gpu::batched`).
     pub fn shared(ctx: &Context, kernels: &[&'static KernelDef]) -> Result<std::sync::Arc<Self>> {
         let many = super::models() > 1;
