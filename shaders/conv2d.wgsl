@@ -51,9 +51,9 @@ struct ConvParams {
 // taps costs llvmpipe far less than three nested loops over (di, dj, c): 2.6 -> 1.7 ms per step here).
 @group(0) @binding(13) var<uniform> taps_u: array<vec4<i32>, 4096>;
 // `y` and `argmax` again, four channels per element: the fused forward's OC4 entry point (OC % 4 == 0)
-// stores whole channel quads. llvmpipe runs every storage access as a loop over the 8 lanes, so one vec4
-// store costs about what one scalar store does: 16 stores per invocation instead of 64 took this kernel
-// from 3.43 to 2.79 ms per step at batch 128.
+// stores whole channel quads. llvmpipe runs every storage access as a loop over the 8 lanes, and a vec4
+// store, one such loop for 4 values, costs about two scalar ones: 16 quad stores per invocation instead
+// of 64 scalar ones took this kernel from 3.43 to 2.79 ms per step at batch 128.
 @group(0) @binding(14) var<storage, read_write> y4: array<vec4<f32>>;
 @group(0) @binding(15) var<storage, read_write> argmax4: array<vec4<u32>>;
 // x again, four values per element: the 3x3 single-channel fused forward loads its input patch as quads
@@ -260,8 +260,10 @@ fn conv2d_relu_maxpool2_forward_k3c1(@builtin(workgroup_id) wg: vec3<u32>, @buil
     let second = pw + 1u < out_pw;
     let o = (n * out_ph * out_pw + ph * out_pw + pw) * (P.out_c >> 2u) + (o0 >> 2u);   // quad index
     let r = P.out_c >> 2u;
-    // patch rows 2ph..2ph+3, columns 2pw..2pw+5 (2pw is even and IW % 4 == 0: two aligned quads; an odd
-    // row's last pair reads two columns past the row, which only its missing second pixel would use)
+    // patch rows 2ph..2ph+3, columns 2pw..2pw+5 (2pw is even and IW % 4 == 0: two aligned quads). A row's
+    // last pair has one pixel (IW/2 - 1 pooled columns: odd) and reads a quad past the row, past the end
+    // of x for the batch's last image: WebGPU clamps or zeroes such reads, and only the missing second
+    // pixel would use those values.
     let at = ((n * P.in_h + 2u * ph) * P.in_w + 2u * pw) >> 2u;
     let row = P.in_w >> 2u;
     let r0 = patch_row(at);
@@ -745,7 +747,9 @@ fn patch4(at: u32, row: u32) -> array<array<f32, 6>, 4> {
 }
 
 // A pooled pixel's per-window-position weights: w[p][q] = the pool's gradient for channel quad q where
-// the channel chose position p (argmax order), else 0. `at`: the pixel's first channel quad.
+// the channel chose position p (argmax order), else 0. `at`: the pixel's first channel quad. In a
+// partial 16-channel group the quads past OC read the next pixel's values (past the end of the buffer
+// for the last one: clamped or zeroed by WebGPU); their sums are never stored.
 fn pixel_weights(at: u32) -> array<array<vec4<f32>, 4>, 4> {
     let z = vec4<f32>(0.0);
     let g = array<vec4<f32>, 4>(dy4[at], dy4[at + 1u], dy4[at + 2u], dy4[at + 3u]);

@@ -30,7 +30,8 @@ struct DenseParams {
 // a third of a storage load.
 @group(0) @binding(13) var<uniform> dy_u: array<vec4<f32>, 4096>;
 // dx again, four inputs per element: dense_backward_input4 (IN % 4 == 0) stores whole quads. llvmpipe runs
-// every storage access as a loop over its 8 lanes, so a vec4 store costs about what a scalar one does.
+// every storage access as a loop over its 8 lanes, and a vec4 store (one loop for 4 values) costs about
+// two scalar ones.
 @group(0) @binding(14) var<storage, read_write> dx4: array<vec4<f32>>;
 // x again, four inputs per element (the same buffer, bound twice, read-only): the X4 variants of the
 // weight gradient load each example's 4 inputs as one quad (IN % 4 == 0).

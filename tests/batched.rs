@@ -135,11 +135,23 @@ fn train(
     )
 }
 
-/// The odd models, and one with dropout: its masks follow each run's own seed.
+/// The odd models, one with dropout (its masks follow each run's own seed), and one whose first layer
+/// takes the CPU set's 3x3 one-channel shapes (a 12-wide input, 8 filters: the K-model step's forward
+/// is the channel-quad kernel, a solo run's the straight-line one; both are bit-identical).
 fn models() -> Vec<clampnet::model::ModelSpec> {
-    use clampnet::layers::{Conv2d, Dense, Dropout, Flatten};
+    use clampnet::layers::{Conv2d, Dense, Dropout, Flatten, MaxPool2d};
     use clampnet::model::{Activation, ModelSpec, Padding};
     let mut m = odd_models();
+    m.push(ModelSpec {
+        input: [11, 12, 1],
+        layers: vec![
+            Conv2d::new(8, 3, Padding::Valid, Activation::Relu).into(),
+            MaxPool2d::new(2).into(),
+            Flatten::new().into(),
+            Dense::new(3, Activation::Softmax).into(),
+        ],
+        names: Vec::new(),
+    });
     m.push(ModelSpec {
         input: [8, 7, 1],
         layers: vec![

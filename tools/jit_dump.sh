@@ -13,16 +13,31 @@ shift $(($# < 2 ? $# : 2))
 args=("$@")
 [ ${#args[@]} -gt 0 ] || args=(--batch-sizes 128 --steps 1000000 --warmup 5)
 mkdir -p "$(dirname "$out")"
+rm -f "$out".*.bin "$out".*.s   # an earlier run's pages would be mixed in
+command -v gdb >/dev/null && command -v objdump >/dev/null || {
+    echo "jit_dump: needs gdb and objdump (apt-get install gdb binutils)" >&2
+    exit 1
+}
 export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-$(mktemp -d)}"
-RUST_LOG=warn "$bin" bench "${args[@]}" >/dev/null 2>&1 &
+RUST_LOG=warn "$bin" bench "${args[@]}" >/dev/null 2>"$out.bench.log" &
 pid=$!
 trap 'kill $pid 2>/dev/null || true' EXIT
-sleep 6
+# wait until the steps run (the kernels are compiled by then): up to 30 s
+for _ in $(seq 30); do
+    sleep 1
+    kill -0 "$pid" 2>/dev/null || { echo "jit_dump: the bench ended early:" >&2; cat "$out.bench.log" >&2; exit 1; }
+    [ "$(awk '{print $14}' "/proc/$pid/stat")" -gt 300 ] && break   # 3 s of CPU time in the process
+done
 # anonymous executable mappings: llvmpipe's JIT code
 for r in $(grep -E " r-xp " "/proc/$pid/maps" | awk '$6 == "" {print $1}'); do
     a=${r%-*}
     b=${r#*-}
-    gdb -p "$pid" -batch -ex "dump binary memory $out.$a.bin 0x$a 0x$b" >/dev/null 2>&1
+    if ! gdb -p "$pid" -batch -ex "dump binary memory $out.$a.bin 0x$a 0x$b" >"$out.gdb.log" 2>&1 ||
+        [ ! -s "$out.$a.bin" ]; then
+        echo "jit_dump: gdb could not read the process (ptrace not allowed?):" >&2
+        cat "$out.gdb.log" >&2
+        exit 1
+    fi
     objdump -D -b binary -mi386:x86-64 --adjust-vma="0x$a" "$out.$a.bin" >"$out.$a.s"
 done
 python3 - "$out" <<'PY'

@@ -11,6 +11,7 @@ shift 2
 [ $# -ge 1 ] || { echo "usage: tools/kernel_times.sh BATCH N BIN [BIN...]" >&2; exit 2; }
 export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-$(mktemp -d)}"
 out=$(mktemp -d)
+trap 'rm -rf "$out"' EXIT
 for _ in $(seq "$n"); do
     for i in $(seq $#); do
         bin=${!i}
@@ -32,4 +33,3 @@ for k in range(len(rs[0]["kernels"])):
     print("  %-34s %8.1f  (%.0f-%.0f)" % (rs[0]["kernels"][k]["kernel"], st.median(v), min(v), max(v)))
 PY
 done
-rm -rf "$out"
