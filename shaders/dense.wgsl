@@ -203,15 +203,7 @@ fn dense_forward4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocatio
     let t9 = min(o0 + 9u, ol) * rq; let t10 = min(o0 + 10u, ol) * rq; let t11 = min(o0 + 11u, ol) * rq;
     let t12 = min(o0 + 12u, ol) * rq; let t13 = min(o0 + 13u, ol) * rq; let t14 = min(o0 + 14u, ol) * rq;
     let t15 = min(o0 + 15u, ol) * rq;
-    let z = vec4<f32>(0.0);
-    var a00 = z; var a01 = z; var a02 = z; var a03 = z;
-    var a10 = z; var a11 = z; var a12 = z; var a13 = z;
-    var a20 = z; var a21 = z; var a22 = z; var a23 = z;
-    var a30 = z; var a31 = z; var a32 = z; var a33 = z;
-    var a40 = z; var a41 = z; var a42 = z; var a43 = z;
-    var a50 = z; var a51 = z; var a52 = z; var a53 = z;
-    var a60 = z; var a61 = z; var a62 = z; var a63 = z;
-    var a70 = z; var a71 = z; var a72 = z; var a73 = z;
+    var a: array<vec4<f32>, 32>;   // example k x output quad q at k * 4 + q
     let end = min((c + 1u) * P.chunk, P.in_n) / 4u;
     for (var i = c * P.chunk / 4u; i < end; i++) {
         let v0 = xq[x0 + i]; let v1 = xq[x1 + i]; let v2 = xq[x2 + i]; let v3 = xq[x3 + i];
@@ -220,64 +212,41 @@ fn dense_forward4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocatio
         let w4 = wt[t4 + i]; let w5 = wt[t5 + i]; let w6 = wt[t6 + i]; let w7 = wt[t7 + i];
         let w8 = wt[t8 + i]; let w9 = wt[t9 + i]; let w10 = wt[t10 + i]; let w11 = wt[t11 + i];
         let w12 = wt[t12 + i]; let w13 = wt[t13 + i]; let w14 = wt[t14 + i]; let w15 = wt[t15 + i];
-        {
-            let k0 = vec4<f32>(w0.x, w1.x, w2.x, w3.x); let k1 = vec4<f32>(w4.x, w5.x, w6.x, w7.x);
-            let k2 = vec4<f32>(w8.x, w9.x, w10.x, w11.x); let k3 = vec4<f32>(w12.x, w13.x, w14.x, w15.x);
-            a00 += v0.x * k0; a01 += v0.x * k1; a02 += v0.x * k2; a03 += v0.x * k3;
-            a10 += v1.x * k0; a11 += v1.x * k1; a12 += v1.x * k2; a13 += v1.x * k3;
-            a20 += v2.x * k0; a21 += v2.x * k1; a22 += v2.x * k2; a23 += v2.x * k3;
-            a30 += v3.x * k0; a31 += v3.x * k1; a32 += v3.x * k2; a33 += v3.x * k3;
-            a40 += v4.x * k0; a41 += v4.x * k1; a42 += v4.x * k2; a43 += v4.x * k3;
-            a50 += v5.x * k0; a51 += v5.x * k1; a52 += v5.x * k2; a53 += v5.x * k3;
-            a60 += v6.x * k0; a61 += v6.x * k1; a62 += v6.x * k2; a63 += v6.x * k3;
-            a70 += v7.x * k0; a71 += v7.x * k1; a72 += v7.x * k2; a73 += v7.x * k3;
-        }
-        {
-            let k0 = vec4<f32>(w0.y, w1.y, w2.y, w3.y); let k1 = vec4<f32>(w4.y, w5.y, w6.y, w7.y);
-            let k2 = vec4<f32>(w8.y, w9.y, w10.y, w11.y); let k3 = vec4<f32>(w12.y, w13.y, w14.y, w15.y);
-            a00 += v0.y * k0; a01 += v0.y * k1; a02 += v0.y * k2; a03 += v0.y * k3;
-            a10 += v1.y * k0; a11 += v1.y * k1; a12 += v1.y * k2; a13 += v1.y * k3;
-            a20 += v2.y * k0; a21 += v2.y * k1; a22 += v2.y * k2; a23 += v2.y * k3;
-            a30 += v3.y * k0; a31 += v3.y * k1; a32 += v3.y * k2; a33 += v3.y * k3;
-            a40 += v4.y * k0; a41 += v4.y * k1; a42 += v4.y * k2; a43 += v4.y * k3;
-            a50 += v5.y * k0; a51 += v5.y * k1; a52 += v5.y * k2; a53 += v5.y * k3;
-            a60 += v6.y * k0; a61 += v6.y * k1; a62 += v6.y * k2; a63 += v6.y * k3;
-            a70 += v7.y * k0; a71 += v7.y * k1; a72 += v7.y * k2; a73 += v7.y * k3;
-        }
-        {
-            let k0 = vec4<f32>(w0.z, w1.z, w2.z, w3.z); let k1 = vec4<f32>(w4.z, w5.z, w6.z, w7.z);
-            let k2 = vec4<f32>(w8.z, w9.z, w10.z, w11.z); let k3 = vec4<f32>(w12.z, w13.z, w14.z, w15.z);
-            a00 += v0.z * k0; a01 += v0.z * k1; a02 += v0.z * k2; a03 += v0.z * k3;
-            a10 += v1.z * k0; a11 += v1.z * k1; a12 += v1.z * k2; a13 += v1.z * k3;
-            a20 += v2.z * k0; a21 += v2.z * k1; a22 += v2.z * k2; a23 += v2.z * k3;
-            a30 += v3.z * k0; a31 += v3.z * k1; a32 += v3.z * k2; a33 += v3.z * k3;
-            a40 += v4.z * k0; a41 += v4.z * k1; a42 += v4.z * k2; a43 += v4.z * k3;
-            a50 += v5.z * k0; a51 += v5.z * k1; a52 += v5.z * k2; a53 += v5.z * k3;
-            a60 += v6.z * k0; a61 += v6.z * k1; a62 += v6.z * k2; a63 += v6.z * k3;
-            a70 += v7.z * k0; a71 += v7.z * k1; a72 += v7.z * k2; a73 += v7.z * k3;
-        }
-        {
-            let k0 = vec4<f32>(w0.w, w1.w, w2.w, w3.w); let k1 = vec4<f32>(w4.w, w5.w, w6.w, w7.w);
-            let k2 = vec4<f32>(w8.w, w9.w, w10.w, w11.w); let k3 = vec4<f32>(w12.w, w13.w, w14.w, w15.w);
-            a00 += v0.w * k0; a01 += v0.w * k1; a02 += v0.w * k2; a03 += v0.w * k3;
-            a10 += v1.w * k0; a11 += v1.w * k1; a12 += v1.w * k2; a13 += v1.w * k3;
-            a20 += v2.w * k0; a21 += v2.w * k1; a22 += v2.w * k2; a23 += v2.w * k3;
-            a30 += v3.w * k0; a31 += v3.w * k1; a32 += v3.w * k2; a33 += v3.w * k3;
-            a40 += v4.w * k0; a41 += v4.w * k1; a42 += v4.w * k2; a43 += v4.w * k3;
-            a50 += v5.w * k0; a51 += v5.w * k1; a52 += v5.w * k2; a53 += v5.w * k3;
-            a60 += v6.w * k0; a61 += v6.w * k1; a62 += v6.w * k2; a63 += v6.w * k3;
-            a70 += v7.w * k0; a71 += v7.w * k1; a72 += v7.w * k2; a73 += v7.w * k3;
-        }
+        forward_input(&a, array<f32, 8>(v0.x, v1.x, v2.x, v3.x, v4.x, v5.x, v6.x, v7.x),
+                      array<vec4<f32>, 4>(vec4<f32>(w0.x, w1.x, w2.x, w3.x), vec4<f32>(w4.x, w5.x, w6.x, w7.x),
+                                          vec4<f32>(w8.x, w9.x, w10.x, w11.x), vec4<f32>(w12.x, w13.x, w14.x, w15.x)));
+        forward_input(&a, array<f32, 8>(v0.y, v1.y, v2.y, v3.y, v4.y, v5.y, v6.y, v7.y),
+                      array<vec4<f32>, 4>(vec4<f32>(w0.y, w1.y, w2.y, w3.y), vec4<f32>(w4.y, w5.y, w6.y, w7.y),
+                                          vec4<f32>(w8.y, w9.y, w10.y, w11.y), vec4<f32>(w12.y, w13.y, w14.y, w15.y)));
+        forward_input(&a, array<f32, 8>(v0.z, v1.z, v2.z, v3.z, v4.z, v5.z, v6.z, v7.z),
+                      array<vec4<f32>, 4>(vec4<f32>(w0.z, w1.z, w2.z, w3.z), vec4<f32>(w4.z, w5.z, w6.z, w7.z),
+                                          vec4<f32>(w8.z, w9.z, w10.z, w11.z), vec4<f32>(w12.z, w13.z, w14.z, w15.z)));
+        forward_input(&a, array<f32, 8>(v0.w, v1.w, v2.w, v3.w, v4.w, v5.w, v6.w, v7.w),
+                      array<vec4<f32>, 4>(vec4<f32>(w0.w, w1.w, w2.w, w3.w), vec4<f32>(w4.w, w5.w, w6.w, w7.w),
+                                          vec4<f32>(w8.w, w9.w, w10.w, w11.w), vec4<f32>(w12.w, w13.w, w14.w, w15.w)));
     }
     let base = c * P.batch * P.out_n;
-    store16_partial(base + (n0) * P.out_n + o0, o0, a00, a01, a02, a03);
-    if (n0 + 1u < P.batch) { store16_partial(base + (n0 + 1u) * P.out_n + o0, o0, a10, a11, a12, a13); }
-    if (n0 + 2u < P.batch) { store16_partial(base + (n0 + 2u) * P.out_n + o0, o0, a20, a21, a22, a23); }
-    if (n0 + 3u < P.batch) { store16_partial(base + (n0 + 3u) * P.out_n + o0, o0, a30, a31, a32, a33); }
-    if (n0 + 4u < P.batch) { store16_partial(base + (n0 + 4u) * P.out_n + o0, o0, a40, a41, a42, a43); }
-    if (n0 + 5u < P.batch) { store16_partial(base + (n0 + 5u) * P.out_n + o0, o0, a50, a51, a52, a53); }
-    if (n0 + 6u < P.batch) { store16_partial(base + (n0 + 6u) * P.out_n + o0, o0, a60, a61, a62, a63); }
-    if (n0 + 7u < P.batch) { store16_partial(base + (n0 + 7u) * P.out_n + o0, o0, a70, a71, a72, a73); }
+    store16_partial(base + (n0) * P.out_n + o0, o0, a[0], a[1], a[2], a[3]);
+    if (n0 + 1u < P.batch) { store16_partial(base + (n0 + 1u) * P.out_n + o0, o0, a[4], a[5], a[6], a[7]); }
+    if (n0 + 2u < P.batch) { store16_partial(base + (n0 + 2u) * P.out_n + o0, o0, a[8], a[9], a[10], a[11]); }
+    if (n0 + 3u < P.batch) { store16_partial(base + (n0 + 3u) * P.out_n + o0, o0, a[12], a[13], a[14], a[15]); }
+    if (n0 + 4u < P.batch) { store16_partial(base + (n0 + 4u) * P.out_n + o0, o0, a[16], a[17], a[18], a[19]); }
+    if (n0 + 5u < P.batch) { store16_partial(base + (n0 + 5u) * P.out_n + o0, o0, a[20], a[21], a[22], a[23]); }
+    if (n0 + 6u < P.batch) { store16_partial(base + (n0 + 6u) * P.out_n + o0, o0, a[24], a[25], a[26], a[27]); }
+    if (n0 + 7u < P.batch) { store16_partial(base + (n0 + 7u) * P.out_n + o0, o0, a[28], a[29], a[30], a[31]); }
+}
+
+// One input's products for 8 examples (v) and 16 outputs (k: 4 quads), added to the tile in dense_forward's
+// order: example k's output quad q at k * 4 + q.
+fn forward_input(a: ptr<function, array<vec4<f32>, 32>>, v: array<f32, 8>, k: array<vec4<f32>, 4>) {
+    (*a)[0] += v[0] * k[0]; (*a)[1] += v[0] * k[1]; (*a)[2] += v[0] * k[2]; (*a)[3] += v[0] * k[3];
+    (*a)[4] += v[1] * k[0]; (*a)[5] += v[1] * k[1]; (*a)[6] += v[1] * k[2]; (*a)[7] += v[1] * k[3];
+    (*a)[8] += v[2] * k[0]; (*a)[9] += v[2] * k[1]; (*a)[10] += v[2] * k[2]; (*a)[11] += v[2] * k[3];
+    (*a)[12] += v[3] * k[0]; (*a)[13] += v[3] * k[1]; (*a)[14] += v[3] * k[2]; (*a)[15] += v[3] * k[3];
+    (*a)[16] += v[4] * k[0]; (*a)[17] += v[4] * k[1]; (*a)[18] += v[4] * k[2]; (*a)[19] += v[4] * k[3];
+    (*a)[20] += v[5] * k[0]; (*a)[21] += v[5] * k[1]; (*a)[22] += v[5] * k[2]; (*a)[23] += v[5] * k[3];
+    (*a)[24] += v[6] * k[0]; (*a)[25] += v[6] * k[1]; (*a)[26] += v[6] * k[2]; (*a)[27] += v[6] * k[3];
+    (*a)[28] += v[7] * k[0]; (*a)[29] += v[7] * k[1]; (*a)[30] += v[7] * k[2]; (*a)[31] += v[7] * k[3];
 }
 
 fn store16_partial(at: u32, o0: u32, q0: vec4<f32>, q1: vec4<f32>, q2: vec4<f32>, q3: vec4<f32>) {
