@@ -19,8 +19,9 @@ struct RmsPropParams {
 @group(0) @binding(12) var<storage, read_write> momentum4: array<vec4<f32>>;
 @group(0) @binding(13) var<storage, read_write> average4: array<vec4<f32>>;
 
-// grid (ceil(n / 64)) folded, 16 invocations per workgroup, 4 elements per invocation (`update_lanes`).
-@compute @workgroup_size(16)
+// grid (ceil(n / 256)) folded, UPDATE_WG (64) invocations per workgroup, 4 elements per invocation
+// (`update_lanes`).
+@compute @workgroup_size(UPDATE_WG)
 fn rmsprop_update(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                   @builtin(local_invocation_index) lid: u32) {
     let l = update_lanes(wg, nwg, lid);

@@ -72,9 +72,10 @@ impl Optimizer for Sgd {
         }
     }
 
-    /// Grid: one workgroup of 16 invocations per 64 elements (folded), which lies inside one tensor.
+    /// Grid: one workgroup of 64 invocations per 256 elements (folded); each invocation's 4 elements
+    /// lie inside one tensor (tensors start 64-element aligned).
     fn record(&self, r: &mut Recorder, prologue: &Prologue, io: &UpdateIo) {
-        let grid = r.grid_1d(self.n, 64);
+        let grid = r.grid_1d(self.n, 256);
         prologue
             .bind(r.dispatch(&UPDATE), io)
             .bind("S", &self.uniform)
