@@ -151,15 +151,8 @@ fn dense_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation
         a60 += u.z * k[0]; a61 += u.z * k[1]; a62 += u.z * k[2]; a63 += u.z * k[3];
         a70 += u.w * k[0]; a71 += u.w * k[1]; a72 += u.w * k[2]; a73 += u.w * k[3];
     }
-    let base = c * P.batch * P.out_n;
-    store16_partial(base + (n0) * P.out_n + o0, o0, a00, a01, a02, a03);
-    if (n0 + 1u < P.batch) { store16_partial(base + (n0 + 1u) * P.out_n + o0, o0, a10, a11, a12, a13); }
-    if (n0 + 2u < P.batch) { store16_partial(base + (n0 + 2u) * P.out_n + o0, o0, a20, a21, a22, a23); }
-    if (n0 + 3u < P.batch) { store16_partial(base + (n0 + 3u) * P.out_n + o0, o0, a30, a31, a32, a33); }
-    if (n0 + 4u < P.batch) { store16_partial(base + (n0 + 4u) * P.out_n + o0, o0, a40, a41, a42, a43); }
-    if (n0 + 5u < P.batch) { store16_partial(base + (n0 + 5u) * P.out_n + o0, o0, a50, a51, a52, a53); }
-    if (n0 + 6u < P.batch) { store16_partial(base + (n0 + 6u) * P.out_n + o0, o0, a60, a61, a62, a63); }
-    if (n0 + 7u < P.batch) { store16_partial(base + (n0 + 7u) * P.out_n + o0, o0, a70, a71, a72, a73); }
+    store_forward_tile(c, n0, o0, array<vec4<f32>, 32>(a00, a01, a02, a03, a10, a11, a12, a13, a20, a21, a22, a23,
+        a30, a31, a32, a33, a40, a41, a42, a43, a50, a51, a52, a53, a60, a61, a62, a63, a70, a71, a72, a73));
 }
 
 // grid (ceil(OUT * IN / 4 / 64)): wt[o, i..i+3] = W[i..i+3, o], one input quad per invocation (IN % 4 == 0).
@@ -225,15 +218,7 @@ fn dense_forward4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocatio
                       array<vec4<f32>, 4>(vec4<f32>(w0.w, w1.w, w2.w, w3.w), vec4<f32>(w4.w, w5.w, w6.w, w7.w),
                                           vec4<f32>(w8.w, w9.w, w10.w, w11.w), vec4<f32>(w12.w, w13.w, w14.w, w15.w)));
     }
-    let base = c * P.batch * P.out_n;
-    store16_partial(base + (n0) * P.out_n + o0, o0, a[0], a[1], a[2], a[3]);
-    if (n0 + 1u < P.batch) { store16_partial(base + (n0 + 1u) * P.out_n + o0, o0, a[4], a[5], a[6], a[7]); }
-    if (n0 + 2u < P.batch) { store16_partial(base + (n0 + 2u) * P.out_n + o0, o0, a[8], a[9], a[10], a[11]); }
-    if (n0 + 3u < P.batch) { store16_partial(base + (n0 + 3u) * P.out_n + o0, o0, a[12], a[13], a[14], a[15]); }
-    if (n0 + 4u < P.batch) { store16_partial(base + (n0 + 4u) * P.out_n + o0, o0, a[16], a[17], a[18], a[19]); }
-    if (n0 + 5u < P.batch) { store16_partial(base + (n0 + 5u) * P.out_n + o0, o0, a[20], a[21], a[22], a[23]); }
-    if (n0 + 6u < P.batch) { store16_partial(base + (n0 + 6u) * P.out_n + o0, o0, a[24], a[25], a[26], a[27]); }
-    if (n0 + 7u < P.batch) { store16_partial(base + (n0 + 7u) * P.out_n + o0, o0, a[28], a[29], a[30], a[31]); }
+    store_forward_tile(c, n0, o0, a);
 }
 
 // One input's products for 8 examples (v) and 16 outputs (k: 4 quads), added to the tile in dense_forward's
@@ -247,6 +232,20 @@ fn forward_input(a: ptr<function, array<vec4<f32>, 32>>, v: array<f32, 8>, k: ar
     (*a)[20] += v[5] * k[0]; (*a)[21] += v[5] * k[1]; (*a)[22] += v[5] * k[2]; (*a)[23] += v[5] * k[3];
     (*a)[24] += v[6] * k[0]; (*a)[25] += v[6] * k[1]; (*a)[26] += v[6] * k[2]; (*a)[27] += v[6] * k[3];
     (*a)[28] += v[7] * k[0]; (*a)[29] += v[7] * k[1]; (*a)[30] += v[7] * k[2]; (*a)[31] += v[7] * k[3];
+}
+
+// The forward tile's partial sums of chunk c (example n0 + k's output quad q at k * 4 + q); rows past the
+// batch are not stored.
+fn store_forward_tile(c: u32, n0: u32, o0: u32, a: array<vec4<f32>, 32>) {
+    let base = c * P.batch * P.out_n;
+    store16_partial(base + (n0) * P.out_n + o0, o0, a[0], a[1], a[2], a[3]);
+    if (n0 + 1u < P.batch) { store16_partial(base + (n0 + 1u) * P.out_n + o0, o0, a[4], a[5], a[6], a[7]); }
+    if (n0 + 2u < P.batch) { store16_partial(base + (n0 + 2u) * P.out_n + o0, o0, a[8], a[9], a[10], a[11]); }
+    if (n0 + 3u < P.batch) { store16_partial(base + (n0 + 3u) * P.out_n + o0, o0, a[12], a[13], a[14], a[15]); }
+    if (n0 + 4u < P.batch) { store16_partial(base + (n0 + 4u) * P.out_n + o0, o0, a[16], a[17], a[18], a[19]); }
+    if (n0 + 5u < P.batch) { store16_partial(base + (n0 + 5u) * P.out_n + o0, o0, a[20], a[21], a[22], a[23]); }
+    if (n0 + 6u < P.batch) { store16_partial(base + (n0 + 6u) * P.out_n + o0, o0, a[24], a[25], a[26], a[27]); }
+    if (n0 + 7u < P.batch) { store16_partial(base + (n0 + 7u) * P.out_n + o0, o0, a[28], a[29], a[30], a[31]); }
 }
 
 fn store16_partial(at: u32, o0: u32, q0: vec4<f32>, q1: vec4<f32>, q2: vec4<f32>, q3: vec4<f32>) {
