@@ -12,6 +12,7 @@ const WGSL: &str = r#"
 @group(0) @binding(1) var<uniform> u: array<vec4<f32>, 4096>;
 @group(0) @binding(2) var<storage, read_write> o: array<f32>;
 @group(0) @binding(3) var<storage, read> s4: array<vec4<f32>>;
+@group(0) @binding(4) var<storage, read_write> o4: array<vec4<f32>>;
 override N: u32 = 256u;
 
 @compute @workgroup_size(64)
@@ -130,18 +131,127 @@ fn private_array(@builtin(global_invocation_id) g: vec3<u32>) {
 }
 "#;
 
-static SHADER: Shader = Shader {
-    file: "load_cost (examples/load_cost.rs)",
-    parts: &[],
-    source: WGSL,
-};
+/// Straight-line variants (no loop around the accesses, so llvmpipe runs them without an execution mask):
+/// 256 statements each, generated.
+fn straight_line() -> String {
+    let mut w = String::new();
+    let body = |f: &dyn Fn(u32) -> String, n: u32| -> String {
+        (0..n).map(f).collect::<Vec<_>>().join("\n    ")
+    };
+    let head = "@compute @workgroup_size(64)\nfn ";
+    let args = "(@builtin(global_invocation_id) g: vec3<u32>, @builtin(workgroup_id) w: vec3<u32>) {\n    var a = f32(g.x);\n    var a4 = vec4<f32>(a);\n    ";
+    // the result is stored twice: a value used by one per-lane store alone is sunk into the store's lane
+    // loop by LLVM and computed one lane at a time (scalar instructions)
+    let tail = "\n    let r = a + a4.x + a4.y + a4.z + a4.w + s[0] + u[0].x + s4[0].x;\n    o[g.x] = r;\n    o[(g.x + 8192u) & 16383u] = r;\n}\n";
+    let mut add = |name: &str, pre: &str, b: String| {
+        w += &format!("{head}{name}{args}{pre}{b}{tail}");
+    };
+    add(
+        "top_mul_add",
+        "",
+        body(&|k| format!("a = a * 0.999 + {k}.0;"), 256),
+    );
+    add(
+        "top_fma",
+        "",
+        body(&|k| format!("a = fma(a, 0.999, {k}.0);"), 256),
+    );
+    add(
+        "top_ssbo_uniform",
+        "",
+        body(
+            &|k| format!("a = a * 0.999 + s[(w.x * 7u + {k}u) & 65535u];"),
+            256,
+        ),
+    );
+    add(
+        "top_ssbo_uniform_after_return",
+        "if (g.x >= 1000000u) { return; }\n    ",
+        body(
+            &|k| format!("a = a * 0.999 + s[(w.x * 7u + {k}u) & 65535u];"),
+            256,
+        ),
+    );
+    add(
+        "top_ssbo_divergent",
+        "",
+        body(
+            &|k| format!("a = a * 0.999 + s[(g.x * 7u + {k}u) & 65535u];"),
+            256,
+        ),
+    );
+    add(
+        "top_ssbo_vec4_divergent",
+        "",
+        body(
+            &|k| format!("a4 = a4 * 0.999 + s4[(g.x * 7u + {k}u) & 16383u];"),
+            64,
+        ),
+    );
+    add(
+        "top_ssbo_vec4_uniform",
+        "",
+        body(
+            &|k| format!("a4 = a4 * 0.999 + s4[(w.x * 7u + {k}u) & 16383u];"),
+            64,
+        ),
+    );
+    add(
+        "top_ubo_uniform",
+        "",
+        body(
+            &|k| format!("a = a * 0.999 + u[(w.x + {k}u) & 4095u].x;"),
+            256,
+        ),
+    );
+    add(
+        "top_ubo_divergent",
+        "",
+        body(
+            &|k| format!("a = a * 0.999 + u[(g.x * 7u + {k}u) & 4095u].x;"),
+            256,
+        ),
+    );
+    add(
+        "top_ubo_vec4_divergent",
+        "",
+        body(
+            &|k| format!("a4 = a4 * 0.999 + u[(g.x * 7u + {k}u) & 4095u];"),
+            64,
+        ),
+    );
+    add(
+        "top_store_divergent",
+        "",
+        body(
+            &|k| format!("o[(g.x * 64u + {k}u) & 16383u] = a + {k}.0;"),
+            256,
+        ),
+    );
+    add(
+        "top_store_vec4_divergent",
+        "",
+        body(
+            &|k| format!("o4[(g.x * 16u + {k}u) & 4095u] = a4 + vec4<f32>({k}.0);"),
+            64,
+        ),
+    );
+    w
+}
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let source: &'static str = Box::leak(format!("{WGSL}\n{}", straight_line()).into_boxed_str());
+    let shader: &'static Shader = Box::leak(Box::new(Shader {
+        file: "load_cost (examples/load_cost.rs)",
+        parts: &[],
+        source,
+    }));
     let ctx = Context::new(&GpuOptions::default())?;
     let s = ctx.storage_init("s", &vec![1u8; 1 << 18]);
     let u = ctx.uniform("u", &[0u8; 65536]);
     let groups = 256u32;
-    let o = ctx.storage_zeroed("o", (groups as u64) * 64 * 4);
+    let o = ctx.storage_zeroed("o", 65536);
+    let o4 = ctx.storage_zeroed("o4", 65536);
     let entries = [
         "fma_only",
         "ssbo_divergent",
@@ -159,13 +269,30 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "fma_8_chains",
         "acc_4vec4",
         "acc_16vec4",
+        "top_mul_add",
+        "top_fma",
+        "top_ssbo_uniform",
+        "top_ssbo_uniform_after_return",
+        "top_ssbo_divergent",
+        "top_ssbo_vec4_divergent",
+        "top_ssbo_vec4_uniform",
+        "top_ubo_uniform",
+        "top_ubo_divergent",
+        "top_ubo_vec4_divergent",
+        "top_store_divergent",
+        "top_store_vec4_divergent",
     ];
+    let only = std::env::var("LOAD_COST_ONLY").ok();
+    let entries: Vec<&str> = entries
+        .into_iter()
+        .filter(|e| only.as_deref().is_none_or(|o| o == *e))
+        .collect();
     let kernels: Vec<&'static KernelDef> = entries
         .iter()
         .map(|&e| {
             &*Box::leak(Box::new(KernelDef {
                 name: e,
-                shader: &SHADER,
+                shader,
                 entry: e,
                 constants: &[],
                 gated: false,
@@ -175,14 +302,29 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let pipes = Pipelines::new(&ctx, &kernels)?;
     let mut r = Recorder::new(&ctx, &pipes);
     for k in &kernels {
-        r.dispatch(k)
+        let d = r
+            .dispatch(k)
             .bind("s", &s)
             .bind("u", &u)
             .bind("o", &o)
-            .bind("s4", &s)
-            .grid((groups, 1, 1));
+            .bind("s4", &s);
+        let d = if k.entry == "top_store_vec4_divergent" {
+            d.bind("o4", &o4)
+        } else {
+            d
+        };
+        d.grid((groups, 1, 1));
     }
     let plan = r.finish()?;
+    // LOAD_COST_ONLY=entry: run that one for a minute (for tools/jit_dump.sh-style disassembly)
+    if only.is_some() {
+        let t = Instant::now();
+        while t.elapsed().as_secs() < 60 {
+            ctx.submit(std::iter::repeat_n(&plan[0], 10), None);
+            ctx.wait()?;
+        }
+        return Ok(());
+    }
     for (e, d) in entries.iter().zip(&plan) {
         let run = |reps: usize| -> clampnet::Result<()> {
             ctx.submit(std::iter::repeat_n(d, reps), None);

@@ -23,9 +23,6 @@ struct AdamParams {
 fn adam_update(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                @builtin(local_invocation_index) lid: u32) {
     let l = update_lanes(wg, nwg, lid);
-    if (!l.ok) {
-        return;
-    }
     let q = l.q;
     let m0 = m4[q];
     let v0 = v4[q];
@@ -36,7 +33,9 @@ fn adam_update(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw
     let alpha = step_sizes[state.batch].x;
     w = w - (mi * alpha) / (sqrt(vi) + A.eps);
     w = prox4(l.seg, w, alpha / (sqrt(vi) + A.eps));
-    m4[q] = select(m0, mi, l.live);
-    v4[q] = select(v0, vi, l.live);
-    params4[q] = select(l.w0, w, l.live);
+    if (l.ok) {
+        m4[q] = select(m0, mi, l.live);
+        v4[q] = select(v0, vi, l.live);
+        params4[q] = select(l.w0, w, l.live);
+    }
 }

@@ -246,15 +246,16 @@ fn conv2d_relu_maxpool2_forward_oc4(@builtin(workgroup_id) wg: vec3<u32>, @built
 // neither masks nor spills the accumulators on every multiply-add.
 @compute @workgroup_size(32)
 fn conv2d_relu_maxpool2_forward_k3c1(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let pair = wg.x * 32u + lid;
     let n = wg.y;
     let o0 = P.group * 16u;
     let out_ph = P.out_h / 2u;
     let out_pw = P.out_w / 2u;
     let pairs_per_row = (out_pw + 1u) / 2u;
-    if (pair >= out_ph * pairs_per_row) {
-        return;
-    }
+    // No early return: llvmpipe runs the code after a return under an execution mask, and loads even a
+    // uniform value (the kernel window) lane by lane there (20% of this kernel's time). Lanes past the
+    // last pair compute the last pair again and store nothing.
+    let live = wg.x * 32u + lid < out_ph * pairs_per_row;
+    let pair = min(wg.x * 32u + lid, out_ph * pairs_per_row - 1u);
     let ph = pair / pairs_per_row;
     let pw = (pair % pairs_per_row) * 2u;
     let second = pw + 1u < out_pw;
@@ -279,10 +280,10 @@ fn conv2d_relu_maxpool2_forward_k3c1(@builtin(workgroup_id) wg: vec3<u32>, @buil
     let w12 = window9(r1, r2, r3, 2u); let w13 = window9(r1, r2, r3, 3u);
     // per channel quad: the 8 conv values, pooled and stored at once (few values live at a time)
     let more = vec3<bool>(o0 + 4u < P.out_c, o0 + 8u < P.out_c, o0 + 12u < P.out_c);
-    pool_quad(o, r, true, second, w00, w01, w10, w11, w02, w03, w12, w13, b0, 0u);
-    pool_quad(o + 1u, r, more.x, second, w00, w01, w10, w11, w02, w03, w12, w13, b1, 1u);
-    pool_quad(o + 2u, r, more.y, second, w00, w01, w10, w11, w02, w03, w12, w13, b2, 2u);
-    pool_quad(o + 3u, r, more.z, second, w00, w01, w10, w11, w02, w03, w12, w13, b3, 3u);
+    pool_quad(o, r, live, second, w00, w01, w10, w11, w02, w03, w12, w13, b0, 0u);
+    pool_quad(o + 1u, r, more.x && live, second, w00, w01, w10, w11, w02, w03, w12, w13, b1, 1u);
+    pool_quad(o + 2u, r, more.y && live, second, w00, w01, w10, w11, w02, w03, w12, w13, b2, 2u);
+    pool_quad(o + 3u, r, more.z && live, second, w00, w01, w10, w11, w02, w03, w12, w13, b3, 3u);
 }
 
 // Channel quad q of a pair: the conv values at the first window's 4 positions (a..d) and the second's

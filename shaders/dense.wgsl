@@ -45,6 +45,10 @@ override GATE: bool = false;
 override DY_UNIFORM: bool = false;
 // X4 (pipeline-overridable): the weight gradient reads x as quads through `xq` (IN % 4 == 0).
 override X4: bool = false;
+// OQ4 (pipeline-overridable): the CPU tiles' fourth output quad (outputs o0 + 12..15) is computed. False
+// where OUT <= 12 (a 10-class classifier): that quad would only be clamped copies, never stored (the
+// same stored sums, a quarter less work).
+override OQ4: bool = true;
 
 fn dy_at(i: u32) -> f32 {
     if (DY_UNIFORM) {
@@ -69,7 +73,11 @@ fn dpre4(b: u32, o: u32, l: u32) -> vec4<f32> {
 fn dpre16(n: u32, o0: u32) -> array<vec4<f32>, 4> {
     let b = n * P.out_n;
     let l = P.out_n - 1u;
-    return array<vec4<f32>, 4>(dpre4(b, o0, l), dpre4(b, o0 + 4u, l), dpre4(b, o0 + 8u, l), dpre4(b, o0 + 12u, l));
+    var q3 = vec4<f32>(0.0);
+    if (OQ4) {
+        q3 = dpre4(b, o0 + 12u, l);
+    }
+    return array<vec4<f32>, 4>(dpre4(b, o0, l), dpre4(b, o0 + 4u, l), dpre4(b, o0 + 8u, l), q3);
 }
 
 // 4 consecutive kernel values from flat index b + o (indices clamped to the row's last, l)
@@ -81,7 +89,11 @@ fn kernel4(b: u32, o: u32, l: u32) -> vec4<f32> {
 fn kernel16(i: u32, o0: u32) -> array<vec4<f32>, 4> {
     let b = i * P.out_n;
     let l = P.out_n - 1u;
-    return array<vec4<f32>, 4>(kernel4(b, o0, l), kernel4(b, o0 + 4u, l), kernel4(b, o0 + 8u, l), kernel4(b, o0 + 12u, l));
+    var q3 = vec4<f32>(0.0);
+    if (OQ4) {
+        q3 = kernel4(b, o0 + 12u, l);
+    }
+    return array<vec4<f32>, 4>(kernel4(b, o0, l), kernel4(b, o0 + 4u, l), kernel4(b, o0 + 8u, l), q3);
 }
 
 // Store 8 outputs of row-major [rows, OUT] matrices (outputs past OUT are dropped). Two copies because
@@ -142,14 +154,14 @@ fn dense_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation
         let k = kernel16(i, o0);
         let v = vec4<f32>(x[x0 + i], x[x1 + i], x[x2 + i], x[x3 + i]);
         let u = vec4<f32>(x[x4 + i], x[x5 + i], x[x6 + i], x[x7 + i]);
-        a00 += v.x * k[0]; a01 += v.x * k[1]; a02 += v.x * k[2]; a03 += v.x * k[3];
-        a10 += v.y * k[0]; a11 += v.y * k[1]; a12 += v.y * k[2]; a13 += v.y * k[3];
-        a20 += v.z * k[0]; a21 += v.z * k[1]; a22 += v.z * k[2]; a23 += v.z * k[3];
-        a30 += v.w * k[0]; a31 += v.w * k[1]; a32 += v.w * k[2]; a33 += v.w * k[3];
-        a40 += u.x * k[0]; a41 += u.x * k[1]; a42 += u.x * k[2]; a43 += u.x * k[3];
-        a50 += u.y * k[0]; a51 += u.y * k[1]; a52 += u.y * k[2]; a53 += u.y * k[3];
-        a60 += u.z * k[0]; a61 += u.z * k[1]; a62 += u.z * k[2]; a63 += u.z * k[3];
-        a70 += u.w * k[0]; a71 += u.w * k[1]; a72 += u.w * k[2]; a73 += u.w * k[3];
+        a00 += v.x * k[0]; a01 += v.x * k[1]; a02 += v.x * k[2]; if (OQ4) { a03 += v.x * k[3]; }
+        a10 += v.y * k[0]; a11 += v.y * k[1]; a12 += v.y * k[2]; if (OQ4) { a13 += v.y * k[3]; }
+        a20 += v.z * k[0]; a21 += v.z * k[1]; a22 += v.z * k[2]; if (OQ4) { a23 += v.z * k[3]; }
+        a30 += v.w * k[0]; a31 += v.w * k[1]; a32 += v.w * k[2]; if (OQ4) { a33 += v.w * k[3]; }
+        a40 += u.x * k[0]; a41 += u.x * k[1]; a42 += u.x * k[2]; if (OQ4) { a43 += u.x * k[3]; }
+        a50 += u.y * k[0]; a51 += u.y * k[1]; a52 += u.y * k[2]; if (OQ4) { a53 += u.y * k[3]; }
+        a60 += u.z * k[0]; a61 += u.z * k[1]; a62 += u.z * k[2]; if (OQ4) { a63 += u.z * k[3]; }
+        a70 += u.w * k[0]; a71 += u.w * k[1]; a72 += u.w * k[2]; if (OQ4) { a73 += u.w * k[3]; }
     }
     store_forward_tile(c, n0, o0, array<vec4<f32>, 32>(a00, a01, a02, a03, a10, a11, a12, a13, a20, a21, a22, a23,
         a30, a31, a32, a33, a40, a41, a42, a43, a50, a51, a52, a53, a60, a61, a62, a63, a70, a71, a72, a73));
@@ -224,14 +236,14 @@ fn dense_forward4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocatio
 // One input's products for 8 examples (v) and 16 outputs (k: 4 quads), added to the tile in dense_forward's
 // order: example k's output quad q at k * 4 + q.
 fn forward_input(a: ptr<function, array<vec4<f32>, 32>>, v: array<f32, 8>, k: array<vec4<f32>, 4>) {
-    (*a)[0] += v[0] * k[0]; (*a)[1] += v[0] * k[1]; (*a)[2] += v[0] * k[2]; (*a)[3] += v[0] * k[3];
-    (*a)[4] += v[1] * k[0]; (*a)[5] += v[1] * k[1]; (*a)[6] += v[1] * k[2]; (*a)[7] += v[1] * k[3];
-    (*a)[8] += v[2] * k[0]; (*a)[9] += v[2] * k[1]; (*a)[10] += v[2] * k[2]; (*a)[11] += v[2] * k[3];
-    (*a)[12] += v[3] * k[0]; (*a)[13] += v[3] * k[1]; (*a)[14] += v[3] * k[2]; (*a)[15] += v[3] * k[3];
-    (*a)[16] += v[4] * k[0]; (*a)[17] += v[4] * k[1]; (*a)[18] += v[4] * k[2]; (*a)[19] += v[4] * k[3];
-    (*a)[20] += v[5] * k[0]; (*a)[21] += v[5] * k[1]; (*a)[22] += v[5] * k[2]; (*a)[23] += v[5] * k[3];
-    (*a)[24] += v[6] * k[0]; (*a)[25] += v[6] * k[1]; (*a)[26] += v[6] * k[2]; (*a)[27] += v[6] * k[3];
-    (*a)[28] += v[7] * k[0]; (*a)[29] += v[7] * k[1]; (*a)[30] += v[7] * k[2]; (*a)[31] += v[7] * k[3];
+    (*a)[0] += v[0] * k[0]; (*a)[1] += v[0] * k[1]; (*a)[2] += v[0] * k[2]; if (OQ4) { (*a)[3] += v[0] * k[3]; }
+    (*a)[4] += v[1] * k[0]; (*a)[5] += v[1] * k[1]; (*a)[6] += v[1] * k[2]; if (OQ4) { (*a)[7] += v[1] * k[3]; }
+    (*a)[8] += v[2] * k[0]; (*a)[9] += v[2] * k[1]; (*a)[10] += v[2] * k[2]; if (OQ4) { (*a)[11] += v[2] * k[3]; }
+    (*a)[12] += v[3] * k[0]; (*a)[13] += v[3] * k[1]; (*a)[14] += v[3] * k[2]; if (OQ4) { (*a)[15] += v[3] * k[3]; }
+    (*a)[16] += v[4] * k[0]; (*a)[17] += v[4] * k[1]; (*a)[18] += v[4] * k[2]; if (OQ4) { (*a)[19] += v[4] * k[3]; }
+    (*a)[20] += v[5] * k[0]; (*a)[21] += v[5] * k[1]; (*a)[22] += v[5] * k[2]; if (OQ4) { (*a)[23] += v[5] * k[3]; }
+    (*a)[24] += v[6] * k[0]; (*a)[25] += v[6] * k[1]; (*a)[26] += v[6] * k[2]; if (OQ4) { (*a)[27] += v[6] * k[3]; }
+    (*a)[28] += v[7] * k[0]; (*a)[29] += v[7] * k[1]; (*a)[30] += v[7] * k[2]; if (OQ4) { (*a)[31] += v[7] * k[3]; }
 }
 
 // The forward tile's partial sums of chunk c (example n0 + k's output quad q at k * 4 + q); rows past the
@@ -314,10 +326,10 @@ fn weight_step(a: ptr<function, array<vec4<f32>, 16>>, n: u32, i0: u32, o0: u32,
     } else {
         v = vec4<f32>(x[xb + i0], x[xb + c.x], x[xb + c.y], x[xb + c.z]);
     }
-    (*a)[0] += v.x * g[0]; (*a)[1] += v.x * g[1]; (*a)[2] += v.x * g[2]; (*a)[3] += v.x * g[3];
-    (*a)[4] += v.y * g[0]; (*a)[5] += v.y * g[1]; (*a)[6] += v.y * g[2]; (*a)[7] += v.y * g[3];
-    (*a)[8] += v.z * g[0]; (*a)[9] += v.z * g[1]; (*a)[10] += v.z * g[2]; (*a)[11] += v.z * g[3];
-    (*a)[12] += v.w * g[0]; (*a)[13] += v.w * g[1]; (*a)[14] += v.w * g[2]; (*a)[15] += v.w * g[3];
+    (*a)[0] += v.x * g[0]; (*a)[1] += v.x * g[1]; (*a)[2] += v.x * g[2]; if (OQ4) { (*a)[3] += v.x * g[3]; }
+    (*a)[4] += v.y * g[0]; (*a)[5] += v.y * g[1]; (*a)[6] += v.y * g[2]; if (OQ4) { (*a)[7] += v.y * g[3]; }
+    (*a)[8] += v.z * g[0]; (*a)[9] += v.z * g[1]; (*a)[10] += v.z * g[2]; if (OQ4) { (*a)[11] += v.z * g[3]; }
+    (*a)[12] += v.w * g[0]; (*a)[13] += v.w * g[1]; (*a)[14] += v.w * g[2]; if (OQ4) { (*a)[15] += v.w * g[3]; }
 }
 
 // Store 16 gradient values of kernel row i from output o0 (outputs past OUT are dropped).
@@ -419,11 +431,15 @@ fn input_sums(w: array<array<vec4<f32>, 4>, 4>, n: u32, o0: u32) -> vec4<f32> {
     let g1 = g[1] * m1;
     let g2 = g[2] * m2;
     let g3 = g[3] * m3;
-    return vec4<f32>(
-        dot(w[0][0], g0) + dot(w[0][1], g1) + dot(w[0][2], g2) + dot(w[0][3], g3),
-        dot(w[1][0], g0) + dot(w[1][1], g1) + dot(w[1][2], g2) + dot(w[1][3], g3),
-        dot(w[2][0], g0) + dot(w[2][1], g1) + dot(w[2][2], g2) + dot(w[2][3], g3),
-        dot(w[3][0], g0) + dot(w[3][1], g1) + dot(w[3][2], g2) + dot(w[3][3], g3));
+    var s = vec4<f32>(
+        dot(w[0][0], g0) + dot(w[0][1], g1) + dot(w[0][2], g2),
+        dot(w[1][0], g0) + dot(w[1][1], g1) + dot(w[1][2], g2),
+        dot(w[2][0], g0) + dot(w[2][1], g1) + dot(w[2][2], g2),
+        dot(w[3][0], g0) + dot(w[3][1], g1) + dot(w[3][2], g2));
+    if (OQ4) {
+        s += vec4<f32>(dot(w[0][3], g3), dot(w[1][3], g3), dot(w[2][3], g3), dot(w[3][3], g3));
+    }
+    return s;
 }
 
 // ---- GPU shapes (the kernel set for GPU adapters) ----

@@ -156,12 +156,12 @@ fn update_lanes(wg: vec3<u32>, nwg: vec3<u32>, lid: u32) -> UpdateLanes {
     let e = ((wg.y * nwg.x + wg.x) * UPDATE_WG + lid) * 4u;   // first element of this invocation
     l.s = segment_of(e);
     l.ok = l.s != U.n_segments && e < U.n;
-    if (!l.ok) {
-        return l;
-    }
-    l.seg = segments[l.s];
-    l.live = (vec4<u32>(e) + vec4<u32>(0u, 1u, 2u, 3u)) < vec4<u32>(l.seg.start + l.seg.len);
-    l.q = e / 4u;
+    // No early return for the lanes with nothing to update: llvmpipe would run the rest of the update
+    // under an execution mask, loading even its uniform values lane by lane. They compute on the first
+    // segment's first elements instead, and their entry point stores nothing (`ok`).
+    l.seg = segments[select(0u, l.s, l.ok)];
+    l.live = ((vec4<u32>(e) + vec4<u32>(0u, 1u, 2u, 3u)) < vec4<u32>(l.seg.start + l.seg.len)) & vec4<bool>(l.ok);
+    l.q = select(l.seg.start, e, l.ok) / 4u;
     l.w0 = params4[l.q];
     l.g = clip4(l.s, total_gradient4(l.seg, grads4[l.q], l.w0));
     l.w = decay4(l.w0);

@@ -407,6 +407,16 @@ fn cases() -> Vec<Case> {
             21,
             Relu,
         ),
+        // the variants without the tile's fourth output quad (OUT <= 12) on the quad forward, and the
+        // first output count that needs it
+        (
+            "dense relu, 68 inputs x 70 rows, 11 outputs",
+            &[70][..],
+            68,
+            11,
+            Relu,
+        ),
+        ("dense linear, 13 outputs", &[9][..], 12, 13, Linear),
         (
             "dense linear, 40 outputs (three passes)",
             &[5][..],

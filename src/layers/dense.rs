@@ -242,6 +242,11 @@ macro_rules! dense_kernel {
 const DY_U: &[(&str, f64)] = &[("DY_UNIFORM", 1.0)];
 const X4: &[(&str, f64)] = &[("X4", 1.0)];
 const DY_U_X4: &[(&str, f64)] = &[("DY_UNIFORM", 1.0), ("X4", 1.0)];
+// the CPU tiles without their fourth output quad (OUT <= 12): `narrow`
+const N: &[(&str, f64)] = &[("OQ4", 0.0)];
+const DY_U_N: &[(&str, f64)] = &[("DY_UNIFORM", 1.0), ("OQ4", 0.0)];
+const X4_N: &[(&str, f64)] = &[("X4", 1.0), ("OQ4", 0.0)];
+const DY_U_X4_N: &[(&str, f64)] = &[("DY_UNIFORM", 1.0), ("X4", 1.0), ("OQ4", 0.0)];
 
 dense_kernel!(FORWARD, "DenseForward", "dense_forward", false, &[]);
 dense_kernel!(FORWARD4, "DenseForward4", "dense_forward4", false, &[]);
@@ -343,6 +348,91 @@ dense_kernel!(
     true,
     DY_U
 );
+// The CPU kernels whose tile has 16 outputs, without the fourth output quad: for OUT <= 12 (a 10-class
+// classifier), where that quad holds only clamped copies that are never stored. The same stored sums.
+dense_kernel!(FORWARD_N, "DenseForwardOut12", "dense_forward", false, N);
+dense_kernel!(FORWARD4_N, "DenseForward4Out12", "dense_forward4", false, N);
+dense_kernel!(
+    BACKWARD_WEIGHT_N,
+    "DenseBackwardWeightOut12",
+    "dense_backward_weight",
+    true,
+    N
+);
+dense_kernel!(
+    BACKWARD_WEIGHT_X4_N,
+    "DenseBackwardWeightX4Out12",
+    "dense_backward_weight",
+    true,
+    X4_N
+);
+dense_kernel!(
+    BACKWARD_WEIGHT_DY_U_N,
+    "DenseBackwardWeightDyUniformOut12",
+    "dense_backward_weight",
+    true,
+    DY_U_N
+);
+dense_kernel!(
+    BACKWARD_WEIGHT_DY_U_X4_N,
+    "DenseBackwardWeightDyUniformX4Out12",
+    "dense_backward_weight",
+    true,
+    DY_U_X4_N
+);
+dense_kernel!(
+    BACKWARD_INPUT_N,
+    "DenseBackwardInputOut12",
+    "dense_backward_input",
+    true,
+    N
+);
+dense_kernel!(
+    BACKWARD_INPUT_DY_U_N,
+    "DenseBackwardInputDyUniformOut12",
+    "dense_backward_input",
+    true,
+    DY_U_N
+);
+dense_kernel!(
+    BACKWARD_INPUT4_N,
+    "DenseBackwardInput4Out12",
+    "dense_backward_input4",
+    true,
+    N
+);
+dense_kernel!(
+    BACKWARD_INPUT4_DY_U_N,
+    "DenseBackwardInput4DyUniformOut12",
+    "dense_backward_input4",
+    true,
+    DY_U_N
+);
+
+/// The variant of a CPU kernel for a layer of `out_n` outputs: without the tile's fourth output quad
+/// where OUT <= 12 (kernels without such a variant: themselves).
+fn narrow(k: &'static KernelDef, out_n: usize) -> &'static KernelDef {
+    if out_n > 12 {
+        return k;
+    }
+    const PAIRS: &[(&KernelDef, &KernelDef)] = &[
+        (&FORWARD, &FORWARD_N),
+        (&FORWARD4, &FORWARD4_N),
+        (&BACKWARD_WEIGHT, &BACKWARD_WEIGHT_N),
+        (&BACKWARD_WEIGHT_X4, &BACKWARD_WEIGHT_X4_N),
+        (&BACKWARD_WEIGHT_DY_U, &BACKWARD_WEIGHT_DY_U_N),
+        (&BACKWARD_WEIGHT_DY_U_X4, &BACKWARD_WEIGHT_DY_U_X4_N),
+        (&BACKWARD_INPUT, &BACKWARD_INPUT_N),
+        (&BACKWARD_INPUT_DY_U, &BACKWARD_INPUT_DY_U_N),
+        (&BACKWARD_INPUT4, &BACKWARD_INPUT4_N),
+        (&BACKWARD_INPUT4_DY_U, &BACKWARD_INPUT4_DY_U_N),
+    ];
+    PAIRS
+        .iter()
+        .find(|(wide, _)| std::ptr::eq(*wide, k))
+        .map_or(k, |(_, n)| n)
+}
+
 dense_kernel!(
     FORWARD_GPU,
     "DenseForwardGpu",
@@ -382,6 +472,16 @@ pub static KERNELS: &[&KernelDef] = &[
     &BACKWARD_BIAS_DY_U,
     &BACKWARD_INPUT_DY_U,
     &BACKWARD_INPUT_REST_DY_U,
+    &FORWARD_N,
+    &FORWARD4_N,
+    &BACKWARD_WEIGHT_N,
+    &BACKWARD_WEIGHT_X4_N,
+    &BACKWARD_WEIGHT_DY_U_N,
+    &BACKWARD_WEIGHT_DY_U_X4_N,
+    &BACKWARD_INPUT_N,
+    &BACKWARD_INPUT_DY_U_N,
+    &BACKWARD_INPUT4_N,
+    &BACKWARD_INPUT4_DY_U_N,
     &FORWARD_GPU,
     &BACKWARD_WEIGHT_GPU,
     &BACKWARD_INPUT_GPU,
@@ -462,14 +562,14 @@ impl DenseOp {
                 .span("kernel", io.params, self.kernel.offset, self.kernel.len)
                 .bind("wt", &wt)
                 .grid(tgrid);
-            r.dispatch(&FORWARD4)
+            r.dispatch(narrow(&FORWARD4, self.out_n))
                 .bind("P", u)
                 .bind("xq", io.x)
                 .bind("wt", &wt)
                 .bind("partials", &partials)
                 .grid(grid);
         } else {
-            r.dispatch(&FORWARD)
+            r.dispatch(narrow(&FORWARD, self.out_n))
                 .bind("P", u)
                 .bind("x", io.x)
                 .span("kernel", io.params, self.kernel.offset, self.kernel.len)
@@ -512,11 +612,7 @@ impl DenseOp {
     fn backward_cpu(&self, r: &mut Recorder, io: &Io, u: &Buffer, dy: &Buffer) {
         // dy through a uniform window where the gradient buffer is one
         let pick = |plain: &'static KernelDef, windowed: &'static KernelDef| {
-            if self.dy_uniform {
-                windowed
-            } else {
-                plain
-            }
+            narrow(if self.dy_uniform { windowed } else { plain }, self.out_n)
         };
         fn with_dy<'r, 'a>(
             b: DispatchBuilder<'r, 'a>,
