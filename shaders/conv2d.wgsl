@@ -712,11 +712,11 @@ fn conv2d_weight_partials_pooled_k3c1(@builtin(workgroup_id) wg: vec3<u32>, @bui
         let gq = ((n * out_ph + ph) * out_pw * P.out_c + o0) >> 2u;
         for (var pr = 0u; pr < pairs; pr++) {
             let pp = patch4(xq + pr, row);
-            pooled_pixel(&a, pp, 0u, pixel_weights(gq + 2u * pr * oq));
-            pooled_pixel(&a, pp, 2u, pixel_weights(gq + (2u * pr + 1u) * oq));
+            pooled_pixel(&a, pp, 0u, pixel_grad(gq + 2u * pr * oq));
+            pooled_pixel(&a, pp, 2u, pixel_grad(gq + (2u * pr + 1u) * oq));
         }
         if (out_pw % 2u == 1u) {   // an odd row's last pixel, on its own
-            pooled_pixel(&a, patch4(xq + pairs, row), 0u, pixel_weights(gq + 2u * pairs * oq));
+            pooled_pixel(&a, patch4(xq + pairs, row), 0u, pixel_grad(gq + 2u * pairs * oq));
         }
     }
     let base = (chunk * 10u * P.out_c + o0) >> 2u;
@@ -747,65 +747,75 @@ fn patch4(at: u32, row: u32) -> array<array<f32, 6>, 4> {
                                    patch_row(at + 3u * row));
 }
 
-// A pooled pixel's per-window-position weights: w[p][q] = the pool's gradient for channel quad q where
-// the channel chose position p (argmax order), else 0. `at`: the pixel's first channel quad. In a
-// partial 16-channel group the quads past OC read the next pixel's values (past the end of the buffer
-// for the last one: clamped or zeroed by WebGPU); their sums are never stored.
-fn pixel_weights(at: u32) -> array<array<vec4<f32>, 4>, 4> {
-    let z = vec4<f32>(0.0);
-    let g = array<vec4<f32>, 4>(dy4[at], dy4[at + 1u], dy4[at + 2u], dy4[at + 3u]);
-    let s = array<vec4<u32>, 4>(argmax4[at], argmax4[at + 1u], argmax4[at + 2u], argmax4[at + 3u]);
-    return array<array<vec4<f32>, 4>, 4>(
-        array<vec4<f32>, 4>(select(z, g[0], s[0] == vec4<u32>(0u)), select(z, g[1], s[1] == vec4<u32>(0u)), select(z, g[2], s[2] == vec4<u32>(0u)), select(z, g[3], s[3] == vec4<u32>(0u))),
-        array<vec4<f32>, 4>(select(z, g[0], s[0] == vec4<u32>(1u)), select(z, g[1], s[1] == vec4<u32>(1u)), select(z, g[2], s[2] == vec4<u32>(1u)), select(z, g[3], s[3] == vec4<u32>(1u))),
-        array<vec4<f32>, 4>(select(z, g[0], s[0] == vec4<u32>(2u)), select(z, g[1], s[1] == vec4<u32>(2u)), select(z, g[2], s[2] == vec4<u32>(2u)), select(z, g[3], s[3] == vec4<u32>(2u))),
-        array<vec4<f32>, 4>(select(z, g[0], s[0] == vec4<u32>(3u)), select(z, g[1], s[1] == vec4<u32>(3u)), select(z, g[2], s[2] == vec4<u32>(3u)), select(z, g[3], s[3] == vec4<u32>(3u))));
+// A pooled pixel's pool gradient for 16 channels (4 quads; zero where the window's maximum was 0, whose
+// gradient goes nowhere) and, per channel, the window position its maximum came from (argmax order).
+// `at`: the pixel's first channel quad. In a partial 16-channel group the quads past OC read the next
+// pixel's values (past the end of the buffer for the last one: clamped or zeroed by WebGPU); their sums
+// are never stored.
+struct PixelGrad {
+    g: array<vec4<f32>, 4>,
+    s: array<vec4<u32>, 4>,
 }
 
-// One pooled pixel's contribution (its window at patch column c: 0 or 2) to the 40 sums, in the general
-// kernel's order and expression.
-fn pooled_pixel(a: ptr<function, array<vec4<f32>, 40>>, p: array<array<f32, 6>, 4>, c: u32,
-                w: array<array<vec4<f32>, 4>, 4>) {
-    (*a)[0] += p[0][c + 0u] * w[0][0] + p[0][c + 1u] * w[1][0] + p[1][c + 0u] * w[2][0] + p[1][c + 1u] * w[3][0];
-    (*a)[1] += p[0][c + 0u] * w[0][1] + p[0][c + 1u] * w[1][1] + p[1][c + 0u] * w[2][1] + p[1][c + 1u] * w[3][1];
-    (*a)[2] += p[0][c + 0u] * w[0][2] + p[0][c + 1u] * w[1][2] + p[1][c + 0u] * w[2][2] + p[1][c + 1u] * w[3][2];
-    (*a)[3] += p[0][c + 0u] * w[0][3] + p[0][c + 1u] * w[1][3] + p[1][c + 0u] * w[2][3] + p[1][c + 1u] * w[3][3];
-    (*a)[4] += p[0][c + 1u] * w[0][0] + p[0][c + 2u] * w[1][0] + p[1][c + 1u] * w[2][0] + p[1][c + 2u] * w[3][0];
-    (*a)[5] += p[0][c + 1u] * w[0][1] + p[0][c + 2u] * w[1][1] + p[1][c + 1u] * w[2][1] + p[1][c + 2u] * w[3][1];
-    (*a)[6] += p[0][c + 1u] * w[0][2] + p[0][c + 2u] * w[1][2] + p[1][c + 1u] * w[2][2] + p[1][c + 2u] * w[3][2];
-    (*a)[7] += p[0][c + 1u] * w[0][3] + p[0][c + 2u] * w[1][3] + p[1][c + 1u] * w[2][3] + p[1][c + 2u] * w[3][3];
-    (*a)[8] += p[0][c + 2u] * w[0][0] + p[0][c + 3u] * w[1][0] + p[1][c + 2u] * w[2][0] + p[1][c + 3u] * w[3][0];
-    (*a)[9] += p[0][c + 2u] * w[0][1] + p[0][c + 3u] * w[1][1] + p[1][c + 2u] * w[2][1] + p[1][c + 3u] * w[3][1];
-    (*a)[10] += p[0][c + 2u] * w[0][2] + p[0][c + 3u] * w[1][2] + p[1][c + 2u] * w[2][2] + p[1][c + 3u] * w[3][2];
-    (*a)[11] += p[0][c + 2u] * w[0][3] + p[0][c + 3u] * w[1][3] + p[1][c + 2u] * w[2][3] + p[1][c + 3u] * w[3][3];
-    (*a)[12] += p[1][c + 0u] * w[0][0] + p[1][c + 1u] * w[1][0] + p[2][c + 0u] * w[2][0] + p[2][c + 1u] * w[3][0];
-    (*a)[13] += p[1][c + 0u] * w[0][1] + p[1][c + 1u] * w[1][1] + p[2][c + 0u] * w[2][1] + p[2][c + 1u] * w[3][1];
-    (*a)[14] += p[1][c + 0u] * w[0][2] + p[1][c + 1u] * w[1][2] + p[2][c + 0u] * w[2][2] + p[2][c + 1u] * w[3][2];
-    (*a)[15] += p[1][c + 0u] * w[0][3] + p[1][c + 1u] * w[1][3] + p[2][c + 0u] * w[2][3] + p[2][c + 1u] * w[3][3];
-    (*a)[16] += p[1][c + 1u] * w[0][0] + p[1][c + 2u] * w[1][0] + p[2][c + 1u] * w[2][0] + p[2][c + 2u] * w[3][0];
-    (*a)[17] += p[1][c + 1u] * w[0][1] + p[1][c + 2u] * w[1][1] + p[2][c + 1u] * w[2][1] + p[2][c + 2u] * w[3][1];
-    (*a)[18] += p[1][c + 1u] * w[0][2] + p[1][c + 2u] * w[1][2] + p[2][c + 1u] * w[2][2] + p[2][c + 2u] * w[3][2];
-    (*a)[19] += p[1][c + 1u] * w[0][3] + p[1][c + 2u] * w[1][3] + p[2][c + 1u] * w[2][3] + p[2][c + 2u] * w[3][3];
-    (*a)[20] += p[1][c + 2u] * w[0][0] + p[1][c + 3u] * w[1][0] + p[2][c + 2u] * w[2][0] + p[2][c + 3u] * w[3][0];
-    (*a)[21] += p[1][c + 2u] * w[0][1] + p[1][c + 3u] * w[1][1] + p[2][c + 2u] * w[2][1] + p[2][c + 3u] * w[3][1];
-    (*a)[22] += p[1][c + 2u] * w[0][2] + p[1][c + 3u] * w[1][2] + p[2][c + 2u] * w[2][2] + p[2][c + 3u] * w[3][2];
-    (*a)[23] += p[1][c + 2u] * w[0][3] + p[1][c + 3u] * w[1][3] + p[2][c + 2u] * w[2][3] + p[2][c + 3u] * w[3][3];
-    (*a)[24] += p[2][c + 0u] * w[0][0] + p[2][c + 1u] * w[1][0] + p[3][c + 0u] * w[2][0] + p[3][c + 1u] * w[3][0];
-    (*a)[25] += p[2][c + 0u] * w[0][1] + p[2][c + 1u] * w[1][1] + p[3][c + 0u] * w[2][1] + p[3][c + 1u] * w[3][1];
-    (*a)[26] += p[2][c + 0u] * w[0][2] + p[2][c + 1u] * w[1][2] + p[3][c + 0u] * w[2][2] + p[3][c + 1u] * w[3][2];
-    (*a)[27] += p[2][c + 0u] * w[0][3] + p[2][c + 1u] * w[1][3] + p[3][c + 0u] * w[2][3] + p[3][c + 1u] * w[3][3];
-    (*a)[28] += p[2][c + 1u] * w[0][0] + p[2][c + 2u] * w[1][0] + p[3][c + 1u] * w[2][0] + p[3][c + 2u] * w[3][0];
-    (*a)[29] += p[2][c + 1u] * w[0][1] + p[2][c + 2u] * w[1][1] + p[3][c + 1u] * w[2][1] + p[3][c + 2u] * w[3][1];
-    (*a)[30] += p[2][c + 1u] * w[0][2] + p[2][c + 2u] * w[1][2] + p[3][c + 1u] * w[2][2] + p[3][c + 2u] * w[3][2];
-    (*a)[31] += p[2][c + 1u] * w[0][3] + p[2][c + 2u] * w[1][3] + p[3][c + 1u] * w[2][3] + p[3][c + 2u] * w[3][3];
-    (*a)[32] += p[2][c + 2u] * w[0][0] + p[2][c + 3u] * w[1][0] + p[3][c + 2u] * w[2][0] + p[3][c + 3u] * w[3][0];
-    (*a)[33] += p[2][c + 2u] * w[0][1] + p[2][c + 3u] * w[1][1] + p[3][c + 2u] * w[2][1] + p[3][c + 3u] * w[3][1];
-    (*a)[34] += p[2][c + 2u] * w[0][2] + p[2][c + 3u] * w[1][2] + p[3][c + 2u] * w[2][2] + p[3][c + 3u] * w[3][2];
-    (*a)[35] += p[2][c + 2u] * w[0][3] + p[2][c + 3u] * w[1][3] + p[3][c + 2u] * w[2][3] + p[3][c + 3u] * w[3][3];
-    (*a)[36] += w[0][0] + w[1][0] + w[2][0] + w[3][0];
-    (*a)[37] += w[0][1] + w[1][1] + w[2][1] + w[3][1];
-    (*a)[38] += w[0][2] + w[1][2] + w[2][2] + w[3][2];
-    (*a)[39] += w[0][3] + w[1][3] + w[2][3] + w[3][3];
+fn pixel_grad(at: u32) -> PixelGrad {
+    let z = vec4<f32>(0.0);
+    let s = array<vec4<u32>, 4>(argmax4[at], argmax4[at + 1u], argmax4[at + 2u], argmax4[at + 3u]);
+    let four = vec4<u32>(4u);
+    return PixelGrad(array<vec4<f32>, 4>(select(z, dy4[at], s[0] < four), select(z, dy4[at + 1u], s[1] < four),
+                                         select(z, dy4[at + 2u], s[2] < four), select(z, dy4[at + 3u], s[3] < four)), s);
+}
+
+// Per channel of a quad, the input of the window position its maximum came from (s: 0..3, row-major;
+// 4, no gradient, picks any).
+fn chosen(p0: f32, p1: f32, p2: f32, p3: f32, s: vec4<u32>) -> vec4<f32> {
+    return select(select(select(vec4<f32>(p0), vec4<f32>(p1), s == vec4<u32>(1u)), vec4<f32>(p2), s == vec4<u32>(2u)),
+                  vec4<f32>(p3), s == vec4<u32>(3u));
+}
+
+// One pooled pixel's contribution (its window at patch column c: 0 or 2) to the 40 sums: per tap and
+// channel, the chosen position's input times the gradient. The general kernel adds all four positions'
+// products, three of them times 0: the same sums (up to the sign of a zero), a third of the arithmetic.
+fn pooled_pixel(a: ptr<function, array<vec4<f32>, 40>>, p: array<array<f32, 6>, 4>, c: u32, g: PixelGrad) {
+    (*a)[0] += chosen(p[0][c + 0u], p[0][c + 1u], p[1][c + 0u], p[1][c + 1u], g.s[0]) * g.g[0];
+    (*a)[1] += chosen(p[0][c + 0u], p[0][c + 1u], p[1][c + 0u], p[1][c + 1u], g.s[1]) * g.g[1];
+    (*a)[2] += chosen(p[0][c + 0u], p[0][c + 1u], p[1][c + 0u], p[1][c + 1u], g.s[2]) * g.g[2];
+    (*a)[3] += chosen(p[0][c + 0u], p[0][c + 1u], p[1][c + 0u], p[1][c + 1u], g.s[3]) * g.g[3];
+    (*a)[4] += chosen(p[0][c + 1u], p[0][c + 2u], p[1][c + 1u], p[1][c + 2u], g.s[0]) * g.g[0];
+    (*a)[5] += chosen(p[0][c + 1u], p[0][c + 2u], p[1][c + 1u], p[1][c + 2u], g.s[1]) * g.g[1];
+    (*a)[6] += chosen(p[0][c + 1u], p[0][c + 2u], p[1][c + 1u], p[1][c + 2u], g.s[2]) * g.g[2];
+    (*a)[7] += chosen(p[0][c + 1u], p[0][c + 2u], p[1][c + 1u], p[1][c + 2u], g.s[3]) * g.g[3];
+    (*a)[8] += chosen(p[0][c + 2u], p[0][c + 3u], p[1][c + 2u], p[1][c + 3u], g.s[0]) * g.g[0];
+    (*a)[9] += chosen(p[0][c + 2u], p[0][c + 3u], p[1][c + 2u], p[1][c + 3u], g.s[1]) * g.g[1];
+    (*a)[10] += chosen(p[0][c + 2u], p[0][c + 3u], p[1][c + 2u], p[1][c + 3u], g.s[2]) * g.g[2];
+    (*a)[11] += chosen(p[0][c + 2u], p[0][c + 3u], p[1][c + 2u], p[1][c + 3u], g.s[3]) * g.g[3];
+    (*a)[12] += chosen(p[1][c + 0u], p[1][c + 1u], p[2][c + 0u], p[2][c + 1u], g.s[0]) * g.g[0];
+    (*a)[13] += chosen(p[1][c + 0u], p[1][c + 1u], p[2][c + 0u], p[2][c + 1u], g.s[1]) * g.g[1];
+    (*a)[14] += chosen(p[1][c + 0u], p[1][c + 1u], p[2][c + 0u], p[2][c + 1u], g.s[2]) * g.g[2];
+    (*a)[15] += chosen(p[1][c + 0u], p[1][c + 1u], p[2][c + 0u], p[2][c + 1u], g.s[3]) * g.g[3];
+    (*a)[16] += chosen(p[1][c + 1u], p[1][c + 2u], p[2][c + 1u], p[2][c + 2u], g.s[0]) * g.g[0];
+    (*a)[17] += chosen(p[1][c + 1u], p[1][c + 2u], p[2][c + 1u], p[2][c + 2u], g.s[1]) * g.g[1];
+    (*a)[18] += chosen(p[1][c + 1u], p[1][c + 2u], p[2][c + 1u], p[2][c + 2u], g.s[2]) * g.g[2];
+    (*a)[19] += chosen(p[1][c + 1u], p[1][c + 2u], p[2][c + 1u], p[2][c + 2u], g.s[3]) * g.g[3];
+    (*a)[20] += chosen(p[1][c + 2u], p[1][c + 3u], p[2][c + 2u], p[2][c + 3u], g.s[0]) * g.g[0];
+    (*a)[21] += chosen(p[1][c + 2u], p[1][c + 3u], p[2][c + 2u], p[2][c + 3u], g.s[1]) * g.g[1];
+    (*a)[22] += chosen(p[1][c + 2u], p[1][c + 3u], p[2][c + 2u], p[2][c + 3u], g.s[2]) * g.g[2];
+    (*a)[23] += chosen(p[1][c + 2u], p[1][c + 3u], p[2][c + 2u], p[2][c + 3u], g.s[3]) * g.g[3];
+    (*a)[24] += chosen(p[2][c + 0u], p[2][c + 1u], p[3][c + 0u], p[3][c + 1u], g.s[0]) * g.g[0];
+    (*a)[25] += chosen(p[2][c + 0u], p[2][c + 1u], p[3][c + 0u], p[3][c + 1u], g.s[1]) * g.g[1];
+    (*a)[26] += chosen(p[2][c + 0u], p[2][c + 1u], p[3][c + 0u], p[3][c + 1u], g.s[2]) * g.g[2];
+    (*a)[27] += chosen(p[2][c + 0u], p[2][c + 1u], p[3][c + 0u], p[3][c + 1u], g.s[3]) * g.g[3];
+    (*a)[28] += chosen(p[2][c + 1u], p[2][c + 2u], p[3][c + 1u], p[3][c + 2u], g.s[0]) * g.g[0];
+    (*a)[29] += chosen(p[2][c + 1u], p[2][c + 2u], p[3][c + 1u], p[3][c + 2u], g.s[1]) * g.g[1];
+    (*a)[30] += chosen(p[2][c + 1u], p[2][c + 2u], p[3][c + 1u], p[3][c + 2u], g.s[2]) * g.g[2];
+    (*a)[31] += chosen(p[2][c + 1u], p[2][c + 2u], p[3][c + 1u], p[3][c + 2u], g.s[3]) * g.g[3];
+    (*a)[32] += chosen(p[2][c + 2u], p[2][c + 3u], p[3][c + 2u], p[3][c + 3u], g.s[0]) * g.g[0];
+    (*a)[33] += chosen(p[2][c + 2u], p[2][c + 3u], p[3][c + 2u], p[3][c + 3u], g.s[1]) * g.g[1];
+    (*a)[34] += chosen(p[2][c + 2u], p[2][c + 3u], p[3][c + 2u], p[3][c + 3u], g.s[2]) * g.g[2];
+    (*a)[35] += chosen(p[2][c + 2u], p[2][c + 3u], p[3][c + 2u], p[3][c + 3u], g.s[3]) * g.g[3];
+    (*a)[36] += g.g[0];
+    (*a)[37] += g.g[1];
+    (*a)[38] += g.g[2];
+    (*a)[39] += g.g[3];
 }
 
 // Store 16 channels of patch row t of one chunk's partial sums (rows past the table, channels past OC dropped).
