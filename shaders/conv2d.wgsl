@@ -73,6 +73,10 @@ const GROUP_STRIDE: u32 = 192u;
 // relu'(y) to dy itself. It is false when a max-pool follows, because the pool backward already did.
 override GATE: bool = false;
 
+// K3C1_GROUPS (pipeline-overridable, 1 or 2): 16-channel groups per invocation of the 3x3 one-channel
+// forward. Two share the patch loads (the window then holds both groups).
+override K3C1_GROUPS: u32 = 1u;
+
 // POOLED (pipeline-overridable): this relu conv is fused with the 2x2 max-pool after it. The conv output is
 // never stored: `y` is the pooled output, `dy` the pool's incoming gradient, `argmax` the pool's choice,
 // and dL/dpre at conv position (i, j) is routed through the pool (relu' = pooled value > 0).
@@ -284,6 +288,16 @@ fn conv2d_relu_maxpool2_forward_k3c1(@builtin(workgroup_id) wg: vec3<u32>, @buil
     pool_quad(o + 1u, r, more.x && live, second, w00, w01, w10, w11, w02, w03, w12, w13, b1, 1u);
     pool_quad(o + 2u, r, more.y && live, second, w00, w01, w10, w11, w02, w03, w12, w13, b2, 2u);
     pool_quad(o + 3u, r, more.z && live, second, w00, w01, w10, w11, w02, w03, w12, w13, b3, 3u);
+    if (K3C1_GROUPS == 2u) {
+        // the next group (its window 48 quads on), from the same patch
+        let more2 = vec4<bool>(o0 + 16u < P.out_c, o0 + 20u < P.out_c, o0 + 24u < P.out_c, o0 + 28u < P.out_c) &
+                    vec4<bool>(live);
+        let c0 = kernel_u[84]; let c1 = kernel_u[85]; let c2 = kernel_u[86]; let c3 = kernel_u[87];
+        pool_quad(o + 4u, r, more2.x, second, w00, w01, w10, w11, w02, w03, w12, w13, c0, 48u);
+        pool_quad(o + 5u, r, more2.y, second, w00, w01, w10, w11, w02, w03, w12, w13, c1, 49u);
+        pool_quad(o + 6u, r, more2.z, second, w00, w01, w10, w11, w02, w03, w12, w13, c2, 50u);
+        pool_quad(o + 7u, r, more2.w, second, w00, w01, w10, w11, w02, w03, w12, w13, c3, 51u);
+    }
 }
 
 // Channel quad q of a pair: the conv values at the first window's 4 positions (a..d) and the second's
@@ -308,7 +322,8 @@ fn window9(a: array<f32, 6>, b: array<f32, 6>, d: array<f32, 6>, c: u32) -> arra
     return array<f32, 9>(a[c], a[c + 1u], a[c + 2u], b[c], b[c + 1u], b[c + 2u], d[c], d[c + 1u], d[c + 2u]);
 }
 
-// bias + the 9 taps in order for channel quad q of the window's group (q a constant at every call)
+// bias + the 9 taps in order for channel quad q of the window (q a constant at every call; 48 on: the
+// window's second group)
 fn conv9(v: array<f32, 9>, b: vec4<f32>, q: u32) -> vec4<f32> {
     var a = b;
     a += v[0] * kernel_u[q];

@@ -293,6 +293,19 @@ fn cases() -> Vec<Case> {
             vec![conv(8, 3, Valid, Relu), pool(2)],
         ),
         case(
+            // two 16-channel groups per invocation (the second partial), then one alone: 40 filters
+            "conv2d + relu + 2x2 max-pool, 3x3 over one channel, 40 filters",
+            [9, 12, 1],
+            &[2],
+            vec![conv(40, 3, Valid, Relu), pool(2)],
+        ),
+        case(
+            "conv2d + relu + 2x2 max-pool, 3x3 over one channel, 24 filters",
+            [10, 8, 1],
+            &[3],
+            vec![conv(24, 3, Valid, Relu), pool(2)],
+        ),
+        case(
             "conv2d + relu + 2x2 max-pool, even kernel",
             [7, 7, 2],
             &[2, 5],

@@ -23,6 +23,7 @@ pub static FUSION: Fusion = Fusion {
         &FORWARD,
         &FORWARD_OC4,
         &FORWARD_K3C1,
+        &FORWARD_K3C1X2,
         &GROUP_KERNEL,
         &WEIGHT_PARTIALS,
         &WEIGHT_PARTIALS_K3C1,
@@ -64,6 +65,15 @@ pub static GROUP_KERNEL: KernelDef = KernelDef {
     shader: &SHADER,
     entry: "conv2d_group_kernel",
     constants: &[],
+    gated: false,
+};
+/// `FORWARD_K3C1` over two 16-channel groups per invocation (one dispatch per pair of groups): the patch
+/// is loaded once for 32 channels
+pub static FORWARD_K3C1X2: KernelDef = KernelDef {
+    name: "Conv2dReluMaxPool2ForwardK3C1x2",
+    shader: &SHADER,
+    entry: "conv2d_relu_maxpool2_forward_k3c1",
+    constants: &[("K3C1_GROUPS", 2.0)],
     gated: false,
 };
 /// the weight gradient over the pooled positions for the layers `FORWARD_K3C1` serves: every access a
@@ -205,21 +215,26 @@ impl ConvPoolOp {
             c.kernel.len,
         );
         c.bias(d, io).bind("kgroups", groups).grid(grid);
-        for g in 0..n {
+        // two groups per dispatch, the last alone when the count is odd
+        for g in (0..n).step_by(2) {
             let mut p = c.params(rows, (0, 0, 0));
             p.group = g as u32;
             let ug = r.uniform(&format!("{} group {g}", c.name), &p);
-            r.dispatch(&FORWARD_K3C1)
-                .bind("P", &ug)
-                .bind("x4", io.x)
-                .bind("y4", &self.out.y)
-                .bind("argmax4", &self.argmax)
-                .window("kernel_u", groups, g * GROUP_STRIDE)
-                .grid((
-                    ((oh / 2) * (ow / 2).div_ceil(2)).div_ceil(32) as u32,
-                    rows as u32,
-                    1,
-                ));
+            r.dispatch(if g + 1 < n {
+                &FORWARD_K3C1X2
+            } else {
+                &FORWARD_K3C1
+            })
+            .bind("P", &ug)
+            .bind("x4", io.x)
+            .bind("y4", &self.out.y)
+            .bind("argmax4", &self.argmax)
+            .window("kernel_u", groups, g * GROUP_STRIDE)
+            .grid((
+                ((oh / 2) * (ow / 2).div_ceil(2)).div_ceil(32) as u32,
+                rows as u32,
+                1,
+            ));
         }
     }
 
