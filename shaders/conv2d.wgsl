@@ -73,6 +73,13 @@ const GROUP_STRIDE: u32 = 192u;
 // relu'(y) to dy itself. It is false when a max-pool follows, because the pool backward already did.
 override GATE: bool = false;
 
+// PACKED_ARGMAX (pipeline-overridable): the 3x3 one-channel forward and weight gradient keep the pool's
+// choices packed, 3 bits per channel, 8 channels per word, the words of 32 channels one quad per pooled
+// pixel (ceil(OC / 32) quads each) in `argmax4`: 1 store and 1 load per pixel where the per-channel
+// layout has 8 (llvmpipe runs every storage access lane by lane). For a first layer only: the backward
+// to the input reads the per-channel layout.
+override PACKED_ARGMAX: bool = false;
+
 // K3C1_GROUPS (pipeline-overridable, 1 or 2): 16-channel groups per invocation of the 3x3 one-channel
 // forward. Two share the patch loads (the window then holds both groups).
 override K3C1_GROUPS: u32 = 1u;
@@ -284,30 +291,67 @@ fn conv2d_relu_maxpool2_forward_k3c1(@builtin(workgroup_id) wg: vec3<u32>, @buil
     let w12 = window9(r1, r2, r3, 2u); let w13 = window9(r1, r2, r3, 3u);
     // per channel quad: the 8 conv values, pooled and stored at once (few values live at a time)
     let more = vec3<bool>(o0 + 4u < P.out_c, o0 + 8u < P.out_c, o0 + 12u < P.out_c);
-    pool_quad(o, r, live, second, w00, w01, w10, w11, w02, w03, w12, w13, b0, 0u);
-    pool_quad(o + 1u, r, more.x && live, second, w00, w01, w10, w11, w02, w03, w12, w13, b1, 1u);
-    pool_quad(o + 2u, r, more.y && live, second, w00, w01, w10, w11, w02, w03, w12, w13, b2, 2u);
-    pool_quad(o + 3u, r, more.z && live, second, w00, w01, w10, w11, w02, w03, w12, w13, b3, 3u);
+    // each call returns its quad's choices packed, for the first and the second pixel
+    let p0 = pool_quad(o, r, live, second, w00, w01, w10, w11, w02, w03, w12, w13, b0, 0u);
+    let p1 = pool_quad(o + 1u, r, more.x && live, second, w00, w01, w10, w11, w02, w03, w12, w13, b1, 1u);
+    let p2 = pool_quad(o + 2u, r, more.y && live, second, w00, w01, w10, w11, w02, w03, w12, w13, b2, 2u);
+    let p3 = pool_quad(o + 3u, r, more.z && live, second, w00, w01, w10, w11, w02, w03, w12, w13, b3, 3u);
+    var w2 = vec2<u32>(0u);
+    var w3 = vec2<u32>(0u);
     if (K3C1_GROUPS == 2u) {
         // the next group (its window 48 quads on), from the same patch
         let more2 = vec4<bool>(o0 + 16u < P.out_c, o0 + 20u < P.out_c, o0 + 24u < P.out_c, o0 + 28u < P.out_c) &
                     vec4<bool>(live);
         let c0 = kernel_u[84]; let c1 = kernel_u[85]; let c2 = kernel_u[86]; let c3 = kernel_u[87];
-        pool_quad(o + 4u, r, more2.x, second, w00, w01, w10, w11, w02, w03, w12, w13, c0, 48u);
-        pool_quad(o + 5u, r, more2.y, second, w00, w01, w10, w11, w02, w03, w12, w13, c1, 49u);
-        pool_quad(o + 6u, r, more2.z, second, w00, w01, w10, w11, w02, w03, w12, w13, c2, 50u);
-        pool_quad(o + 7u, r, more2.w, second, w00, w01, w10, w11, w02, w03, w12, w13, c3, 51u);
+        let p4 = pool_quad(o + 4u, r, more2.x, second, w00, w01, w10, w11, w02, w03, w12, w13, c0, 48u);
+        let p5 = pool_quad(o + 5u, r, more2.y, second, w00, w01, w10, w11, w02, w03, w12, w13, c1, 49u);
+        let p6 = pool_quad(o + 6u, r, more2.z, second, w00, w01, w10, w11, w02, w03, w12, w13, c2, 50u);
+        let p7 = pool_quad(o + 7u, r, more2.w, second, w00, w01, w10, w11, w02, w03, w12, w13, c3, 51u);
+        w2 = p4 | (p5 << vec2<u32>(12u));
+        w3 = p6 | (p7 << vec2<u32>(12u));
     }
+    if (PACKED_ARGMAX && live) {
+        // this pass's groups (P.group even: the quad of groups P.group, P.group + 1)
+        let w0 = p0 | (p1 << vec2<u32>(12u));
+        let w1 = p2 | (p3 << vec2<u32>(12u));
+        let at = (n * out_ph * out_pw + ph * out_pw + pw) * ((P.out_c + 31u) / 32u) + P.group / 2u;
+        argmax4[at] = vec4<u32>(w0.x, w1.x, w2.x, w3.x);
+        if (second) {
+            argmax4[at + (P.out_c + 31u) / 32u] = vec4<u32>(w0.y, w1.y, w2.y, w3.y);
+        }
+    }
+}
+
+// 4 choices (0..4) in 12 bits, channel k at bit 3k
+fn pack_choices(a: vec4<u32>) -> u32 {
+    return a.x | (a.y << 3u) | (a.z << 6u) | (a.w << 9u);
+}
+
+// pack_choices' inverse from bit `at` of word w
+fn unpack_choices(w: u32, at: u32) -> vec4<u32> {
+    return (vec4<u32>(w) >> (vec4<u32>(at) + vec4<u32>(0u, 3u, 6u, 9u))) & vec4<u32>(7u);
 }
 
 // Channel quad q of a pair: the conv values at the first window's 4 positions (a..d) and the second's
 // (e..h), each window's max and choice stored at quad `at` and `at + r` (the second only if `second`).
 fn pool_quad(at: u32, r: u32, valid: bool, second: bool, a: array<f32, 9>, b: array<f32, 9>, c: array<f32, 9>,
              d: array<f32, 9>, e: array<f32, 9>, f: array<f32, 9>, g: array<f32, 9>, h: array<f32, 9>,
-             bq: vec4<f32>, q: u32) {
-    pool_store4(at, valid, pool_max(conv9(a, bq, q), conv9(b, bq, q), conv9(c, bq, q), conv9(d, bq, q)));
-    pool_store4(at + r, valid && second,
-                pool_max(conv9(e, bq, q), conv9(f, bq, q), conv9(g, bq, q), conv9(h, bq, q)));
+             bq: vec4<f32>, q: u32) -> vec2<u32> {
+    let m1 = pool_max(conv9(a, bq, q), conv9(b, bq, q), conv9(c, bq, q), conv9(d, bq, q));
+    pool_store4_k3c1(at, valid, m1);
+    let m2 = pool_max(conv9(e, bq, q), conv9(f, bq, q), conv9(g, bq, q), conv9(h, bq, q));
+    pool_store4_k3c1(at + r, valid && second, m2);
+    return vec2<u32>(pack_choices(m1.arg), pack_choices(m2.arg));
+}
+
+// pool_store4, the choices only where they are not packed
+fn pool_store4_k3c1(at: u32, valid: bool, m: PoolMax) {
+    if (valid) {
+        y4[at] = m.best;
+        if (!PACKED_ARGMAX) {
+            argmax4[at] = m.arg;
+        }
+    }
 }
 
 // Six consecutive inputs of a patch row from quad `at` (the last two of the second quad unused).
@@ -725,13 +769,14 @@ fn conv2d_weight_partials_pooled_k3c1(@builtin(workgroup_id) wg: vec3<u32>, @bui
     for (var ph = p0; ph < p1; ph++) {
         let xq = ((n * P.in_h + 2u * ph) * P.in_w) >> 2u;
         let gq = ((n * out_ph + ph) * out_pw * P.out_c + o0) >> 2u;
+        let px = (n * out_ph + ph) * out_pw;   // the row's first pooled pixel
         for (var pr = 0u; pr < pairs; pr++) {
             let pp = patch4(xq + pr, row);
-            pooled_pixel(&a, pp, 0u, pixel_grad(gq + 2u * pr * oq));
-            pooled_pixel(&a, pp, 2u, pixel_grad(gq + (2u * pr + 1u) * oq));
+            pooled_pixel(&a, pp, 0u, pixel_grad(gq + 2u * pr * oq, px + 2u * pr, wg.z));
+            pooled_pixel(&a, pp, 2u, pixel_grad(gq + (2u * pr + 1u) * oq, px + 2u * pr + 1u, wg.z));
         }
         if (out_pw % 2u == 1u) {   // an odd row's last pixel, on its own
-            pooled_pixel(&a, patch4(xq + pairs, row), 0u, pixel_grad(gq + 2u * pairs * oq));
+            pooled_pixel(&a, patch4(xq + pairs, row), 0u, pixel_grad(gq + 2u * pairs * oq, px + 2u * pairs, wg.z));
         }
     }
     let base = (chunk * 10u * P.out_c + o0) >> 2u;
@@ -764,7 +809,8 @@ fn patch4(at: u32, row: u32) -> array<array<f32, 6>, 4> {
 
 // A pooled pixel's pool gradient for 16 channels (4 quads; zero where the window's maximum was 0, whose
 // gradient goes nowhere) and, per channel, the window position its maximum came from (argmax order).
-// `at`: the pixel's first channel quad. In a partial 16-channel group the quads past OC read the next
+// `at`: the pixel's first channel quad; `pixel`, `group`: the pixel's index and the 16-channel group
+// (PACKED_ARGMAX). In a partial 16-channel group the quads past OC read the next
 // pixel's values (past the end of the buffer for the last one: clamped or zeroed by WebGPU); their sums
 // are never stored.
 struct PixelGrad {
@@ -772,9 +818,18 @@ struct PixelGrad {
     s: array<vec4<u32>, 4>,
 }
 
-fn pixel_grad(at: u32) -> PixelGrad {
+fn pixel_grad(at: u32, pixel: u32, group: u32) -> PixelGrad {
     let z = vec4<f32>(0.0);
-    let s = array<vec4<u32>, 4>(argmax4[at], argmax4[at + 1u], argmax4[at + 2u], argmax4[at + 3u]);
+    var s: array<vec4<u32>, 4>;
+    if (PACKED_ARGMAX) {
+        // pixel's quad of the group pair; this group's two words
+        let q = argmax4[pixel * ((P.out_c + 31u) / 32u) + group / 2u];
+        let w = select(q.zw, q.xy, group % 2u == 0u);
+        s = array<vec4<u32>, 4>(unpack_choices(w.x, 0u), unpack_choices(w.x, 12u), unpack_choices(w.y, 0u),
+                                unpack_choices(w.y, 12u));
+    } else {
+        s = array<vec4<u32>, 4>(argmax4[at], argmax4[at + 1u], argmax4[at + 2u], argmax4[at + 3u]);
+    }
     let four = vec4<u32>(4u);
     return PixelGrad(array<vec4<f32>, 4>(select(z, dy4[at], s[0] < four), select(z, dy4[at + 1u], s[1] < four),
                                          select(z, dy4[at + 2u], s[2] < four), select(z, dy4[at + 3u], s[3] < four)), s);

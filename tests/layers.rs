@@ -468,7 +468,7 @@ fn run_gpu(
     pipes: &Pipelines,
     plan: &ModelPlan,
     set: KernelSet,
-    gate: bool,
+    (gate, needs_dx): (bool, bool),
     batch: usize,
     (x, w, dy): (&[f32], &[Vec<f32>], &[f32]),
 ) -> Outputs {
@@ -476,7 +476,7 @@ fn run_gpu(
     assert_eq!(ops.len(), 1, "one op");
     let mut op_plan = ops[0].clone();
     op_plan.gate = gate;
-    op_plan.needs_dx = true;
+    op_plan.needs_dx = needs_dx;
     let b = Build {
         ctx,
         set,
@@ -494,7 +494,7 @@ fn run_gpu(
     let state = ctx.storage_init("state", bytemuck::cast_slice(&[STEP.0 as u32, 0u32]));
     let io = Io {
         x: &xb,
-        dx: Some(&dx),
+        dx: needs_dx.then_some(&dx),
         params: &params,
         grads: Some(&grads),
         state: Some(&state),
@@ -634,25 +634,58 @@ fn every_op_matches_its_twin_in_both_kernel_sets_and_gate_variants() {
                             }
                         }
                     }
-                    let got = run_gpu(ctx, &pipes, &plan, set, gate, batch, (&x, &w, &dy_in));
-                    // a max-pool moves values: exact, but overlapping windows add their gradients in
-                    // f32; dropout scales in f32; averages and sums of products: f32 accumulation
-                    let tol = match (plan.params.is_empty(), kind.keras_class()) {
-                        (_, "Dropout") => 1e-7,
-                        (true, "MaxPooling2D") => 1e-7,
-                        (true, "AveragePooling2D" | "GlobalAveragePooling2D") => 1e-6,
-                        // f32 exp and tanh against f64
-                        (_, "Activation" | "ELU" | "LeakyReLU" | "ReLU") => 3e-6,
-                        (true, _) => 0.0,
-                        (false, _) => 1e-5,
-                    };
-                    assert_close64(&format!("{what} y"), &got.y, &twin.y, tol, tol);
-                    for (p, (g, t)) in plan.params.iter().zip(got.grads.iter().zip(&twin.grads)) {
-                        assert_close64(&format!("{what} d{}", p.name), g, t, tol, tol);
+                    // the CPU set also as a first layer (no gradient to its input: the 3x3
+                    // one-channel conv then keeps the pool's choices packed)
+                    let mut runs = vec![(
+                        true,
+                        run_gpu(
+                            ctx,
+                            &pipes,
+                            &plan,
+                            set,
+                            (gate, true),
+                            batch,
+                            (&x, &w, &dy_in),
+                        ),
+                    )];
+                    if set == KernelSet::Cpu {
+                        runs.push((
+                            false,
+                            run_gpu(
+                                ctx,
+                                &pipes,
+                                &plan,
+                                set,
+                                (gate, false),
+                                batch,
+                                (&x, &w, &dy_in),
+                            ),
+                        ));
                     }
-                    assert_close64(&format!("{what} dx"), &got.dx, &want_dx, tol, tol);
-                    for (i, (g, t)) in got.state.iter().zip(&twin.state).enumerate() {
-                        assert_close64(&format!("{what} state {i}"), g, t, tol, tol);
+                    for (needs_dx, got) in runs {
+                        let what = format!("{what}, gradient to the input: {needs_dx}");
+                        // a max-pool moves values: exact, but overlapping windows add their gradients in
+                        // f32; dropout scales in f32; averages and sums of products: f32 accumulation
+                        let tol = match (plan.params.is_empty(), kind.keras_class()) {
+                            (_, "Dropout") => 1e-7,
+                            (true, "MaxPooling2D") => 1e-7,
+                            (true, "AveragePooling2D" | "GlobalAveragePooling2D") => 1e-6,
+                            // f32 exp and tanh against f64
+                            (_, "Activation" | "ELU" | "LeakyReLU" | "ReLU") => 3e-6,
+                            (true, _) => 0.0,
+                            (false, _) => 1e-5,
+                        };
+                        assert_close64(&format!("{what} y"), &got.y, &twin.y, tol, tol);
+                        for (p, (g, t)) in plan.params.iter().zip(got.grads.iter().zip(&twin.grads))
+                        {
+                            assert_close64(&format!("{what} d{}", p.name), g, t, tol, tol);
+                        }
+                        if needs_dx {
+                            assert_close64(&format!("{what} dx"), &got.dx, &want_dx, tol, tol);
+                        }
+                        for (i, (g, t)) in got.state.iter().zip(&twin.state).enumerate() {
+                            assert_close64(&format!("{what} state {i}"), g, t, tol, tol);
+                        }
                     }
                 }
             }

@@ -24,6 +24,9 @@ pub static FUSION: Fusion = Fusion {
         &FORWARD_OC4,
         &FORWARD_K3C1,
         &FORWARD_K3C1X2,
+        &FORWARD_K3C1_PACKED,
+        &FORWARD_K3C1X2_PACKED,
+        &WEIGHT_PARTIALS_K3C1_PACKED,
         &GROUP_KERNEL,
         &WEIGHT_PARTIALS,
         &WEIGHT_PARTIALS_K3C1,
@@ -74,6 +77,29 @@ pub static FORWARD_K3C1X2: KernelDef = KernelDef {
     shader: &SHADER,
     entry: "conv2d_relu_maxpool2_forward_k3c1",
     constants: &[("K3C1_GROUPS", 2.0)],
+    gated: false,
+};
+/// `FORWARD_K3C1` and `FORWARD_K3C1X2` storing the pool's choices packed (`ConvPoolOp::packed`)
+pub static FORWARD_K3C1_PACKED: KernelDef = KernelDef {
+    name: "Conv2dReluMaxPool2ForwardK3C1Packed",
+    shader: &SHADER,
+    entry: "conv2d_relu_maxpool2_forward_k3c1",
+    constants: &[("PACKED_ARGMAX", 1.0)],
+    gated: false,
+};
+pub static FORWARD_K3C1X2_PACKED: KernelDef = KernelDef {
+    name: "Conv2dReluMaxPool2ForwardK3C1x2Packed",
+    shader: &SHADER,
+    entry: "conv2d_relu_maxpool2_forward_k3c1",
+    constants: &[("K3C1_GROUPS", 2.0), ("PACKED_ARGMAX", 1.0)],
+    gated: false,
+};
+/// `WEIGHT_PARTIALS_K3C1` reading them
+pub static WEIGHT_PARTIALS_K3C1_PACKED: KernelDef = KernelDef {
+    name: "Conv2dWeightPartialsPooledK3C1Packed",
+    shader: &SHADER,
+    entry: "conv2d_weight_partials_pooled_k3c1",
+    constants: &[("PACKED_ARGMAX", 1.0)],
     gated: false,
 };
 /// the weight gradient over the pooled positions for the layers `FORWARD_K3C1` serves: every access a
@@ -168,9 +194,17 @@ fn build(model: &ModelPlan, plan: &OpPlan, b: &Build) -> Result<Box<dyn Op>> {
         b.ctx
             .storage_uniform_zeroed(&format!("{} kernel groups", plan.name), bytes)
     });
+    // a first layer (no gradient to its input) keeps the pool's choices packed
+    let packed = (groups.is_some() && !plan.needs_dx).then(|| {
+        let (oh, ow, oc) = core.conv_out;
+        let bytes = (b.batch * (oh / 2) * (ow / 2) * oc.div_ceil(32) * 16) as u64;
+        b.ctx
+            .storage_zeroed(&format!("{} pool choices, packed", plan.name), bytes)
+    });
     Ok(Box::new(ConvPoolOp {
         core,
         groups,
+        packed,
         set: b.set,
         out: b.outputs(plan, false)?,
         argmax: b
@@ -194,6 +228,10 @@ struct ConvPoolOp {
     /// the 3x3 one-channel forward (`FORWARD_K3C1`, one model per step): the kernel and bias by
     /// 16-channel group, rewritten before each forward, each group read through its own uniform window
     groups: Option<Buffer>,
+    /// with `groups`, in a first layer: the pool's choices, 3 bits per channel, one quad of words per
+    /// 32 channels per pooled pixel (`PACKED_ARGMAX`), written by the forward for the weight gradient
+    /// in place of `argmax` (a quarter of the loads and stores)
+    packed: Option<Buffer>,
     /// K models stepping together (CPU kernel set): each model's kernel copied here before the
     /// forward, so that one uniform window holds all K (in the parameters, they are a model apart)
     mirror: Option<Buffer>,
@@ -220,21 +258,23 @@ impl ConvPoolOp {
             let mut p = c.params(rows, (0, 0, 0));
             p.group = g as u32;
             let ug = r.uniform(&format!("{} group {g}", c.name), &p);
-            r.dispatch(if g + 1 < n {
-                &FORWARD_K3C1X2
-            } else {
-                &FORWARD_K3C1
-            })
-            .bind("P", &ug)
-            .bind("x4", io.x)
-            .bind("y4", &self.out.y)
-            .bind("argmax4", &self.argmax)
-            .window("kernel_u", groups, g * GROUP_STRIDE)
-            .grid((
-                ((oh / 2) * (ow / 2).div_ceil(2)).div_ceil(32) as u32,
-                rows as u32,
-                1,
-            ));
+            let kernel = match (g + 1 < n, self.packed.is_some()) {
+                (true, false) => &FORWARD_K3C1X2,
+                (false, false) => &FORWARD_K3C1,
+                (true, true) => &FORWARD_K3C1X2_PACKED,
+                (false, true) => &FORWARD_K3C1_PACKED,
+            };
+            r.dispatch(kernel)
+                .bind("P", &ug)
+                .bind("x4", io.x)
+                .bind("y4", &self.out.y)
+                .bind("argmax4", self.packed.as_ref().unwrap_or(&self.argmax))
+                .window("kernel_u", groups, g * GROUP_STRIDE)
+                .grid((
+                    ((oh / 2) * (ow / 2).div_ceil(2)).div_ceil(32) as u32,
+                    rows as u32,
+                    1,
+                ));
         }
     }
 
@@ -343,12 +383,16 @@ impl Op for ConvPoolOp {
         };
         if self.set == KernelSet::Cpu && k3c1(c) {
             // all 10 patch rows in one invocation, every access a quad
-            r.dispatch(&WEIGHT_PARTIALS_K3C1)
+            let kernel = match self.packed {
+                Some(_) => &WEIGHT_PARTIALS_K3C1_PACKED,
+                None => &WEIGHT_PARTIALS_K3C1,
+            };
+            r.dispatch(kernel)
                 .bind("P", &u)
                 .bind("x4", io.x)
                 .bind("dy4", dy)
                 .bind("partials4", &partials)
-                .bind("argmax4", &self.argmax)
+                .bind("argmax4", self.packed.as_ref().unwrap_or(&self.argmax))
                 .grid((grid.0, 1, grid.2));
         } else {
             r.dispatch(kernel)
