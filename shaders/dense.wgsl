@@ -332,6 +332,54 @@ fn weight_step(a: ptr<function, array<vec4<f32>, 16>>, n: u32, i0: u32, o0: u32,
     (*a)[12] += v.w * g[0]; (*a)[13] += v.w * g[1]; (*a)[14] += v.w * g[2]; if (OQ4) { (*a)[15] += v.w * g[3]; }
 }
 
+// dense_backward_weight (X4) with 8 input rows per invocation (IN % 8 == 0): grid (ceil(IN/512),
+// ceil(OUT/16)). Each example's 16 gradients, which llvmpipe loads lane by lane, feed twice the products;
+// the same sums in the same order.
+@compute @workgroup_size(64)
+fn dense_backward_weight8(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let i0 = (wg.x * 64u + lid) * 8u;
+    let o0 = wg.y * 16u;
+    if (i0 >= P.in_n) {
+        return;
+    }
+    // input row r (i0 + r) x output quad q at r * 4 + q
+    var a: array<vec4<f32>, 32>;
+    var n = 0u;
+    for (; n + 4u <= P.batch; n += 4u) {
+        weight_step8(&a, n, i0, o0);
+        weight_step8(&a, n + 1u, i0, o0);
+        weight_step8(&a, n + 2u, i0, o0);
+        weight_step8(&a, n + 3u, i0, o0);
+    }
+    for (; n < P.batch; n++) {
+        weight_step8(&a, n, i0, o0);
+    }
+    store16_dkernel(i0, o0, a[0], a[1], a[2], a[3]);
+    if (i0 + 1u < P.in_n) { store16_dkernel(i0 + 1u, o0, a[4], a[5], a[6], a[7]); }
+    if (i0 + 2u < P.in_n) { store16_dkernel(i0 + 2u, o0, a[8], a[9], a[10], a[11]); }
+    if (i0 + 3u < P.in_n) { store16_dkernel(i0 + 3u, o0, a[12], a[13], a[14], a[15]); }
+    if (i0 + 4u < P.in_n) { store16_dkernel(i0 + 4u, o0, a[16], a[17], a[18], a[19]); }
+    if (i0 + 5u < P.in_n) { store16_dkernel(i0 + 5u, o0, a[20], a[21], a[22], a[23]); }
+    if (i0 + 6u < P.in_n) { store16_dkernel(i0 + 6u, o0, a[24], a[25], a[26], a[27]); }
+    if (i0 + 7u < P.in_n) { store16_dkernel(i0 + 7u, o0, a[28], a[29], a[30], a[31]); }
+}
+
+// Example n's contribution to the weight gradient of inputs i0..i0+7 (two quads of x), 16 outputs.
+fn weight_step8(a: ptr<function, array<vec4<f32>, 32>>, n: u32, i0: u32, o0: u32) {
+    let g = dpre16(n, o0);
+    let xb = (n * P.in_n + i0) >> 2u;
+    let v = xq[xb];
+    let u = xq[xb + 1u];
+    (*a)[0] += v.x * g[0]; (*a)[1] += v.x * g[1]; (*a)[2] += v.x * g[2]; if (OQ4) { (*a)[3] += v.x * g[3]; }
+    (*a)[4] += v.y * g[0]; (*a)[5] += v.y * g[1]; (*a)[6] += v.y * g[2]; if (OQ4) { (*a)[7] += v.y * g[3]; }
+    (*a)[8] += v.z * g[0]; (*a)[9] += v.z * g[1]; (*a)[10] += v.z * g[2]; if (OQ4) { (*a)[11] += v.z * g[3]; }
+    (*a)[12] += v.w * g[0]; (*a)[13] += v.w * g[1]; (*a)[14] += v.w * g[2]; if (OQ4) { (*a)[15] += v.w * g[3]; }
+    (*a)[16] += u.x * g[0]; (*a)[17] += u.x * g[1]; (*a)[18] += u.x * g[2]; if (OQ4) { (*a)[19] += u.x * g[3]; }
+    (*a)[20] += u.y * g[0]; (*a)[21] += u.y * g[1]; (*a)[22] += u.y * g[2]; if (OQ4) { (*a)[23] += u.y * g[3]; }
+    (*a)[24] += u.z * g[0]; (*a)[25] += u.z * g[1]; (*a)[26] += u.z * g[2]; if (OQ4) { (*a)[27] += u.z * g[3]; }
+    (*a)[28] += u.w * g[0]; (*a)[29] += u.w * g[1]; (*a)[30] += u.w * g[2]; if (OQ4) { (*a)[31] += u.w * g[3]; }
+}
+
 // Store 16 gradient values of kernel row i from output o0 (outputs past OUT are dropped).
 fn store16_dkernel(i: u32, o0: u32, q0: vec4<f32>, q1: vec4<f32>, q2: vec4<f32>, q3: vec4<f32>) {
     let at = i * P.out_n + o0;
@@ -381,6 +429,25 @@ fn dense_backward_input4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_in
     }
 }
 
+// dense_backward_input4 with 8 input columns per invocation (IN % 8 == 0, OUT <= 16): grid
+// (ceil(IN/512)). Each example's 16 gradients, which llvmpipe loads lane by lane, feed twice the
+// products; the same sums.
+@compute @workgroup_size(64)
+fn dense_backward_input8(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let i0 = (wg.x * 64u + lid) * 8u;
+    if (i0 >= P.in_n) {
+        return;
+    }
+    let w = input_weights(i0, 0u);
+    let v = input_weights(i0 + 4u, 0u);
+    for (var n = 0u; n < P.batch; n++) {
+        let g = masked_dpre16(n, 0u);
+        let at = (n * P.in_n + i0) >> 2u;
+        dx4[at] = input_sums_g(w, g);
+        dx4[at + 1u] = input_sums_g(v, g);
+    }
+}
+
 @compute @workgroup_size(64)
 fn dense_backward_input_rest(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let i0 = (wg.x * 64u + lid) * 4u;
@@ -422,22 +489,28 @@ fn input_weights(i0: u32, o0: u32) -> array<array<vec4<f32>, 4>, 4> {
 
 // dx[n, i0..i0+3] over outputs o0..o0+15 (the clamped duplicates past OUT zeroed, so they add nothing)
 fn input_sums(w: array<array<vec4<f32>, 4>, 4>, n: u32, o0: u32) -> vec4<f32> {
+    return input_sums_g(w, masked_dpre16(n, o0));
+}
+
+// dpre16 with the outputs past OUT zeroed
+fn masked_dpre16(n: u32, o0: u32) -> array<vec4<f32>, 4> {
     let m0 = vec4<f32>(vec4<u32>(o0, o0 + 1u, o0 + 2u, o0 + 3u) < vec4<u32>(P.out_n));
     let m1 = vec4<f32>(vec4<u32>(o0 + 4u, o0 + 5u, o0 + 6u, o0 + 7u) < vec4<u32>(P.out_n));
     let m2 = vec4<f32>(vec4<u32>(o0 + 8u, o0 + 9u, o0 + 10u, o0 + 11u) < vec4<u32>(P.out_n));
     let m3 = vec4<f32>(vec4<u32>(o0 + 12u, o0 + 13u, o0 + 14u, o0 + 15u) < vec4<u32>(P.out_n));
     let g = dpre16(n, o0);
-    let g0 = g[0] * m0;
-    let g1 = g[1] * m1;
-    let g2 = g[2] * m2;
-    let g3 = g[3] * m3;
+    return array<vec4<f32>, 4>(g[0] * m0, g[1] * m1, g[2] * m2, g[3] * m3);
+}
+
+// 4 input columns' sums over 16 outputs: W rows w, masked gradients g
+fn input_sums_g(w: array<array<vec4<f32>, 4>, 4>, g: array<vec4<f32>, 4>) -> vec4<f32> {
     var s = vec4<f32>(
-        dot(w[0][0], g0) + dot(w[0][1], g1) + dot(w[0][2], g2),
-        dot(w[1][0], g0) + dot(w[1][1], g1) + dot(w[1][2], g2),
-        dot(w[2][0], g0) + dot(w[2][1], g1) + dot(w[2][2], g2),
-        dot(w[3][0], g0) + dot(w[3][1], g1) + dot(w[3][2], g2));
+        dot(w[0][0], g[0]) + dot(w[0][1], g[1]) + dot(w[0][2], g[2]),
+        dot(w[1][0], g[0]) + dot(w[1][1], g[1]) + dot(w[1][2], g[2]),
+        dot(w[2][0], g[0]) + dot(w[2][1], g[1]) + dot(w[2][2], g[2]),
+        dot(w[3][0], g[0]) + dot(w[3][1], g[1]) + dot(w[3][2], g[2]));
     if (OQ4) {
-        s += vec4<f32>(dot(w[0][3], g3), dot(w[1][3], g3), dot(w[2][3], g3), dot(w[3][3], g3));
+        s += vec4<f32>(dot(w[0][3], g[3]), dot(w[1][3], g[3]), dot(w[2][3], g[3]), dot(w[3][3], g[3]));
     }
     return s;
 }

@@ -409,6 +409,66 @@ dense_kernel!(
     DY_U_N
 );
 
+// the weight gradient with 8 input rows per invocation (X4, IN % 8 == 0)
+dense_kernel!(
+    BACKWARD_WEIGHT8_DY_U,
+    "DenseBackwardWeight8DyUniform",
+    "dense_backward_weight8",
+    true,
+    DY_U_X4
+);
+dense_kernel!(
+    BACKWARD_WEIGHT8_DY_U_N,
+    "DenseBackwardWeight8DyUniformOut12",
+    "dense_backward_weight8",
+    true,
+    DY_U_X4_N
+);
+dense_kernel!(
+    BACKWARD_WEIGHT8,
+    "DenseBackwardWeight8",
+    "dense_backward_weight8",
+    true,
+    X4
+);
+dense_kernel!(
+    BACKWARD_WEIGHT8_N,
+    "DenseBackwardWeight8Out12",
+    "dense_backward_weight8",
+    true,
+    X4_N
+);
+
+// the input gradient with 8 input columns per invocation (IN % 8 == 0, OUT <= 16)
+dense_kernel!(
+    BACKWARD_INPUT8_DY_U,
+    "DenseBackwardInput8DyUniform",
+    "dense_backward_input8",
+    true,
+    DY_U
+);
+dense_kernel!(
+    BACKWARD_INPUT8_DY_U_N,
+    "DenseBackwardInput8DyUniformOut12",
+    "dense_backward_input8",
+    true,
+    DY_U_N
+);
+dense_kernel!(
+    BACKWARD_INPUT8,
+    "DenseBackwardInput8",
+    "dense_backward_input8",
+    true,
+    &[]
+);
+dense_kernel!(
+    BACKWARD_INPUT8_N,
+    "DenseBackwardInput8Out12",
+    "dense_backward_input8",
+    true,
+    N
+);
+
 /// The variant of a CPU kernel for a layer of `out_n` outputs: without the tile's fourth output quad
 /// where OUT <= 12 (kernels without such a variant: themselves).
 fn narrow(k: &'static KernelDef, out_n: usize) -> &'static KernelDef {
@@ -426,6 +486,10 @@ fn narrow(k: &'static KernelDef, out_n: usize) -> &'static KernelDef {
         (&BACKWARD_INPUT_DY_U, &BACKWARD_INPUT_DY_U_N),
         (&BACKWARD_INPUT4, &BACKWARD_INPUT4_N),
         (&BACKWARD_INPUT4_DY_U, &BACKWARD_INPUT4_DY_U_N),
+        (&BACKWARD_WEIGHT8_DY_U, &BACKWARD_WEIGHT8_DY_U_N),
+        (&BACKWARD_WEIGHT8, &BACKWARD_WEIGHT8_N),
+        (&BACKWARD_INPUT8_DY_U, &BACKWARD_INPUT8_DY_U_N),
+        (&BACKWARD_INPUT8, &BACKWARD_INPUT8_N),
     ];
     PAIRS
         .iter()
@@ -482,6 +546,14 @@ pub static KERNELS: &[&KernelDef] = &[
     &BACKWARD_INPUT_DY_U_N,
     &BACKWARD_INPUT4_N,
     &BACKWARD_INPUT4_DY_U_N,
+    &BACKWARD_WEIGHT8_DY_U,
+    &BACKWARD_WEIGHT8_DY_U_N,
+    &BACKWARD_WEIGHT8,
+    &BACKWARD_WEIGHT8_N,
+    &BACKWARD_INPUT8_DY_U,
+    &BACKWARD_INPUT8_DY_U_N,
+    &BACKWARD_INPUT8,
+    &BACKWARD_INPUT8_N,
     &FORWARD_GPU,
     &BACKWARD_WEIGHT_GPU,
     &BACKWARD_INPUT_GPU,
@@ -629,22 +701,29 @@ impl DenseOp {
         let in_groups = self.in_n.div_ceil(256) as u32;
         // x as quads where IN % 4 == 0 (bound twice: the X4 variants read `x4`, the others `x`)
         let quads = self.in_n.is_multiple_of(4);
-        let weight = match quads {
-            true => pick(&BACKWARD_WEIGHT_X4, &BACKWARD_WEIGHT_DY_U_X4),
-            false => pick(&BACKWARD_WEIGHT, &BACKWARD_WEIGHT_DY_U),
+        // 8 input rows per invocation where IN % 8 == 0 (x as quads only)
+        let rows8 = self.in_n.is_multiple_of(8);
+        let weight = match (rows8, quads) {
+            (true, _) => pick(&BACKWARD_WEIGHT8, &BACKWARD_WEIGHT8_DY_U),
+            (false, true) => pick(&BACKWARD_WEIGHT_X4, &BACKWARD_WEIGHT_DY_U_X4),
+            (false, false) => pick(&BACKWARD_WEIGHT, &BACKWARD_WEIGHT_DY_U),
         };
         let weight = with_dy(r.dispatch(weight), dy, u_dy)
-        .gate(self.gate)
-        .bind("P", u)
-        .bind("x", io.x);
-        let weight = match quads {
-            true => weight.bind("xq", io.x),
-            false => weight.placeholder("xq"),
+            .gate(self.gate)
+            .bind("P", u);
+        let weight = match (rows8, quads) {
+            (true, _) => weight.bind("xq", io.x),
+            (false, true) => weight.bind("x", io.x).bind("xq", io.x),
+            (false, false) => weight.bind("x", io.x).placeholder("xq"),
+        };
+        let weight_groups = match rows8 {
+            true => self.in_n.div_ceil(512) as u32,
+            false => in_groups,
         };
         weight
         .bind("y", &self.out.y)
         .span("dkernel", io.grads(), self.kernel.offset, self.kernel.len)
-        .grid((in_groups, self.out_n.div_ceil(16) as u32, 1));
+        .grid((weight_groups, self.out_n.div_ceil(16) as u32, 1));
         let grid = r.grid_1d(self.out_n, 64);
         with_dy(
             r.dispatch(pick(&BACKWARD_BIAS, &BACKWARD_BIAS_DY_U)),
@@ -660,14 +739,19 @@ impl DenseOp {
             return;
         };
         // the first 16 outputs (stored as input quads where IN % 4 == 0), then (OUT > 16) the others added
-        let mut passes = vec![match quads {
-            true => (pick(&BACKWARD_INPUT4, &BACKWARD_INPUT4_DY_U), "dx4"),
-            false => (pick(&BACKWARD_INPUT, &BACKWARD_INPUT_DY_U), "dx"),
+        // (8 columns per invocation where IN % 8 == 0 and OUT <= 16)
+        let cols8 = self.in_n.is_multiple_of(8) && self.out_n <= 16;
+        let mut passes = vec![match (cols8, quads) {
+            (true, _) => (pick(&BACKWARD_INPUT8, &BACKWARD_INPUT8_DY_U), "dx4"),
+            (false, true) => (pick(&BACKWARD_INPUT4, &BACKWARD_INPUT4_DY_U), "dx4"),
+            (false, false) => (pick(&BACKWARD_INPUT, &BACKWARD_INPUT_DY_U), "dx"),
         }];
         if self.out_n > 16 {
             passes.push((pick(&BACKWARD_INPUT_REST, &BACKWARD_INPUT_REST_DY_U), "dx"));
         }
+        let groups8 = self.in_n.div_ceil(512) as u32;
         for (k, dx_name) in passes {
+            let in_groups = if cols8 { groups8 } else { in_groups };
             with_dy(r.dispatch(k), dy, u_dy)
                 .gate(self.gate)
                 .bind("P", u)
