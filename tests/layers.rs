@@ -433,8 +433,20 @@ fn cases() -> Vec<Case> {
         // 8 input rows (columns) per invocation of the gradients (IN % 8 == 0), narrow and wide tiles,
         // and past 16 outputs (the input gradient then in passes of 16)
         ("dense relu, 72 inputs, 13 outputs", &[9][..], 72, 13, Relu),
-        ("dense relu, 136 inputs, 10 outputs", &[7][..], 136, 10, Relu),
-        ("dense linear, 24 inputs, 19 outputs", &[6][..], 24, 19, Linear),
+        (
+            "dense relu, 136 inputs, 10 outputs",
+            &[7][..],
+            136,
+            10,
+            Relu,
+        ),
+        (
+            "dense linear, 24 inputs, 19 outputs",
+            &[6][..],
+            24,
+            19,
+            Linear,
+        ),
         (
             "dense linear, 40 outputs (three passes)",
             &[5][..],
