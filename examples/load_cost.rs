@@ -4,6 +4,12 @@
 //! per iteration per 8 invocations (one llvmpipe SIMD vector), machine-wide. `fma_only` is the loop with
 //! one dependent multiply-add and no load: subtract it from the others to get the cost of their access.
 //! The README's lavapipe cost table comes from this; it shaped clampnet's CPU-adapter kernels.
+//!
+//! The `top_*` entry points do the same 256 steps as straight-line code, outside any loop: there llvmpipe
+//! runs without an execution mask, and loads whose offset is a constant take one load for all 8 lanes
+//! (`top_*_const`; an offset from the workgroup id or a uniform's value does not count as uniform to it).
+//! `LOAD_COST_ONLY=<entry>` builds that one entry point and runs it for a minute (for a disassembly with
+//! tools/jit_dump.sh's method).
 use clampnet::gpu::{Context, GpuOptions, KernelDef, Pipelines, Recorder, Shader};
 use std::time::Instant;
 
@@ -157,6 +163,16 @@ fn straight_line() -> String {
         body(&|k| format!("a = fma(a, 0.999, {k}.0);"), 256),
     );
     add(
+        "top_ssbo_const",
+        "",
+        body(&|k| format!("a = a * 0.999 + s[{k}u];"), 256),
+    );
+    add(
+        "top_ubo_const",
+        "",
+        body(&|k| format!("a = a * 0.999 + u[{k}u].x;"), 256),
+    );
+    add(
         "top_ssbo_uniform",
         "",
         body(
@@ -271,6 +287,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "acc_16vec4",
         "top_mul_add",
         "top_fma",
+        "top_ssbo_const",
+        "top_ubo_const",
         "top_ssbo_uniform",
         "top_ssbo_uniform_after_return",
         "top_ssbo_divergent",
