@@ -332,44 +332,55 @@ fn weight_step(a: ptr<function, array<vec4<f32>, 16>>, n: u32, i0: u32, o0: u32,
     (*a)[12] += v.w * g[0]; (*a)[13] += v.w * g[1]; (*a)[14] += v.w * g[2]; if (OQ4) { (*a)[15] += v.w * g[3]; }
 }
 
-// dense_backward_weight (X4) with 8 input rows per invocation (IN % 8 == 0): grid (ceil(IN/512),
-// ceil(OUT/16)). Each example's 16 gradients, which llvmpipe loads lane by lane, feed twice the products;
-// the same sums in the same order.
+// dense_backward_weight (X4) with 8 input rows per invocation (IN % 8 == 0), and the bias gradient:
+// grid (ceil((IN / 8 + 1) / 64), ceil(OUT/16)). Each example's 16 gradients, which llvmpipe loads lane by
+// lane, feed twice the products; the same sums in the same order. The invocation after the last rows
+// sums the gradients alone (x taken as 1: the sums of dense_backward_bias) into dbias, which saves that
+// kernel's dispatch (a fixed cost on llvmpipe of about 15 us).
 @compute @workgroup_size(64)
 fn dense_backward_weight8(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let i0 = (wg.x * 64u + lid) * 8u;
-    let o0 = wg.y * 16u;
-    if (i0 >= P.in_n) {
+    let lane = wg.x * 64u + lid;
+    let rows8 = P.in_n / 8u;
+    if (lane > rows8) {
         return;
     }
+    let sums_bias = lane == rows8;
+    let i0 = min(lane, rows8 - 1u) * 8u;   // the bias invocation loads the last rows' x, unused
+    let o0 = wg.y * 16u;
     // input row r (i0 + r) x output quad q at r * 4 + q
     var a: array<vec4<f32>, 32>;
     var n = 0u;
     for (; n + 4u <= P.batch; n += 4u) {
-        weight_step8(&a, n, i0, o0);
-        weight_step8(&a, n + 1u, i0, o0);
-        weight_step8(&a, n + 2u, i0, o0);
-        weight_step8(&a, n + 3u, i0, o0);
+        weight_step8(&a, n, i0, o0, sums_bias);
+        weight_step8(&a, n + 1u, i0, o0, sums_bias);
+        weight_step8(&a, n + 2u, i0, o0, sums_bias);
+        weight_step8(&a, n + 3u, i0, o0, sums_bias);
     }
     for (; n < P.batch; n++) {
-        weight_step8(&a, n, i0, o0);
+        weight_step8(&a, n, i0, o0, sums_bias);
     }
-    store16_dkernel(i0, o0, a[0], a[1], a[2], a[3]);
-    if (i0 + 1u < P.in_n) { store16_dkernel(i0 + 1u, o0, a[4], a[5], a[6], a[7]); }
-    if (i0 + 2u < P.in_n) { store16_dkernel(i0 + 2u, o0, a[8], a[9], a[10], a[11]); }
-    if (i0 + 3u < P.in_n) { store16_dkernel(i0 + 3u, o0, a[12], a[13], a[14], a[15]); }
-    if (i0 + 4u < P.in_n) { store16_dkernel(i0 + 4u, o0, a[16], a[17], a[18], a[19]); }
-    if (i0 + 5u < P.in_n) { store16_dkernel(i0 + 5u, o0, a[20], a[21], a[22], a[23]); }
-    if (i0 + 6u < P.in_n) { store16_dkernel(i0 + 6u, o0, a[24], a[25], a[26], a[27]); }
-    if (i0 + 7u < P.in_n) { store16_dkernel(i0 + 7u, o0, a[28], a[29], a[30], a[31]); }
+    if (sums_bias) {
+        store8_dbias(o0, a[0], a[1]);
+        store8_dbias(o0 + 8u, a[2], a[3]);
+    } else {
+        store16_dkernel(i0, o0, a[0], a[1], a[2], a[3]);
+        if (i0 + 1u < P.in_n) { store16_dkernel(i0 + 1u, o0, a[4], a[5], a[6], a[7]); }
+        if (i0 + 2u < P.in_n) { store16_dkernel(i0 + 2u, o0, a[8], a[9], a[10], a[11]); }
+        if (i0 + 3u < P.in_n) { store16_dkernel(i0 + 3u, o0, a[12], a[13], a[14], a[15]); }
+        if (i0 + 4u < P.in_n) { store16_dkernel(i0 + 4u, o0, a[16], a[17], a[18], a[19]); }
+        if (i0 + 5u < P.in_n) { store16_dkernel(i0 + 5u, o0, a[20], a[21], a[22], a[23]); }
+        if (i0 + 6u < P.in_n) { store16_dkernel(i0 + 6u, o0, a[24], a[25], a[26], a[27]); }
+        if (i0 + 7u < P.in_n) { store16_dkernel(i0 + 7u, o0, a[28], a[29], a[30], a[31]); }
+    }
 }
 
-// Example n's contribution to the weight gradient of inputs i0..i0+7 (two quads of x), 16 outputs.
-fn weight_step8(a: ptr<function, array<vec4<f32>, 32>>, n: u32, i0: u32, o0: u32) {
+// Example n's contribution to the weight gradient of inputs i0..i0+7 (two quads of x), 16 outputs; with
+// `sums_bias`, row 0's x is 1 and the others' 0.
+fn weight_step8(a: ptr<function, array<vec4<f32>, 32>>, n: u32, i0: u32, o0: u32, sums_bias: bool) {
     let g = dpre16(n, o0);
     let xb = (n * P.in_n + i0) >> 2u;
-    let v = xq[xb];
-    let u = xq[xb + 1u];
+    let v = select(xq[xb], vec4<f32>(1.0, 0.0, 0.0, 0.0), sums_bias);
+    let u = select(xq[xb + 1u], vec4<f32>(0.0), sums_bias);
     (*a)[0] += v.x * g[0]; (*a)[1] += v.x * g[1]; (*a)[2] += v.x * g[2]; if (OQ4) { (*a)[3] += v.x * g[3]; }
     (*a)[4] += v.y * g[0]; (*a)[5] += v.y * g[1]; (*a)[6] += v.y * g[2]; if (OQ4) { (*a)[7] += v.y * g[3]; }
     (*a)[8] += v.z * g[0]; (*a)[9] += v.z * g[1]; (*a)[10] += v.z * g[2]; if (OQ4) { (*a)[11] += v.z * g[3]; }
@@ -378,6 +389,18 @@ fn weight_step8(a: ptr<function, array<vec4<f32>, 32>>, n: u32, i0: u32, o0: u32
     (*a)[20] += u.y * g[0]; (*a)[21] += u.y * g[1]; (*a)[22] += u.y * g[2]; if (OQ4) { (*a)[23] += u.y * g[3]; }
     (*a)[24] += u.z * g[0]; (*a)[25] += u.z * g[1]; (*a)[26] += u.z * g[2]; if (OQ4) { (*a)[27] += u.z * g[3]; }
     (*a)[28] += u.w * g[0]; (*a)[29] += u.w * g[1]; (*a)[30] += u.w * g[2]; if (OQ4) { (*a)[31] += u.w * g[3]; }
+}
+
+// Store 8 bias gradients from output o0 (outputs past OUT are dropped).
+fn store8_dbias(o0: u32, lo: vec4<f32>, hi: vec4<f32>) {
+    for (var q = 0u; q < 4u; q++) {
+        if (o0 + q < P.out_n) {
+            dbias[o0 + q] = lo[q];
+        }
+        if (o0 + 4u + q < P.out_n) {
+            dbias[o0 + 4u + q] = hi[q];
+        }
+    }
 }
 
 // Store 16 gradient values of kernel row i from output o0 (outputs past OUT are dropped).

@@ -409,7 +409,7 @@ dense_kernel!(
     DY_U_N
 );
 
-// the weight gradient with 8 input rows per invocation (X4, IN % 8 == 0)
+// the weight gradient with 8 input rows per invocation (X4, IN % 8 == 0), and the bias gradient
 dense_kernel!(
     BACKWARD_WEIGHT8_DY_U,
     "DenseBackwardWeight8DyUniform",
@@ -716,25 +716,32 @@ impl DenseOp {
             (false, true) => weight.bind("x", io.x).bind("xq", io.x),
             (false, false) => weight.bind("x", io.x).placeholder("xq"),
         };
+        // rows8: one more invocation sums the bias gradient (no bias dispatch)
         let weight_groups = match rows8 {
-            true => self.in_n.div_ceil(512) as u32,
+            true => (self.in_n / 8 + 1).div_ceil(64) as u32,
             false => in_groups,
         };
-        weight
-        .bind("y", &self.out.y)
-        .span("dkernel", io.grads(), self.kernel.offset, self.kernel.len)
-        .grid((weight_groups, self.out_n.div_ceil(16) as u32, 1));
-        let grid = r.grid_1d(self.out_n, 64);
-        with_dy(
-            r.dispatch(pick(&BACKWARD_BIAS, &BACKWARD_BIAS_DY_U)),
-            dy,
-            u_dy,
-        )
-        .gate(self.gate)
-        .bind("P", u)
-        .bind("y", &self.out.y)
-        .span("dbias", io.grads(), self.bias.offset, self.bias.len)
-        .grid(grid);
+        let weight = weight
+            .bind("y", &self.out.y)
+            .span("dkernel", io.grads(), self.kernel.offset, self.kernel.len);
+        let weight = match rows8 {
+            true => weight.span("dbias", io.grads(), self.bias.offset, self.bias.len),
+            false => weight,
+        };
+        weight.grid((weight_groups, self.out_n.div_ceil(16) as u32, 1));
+        if !rows8 {
+            let grid = r.grid_1d(self.out_n, 64);
+            with_dy(
+                r.dispatch(pick(&BACKWARD_BIAS, &BACKWARD_BIAS_DY_U)),
+                dy,
+                u_dy,
+            )
+            .gate(self.gate)
+            .bind("P", u)
+            .bind("y", &self.out.y)
+            .span("dbias", io.grads(), self.bias.offset, self.bias.len)
+            .grid(grid);
+        }
         let Some(dx) = io.dx else {
             return;
         };
