@@ -120,56 +120,13 @@ fn store8_partial(at: u32, o0: u32, lo: vec4<f32>, hi: vec4<f32>) {
     }
 }
 
+
 // Forward, split over the inputs (split-K) so that a small batch still fills the machine:
-// grid (ceil(chunks/64), ceil(B/8), ceil(OUT/16)): one invocation per (chunk of `chunk` inputs, 8 examples,
-// 16 outputs); per input, 8 loads of x and 16 of W feed 128 multiply-adds. Partial sums, no bias.
+// grid (ceil(chunks/64), ceil(B/16), ceil(OUT/16)): one invocation per (chunk of `chunk` inputs, 16 examples,
+// 16 outputs), two tiles of 8 examples (the second, `b`, in forward_input's layout) sharing W's loads;
+// per input, 16 loads of x and 16 of W feed 256 multiply-adds. Partial sums, no bias.
 @compute @workgroup_size(64)
 fn dense_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let c = wg.x * 64u + lid;
-    let n0 = wg.y * 8u;
-    let o0 = wg.z * 16u;
-    if (c >= P.chunks) {
-        return;
-    }
-    let nl = P.batch - 1u;
-    let x0 = min(n0, nl) * P.in_n;
-    let x1 = min(n0 + 1u, nl) * P.in_n;
-    let x2 = min(n0 + 2u, nl) * P.in_n;
-    let x3 = min(n0 + 3u, nl) * P.in_n;
-    let x4 = min(n0 + 4u, nl) * P.in_n;
-    let x5 = min(n0 + 5u, nl) * P.in_n;
-    let x6 = min(n0 + 6u, nl) * P.in_n;
-    let x7 = min(n0 + 7u, nl) * P.in_n;
-    let z = vec4<f32>(0.0);
-    var a00 = z; var a01 = z; var a02 = z; var a03 = z;
-    var a10 = z; var a11 = z; var a12 = z; var a13 = z;
-    var a20 = z; var a21 = z; var a22 = z; var a23 = z;
-    var a30 = z; var a31 = z; var a32 = z; var a33 = z;
-    var a40 = z; var a41 = z; var a42 = z; var a43 = z;
-    var a50 = z; var a51 = z; var a52 = z; var a53 = z;
-    var a60 = z; var a61 = z; var a62 = z; var a63 = z;
-    var a70 = z; var a71 = z; var a72 = z; var a73 = z;
-    let end = min((c + 1u) * P.chunk, P.in_n);
-    for (var i = c * P.chunk; i < end; i++) {
-        let k = kernel16(i, o0);
-        let v = vec4<f32>(x[x0 + i], x[x1 + i], x[x2 + i], x[x3 + i]);
-        let u = vec4<f32>(x[x4 + i], x[x5 + i], x[x6 + i], x[x7 + i]);
-        a00 += v.x * k[0]; a01 += v.x * k[1]; a02 += v.x * k[2]; if (OQ4) { a03 += v.x * k[3]; }
-        a10 += v.y * k[0]; a11 += v.y * k[1]; a12 += v.y * k[2]; if (OQ4) { a13 += v.y * k[3]; }
-        a20 += v.z * k[0]; a21 += v.z * k[1]; a22 += v.z * k[2]; if (OQ4) { a23 += v.z * k[3]; }
-        a30 += v.w * k[0]; a31 += v.w * k[1]; a32 += v.w * k[2]; if (OQ4) { a33 += v.w * k[3]; }
-        a40 += u.x * k[0]; a41 += u.x * k[1]; a42 += u.x * k[2]; if (OQ4) { a43 += u.x * k[3]; }
-        a50 += u.y * k[0]; a51 += u.y * k[1]; a52 += u.y * k[2]; if (OQ4) { a53 += u.y * k[3]; }
-        a60 += u.z * k[0]; a61 += u.z * k[1]; a62 += u.z * k[2]; if (OQ4) { a63 += u.z * k[3]; }
-        a70 += u.w * k[0]; a71 += u.w * k[1]; a72 += u.w * k[2]; if (OQ4) { a73 += u.w * k[3]; }
-    }
-    store_forward_tile(c, n0, o0, array<vec4<f32>, 32>(a00, a01, a02, a03, a10, a11, a12, a13, a20, a21, a22, a23,
-        a30, a31, a32, a33, a40, a41, a42, a43, a50, a51, a52, a53, a60, a61, a62, a63, a70, a71, a72, a73));
-}
-
-// dense_forward with 16 examples per invocation (the second 8 in `b`), W's loads shared: grid y ceil(B/16).
-@compute @workgroup_size(64)
-fn dense_forward16(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let c = wg.x * 64u + lid;
     let n0 = wg.y * 16u;
     let o0 = wg.z * 16u;
@@ -198,7 +155,7 @@ fn dense_forward16(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocati
     var a50 = z; var a51 = z; var a52 = z; var a53 = z;
     var a60 = z; var a61 = z; var a62 = z; var a63 = z;
     var a70 = z; var a71 = z; var a72 = z; var a73 = z;
-    var b: array<vec4<f32>, 32>;   // examples n0 + 8..15, forward_input's layout
+    var b: array<vec4<f32>, 32>;   // examples n0 + 8..15
     let end = min((c + 1u) * P.chunk, P.in_n);
     for (var i = c * P.chunk; i < end; i++) {
         let k = kernel16(i, o0);

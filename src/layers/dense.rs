@@ -351,8 +351,6 @@ dense_kernel!(
 // The CPU kernels whose tile has 16 outputs, without the fourth output quad: for OUT <= 12 (a 10-class
 // classifier), where that quad holds only clamped copies that are never stored. The same stored sums.
 dense_kernel!(FORWARD_N, "DenseForwardOut12", "dense_forward", false, N);
-dense_kernel!(FORWARD16, "DenseForward16", "dense_forward16", false, &[]);
-dense_kernel!(FORWARD16_N, "DenseForward16Out12", "dense_forward16", false, N);
 dense_kernel!(FORWARD4_N, "DenseForward4Out12", "dense_forward4", false, N);
 dense_kernel!(
     BACKWARD_WEIGHT_N,
@@ -479,7 +477,6 @@ fn narrow(k: &'static KernelDef, out_n: usize) -> &'static KernelDef {
     }
     const PAIRS: &[(&KernelDef, &KernelDef)] = &[
         (&FORWARD, &FORWARD_N),
-        (&FORWARD16, &FORWARD16_N),
         (&FORWARD4, &FORWARD4_N),
         (&BACKWARD_WEIGHT, &BACKWARD_WEIGHT_N),
         (&BACKWARD_WEIGHT_X4, &BACKWARD_WEIGHT_X4_N),
@@ -540,8 +537,6 @@ pub static KERNELS: &[&KernelDef] = &[
     &BACKWARD_INPUT_DY_U,
     &BACKWARD_INPUT_REST_DY_U,
     &FORWARD_N,
-    &FORWARD16,
-    &FORWARD16_N,
     &FORWARD4_N,
     &BACKWARD_WEIGHT_N,
     &BACKWARD_WEIGHT_X4_N,
@@ -646,7 +641,7 @@ impl DenseOp {
                 .bind("partials", &partials)
                 .grid(grid);
         } else {
-            r.dispatch(narrow(&FORWARD16, self.out_n))
+            r.dispatch(narrow(&FORWARD, self.out_n))
                 .bind("P", u)
                 .bind("x", io.x)
                 .span("kernel", io.params, self.kernel.offset, self.kernel.len)
