@@ -338,20 +338,10 @@ fn pool_quad(at: u32, r: u32, valid: bool, second: bool, a: array<f32, 9>, b: ar
              d: array<f32, 9>, e: array<f32, 9>, f: array<f32, 9>, g: array<f32, 9>, h: array<f32, 9>,
              bq: vec4<f32>, q: u32) -> vec2<u32> {
     let m1 = pool_max(conv9(a, bq, q), conv9(b, bq, q), conv9(c, bq, q), conv9(d, bq, q));
-    pool_store4_k3c1(at, valid, m1);
+    pool_store4(at, valid, m1);
     let m2 = pool_max(conv9(e, bq, q), conv9(f, bq, q), conv9(g, bq, q), conv9(h, bq, q));
-    pool_store4_k3c1(at + r, valid && second, m2);
+    pool_store4(at + r, valid && second, m2);
     return vec2<u32>(pack_choices(m1.arg), pack_choices(m2.arg));
-}
-
-// pool_store4, the choices only where they are not packed
-fn pool_store4_k3c1(at: u32, valid: bool, m: PoolMax) {
-    if (valid) {
-        y4[at] = m.best;
-        if (!PACKED_ARGMAX) {
-            argmax4[at] = m.arg;
-        }
-    }
 }
 
 // Six consecutive inputs of a patch row from quad `at` (the last two of the second quad unused).
@@ -418,10 +408,13 @@ fn store_pair4(t: PoolPair, o0: u32) {
     pool_store4(o + r + 3u, t.second && more.z, pool_max(a[19], a[23], a[27], a[31]));
 }
 
+// (the choices only where they are not packed: PACKED_ARGMAX, the 3x3 one-channel forward of a first layer)
 fn pool_store4(at: u32, valid: bool, m: PoolMax) {
     if (valid) {
         y4[at] = m.best;
-        argmax4[at] = m.arg;
+        if (!PACKED_ARGMAX) {
+            argmax4[at] = m.arg;
+        }
     }
 }
 
@@ -634,10 +627,10 @@ fn conv2d_weight_partials_pooled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(
     let o0 = wg.z * 16u;
     let out_ph = P.out_h / 2u;
     let out_pw = P.out_w / 2u;
-    let chunks_per_image = (out_ph + P.rows_per - 1u) / P.rows_per;
-    let n = chunk / chunks_per_image;
-    let p0 = (chunk % chunks_per_image) * P.rows_per;
-    let p1 = min(p0 + P.rows_per, out_ph);
+    let span = chunk_rows(chunk, out_ph);
+    let n = span.x;
+    let p0 = span.y;
+    let p1 = span.z;
     let r0 = taps[t0]; let r1 = taps[t0 + 1u]; let r2 = taps[t0 + 2u]; let r3 = taps[t0 + 3u]; let r4 = taps[t0 + 4u];
     let r5 = taps[t0 + 5u]; let r6 = taps[t0 + 6u]; let r7 = taps[t0 + 7u]; let r8 = taps[t0 + 8u]; let r9 = taps[t0 + 9u];
     let lo = P.out_c - 1u;
@@ -744,6 +737,13 @@ fn conv2d_weight_partials_pooled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(
     store_partial16(chunk, rows, t0 + 9u, o0, a9_0, a9_1, a9_2, a9_3);
 }
 
+// A pooled weight-gradient chunk's image and pooled rows [p0, p1): (n, p0, p1), P.rows_per rows a chunk.
+fn chunk_rows(chunk: u32, out_ph: u32) -> vec3<u32> {
+    let chunks_per_image = (out_ph + P.rows_per - 1u) / P.rows_per;
+    let p0 = (chunk % chunks_per_image) * P.rows_per;
+    return vec3<u32>(chunk / chunks_per_image, p0, min(p0 + P.rows_per, out_ph));
+}
+
 // conv2d_weight_partials_pooled for the 3x3 one-channel layer of FORWARD_K3C1 (valid, IW % 4 == 0,
 // OC % 4 == 0): the same tile (all 10 patch rows x 16 channels) and the same sums in the same order
 // (bit-identical), with every access a quad: per pair of pooled pixels, the 4x6 input patch as 8 quads
@@ -758,10 +758,10 @@ fn conv2d_weight_partials_pooled_k3c1(@builtin(workgroup_id) wg: vec3<u32>, @bui
     let o0 = wg.z * 16u;
     let out_ph = P.out_h / 2u;
     let out_pw = P.out_w / 2u;
-    let chunks_per_image = (out_ph + P.rows_per - 1u) / P.rows_per;
-    let n = chunk / chunks_per_image;
-    let p0 = (chunk % chunks_per_image) * P.rows_per;
-    let p1 = min(p0 + P.rows_per, out_ph);
+    let span = chunk_rows(chunk, out_ph);
+    let n = span.x;
+    let p0 = span.y;
+    let p1 = span.z;
     let pairs = out_pw / 2u;
     let oq = P.out_c >> 2u;   // channel quads per pooled pixel
     let row = P.in_w >> 2u;   // quads per input row
