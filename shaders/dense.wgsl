@@ -286,6 +286,11 @@ fn dense_forward_reduce(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workg
     if (e >= total) {
         return;
     }
+    y[e] = reduced_output(e, total);
+}
+
+// act(b[o] + the chunks' partial sums of output element e, in chunk order)
+fn reduced_output(e: u32, total: u32) -> f32 {
     var s = 0.0;
     for (var c = 0u; c < P.chunks; c++) {
         s += partials[c * total + e];
@@ -294,7 +299,7 @@ fn dense_forward_reduce(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workg
     if (P.relu != 0u) {
         r = max(r, 0.0);
     }
-    y[e] = r;
+    return r;
 }
 
 // grid (ceil(IN/256), ceil(OUT/16)): one invocation per (4 input rows, 16 outputs):
@@ -571,6 +576,15 @@ var<workgroup> dense_lanes: array<vec4<f32>, 1024>;
 fn dense_forward_gpu(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let o0 = wg.x * 16u;
     let n = wg.y;
+    forward_gpu_sums(n, o0, lid);
+    let o = o0 + lid;
+    if (lid < 16u && o < P.out_n) {
+        y[n * P.out_n + o] = forward_gpu_output(o0, o);
+    }
+}
+
+// Example n's sums for outputs o0..o0 + 15, left in dense_lanes[0..4] (the workgroup's 256 invocations).
+fn forward_gpu_sums(n: u32, o0: u32, lid: u32) {
     var a0 = vec4<f32>(0.0); var a1 = vec4<f32>(0.0); var a2 = vec4<f32>(0.0); var a3 = vec4<f32>(0.0);
     let xb = n * P.in_n;
     for (var i = lid; i < P.in_n; i += 256u) {
@@ -591,11 +605,13 @@ fn dense_forward_gpu(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invoca
         }
         workgroupBarrier();
     }
-    let o = o0 + lid;
-    if (lid < 16u && o < P.out_n) {
-        let v = dense_lanes[lid >> 2u][lid & 3u] + bias[o];
-        y[n * P.out_n + o] = select(v, max(v, 0.0), P.relu != 0u);
-    }
+}
+
+// act(b[o] + the sum forward_gpu_sums left for output o)
+fn forward_gpu_output(o0: u32, o: u32) -> f32 {
+    let l = o - o0;
+    let v = dense_lanes[l >> 2u][l & 3u] + bias[o];
+    return select(v, max(v, 0.0), P.relu != 0u);
 }
 
 // grid (ceil((IN + 1) * OUT / 256)), folded: one invocation per element of the [IN + 1, OUT] gradient:

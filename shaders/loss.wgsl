@@ -1,21 +1,12 @@
-// Fused softmax + categorical cross-entropy from logits, and the metric reductions.
+// The loss kernels. softmax_xent: one invocation per example n < batch, the math of softmax_xent.wgsl
+// (read before this file), from the logits the model's last op wrote; a dense last op of at most 16
+// outputs does it itself at the end of its forward (dense_loss.wgsl), when the step is fused.
 //
-// softmax_xent, one invocation per example n < batch, targets t = onehot(y[n]) * (1 - s) + s / K (s: the
-// label smoothing; 0 for the sparse loss, where t is the label's one-hot):
-//   ce[n]         = logsumexp(logits[n]) - sum_k t[k] * logits[n, k]   (no probability clipping, as Keras from logits)
-//   dlogits[n, k] = (softmax(logits[n])[k] - t[k]) / batch
-// both times the class weight w[y[n]] in a training step with class_weight (Keras' sample weights:
-// the loss is sum(w * ce) / batch, 'sum_over_batch_size')
-//   correct[n]    = 1.0 if the first argmax of logits[n] is y[n] (Keras sparse_categorical_accuracy)
 // accumulate, one workgroup of 64 (lanes sum every 64th example, then a tree in workgroup memory):
 //   metrics.loss_sum += (mean(ce) + reg_loss) * batch   (Keras' loss tracker: a Mean weighted by batch size)
 //   metrics.correct  += sum(correct);  metrics.count += batch
 //   then advances the GPU-side step state (step for Adam's t, batch for the gather), so a training
 //   step needs no host upload and no readback.
-
-struct LossParams {
-    batch: u32, classes: u32, advance: u32, label_smoothing: f32,   // advance: bit 0 step, bit 1 batch
-}
 
 struct State {
     step: u32,
@@ -29,7 +20,7 @@ struct Metrics {
     nonfinite: u32,   // set when a non-finite loss was seen
 }
 
-@group(0) @binding(0) var<uniform> P: LossParams;
+@group(0) @binding(0) var<uniform> LP: LossParams;
 @group(0) @binding(1) var<storage, read> logits: array<f32>;         // [B, K]
 @group(0) @binding(2) var<storage, read> labels: array<u32>;         // [B]
 @group(0) @binding(3) var<storage, read_write> dlogits: array<f32>;  // [B, K]
@@ -41,53 +32,17 @@ struct Metrics {
 // gradient by its class's weight (advance bit 2); evaluation does not
 @group(0) @binding(8) var<storage, read> class_weights: array<f32>;   // [K]
 
+fn loss_logit(n: u32, k: u32) -> f32 {
+    return logits[n * LP.classes + k];
+}
+
 @compute @workgroup_size(64)
 fn softmax_xent(@builtin(global_invocation_id) gid: vec3<u32>) {
     let n = gid.x;
-    if (n >= P.batch) {
+    if (n >= LP.batch) {
         return;
     }
-    let base = n * P.classes;
-    var mx = logits[base];
-    var arg = 0u;
-    for (var k = 1u; k < P.classes; k++) {
-        let v = logits[base + k];
-        if (v > mx) {
-            mx = v;
-            arg = k;
-        }
-    }
-    var sum = 0.0;
-    for (var k = 0u; k < P.classes; k++) {
-        sum += exp(logits[base + k] - mx);
-    }
-    let label = labels[n];
-    let lse = mx + log(sum);
-    let s = P.label_smoothing;
-    let on = 1.0 - s + s / f32(P.classes);
-    let off = s / f32(P.classes);
-    var target_dot = logits[base + label];
-    if (s != 0.0) {
-        target_dot = 0.0;
-        for (var k = 0u; k < P.classes; k++) {
-            target_dot += select(off, on, k == label) * logits[base + k];
-        }
-    }
-    var weight = 1.0;
-    if ((P.advance & 4u) != 0u) {
-        weight = class_weights[label];
-    }
-    per_example[2u * n] = (lse - target_dot) * weight;
-    per_example[2u * n + 1u] = select(0.0, 1.0, arg == label);
-    let inv_b = 1.0 / f32(P.batch);
-    for (var k = 0u; k < P.classes; k++) {
-        let p = exp(logits[base + k] - mx) / sum;
-        var t = select(0.0, 1.0, k == label);
-        if (s != 0.0) {
-            t = select(off, on, k == label);
-        }
-        dlogits[base + k] = (p - t) * weight * inv_b;
-    }
+    softmax_xent_row(n);
 }
 
 var<workgroup> lanes: array<vec2<f32>, 64>;
@@ -95,7 +50,7 @@ var<workgroup> lanes: array<vec2<f32>, 64>;
 @compute @workgroup_size(64)
 fn accumulate(@builtin(local_invocation_index) lid: u32) {
     var acc = vec2<f32>(0.0);
-    for (var n = lid; n < P.batch; n += 64u) {
+    for (var n = lid; n < LP.batch; n += 64u) {
         acc += vec2<f32>(per_example[2u * n], per_example[2u * n + 1u]);
     }
     lanes[lid] = acc;
@@ -111,7 +66,7 @@ fn accumulate(@builtin(local_invocation_index) lid: u32) {
     }
     let ce = lanes[0].x;
     let correct = lanes[0].y;
-    let b = f32(P.batch);
+    let b = f32(LP.batch);
     let loss = ce / b + reg_loss[0];
     if (!(abs(loss) <= 3.4e38)) {
         metrics.nonfinite = 1u;
@@ -119,10 +74,10 @@ fn accumulate(@builtin(local_invocation_index) lid: u32) {
     metrics.loss_sum += loss * b;
     metrics.correct += correct;
     metrics.count += b;
-    if ((P.advance & 1u) != 0u) {
+    if ((LP.advance & 1u) != 0u) {
         state.step += 1u;
     }
-    if ((P.advance & 2u) != 0u) {
+    if ((LP.advance & 2u) != 0u) {
         state.batch += 1u;
     }
 }

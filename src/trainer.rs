@@ -40,6 +40,9 @@ pub struct Setup {
     /// run a relu conv followed by a 2x2 max-pool as one fused op where the kernel set can (the
     /// default), or as separate ops
     pub fuse: bool,
+    /// with `fuse`, compute the loss in the last op's forward where it can (the default; the results are
+    /// bit-identical either way: false is for the tests that show it)
+    pub fuse_loss: bool,
     /// the kernel shapes (None: the context's)
     pub kernel_set: Option<KernelSet>,
     /// the run's seed: dropout masks are a function of (seed, layer, step, element)
@@ -69,6 +72,7 @@ impl Setup {
             optimizer,
             batch_size,
             fuse: true,
+            fuse_loss: true,
             kernel_set: None,
             seed: 0,
             loss: Default::default(),
@@ -890,6 +894,7 @@ pub(crate) fn step_setup(setup: &Setup, set: KernelSet) -> StepSetup<'_> {
         batch: setup.batch_size,
         set,
         fuse: setup.fuse,
+        fuse_loss: setup.fuse_loss,
         seed: setup.seed,
         label_smoothing: setup.loss.label_smoothing,
         val: setup.validation.as_ref(),

@@ -448,6 +448,64 @@ fn both_kernel_sets_fused_or_not_train_alike() {
     }
 }
 
+/// The loss computed at the end of the last dense op's forward (`Op::forward_with_loss`, one dispatch
+/// fewer) trains bit for bit as the separate loss kernel does: both kernel sets, label smoothing and
+/// class weights, a short last batch, the odd models (3, 4 and 5 classes) and the reference (10).
+#[test]
+fn the_loss_fused_into_the_last_dense_forward_is_bit_identical() {
+    use clampnet::gpu::KernelSet;
+    let (ctx, _g) = gpu();
+    let mut rng = TestRng::new(31);
+    let mut specs = odd_models();
+    specs.push(clampnet::model::ModelSpec::reference());
+    for (mi, spec) in specs.into_iter().enumerate() {
+        let plan = ModelPlan::new(&spec).unwrap();
+        let train = random_split(&mut rng, 29, &plan);
+        let test = random_split(&mut rng, 11, &plan);
+        let w0 = init_weights(&plan, 3);
+        let weights: Vec<f32> = (0..plan.classes).map(|k| 0.5 + k as f32 * 0.25).collect();
+        for set in [KernelSet::Cpu, KernelSet::Gpu] {
+            for (smoothing, class_weight) in [(0.0, None), (0.1, Some(weights.clone()))] {
+                let mut results = Vec::new();
+                for fuse_loss in [false, true] {
+                    let mut setup = Setup {
+                        fuse_loss,
+                        kernel_set: Some(set),
+                        class_weight: class_weight.clone(),
+                        ..Setup::new(plan.clone(), Default::default(), Settings::default(), 8)
+                    };
+                    if smoothing != 0.0 {
+                        setup.loss.kind = clampnet::losses::LossKind::Categorical;
+                        setup.loss.label_smoothing = smoothing;
+                    }
+                    let mut t = Trainer::new(ctx, setup, &train, &test, &w0).unwrap();
+                    let mut losses = Vec::new();
+                    for epoch in 1..=2 {
+                        let order = epoch_order(29, 1, epoch, true);
+                        let s = t.train_epoch(epoch, &order, &mut |_| {}).unwrap();
+                        let e = t.evaluate().unwrap();
+                        losses.extend([s.train.loss, s.train.accuracy, e.loss, e.accuracy]);
+                    }
+                    let w: Vec<Vec<f32>> = t
+                        .weights()
+                        .unwrap()
+                        .into_iter()
+                        .map(|(_, _, w)| w)
+                        .collect();
+                    results.push((losses, w));
+                }
+                let what = format!("model {mi} {set:?} smoothing {smoothing}");
+                let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&results[0].0), bits(&results[1].0), "{what}: metrics");
+                for (i, (a, b)) in results[0].1.iter().zip(&results[1].1).enumerate() {
+                    let same = a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits());
+                    assert!(same, "{what}: weight tensor {i} differs");
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn an_epoch_stopped_midway_and_resumed_in_a_new_trainer_is_bit_identical() {
     let (ctx, _g) = gpu();

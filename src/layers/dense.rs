@@ -13,7 +13,7 @@
 
 use serde::Deserialize;
 
-use super::{Build, Io, Layer, Op, OpOutput, ParamRestriction, TwinForward};
+use super::{Build, Io, Layer, LossIo, Op, OpOutput, ParamRestriction, TwinForward};
 use crate::config::de::{linear, positive_usize};
 use crate::config::{ConstraintConfig, RegularizerConfig};
 use crate::error::Result;
@@ -519,6 +519,28 @@ dense_kernel!(
     &[]
 );
 
+/// dense.wgsl with the loss (softmax_xent.wgsl) fused into the forward of a last op (dense_loss.wgsl).
+pub static LOSS_SHADER: Shader =
+    crate::shader!("dense.wgsl", "softmax_xent.wgsl", "dense_loss.wgsl");
+
+/// A last op's loss-fused forward: at most this many outputs (one example's logits in registers).
+pub const LOSS_FUSED_MAX_OUT: usize = 16;
+
+pub static FORWARD_REDUCE_LOSS: KernelDef = KernelDef {
+    name: "DenseForwardReduceLoss",
+    shader: &LOSS_SHADER,
+    entry: "dense_forward_reduce_loss",
+    constants: &[],
+    gated: false,
+};
+pub static FORWARD_LOSS_GPU: KernelDef = KernelDef {
+    name: "DenseForwardLossGpu",
+    shader: &LOSS_SHADER,
+    entry: "dense_forward_loss_gpu",
+    constants: &[],
+    gated: false,
+};
+
 pub static KERNELS: &[&KernelDef] = &[
     &FORWARD,
     &FORWARD4,
@@ -557,6 +579,8 @@ pub static KERNELS: &[&KernelDef] = &[
     &FORWARD_GPU,
     &BACKWARD_WEIGHT_GPU,
     &BACKWARD_INPUT_GPU,
+    &FORWARD_REDUCE_LOSS,
+    &FORWARD_LOSS_GPU,
 ];
 
 /// The uniform of dense.wgsl, field for field.
@@ -612,7 +636,16 @@ impl DenseOp {
         }
     }
 
-    fn forward_cpu(&self, r: &mut Recorder, io: &Io, rows: usize, u: &Buffer, p: &DenseParams) {
+    /// The CPU-shaped forward: partial sums per chunk of inputs, then their reduce (with the loss, where
+    /// `loss` is given).
+    fn forward_cpu(
+        &self,
+        r: &mut Recorder,
+        io: &Io,
+        rows: usize,
+        (u, p): (&Buffer, &DenseParams),
+        loss: Option<&LossIo>,
+    ) {
         let partials = r.scratch(
             &format!("{} forward partials", self.name),
             (p.chunks as usize * rows * self.out_n * 4) as u64,
@@ -648,13 +681,35 @@ impl DenseOp {
                 .bind("partials", &partials)
                 .grid((grid.0, rows.div_ceil(16) as u32, grid.2));
         }
-        let grid = r.grid_1d(rows * self.out_n, 64);
-        r.dispatch(&FORWARD_REDUCE)
-            .bind("P", u)
-            .span("bias", io.params, self.bias.offset, self.bias.len)
-            .bind("y", &self.out.y)
-            .bind("partials", &partials)
-            .grid(grid);
+        match loss {
+            None => {
+                let grid = r.grid_1d(rows * self.out_n, 64);
+                r.dispatch(&FORWARD_REDUCE)
+                    .bind("P", u)
+                    .span("bias", io.params, self.bias.offset, self.bias.len)
+                    .bind("y", &self.out.y)
+                    .bind("partials", &partials)
+                    .grid(grid);
+            }
+            Some(l) => {
+                let d = r
+                    .dispatch(&FORWARD_REDUCE_LOSS)
+                    .bind("P", u)
+                    .span("bias", io.params, self.bias.offset, self.bias.len)
+                    .bind("y", &self.out.y)
+                    .bind("partials", &partials);
+                self.bind_loss(d, l).grid((rows.div_ceil(16) as u32, 1, 1));
+            }
+        }
+    }
+
+    /// The loss' bindings of a loss-fused forward.
+    fn bind_loss<'r, 'a>(&self, d: DispatchBuilder<'r, 'a>, l: &LossIo) -> DispatchBuilder<'r, 'a> {
+        d.bind("LP", l.params)
+            .bind("labels", l.labels)
+            .bind("class_weights", l.class_weights)
+            .bind("dlogits", self.out.dy())
+            .bind("per_example", l.per_example)
     }
 
     fn backward_gpu(&self, r: &mut Recorder, io: &Io, rows: usize, u: &Buffer, dy: &Buffer) {
@@ -787,8 +842,30 @@ impl Op for DenseOp {
                 .span("bias", io.params, self.bias.offset, self.bias.len)
                 .bind("y", &self.out.y)
                 .grid(((self.out_n as u32).div_ceil(16), rows as u32, 1)),
-            KernelSet::Cpu => self.forward_cpu(r, io, rows, &u, &p),
+            KernelSet::Cpu => self.forward_cpu(r, io, rows, (&u, &p), None),
         }
+    }
+
+    fn forward_with_loss(&self, r: &mut Recorder, io: &Io, rows: usize, loss: &LossIo) -> bool {
+        if self.out_n > LOSS_FUSED_MAX_OUT || loss.classes != self.out_n || self.out.dy.is_none() {
+            return false;
+        }
+        let p = self.params(rows);
+        let u = r.uniform(&self.name, &p);
+        match self.set {
+            KernelSet::Gpu => {
+                let d = r
+                    .dispatch(&FORWARD_LOSS_GPU)
+                    .bind("P", &u)
+                    .bind("x", io.x)
+                    .span("kernel", io.params, self.kernel.offset, self.kernel.len)
+                    .span("bias", io.params, self.bias.offset, self.bias.len)
+                    .bind("y", &self.out.y);
+                self.bind_loss(d, loss).grid((1, rows as u32, 1));
+            }
+            KernelSet::Cpu => self.forward_cpu(r, io, rows, (&u, &p), Some(loss)),
+        }
+        true
     }
 
     fn backward(&self, r: &mut Recorder, io: &Io, rows: usize) {

@@ -343,8 +343,29 @@ pub trait Op: Send + Sync {
 
     fn forward(&self, r: &mut Recorder, io: &Io, rows: usize);
 
+    /// As the model's last op in a fused step: its forward with the loss (`step::loss`'s softmax
+    /// cross-entropy, into `loss.per_example` and its own output gradient) done by its last kernel.
+    /// Returns false, having recorded nothing, where it cannot: the step then records `forward` and the
+    /// loss kernel.
+    fn forward_with_loss(&self, _r: &mut Recorder, _io: &Io, _rows: usize, _loss: &LossIo) -> bool {
+        false
+    }
+
     /// Parameter gradients into `io.grads`, and dL/dx into `io.dx` where given.
     fn backward(&self, r: &mut Recorder, io: &Io, rows: usize);
+}
+
+/// What a last op's loss-fused forward binds besides its own buffers (`Op::forward_with_loss`).
+pub struct LossIo<'a> {
+    /// the loss uniform (`step::loss::LossParams`)
+    pub params: &'a Buffer,
+    /// the batch's labels, [rows]
+    pub labels: &'a Buffer,
+    /// Keras' class_weight, [classes]
+    pub class_weights: &'a Buffer,
+    /// each example's cross-entropy and correctness, [rows, 2]
+    pub per_example: &'a Buffer,
+    pub classes: usize,
 }
 
 /// Build the op of `plan`.

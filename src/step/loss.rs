@@ -1,12 +1,16 @@
 //! The loss and the metrics: fused softmax + categorical cross-entropy from the logits, sparse or
 //! with smoothed one-hot targets (and dL/dlogits), then the accumulation of Keras' loss tracker (the batch-size-weighted mean, the
 //! regularization loss included) and accuracy, which also advances the step state on the GPU.
-//! Shader: shaders/loss.wgsl. Twin: `reference::softmax_xent`.
+//! In a fused step a dense last op of at most 16 outputs computes the loss at the end of its forward
+//! (`Op::forward_with_loss`, shaders/dense_loss.wgsl), and only `accumulate` is dispatched here.
+//! Shaders: shaders/softmax_xent.wgsl (the per-example math, shared) + shaders/loss.wgsl. Twin:
+//! `reference::softmax_xent`.
 
 use super::gather::GpuSplit;
 use crate::gpu::{Buffer, Context, KernelDef, Recorder, Shader};
+use crate::layers::LossIo;
 
-pub static SHADER: Shader = crate::shader!("loss.wgsl");
+pub static SHADER: Shader = crate::shader!("softmax_xent.wgsl", "loss.wgsl");
 
 pub static SOFTMAX_XENT: KernelDef = KernelDef {
     name: "SoftmaxXent",
@@ -90,16 +94,9 @@ impl Loss {
         }
     }
 
-    /// The loss of `rows` examples from `logits` and the labels `y`, writing dL/dlogits; then (in
-    /// `accumulate`) their metrics, advancing the optimizer step when `training`. Returns the uniform
-    /// both read.
-    pub fn record_softmax_xent(
-        &self,
-        r: &mut Recorder,
-        (logits, y, dlogits): (&Buffer, &Buffer, &Buffer),
-        rows: usize,
-        training: bool,
-    ) -> Buffer {
+    /// The uniform of the loss over `rows` examples (and of `accumulate` after it), in a training step
+    /// when `training`.
+    pub fn params(&self, r: &mut Recorder, rows: usize, training: bool) -> Buffer {
         let p = LossParams {
             batch: rows as u32,
             classes: self.classes as u32,
@@ -110,22 +107,58 @@ impl Loss {
             },
             label_smoothing: self.label_smoothing,
         };
-        let u = r.uniform("loss", &p);
+        r.uniform("loss", &p)
+    }
+
+    /// What a last op binds to compute this loss in its forward (`Op::forward_with_loss`), with the
+    /// uniform `u` and the batch's labels `y`.
+    pub fn io<'a>(&'a self, u: &'a Buffer, y: &'a Buffer) -> LossIo<'a> {
+        LossIo {
+            params: u,
+            labels: y,
+            class_weights: &self.class_weights,
+            per_example: &self.per_example,
+            classes: self.classes,
+        }
+    }
+
+    /// The loss of `rows` examples from `logits` and the labels `y`, writing dL/dlogits; then (in
+    /// `accumulate`) their metrics, advancing the optimizer step when `training`. Returns the uniform
+    /// both read.
+    pub fn record_softmax_xent(
+        &self,
+        r: &mut Recorder,
+        io: (&Buffer, &Buffer, &Buffer),
+        rows: usize,
+        training: bool,
+    ) -> Buffer {
+        let u = self.params(r, rows, training);
+        self.record_softmax_xent_with(r, &u, io, rows);
+        u
+    }
+
+    /// The loss kernel with the uniform `u` (from `params`).
+    pub fn record_softmax_xent_with(
+        &self,
+        r: &mut Recorder,
+        u: &Buffer,
+        (logits, y, dlogits): (&Buffer, &Buffer, &Buffer),
+        rows: usize,
+    ) {
         r.dispatch(&SOFTMAX_XENT)
-            .bind("P", &u)
+            .bind("LP", u)
             .bind("logits", logits)
             .bind("labels", y)
             .bind("class_weights", &self.class_weights)
             .bind("dlogits", dlogits)
             .bind("per_example", &self.per_example)
             .grid((rows.div_ceil(64) as u32, 1, 1));
-        u
     }
 
     /// Add this batch to the split's metrics (with the regularization loss `reg`) and advance its state.
     pub fn record_accumulate(&self, r: &mut Recorder, u: &Buffer, reg: &Buffer, split: &GpuSplit) {
         r.dispatch(&ACCUMULATE)
-            .bind("P", u)
+            .bind("LP", u)
             .bind("per_example", &self.per_example)
             .bind("reg_loss", reg)
             .bind("metrics", &split.metrics)

@@ -12,7 +12,7 @@ pub mod loss;
 use crate::data::Split;
 use crate::error::{Error, Result};
 use crate::gpu::{Buffer, Context, Dispatch, KernelDef, KernelSet, Pipelines, Recorder};
-use crate::layers::{build_op, Build, Io, Op};
+use crate::layers::{build_op, Build, Io, LossIo, Op};
 use crate::model::{fuse, ModelPlan};
 use crate::optim::{Settings, Update, UpdateIo};
 use crate::restrict::Restrictions;
@@ -52,6 +52,8 @@ pub struct Network {
     ops: Vec<Box<dyn Op>>,
     /// per op: an earlier op has weights, so its backward writes the gradient of its input
     needs_dx: Vec<bool>,
+    /// the last op may compute the loss in its forward (a fused step: `StepSetup::fuse_loss`)
+    pub fuse_loss: bool,
 }
 
 impl Network {
@@ -93,6 +95,7 @@ impl Network {
             input,
             ops,
             needs_dx: plans.iter().map(|p| p.needs_dx).collect(),
+            fuse_loss: fuse,
             model,
         })
     }
@@ -120,6 +123,29 @@ impl Network {
         for (i, op) in self.ops.iter().enumerate() {
             op.forward(r, &self.io(i, state), rows);
         }
+    }
+
+    /// Each op's forward, the last one with the loss `loss` where the step is fused
+    /// and the op can (`Op::forward_with_loss`). Returns whether the loss was recorded.
+    pub fn record_forward_with_loss(
+        &self,
+        r: &mut Recorder,
+        rows: usize,
+        state: Option<&Buffer>,
+        loss: &LossIo,
+    ) -> bool {
+        let last = self.ops.len() - 1;
+        for (i, op) in self.ops.iter().enumerate() {
+            let io = self.io(i, state);
+            let fusable = i == last && self.fuse_loss;
+            if !(fusable && op.forward_with_loss(r, &io, rows, loss)) {
+                op.forward(r, &io, rows);
+                if i == last {
+                    return false;
+                }
+            }
+        }
+        true
     }
 
     /// Each op's backward, last first, in the training step of `state`.
@@ -220,6 +246,8 @@ pub struct StepSetup<'a> {
     pub batch: usize,
     pub set: KernelSet,
     pub fuse: bool,
+    /// with `fuse`: the loss in the last op's forward where it can (bit-identical either way)
+    pub fuse_loss: bool,
     /// the run's seed (dropout masks)
     pub seed: u64,
     /// the loss' label smoothing (0: none)
@@ -282,7 +310,7 @@ impl Step {
             .collect();
         let update = Update::new_many(ctx, &s.model, &each, steps_per_epoch)?;
         let classes = s.model.classes;
-        let net = Network::new(
+        let mut net = Network::new(
             ctx,
             s.model,
             (
@@ -294,6 +322,7 @@ impl Step {
             true,
             parts[0].weights,
         )?;
+        net.fuse_loss &= s.fuse_loss;
         for (m, p) in parts.iter().enumerate().skip(1) {
             ctx.write_model(&net.params, m, 0, &flatten_weights(&net.model, p.weights)?);
         }
@@ -370,13 +399,12 @@ impl Step {
         net.input.record(r, split, rows, full_batch);
         // a training step's ops read its step state (dropout masks); evaluation is inference
         let state = (mode == Mode::Train).then_some(&split.state);
-        net.record_forward(r, rows, state);
-        let u = self.loss.record_softmax_xent(
-            r,
-            (net.logits(), &net.input.y, dlogits),
-            rows,
-            mode == Mode::Train,
-        );
+        let u = self.loss.params(r, rows, mode == Mode::Train);
+        // the loss in the last op's forward where it can; else its own kernel
+        if !net.record_forward_with_loss(r, rows, state, &self.loss.io(&u, &net.input.y)) {
+            self.loss
+                .record_softmax_xent_with(r, &u, (net.logits(), &net.input.y, dlogits), rows);
+        }
         if mode == Mode::Train {
             net.record_backward(r, rows, state);
             let grads = net
