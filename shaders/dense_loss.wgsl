@@ -42,11 +42,16 @@ fn dense_forward_loss_gpu(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_i
     let n = wg.y;
     forward_gpu_sums(n, 0u, lid);
     if (lid == 0u) {
-        for (var o = 0u; o < P.out_n; o++) {
-            let v = forward_gpu_output(0u, o);
-            y[n * P.out_n + o] = v;
-            row[o] = v;
-        }
-        softmax_xent_row(n);
+        loss_tail(n);
     }
+}
+
+// Example n's outputs from the sums forward_gpu_sums left, then its loss (one invocation).
+fn loss_tail(n: u32) {
+    for (var o = 0u; o < P.out_n; o++) {
+        let v = forward_gpu_output(0u, o);
+        y[n * P.out_n + o] = v;
+        row[o] = v;
+    }
+    softmax_xent_row(n);
 }

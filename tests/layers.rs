@@ -710,6 +710,65 @@ fn every_op_matches_its_twin_in_both_kernel_sets_and_gate_variants() {
     }
 }
 
+/// The opt-in subgroup path (`--subgroups`): the GPU set's dense forward summing across invocations with
+/// subgroupAdd matches the twin on every dense case (lavapipe has the feature: 8-wide subgroups, so 32
+/// of them per workgroup). Skipped, saying so, on an adapter without subgroups (the GL pass).
+#[test]
+fn dense_with_subgroups_matches_its_twin() {
+    let (ctx, _g) = gpu_subgroups();
+    if !ctx.subgroups {
+        eprintln!("skipped: {} has no subgroup feature", ctx.info.name);
+        return;
+    }
+    let pipes = Pipelines::new(ctx, &clampnet::step::kernels()).unwrap();
+    let mut rng = TestRng::new(37);
+    let mut checked = 0;
+    for c in cases() {
+        let plan = ModelPlan::partial(&ModelSpec {
+            input: c.input,
+            layers: c.layers.clone(),
+            names: Vec::new(),
+        })
+        .unwrap();
+        let kind = plan.layers.last().unwrap().spec.kind();
+        if kind.keras_class() != "Dense" {
+            continue;
+        }
+        for &batch in c.batches {
+            let x = rand_vec(&mut rng, batch * plan.input_len(), 1.0);
+            let w: Vec<Vec<f32>> = plan
+                .params
+                .iter()
+                .map(|p| rand_vec(&mut rng, p.len, 0.5))
+                .collect();
+            let w64: Vec<Vec<f64>> = w.iter().map(|t| to64(t)).collect();
+            let dy = rand_vec(
+                &mut rng,
+                batch * plan.layers.last().unwrap().output.len(),
+                1.0,
+            );
+            let twin = run_twin(&plan, batch, &to64(&x), &w64, &to64(&dy));
+            let got = run_gpu(
+                ctx,
+                &pipes,
+                &plan,
+                KernelSet::Gpu,
+                // the op applies relu' itself (GATE) where it has relu, as the twin does
+                (kind.relu(), true),
+                batch,
+                (&x, &w, &dy),
+            );
+            let what = format!("{} (batch {batch}, subgroups)", c.what);
+            assert_close64(&format!("{what} y"), &got.y, &twin.y, 1e-5, 1e-5);
+            for (p, (g, t)) in plan.params.iter().zip(got.grads.iter().zip(&twin.grads)) {
+                assert_close64(&format!("{what} d{}", p.name), g, t, 1e-5, 1e-5);
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked >= 3, "dense cases: {checked}");
+}
+
 #[test]
 fn every_layer_twin_matches_finite_differences() {
     let mut rng = TestRng::new(32);

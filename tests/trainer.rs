@@ -506,6 +506,65 @@ fn the_loss_fused_into_the_last_dense_forward_is_bit_identical() {
     }
 }
 
+/// The opt-in subgroup path trains as the baseline does, to rounding: the GPU kernel set on a device with
+/// subgroups (`--subgroups`) against the same set without, the odd models and the reference, its dense
+/// forward (with the loss) the subgroup kernel. Skipped, saying so, where the adapter lacks subgroups.
+#[test]
+fn the_subgroup_kernels_train_as_the_baseline_does() {
+    use clampnet::gpu::KernelSet;
+    let (sub, _g) = gpu_subgroups();
+    if !sub.subgroups {
+        eprintln!("skipped: {} has no subgroup feature", sub.info.name);
+        return;
+    }
+    drop(_g);
+    let mut rng = TestRng::new(41);
+    let mut specs = odd_models();
+    specs.push(clampnet::model::ModelSpec::reference());
+    for (mi, spec) in specs.into_iter().enumerate() {
+        let plan = ModelPlan::new(&spec).unwrap();
+        let train = random_split(&mut rng, 29, &plan);
+        let w0 = init_weights(&plan, 7);
+        let mut results = Vec::new();
+        for subgroups in [false, true] {
+            let (ctx, _g) = if subgroups { gpu_subgroups() } else { gpu() };
+            let setup = Setup {
+                kernel_set: Some(KernelSet::Gpu),
+                ..Setup::new(
+                    plan.clone(),
+                    every_restriction(&plan),
+                    Settings::default(),
+                    8,
+                )
+            };
+            let mut t = Trainer::new(ctx, setup, &train, &train, &w0).unwrap();
+            let listing = t.dispatch_listing().unwrap();
+            assert_eq!(
+                listing.contains("Subgroups"),
+                subgroups,
+                "model {mi}: the subgroup kernels run exactly where opted in to:\n{listing}"
+            );
+            let s = t
+                .train_epoch(1, &epoch_order(29, 1, 1, true), &mut |_| {})
+                .unwrap();
+            let e = t.evaluate().unwrap();
+            results.push((s.train.loss, e.loss, e.accuracy, t.weights().unwrap()));
+        }
+        let (a, b) = (&results[0], &results[1]);
+        let what = format!("model {mi} with subgroups");
+        assert_close64(
+            &format!("{what} losses"),
+            &[a.0, a.1, a.2],
+            &[b.0, b.1, b.2],
+            1e-6,
+            1e-5,
+        );
+        for ((name, _, x), (_, _, y)) in a.3.iter().zip(&b.3) {
+            assert_close(&format!("{what} {name}"), x, y, 1e-6, 1e-5);
+        }
+    }
+}
+
 #[test]
 fn an_epoch_stopped_midway_and_resumed_in_a_new_trainer_is_bit_identical() {
     let (ctx, _g) = gpu();

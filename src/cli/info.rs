@@ -23,7 +23,8 @@ pub fn run(g: GpuArgs) -> Result<()> {
             a.max_compute_workgroup_storage_size / 1024,
         );
         println!(
-            "    optional features present: {} (clampnet requests none: baseline WebGPU only)",
+            "    optional features present: {} (clampnet requests none by default: baseline WebGPU; \
+             subgroup with --subgroups, timestamp-query for bench --kernels)",
             if a.optional_features.is_empty() {
                 "none".to_string()
             } else {
@@ -36,8 +37,9 @@ pub fn run(g: GpuArgs) -> Result<()> {
         portability::check_all_k_models(&kernels).map(|k| (n, k))
     }) {
         Ok((n, k)) => println!(
-            "shaders: {n} kernel variants validated by naga and translated to {}; their {k} K-model variants (a sweep's trials in one step) too",
-            portability::TARGETS.join(", ")
+            "shaders: {n} kernel variants validated by naga and translated to {} (the {sub} opt-in subgroup ones with the subgroup capability, to SPIR-V 1.3, MSL 2.3 and HLSL 6.0); their {k} K-model variants (a sweep's trials in one step) too",
+            portability::TARGETS.join(", "),
+            sub = kernels.iter().filter(|k| k.shader.needs_subgroups()).count(),
         ),
         Err(errors) => println!(
             "shaders: {} kernel variants fail to translate:\n  {}",

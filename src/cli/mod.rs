@@ -51,6 +51,11 @@ pub struct GpuArgs {
     /// the adapter's type; default: CLAMPNET_KERNEL_SET). Both compute the same results; for benchmarks and debugging
     #[arg(long, default_value = "auto", value_parser = ["auto", "cpu", "gpu"])]
     kernel_set: String,
+    /// Opt in to subgroup operations (WebGPU's optional `subgroup` feature) where the adapter has them:
+    /// the gpu kernel set's dense forward then sums across invocations with subgroupAdd. Results agree
+    /// with the baseline kernels to rounding, not bit for bit (default: CLAMPNET_SUBGROUPS=1, else off)
+    #[arg(long)]
+    subgroups: bool,
 }
 
 impl GpuArgs {
@@ -60,6 +65,7 @@ impl GpuArgs {
             adapter: self.adapter.clone(),
             timestamps: false,
             kernel_set: gpu::KernelSet::parse(&self.kernel_set).unwrap_or(None),
+            subgroups: self.subgroups,
         }
     }
 }

@@ -365,7 +365,13 @@ fn rewrite_entry(
                     "let {id} = vec3<u32>(clampnet_gid.x, clampnet_gid.y, clampnet_gid.z % {z});"
                 ));
             }
-            "local_invocation_index" | "local_invocation_id" => params.push(p.to_string()),
+            // within the workgroup: the same for every model
+            "local_invocation_index"
+            | "local_invocation_id"
+            | "subgroup_id"
+            | "num_subgroups"
+            | "subgroup_invocation_id"
+            | "subgroup_size" => params.push(p.to_string()),
             other => return Err(format!("{entry}: builtin {other} is not supported")),
         }
     }

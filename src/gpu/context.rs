@@ -57,6 +57,9 @@ pub struct GpuOptions {
     /// the kernel shapes to run (None: CLAMPNET_KERNEL_SET, else by the adapter's type,
     /// `KernelSet::for_adapter`)
     pub kernel_set: Option<KernelSet>,
+    /// opt in to the subgroup kernels (the optional `subgroup` feature) where the adapter has the
+    /// feature (also CLAMPNET_SUBGROUPS=1); elsewhere the baseline kernels, said in the log
+    pub subgroups: bool,
 }
 
 pub fn parse_backends(name: &str) -> Result<wgpu::Backends> {
@@ -80,6 +83,9 @@ pub struct Context {
     pub timestamps: bool,
     /// the kernel shapes trainers on this context run
     pub kernel_set: KernelSet,
+    /// the device was opened with the `subgroup` feature (`GpuOptions::subgroups`): the kernels that
+    /// have a subgroup variant run it
+    pub subgroups: bool,
     /// bytes of every buffer created through this context
     allocated: std::sync::atomic::AtomicU64,
     /// the pipelines built on this device, by their kernel list (`Pipelines::shared`): the runs of a
@@ -188,11 +194,23 @@ impl Context {
         // Baseline only, except timestamp queries when asked for (profiling) and present.
         let timestamps =
             opts.timestamps && adapter.features().contains(wgpu::Features::TIMESTAMP_QUERY);
-        let required_features = if timestamps {
+        let mut required_features = if timestamps {
             wgpu::Features::TIMESTAMP_QUERY
         } else {
             wgpu::Features::empty()
         };
+        // and subgroups, opted in to, where present
+        let asked = opts.subgroups
+            || std::env::var("CLAMPNET_SUBGROUPS").is_ok_and(|v| v == "1" || v == "true");
+        let subgroups = asked && adapter.features().contains(wgpu::Features::SUBGROUP);
+        if subgroups {
+            required_features |= wgpu::Features::SUBGROUP;
+        } else if asked {
+            log::warn!(
+                "subgroups asked for, but {} lacks the subgroup feature: the baseline kernels run",
+                info.name
+            );
+        }
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
                 label: Some("clampnet"),
@@ -235,9 +253,11 @@ impl Context {
             .or(from_env)
             .unwrap_or_else(|| KernelSet::for_adapter(&info));
         log::info!("kernel set: {kernel_set:?}");
+        log::info!("subgroup kernels: {}", if subgroups { "on" } else { "off" });
         Ok(Context {
             timestamps,
             kernel_set,
+            subgroups,
             allocated: Default::default(),
             pipeline_cache: Default::default(),
             failure,

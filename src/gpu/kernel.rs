@@ -15,6 +15,20 @@ pub struct Shader {
     pub source: &'static str,
 }
 
+/// The text of shaders/subgroups.wgsl, the first file of every shader with subgroup operations.
+pub const SUBGROUPS_PART: &str = include_str!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/shaders/subgroups.wgsl"
+));
+
+impl Shader {
+    /// The shader uses subgroup operations (its first file is shaders/subgroups.wgsl): it is built only
+    /// on a device with the `subgroup` feature (`Context::subgroups`).
+    pub fn needs_subgroups(&self) -> bool {
+        self.parts.first() == Some(&"subgroups.wgsl")
+    }
+}
+
 /// Declares a `Shader` of files under shaders/: `shader!("conv2d.wgsl")`, or
 /// `shader!("update_prologue.wgsl", "adam.wgsl")` for one read after the other.
 #[macro_export]

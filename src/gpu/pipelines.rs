@@ -101,6 +101,10 @@ impl Pipelines {
         let mut per_model = HashMap::new();
         for kernel in kernels {
             let file = kernel.shader.file;
+            // a subgroup kernel's module cannot be made without the feature; its baseline twin runs
+            if kernel.shader.needs_subgroups() && !ctx.subgroups {
+                continue;
+            }
             if variants.contains_key(&(kernel.name, false)) {
                 return Err(Error::gpu(
                     format!("kernel {}", kernel.name),

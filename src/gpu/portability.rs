@@ -9,21 +9,32 @@ use super::KernelDef;
 /// The backends every shader is translated to.
 pub const TARGETS: [&str; 5] = ["SPIR-V", "MSL", "HLSL 5.1", "GLSL ES 3.10", "GLSL 4.30"];
 
-/// Parse and validate one WGSL source with naga's default (baseline) capabilities.
+/// Parse and validate one WGSL source with naga's default (baseline) capabilities, plus subgroups for
+/// a shader that enables them (the opt-in subgroup kernels, shaders/subgroups.wgsl).
 pub fn validate(file: &str, src: &str) -> Result<(naga::Module, naga::valid::ModuleInfo), String> {
+    validate_caps(file, src, src.starts_with(super::kernel::SUBGROUPS_PART))
+}
+
+/// `validate`, with the subgroup capability where `subgroups`.
+fn validate_caps(
+    file: &str,
+    src: &str,
+    subgroups: bool,
+) -> Result<(naga::Module, naga::valid::ModuleInfo), String> {
     let module = naga::front::wgsl::parse_str(src)
         .map_err(|e| format!("shaders/{file}: {}", e.emit_to_string(src)))?;
-    let info = naga::valid::Validator::new(
-        naga::valid::ValidationFlags::all(),
-        naga::valid::Capabilities::default(),
-    )
-    .validate(&module)
-    .map_err(|e| {
-        format!(
-            "shaders/{file}: validation with baseline capabilities: {}",
-            e.emit_to_string(src)
-        )
-    })?;
+    let (caps, which) = match subgroups {
+        true => (naga::valid::Capabilities::SUBGROUP, "baseline + subgroup"),
+        false => (naga::valid::Capabilities::default(), "baseline"),
+    };
+    let info = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), caps)
+        .validate(&module)
+        .map_err(|e| {
+            format!(
+                "shaders/{file}: validation with {which} capabilities: {}",
+                e.emit_to_string(src)
+            )
+        })?;
     Ok((module, info))
 }
 
@@ -41,7 +52,7 @@ pub fn translate_k_models(kernel: &KernelDef, gate: bool) -> Result<(), String> 
 
 fn translate_source(kernel: &KernelDef, gate: bool, source: &str) -> Result<(), String> {
     let (file, entry) = (kernel.shader.file, kernel.entry);
-    let (module, info) = validate(file, source)?;
+    let (module, info) = validate_caps(file, source, kernel.shader.needs_subgroups())?;
     let mut constants = naga::back::PipelineConstants::default();
     for (name, value) in kernel.constants(gate) {
         constants.insert(name.to_string(), value);
@@ -62,18 +73,30 @@ fn translate_source(kernel: &KernelDef, gate: bool, source: &str) -> Result<(), 
         shader_stage: stage,
         entry_point: entry.into(),
     };
-    spv::write_vec(&module, &info, &spv::Options::default(), Some(&spv_pipe))
-        .map_err(|e| at(TARGETS[0], &e))?;
+    // subgroup kernels: the versions that have subgroup operations (SPIR-V 1.3, MSL 2.3, HLSL SM 6.0)
+    let sub = kernel.shader.needs_subgroups();
+    let spv_opts = spv::Options {
+        lang_version: if sub { (1, 3) } else { (1, 0) },
+        ..Default::default()
+    };
+    spv::write_vec(&module, &info, &spv_opts, Some(&spv_pipe)).map_err(|e| at(TARGETS[0], &e))?;
 
     let msl_pipe = msl::PipelineOptions {
         entry_point: Some((stage, entry.into())),
         ..Default::default()
     };
-    msl::write_string(&module, &info, &msl::Options::default(), &msl_pipe)
-        .map_err(|e| at(TARGETS[1], &e))?;
+    let msl_opts = msl::Options {
+        lang_version: if sub { (2, 3) } else { (1, 0) },
+        ..Default::default()
+    };
+    msl::write_string(&module, &info, &msl_opts, &msl_pipe).map_err(|e| at(TARGETS[1], &e))?;
 
     let hlsl_opts = hlsl::Options {
-        shader_model: hlsl::ShaderModel::V5_1,
+        shader_model: if sub {
+            hlsl::ShaderModel::V6_0
+        } else {
+            hlsl::ShaderModel::V5_1
+        },
         ..Default::default()
     };
     let hlsl_pipe = hlsl::PipelineOptions {

@@ -221,6 +221,7 @@ impl Layer for Dense {
             set: b.set,
             out: b.outputs(plan, dy_uniform)?,
             dy_uniform,
+            subgroups: b.ctx.subgroups,
         }))
     }
 }
@@ -541,6 +542,30 @@ pub static FORWARD_LOSS_GPU: KernelDef = KernelDef {
     gated: false,
 };
 
+/// The GPU set's dense forward with subgroup sums (opt-in: `Context::subgroups`).
+pub static SUBGROUP_SHADER: Shader = crate::shader!(
+    "subgroups.wgsl",
+    "dense.wgsl",
+    "softmax_xent.wgsl",
+    "dense_loss.wgsl",
+    "dense_subgroups.wgsl"
+);
+
+pub static FORWARD_GPU_SG: KernelDef = KernelDef {
+    name: "DenseForwardGpuSubgroups",
+    shader: &SUBGROUP_SHADER,
+    entry: "dense_forward_gpu_sg",
+    constants: &[],
+    gated: false,
+};
+pub static FORWARD_LOSS_GPU_SG: KernelDef = KernelDef {
+    name: "DenseForwardLossGpuSubgroups",
+    shader: &SUBGROUP_SHADER,
+    entry: "dense_forward_loss_gpu_sg",
+    constants: &[],
+    gated: false,
+};
+
 pub static KERNELS: &[&KernelDef] = &[
     &FORWARD,
     &FORWARD4,
@@ -581,6 +606,8 @@ pub static KERNELS: &[&KernelDef] = &[
     &BACKWARD_INPUT_GPU,
     &FORWARD_REDUCE_LOSS,
     &FORWARD_LOSS_GPU,
+    &FORWARD_GPU_SG,
+    &FORWARD_LOSS_GPU_SG,
 ];
 
 /// The uniform of dense.wgsl, field for field.
@@ -621,6 +648,8 @@ struct DenseOp {
     out: OpOutput,
     /// `dy` can be bound as a uniform window (the CPU set's DY_UNIFORM variants)
     dy_uniform: bool,
+    /// the GPU set's forward with subgroup sums (the device has them, opted in to)
+    subgroups: bool,
 }
 
 impl DenseOp {
@@ -835,7 +864,10 @@ impl Op for DenseOp {
         let u = r.uniform(&self.name, &p);
         match self.set {
             KernelSet::Gpu => r
-                .dispatch(&FORWARD_GPU)
+                .dispatch(match self.subgroups {
+                    true => &FORWARD_GPU_SG,
+                    false => &FORWARD_GPU,
+                })
                 .bind("P", &u)
                 .bind("x", io.x)
                 .span("kernel", io.params, self.kernel.offset, self.kernel.len)
@@ -855,7 +887,10 @@ impl Op for DenseOp {
         match self.set {
             KernelSet::Gpu => {
                 let d = r
-                    .dispatch(&FORWARD_LOSS_GPU)
+                    .dispatch(match self.subgroups {
+                        true => &FORWARD_LOSS_GPU_SG,
+                        false => &FORWARD_LOSS_GPU,
+                    })
                     .bind("P", &u)
                     .bind("x", io.x)
                     .span("kernel", io.params, self.kernel.offset, self.kernel.len)

@@ -25,6 +25,22 @@ pub fn gpu() -> (&'static Context, MutexGuard<'static, ()>) {
     (ctx, guard)
 }
 
+static CTX_SUBGROUPS: OnceLock<Context> = OnceLock::new();
+
+/// A second context, opened with the opt-in subgroup kernels (`GpuOptions::subgroups`; its `subgroups`
+/// is false where the adapter lacks the feature), and the same lock.
+pub fn gpu_subgroups() -> (&'static Context, MutexGuard<'static, ()>) {
+    let (_, guard) = gpu();
+    let opts = GpuOptions {
+        subgroups: true,
+        ..Default::default()
+    };
+    let ctx = CTX_SUBGROUPS.get_or_init(|| {
+        Context::new(&opts).unwrap_or_else(|e| panic!("GPU tests need an adapter: {e}"))
+    });
+    (ctx, guard)
+}
+
 pub fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures")
