@@ -565,6 +565,64 @@ fn the_subgroup_kernels_train_as_the_baseline_does() {
     }
 }
 
+/// The GPU set's tiled dense kernels (`--gpu-tiles`: 4 examples per forward workgroup, the gradient
+/// staged in workgroup memory) train bit for bit as the untiled ones: the odd models and the reference,
+/// every restriction, relu heads (GATE) and short batches (1 to 7 rows past a multiple of 4 or 16).
+#[test]
+fn the_tiled_gpu_kernels_train_bit_identically() {
+    use clampnet::gpu::KernelSet;
+    let mut rng = TestRng::new(43);
+    let mut specs = odd_models();
+    specs.push(clampnet::model::ModelSpec::reference());
+    for (mi, spec) in specs.into_iter().enumerate() {
+        let plan = ModelPlan::new(&spec).unwrap();
+        let train = random_split(&mut rng, 45, &plan);
+        let test = random_split(&mut rng, 13, &plan);
+        let w0 = init_weights(&plan, 9);
+        for batch in [7, 18] {
+            let mut results = Vec::new();
+            for tiles in [false, true] {
+                let (ctx, _g) = if tiles { gpu_tiles() } else { gpu() };
+                let setup = Setup {
+                    kernel_set: Some(KernelSet::Gpu),
+                    ..Setup::new(
+                        plan.clone(),
+                        every_restriction(&plan),
+                        Settings::default(),
+                        batch,
+                    )
+                };
+                let mut t = Trainer::new(ctx, setup, &train, &test, &w0).unwrap();
+                let listing = t.dispatch_listing().unwrap();
+                assert_eq!(
+                    listing.contains("Tiled"),
+                    tiles,
+                    "model {mi}: the tiled kernels run exactly where opted in to:\n{listing}"
+                );
+                let mut m = Vec::new();
+                for epoch in 1..=2 {
+                    let order = epoch_order(45, 1, epoch, true);
+                    let s = t.train_epoch(epoch, &order, &mut |_| {}).unwrap();
+                    let e = t.evaluate().unwrap();
+                    m.extend([s.train.loss, s.train.accuracy, e.loss, e.accuracy]);
+                }
+                let w: Vec<Vec<u32>> = t
+                    .weights()
+                    .unwrap()
+                    .into_iter()
+                    .map(|(_, _, w)| w.iter().map(|v| v.to_bits()).collect())
+                    .collect();
+                results.push((m.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), w));
+            }
+            let what = format!("model {mi} batch {batch} tiled");
+            assert_eq!(results[0].0, results[1].0, "{what}: metrics");
+            for (i, (a, b)) in results[0].1.iter().zip(&results[1].1).enumerate() {
+                assert!(a == b, "{what}: weight tensor {i} differs");
+            }
+        }
+    }
+}
+
 #[test]
 fn an_epoch_stopped_midway_and_resumed_in_a_new_trainer_is_bit_identical() {
     let (ctx, _g) = gpu();

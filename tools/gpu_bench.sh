@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # clampnet against the strongest peers on a lent GPU (issue 16's GPU measurement), one prepared run:
-# `clampnet bench --kernels` (per-kernel GPU times, the whole step's GPU time) and the peers of the same
+# `clampnet bench --kernels` (per-kernel GPU times, the whole step's GPU time; also with the opt-in
+# --gpu-tiles and --subgroups kernels, to decide their defaults) and the peers of the same
 # model, batch sizes, warm-up and steps: PyTorch eager, torch.compile (default and reduce-overhead), a CUDA
 # graph of the whole step with fused capturable Adam (tools/bench_torch.py), and a jit-compiled JAX step
 # (tools/bench_jax.py), interleaved ROUNDS times, every run a JSON line in $OUT/gpu_bench.jsonl.
@@ -27,6 +28,9 @@ side() { # name, command...
 COMMON=(--batch-sizes "$SIZES" --steps "$STEPS" --warmup 20)
 for r in $(seq "$ROUNDS"); do
     side clampnet "$BIN" bench --json --kernels "${COMMON[@]}"
+    # the opt-in kernels, measured beside the default: tiled dense (bit-identical) and subgroup sums
+    side clampnet_gpu_tiles "$BIN" bench --json --kernels --gpu-tiles "${COMMON[@]}"
+    side clampnet_subgroups "$BIN" bench --json --kernels --subgroups "${COMMON[@]}"
     side torch_eager "$PY_TORCH" tools/bench_torch.py --mode eager "${COMMON[@]}"
     side torch_compile "$PY_TORCH" tools/bench_torch.py --mode compile "${COMMON[@]}"
     side torch_compile_reduce_overhead "$PY_TORCH" tools/bench_torch.py --mode compile --compile-mode reduce-overhead "${COMMON[@]}"

@@ -111,6 +111,8 @@ pub fn run(b: BenchArgs) -> Result<()> {
     let out = json!({
         "adapter": gpu::describe(&ctx.info),
         "kernel_set": ctx.kernel_set.name(),
+        "subgroups": ctx.subgroups,
+        "gpu_tiles": ctx.gpu_tiles,
         "model_parameters": plan.param_count(),
         "train_mflops_per_image": flops / 1e6,
         "steps": steps,
@@ -252,9 +254,11 @@ fn measure(
 
 fn print_table(out: &serde_json::Value, ctx: &Context) {
     println!(
-        "adapter: {}, {} kernels",
+        "adapter: {}, {} kernels{}{}",
         out["adapter"].as_str().unwrap_or("?"),
-        ctx.kernel_set.name()
+        ctx.kernel_set.name(),
+        if ctx.subgroups { ", subgroups" } else { "" },
+        if ctx.gpu_tiles { ", tiled dense" } else { "" }
     );
     println!(
         "model: {} parameters, {:.2} MFLOP per image per training step; {} timed steps after {} warm-up",

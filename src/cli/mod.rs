@@ -56,6 +56,11 @@ pub struct GpuArgs {
     /// with the baseline kernels to rounding, not bit for bit (default: CLAMPNET_SUBGROUPS=1, else off)
     #[arg(long)]
     subgroups: bool,
+    /// The gpu kernel set's tiled dense kernels (forward: 4 examples per workgroup; weight gradient: the
+    /// gradient staged in workgroup memory), for large batches: bit-identical to the untiled ones, not
+    /// yet measured on a GPU (default: CLAMPNET_GPU_TILES=1, else off)
+    #[arg(long)]
+    gpu_tiles: bool,
 }
 
 impl GpuArgs {
@@ -66,6 +71,7 @@ impl GpuArgs {
             timestamps: false,
             kernel_set: gpu::KernelSet::parse(&self.kernel_set).unwrap_or(None),
             subgroups: self.subgroups,
+            gpu_tiles: self.gpu_tiles,
         }
     }
 }

@@ -60,6 +60,9 @@ pub struct GpuOptions {
     /// opt in to the subgroup kernels (the optional `subgroup` feature) where the adapter has the
     /// feature (also CLAMPNET_SUBGROUPS=1); elsewhere the baseline kernels, said in the log
     pub subgroups: bool,
+    /// opt in to the GPU set's tiled dense kernels (also CLAMPNET_GPU_TILES=1): bit-identical to the
+    /// untiled ones, for large batches on GPUs, not yet measured on one
+    pub gpu_tiles: bool,
 }
 
 pub fn parse_backends(name: &str) -> Result<wgpu::Backends> {
@@ -86,6 +89,8 @@ pub struct Context {
     /// the device was opened with the `subgroup` feature (`GpuOptions::subgroups`): the kernels that
     /// have a subgroup variant run it
     pub subgroups: bool,
+    /// the GPU set's tiled dense kernels run (`GpuOptions::gpu_tiles`)
+    pub gpu_tiles: bool,
     /// bytes of every buffer created through this context
     allocated: std::sync::atomic::AtomicU64,
     /// the pipelines built on this device, by their kernel list (`Pipelines::shared`): the runs of a
@@ -254,10 +259,16 @@ impl Context {
             .unwrap_or_else(|| KernelSet::for_adapter(&info));
         log::info!("kernel set: {kernel_set:?}");
         log::info!("subgroup kernels: {}", if subgroups { "on" } else { "off" });
+        let gpu_tiles = opts.gpu_tiles
+            || std::env::var("CLAMPNET_GPU_TILES").is_ok_and(|v| v == "1" || v == "true");
+        if gpu_tiles {
+            log::info!("tiled dense kernels (gpu kernel set): on");
+        }
         Ok(Context {
             timestamps,
             kernel_set,
             subgroups,
+            gpu_tiles,
             allocated: Default::default(),
             pipeline_cache: Default::default(),
             failure,

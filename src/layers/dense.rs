@@ -222,6 +222,7 @@ impl Layer for Dense {
             out: b.outputs(plan, dy_uniform)?,
             dy_uniform,
             subgroups: b.ctx.subgroups,
+            tiles: b.ctx.gpu_tiles && self.units <= LOSS_FUSED_MAX_OUT,
         }))
     }
 }
@@ -542,6 +543,40 @@ pub static FORWARD_LOSS_GPU: KernelDef = KernelDef {
     gated: false,
 };
 
+/// Tiled shapes of the GPU set's dense forward and weight gradient (opt-in: `Context::gpu_tiles`),
+/// bit-identical to the untiled ones.
+pub static TILES_SHADER: Shader = crate::shader!(
+    "dense.wgsl",
+    "softmax_xent.wgsl",
+    "dense_loss.wgsl",
+    "dense_tiles.wgsl"
+);
+
+pub static FORWARD_TILED_GPU: KernelDef = KernelDef {
+    name: "DenseForwardTiledGpu",
+    shader: &TILES_SHADER,
+    entry: "dense_forward_tiled_gpu",
+    constants: &[],
+    gated: false,
+};
+pub static FORWARD_LOSS_TILED_GPU: KernelDef = KernelDef {
+    name: "DenseForwardLossTiledGpu",
+    shader: &TILES_SHADER,
+    entry: "dense_forward_loss_tiled_gpu",
+    constants: &[],
+    gated: false,
+};
+pub static BACKWARD_WEIGHT_TILED_GPU: KernelDef = KernelDef {
+    name: "DenseBackwardWeightTiledGpu",
+    shader: &TILES_SHADER,
+    entry: "dense_backward_weight_tiled_gpu",
+    constants: &[],
+    gated: true,
+};
+
+/// Examples per workgroup of the tiled forward (`TILE_EXAMPLES` in dense_tiles.wgsl).
+const TILE_EXAMPLES: usize = 4;
+
 /// The GPU set's dense forward with subgroup sums (opt-in: `Context::subgroups`).
 pub static SUBGROUP_SHADER: Shader = crate::shader!(
     "subgroups.wgsl",
@@ -608,6 +643,9 @@ pub static KERNELS: &[&KernelDef] = &[
     &FORWARD_LOSS_GPU,
     &FORWARD_GPU_SG,
     &FORWARD_LOSS_GPU_SG,
+    &FORWARD_TILED_GPU,
+    &FORWARD_LOSS_TILED_GPU,
+    &BACKWARD_WEIGHT_TILED_GPU,
 ];
 
 /// The uniform of dense.wgsl, field for field.
@@ -650,6 +688,8 @@ struct DenseOp {
     dy_uniform: bool,
     /// the GPU set's forward with subgroup sums (the device has them, opted in to)
     subgroups: bool,
+    /// the GPU set's tiled forward and weight gradient (opted in to; OUT <= 16); before `subgroups`
+    tiles: bool,
 }
 
 impl DenseOp {
@@ -742,8 +782,15 @@ impl DenseOp {
     }
 
     fn backward_gpu(&self, r: &mut Recorder, io: &Io, rows: usize, u: &Buffer, dy: &Buffer) {
-        let grid = r.grid_1d((self.in_n + 1) * self.out_n, 256);
-        r.dispatch(&BACKWARD_WEIGHT_GPU)
+        // tiled: an invocation per (input row, output quad)
+        let (kernel, grid) = match self.tiles {
+            true => (&BACKWARD_WEIGHT_TILED_GPU, r.grid_1d((self.in_n + 1) * 4, 256)),
+            false => (
+                &BACKWARD_WEIGHT_GPU,
+                r.grid_1d((self.in_n + 1) * self.out_n, 256),
+            ),
+        };
+        r.dispatch(kernel)
             .gate(self.gate)
             .bind("P", u)
             .bind("x", io.x)
@@ -863,17 +910,22 @@ impl Op for DenseOp {
         let p = self.params(rows);
         let u = r.uniform(&self.name, &p);
         match self.set {
-            KernelSet::Gpu => r
-                .dispatch(match self.subgroups {
-                    true => &FORWARD_GPU_SG,
-                    false => &FORWARD_GPU,
-                })
-                .bind("P", &u)
-                .bind("x", io.x)
-                .span("kernel", io.params, self.kernel.offset, self.kernel.len)
-                .span("bias", io.params, self.bias.offset, self.bias.len)
-                .bind("y", &self.out.y)
-                .grid(((self.out_n as u32).div_ceil(16), rows as u32, 1)),
+            KernelSet::Gpu => {
+                let (kernel, grid) = match (self.tiles, self.subgroups) {
+                    (true, _) => (&FORWARD_TILED_GPU, (1, rows.div_ceil(TILE_EXAMPLES) as u32, 1)),
+                    (false, sg) => (
+                        if sg { &FORWARD_GPU_SG } else { &FORWARD_GPU },
+                        ((self.out_n as u32).div_ceil(16), rows as u32, 1),
+                    ),
+                };
+                r.dispatch(kernel)
+                    .bind("P", &u)
+                    .bind("x", io.x)
+                    .span("kernel", io.params, self.kernel.offset, self.kernel.len)
+                    .span("bias", io.params, self.bias.offset, self.bias.len)
+                    .bind("y", &self.out.y)
+                    .grid(grid)
+            }
             KernelSet::Cpu => self.forward_cpu(r, io, rows, (&u, &p), None),
         }
     }
@@ -886,17 +938,19 @@ impl Op for DenseOp {
         let u = r.uniform(&self.name, &p);
         match self.set {
             KernelSet::Gpu => {
+                let (kernel, groups) = match (self.tiles, self.subgroups) {
+                    (true, _) => (&FORWARD_LOSS_TILED_GPU, rows.div_ceil(TILE_EXAMPLES)),
+                    (false, true) => (&FORWARD_LOSS_GPU_SG, rows),
+                    (false, false) => (&FORWARD_LOSS_GPU, rows),
+                };
                 let d = r
-                    .dispatch(match self.subgroups {
-                        true => &FORWARD_LOSS_GPU_SG,
-                        false => &FORWARD_LOSS_GPU,
-                    })
+                    .dispatch(kernel)
                     .bind("P", &u)
                     .bind("x", io.x)
                     .span("kernel", io.params, self.kernel.offset, self.kernel.len)
                     .span("bias", io.params, self.bias.offset, self.bias.len)
                     .bind("y", &self.out.y);
-                self.bind_loss(d, loss).grid((1, rows as u32, 1));
+                self.bind_loss(d, loss).grid((1, groups as u32, 1));
             }
             KernelSet::Cpu => self.forward_cpu(r, io, rows, (&u, &p), Some(loss)),
         }

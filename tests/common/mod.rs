@@ -41,6 +41,22 @@ pub fn gpu_subgroups() -> (&'static Context, MutexGuard<'static, ()>) {
     (ctx, guard)
 }
 
+static CTX_TILES: OnceLock<Context> = OnceLock::new();
+
+/// A third context, opened with the GPU set's tiled dense kernels (`GpuOptions::gpu_tiles`), and the
+/// same lock.
+pub fn gpu_tiles() -> (&'static Context, MutexGuard<'static, ()>) {
+    let (_, guard) = gpu();
+    let opts = GpuOptions {
+        gpu_tiles: true,
+        ..Default::default()
+    };
+    let ctx = CTX_TILES.get_or_init(|| {
+        Context::new(&opts).unwrap_or_else(|e| panic!("GPU tests need an adapter: {e}"))
+    });
+    (ctx, guard)
+}
+
 pub fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures")
