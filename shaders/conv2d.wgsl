@@ -1052,6 +1052,12 @@ fn conv2d_relu_maxpool2_forward_gpu(@builtin(workgroup_id) wg: vec3<u32>, @built
             }
         }
     }
+    pool_store_gpu(a, (n * out_ph * out_pw + pix) * P.out_c + o);
+}
+
+// relu + 2x2 max-pool of a window's 4 conv outputs a (row-major), stored at pooled element `out` with the
+// first maximum's position (strict >; 4 where the pooled value is 0)
+fn pool_store_gpu(a: vec4<f32>, out: u32) {
     var best = max(a.x, 0.0);
     var arg = 0u;
     let c1 = max(a.y, 0.0);
@@ -1061,9 +1067,65 @@ fn conv2d_relu_maxpool2_forward_gpu(@builtin(workgroup_id) wg: vec3<u32>, @built
     if (c2 > best) { arg = 2u; best = c2; }
     if (c3 > best) { arg = 3u; best = c3; }
     if (best <= 0.0) { arg = 4u; }
-    let out = (n * out_ph * out_pw + pix) * P.out_c + o;
     y[out] = best;
     argmax[out] = arg;
+}
+
+// k + 1 input rows of one example (every column and channel): the tiled forward's staged input (16 KiB)
+var<workgroup> conv_rows: array<f32, 4096>;
+
+fn staged_x(at: i32, ok: bool) -> f32 {
+    return select(0.0, conv_rows[u32(max(at, 0))], ok);
+}
+
+// conv2d_relu_maxpool2_forward_gpu with the input staged in workgroup memory (opt-in: `--gpu-tiles`;
+// where (k + 1) * W * IC <= 4096). grid (OH/2, B): one workgroup per (pooled row, example) loads the k + 1
+// input rows under it once (zeros for rows in the padding); then, looping by 256, one invocation per
+// (pooled pixel of the row, channel) computes its window's 4 conv outputs as the untiled kernel does,
+// reading the input from workgroup memory: the same products in the same order (bit-identical).
+@compute @workgroup_size(256)
+fn conv2d_relu_maxpool2_forward_tiled_gpu(@builtin(workgroup_id) wg: vec3<u32>,
+                                          @builtin(local_invocation_index) lid: u32) {
+    let out_ph = P.out_h / 2u;
+    let out_pw = P.out_w / 2u;
+    let ph = wg.x;
+    let n = wg.y;
+    let row = P.in_w * P.in_c;
+    let ih = i32(2u * ph) - i32(P.pad_h);
+    for (var j = lid; j < (P.k + 1u) * row; j += 256u) {
+        let h = ih + i32(j / row);
+        var v = 0.0;
+        if (h >= 0 && h < i32(P.in_h)) {
+            v = x[(n * P.in_h + u32(h)) * row + j % row];
+        }
+        conv_rows[j] = v;
+    }
+    workgroupBarrier();
+    let right = i32(P.in_c);
+    let down = i32(row);
+    for (var e = lid; e < out_pw * P.out_c; e += 256u) {
+        let o = e % P.out_c;
+        let pw = e / P.out_c;
+        let iw = i32(2u * pw) - i32(P.pad_w);
+        var a = vec4<f32>(bias[o]);
+        var t = 0u;
+        for (var di = 0u; di < P.k; di++) {
+            for (var dj = 0u; dj < P.k; dj++) {
+                let w = iw + i32(dj);
+                let w0 = w >= 0 && w < i32(P.in_w);
+                let w1 = w + 1 >= 0 && w + 1 < i32(P.in_w);
+                let base = i32(di) * down + w * i32(P.in_c);
+                for (var c = 0u; c < P.in_c; c++) {
+                    let at = base + i32(c);
+                    let v = vec4<f32>(staged_x(at, w0), staged_x(at + right, w1),
+                                      staged_x(at + down, w0), staged_x(at + down + right, w1));
+                    a += v * kernel[t * P.out_c + o];
+                    t++;
+                }
+            }
+        }
+        pool_store_gpu(a, ((n * out_ph + ph) * out_pw + pw) * P.out_c + o);
+    }
 }
 
 // 8 lanes x 10 patch rows x 32 channels of partial sums (10 KiB)

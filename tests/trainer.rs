@@ -565,15 +565,21 @@ fn the_subgroup_kernels_train_as_the_baseline_does() {
     }
 }
 
-/// The GPU set's tiled dense kernels (`--gpu-tiles`: 4 examples per forward workgroup, the gradient
-/// staged in workgroup memory) train bit for bit as the untiled ones: the odd models and the reference,
-/// every restriction, relu heads (GATE) and short batches (1 to 7 rows past a multiple of 4 or 16).
+/// The GPU set's tiled kernels (`--gpu-tiles`: the dense forward 4 examples per workgroup, the dense
+/// weight gradient with the incoming gradient staged in workgroup memory, the fused conv + pool forward
+/// with its input rows staged) train bit for bit as the untiled ones: the odd models (valid and same
+/// padding, leftover pool rows, RGB), the reference and the two-conv config, every restriction, relu
+/// dense layers (GATE) and short batches (1 to 7 rows past a multiple of 4 or 16).
 #[test]
 fn the_tiled_gpu_kernels_train_bit_identically() {
     use clampnet::gpu::KernelSet;
     let mut rng = TestRng::new(43);
     let mut specs = odd_models();
     specs.push(clampnet::model::ModelSpec::reference());
+    // two fused conv + pool ops, the second over 32 channels
+    let two_conv = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/two_conv.toml");
+    specs.push(clampnet::config::Config::load(&two_conv).unwrap().model);
+    let mut conv_tiled = 0;
     for (mi, spec) in specs.into_iter().enumerate() {
         let plan = ModelPlan::new(&spec).unwrap();
         let train = random_split(&mut rng, 45, &plan);
@@ -594,8 +600,9 @@ fn the_tiled_gpu_kernels_train_bit_identically() {
                 };
                 let mut t = Trainer::new(ctx, setup, &train, &test, &w0).unwrap();
                 let listing = t.dispatch_listing().unwrap();
+                conv_tiled += listing.contains("Conv2dReluMaxPool2ForwardTiledGpu") as usize;
                 assert_eq!(
-                    listing.contains("Tiled"),
+                    listing.contains("DenseBackwardWeightTiledGpu"),
                     tiles,
                     "model {mi}: the tiled kernels run exactly where opted in to:\n{listing}"
                 );
@@ -621,6 +628,8 @@ fn the_tiled_gpu_kernels_train_bit_identically() {
             }
         }
     }
+    // the fused conv + pool ops of models 0, 1, the reference and two_conv (twice), at two batch sizes
+    assert!(conv_tiled >= 8, "tiled conv forwards: {conv_tiled}");
 }
 
 #[test]

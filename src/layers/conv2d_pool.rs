@@ -32,6 +32,7 @@ pub static FUSION: Fusion = Fusion {
         &WEIGHT_PARTIALS_K3C1,
         &BACKWARD_INPUT_POOLED,
         &FORWARD_GPU,
+        &FORWARD_TILED_GPU,
         &WEIGHT_PARTIALS_GPU,
     ],
 };
@@ -135,6 +136,17 @@ pub static FORWARD_GPU: KernelDef = KernelDef {
     constants: &[],
     gated: false,
 };
+/// GPU shape, tiled (opt-in: `Context::gpu_tiles`): one workgroup per (pooled row, example), its input
+/// rows staged in workgroup memory; bit-identical to `FORWARD_GPU`
+pub static FORWARD_TILED_GPU: KernelDef = KernelDef {
+    name: "Conv2dReluMaxPool2ForwardTiledGpu",
+    shader: &SHADER,
+    entry: "conv2d_relu_maxpool2_forward_tiled_gpu",
+    constants: &[],
+    gated: false,
+};
+/// The tiled forward stages (k + 1) input rows of this many values at most (`conv_rows`, 16 KiB).
+const TILED_ROWS_MAX: usize = 4096;
 /// GPU shape: workgroups of 32 channels x 8 lanes over chunks of pooled positions
 pub static WEIGHT_PARTIALS_GPU: KernelDef = KernelDef {
     name: "Conv2dWeightPartialsPooledGpu",
@@ -194,6 +206,10 @@ fn build(model: &ModelPlan, plan: &OpPlan, b: &Build) -> Result<Box<dyn Op>> {
         b.ctx
             .storage_uniform_zeroed(&format!("{} kernel groups", plan.name), bytes)
     });
+    // the GPU set's tiled forward, where opted in to and its k + 1 input rows fit workgroup memory
+    let (_, w, ic) = core.input;
+    let tiles =
+        b.set == KernelSet::Gpu && b.ctx.gpu_tiles && (core.k + 1) * w * ic <= TILED_ROWS_MAX;
     // a first layer (no gradient to its input) keeps the pool's choices packed
     let packed = (groups.is_some() && !plan.needs_dx).then(|| {
         let (oh, ow, oc) = core.conv_out;
@@ -215,6 +231,7 @@ fn build(model: &ModelPlan, plan: &OpPlan, b: &Build) -> Result<Box<dyn Op>> {
             b.ctx
                 .storage_uniform_zeroed(&format!("{} kernel mirror", plan.name), (len * 4) as u64)
         }),
+        tiles,
     }))
 }
 
@@ -235,6 +252,8 @@ struct ConvPoolOp {
     /// K models stepping together (CPU kernel set): each model's kernel copied here before the
     /// forward, so that one uniform window holds all K (in the parameters, they are a model apart)
     mirror: Option<Buffer>,
+    /// the GPU set's tiled forward (`FORWARD_TILED_GPU`: opted in to, and its rows fit)
+    tiles: bool,
 }
 
 impl ConvPoolOp {
@@ -303,7 +322,14 @@ impl Op for ConvPoolOp {
         let (ph, pw) = (oh / 2, ow / 2);
         match self.set {
             KernelSet::Gpu => {
-                let d = r.dispatch(&FORWARD_GPU).bind("P", &u).bind("x", io.x).span(
+                let (kernel, grid) = match self.tiles {
+                    true => (&FORWARD_TILED_GPU, (ph as u32, rows as u32, 1)),
+                    false => (
+                        &FORWARD_GPU,
+                        ((ph * pw * oc).div_ceil(256) as u32, rows as u32, 1),
+                    ),
+                };
+                let d = r.dispatch(kernel).bind("P", &u).bind("x", io.x).span(
                     "kernel",
                     io.params,
                     c.kernel.offset,
@@ -312,7 +338,7 @@ impl Op for ConvPoolOp {
                 c.bias(d, io)
                     .bind("y", &self.out.y)
                     .bind("argmax", &self.argmax)
-                    .grid(((ph * pw * oc).div_ceil(256) as u32, rows as u32, 1))
+                    .grid(grid)
             }
             KernelSet::Cpu => {
                 let (window, at) = match &self.mirror {
