@@ -10,6 +10,8 @@
 # There (the device tool):     run(command="bash tools/gpu_bench.sh run", carry=[".device"], timeout_s=540)
 #   BATCH_SIZES (32,128,512), STEPS (200), ROUNDS (2) set the sizes.
 # Locally, as a dry run on lavapipe:   BATCH_SIZES=32 STEPS=20 ROUNDS=1 OUT=/tmp/gb tools/gpu_bench.sh run
+# The README's tables from the results (every run, medians and ranges, ratios and the issue's goals, the
+# GPU's busy fraction, per-kernel times):   python3 tools/gpu_report.py $OUT/gpu_bench.jsonl
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=tools/device_env.sh
@@ -38,3 +40,4 @@ for r in $(seq "$ROUNDS"); do
     side jax_jit "$PY_JAX" tools/bench_jax.py "${COMMON[@]}"
 done
 echo "results: $OUT/gpu_bench.jsonl"
+python3 tools/gpu_report.py "$OUT/gpu_bench.jsonl" >"$OUT/report.md" || true
