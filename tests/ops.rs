@@ -6,7 +6,7 @@
 mod common;
 
 use clampnet::data::Split;
-use clampnet::gpu::{Buffer, Context, Dispatch, Pipelines, Recorder};
+use clampnet::gpu::{Buffer, Context, Dispatch, KernelSet, Pipelines, Recorder};
 use clampnet::optim::constraints;
 use clampnet::optim::prologue::{Prologue, Segment};
 use clampnet::optim::{build_optimizer, GradClip, Method, Schedule, Settings, UpdateIo};
@@ -46,14 +46,24 @@ fn gather_matches_twin() {
     let (ctx, _g) = gpu();
     let pipes = pipes(ctx);
     let mut rng = TestRng::new(7);
-    // 13: byte packing crosses u32 words (gather_batch); 12: a word per 4 pixels (gather_batch4)
-    for per_image in [13usize, 12] {
-        gather_case(ctx, &pipes, &mut rng, per_image);
+    // 13: byte packing crosses u32 words (gather_batch); 12 and 44: a word per 4 pixels (GPU set:
+    // gather_batch4; CPU set: gather_batch16, 4 words per invocation, the last group partial: 3 of 3
+    // words, 3 of 11)
+    for per_image in [13usize, 12, 44] {
+        for set in [KernelSet::Cpu, KernelSet::Gpu] {
+            gather_case(ctx, &pipes, &mut rng, per_image, set);
+        }
     }
     assert_eq!(byte_to_unit()[51], 0.2, "the division table is IEEE's");
 }
 
-fn gather_case(ctx: &Context, pipes: &Pipelines, rng: &mut TestRng, per_image: usize) {
+fn gather_case(
+    ctx: &Context,
+    pipes: &Pipelines,
+    rng: &mut TestRng,
+    per_image: usize,
+    set: KernelSet,
+) {
     let (n, full_batch) = (23usize, 5usize);
     let images: Vec<u8> = (0..n * per_image)
         .map(|_| (rng.next_u32() % 256) as u8)
@@ -71,7 +81,7 @@ fn gather_case(ctx: &Context, pipes: &Pipelines, rng: &mut TestRng, per_image: u
     };
     let data = GpuSplit::upload(ctx, &split, "test");
     ctx.write(&data.perm, 0, &order);
-    let batch = Batch::new(ctx, full_batch, per_image).unwrap();
+    let batch = Batch::new(ctx, set, full_batch, per_image).unwrap();
     for (batch_index, rows) in [(0usize, 5usize), (2, 5), (4, 3)] {
         data.begin(ctx, 0, batch_index);
         run(ctx, pipes, |r| batch.record(r, &data, rows, full_batch));
@@ -87,7 +97,7 @@ fn gather_case(ctx: &Context, pipes: &Pipelines, rng: &mut TestRng, per_image: u
         assert_eq!(
             read(ctx, &batch.x, rows * per_image),
             x,
-            "gathered pixels (u8 / 255, exact), {per_image} per image"
+            "gathered pixels (u8 / 255, exact), {per_image} per image, {set:?} set"
         );
         assert_eq!(
             ctx.read_u32(&batch.y, 0, rows as u64).unwrap(),

@@ -75,7 +75,7 @@ impl Network {
         let params = ctx.storage_uniform_init("params", bytemuck::cast_slice(&flat_init));
         let grads =
             training.then(|| ctx.storage_zeroed("grads", (flat.div_ceil(64) * 64 * 4) as u64));
-        let input = Batch::new(ctx, batch, model.input_len())?;
+        let input = Batch::new(ctx, set, batch, model.input_len())?;
         let b = Build {
             ctx,
             set,
