@@ -1074,8 +1074,9 @@ fn pool_store_gpu(a: vec4<f32>, out: u32) {
 // k + 1 input rows of one example (every column and channel): the tiled forward's staged input (16 KiB)
 var<workgroup> conv_rows: array<f32, 4096>;
 
+// the staged input at `at`, 0 where not `ok` (the index clamped too: select reads both sides)
 fn staged_x(at: i32, ok: bool) -> f32 {
-    return select(0.0, conv_rows[u32(max(at, 0))], ok);
+    return select(0.0, conv_rows[min(u32(max(at, 0)), 4095u)], ok);
 }
 
 // conv2d_relu_maxpool2_forward_gpu with the input staged in workgroup memory (opt-in: `--gpu-tiles`;

@@ -585,17 +585,27 @@ fn dense_forward_gpu(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invoca
 
 // Example n's sums for outputs o0..o0 + 15, left in dense_lanes[0..4] (the workgroup's 256 invocations).
 fn forward_gpu_sums(n: u32, o0: u32, lid: u32) {
-    var a0 = vec4<f32>(0.0); var a1 = vec4<f32>(0.0); var a2 = vec4<f32>(0.0); var a3 = vec4<f32>(0.0);
+    lanes_tree(forward_gpu_partial(n, o0, lid), lid);
+}
+
+// Invocation lid's share of example n's sums for outputs o0..o0 + 15: every 256th input from lid.
+fn forward_gpu_partial(n: u32, o0: u32, lid: u32) -> array<vec4<f32>, 4> {
+    var a = array<vec4<f32>, 4>();
     let xb = n * P.in_n;
     for (var i = lid; i < P.in_n; i += 256u) {
         let v = x[xb + i];
         let k = kernel16(i, o0);
-        a0 += v * k[0]; a1 += v * k[1]; a2 += v * k[2]; a3 += v * k[3];
+        a[0] += v * k[0]; a[1] += v * k[1]; a[2] += v * k[2]; a[3] += v * k[3];
     }
-    dense_lanes[lid * 4u] = a0;
-    dense_lanes[lid * 4u + 1u] = a1;
-    dense_lanes[lid * 4u + 2u] = a2;
-    dense_lanes[lid * 4u + 3u] = a3;
+    return a;
+}
+
+// The 256 invocations' shares a summed by a tree in workgroup memory, left in dense_lanes[0..4].
+fn lanes_tree(a: array<vec4<f32>, 4>, lid: u32) {
+    dense_lanes[lid * 4u] = a[0];
+    dense_lanes[lid * 4u + 1u] = a[1];
+    dense_lanes[lid * 4u + 2u] = a[2];
+    dense_lanes[lid * 4u + 3u] = a[3];
     workgroupBarrier();
     for (var s = 128u; s > 0u; s >>= 1u) {
         if (lid < s) {

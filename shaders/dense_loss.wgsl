@@ -2,7 +2,7 @@
 // softmax_xent.wgsl): each example's logits are kept in registers as the forward writes them, and the
 // same invocation computes softmax_xent.wgsl's cross-entropy, correctness and dL/dlogits from them, so a
 // step has no separate loss dispatch. The arithmetic is the unfused kernels', operation for operation:
-// the results are bit-identical (tests/ops.rs).
+// the results are bit-identical (tests/trainer.rs).
 
 @group(0) @binding(10) var<storage, read> labels: array<u32>;          // [B]
 @group(0) @binding(11) var<storage, read_write> dlogits: array<f32>;   // [B, K]: this op's dy

@@ -11,17 +11,11 @@ fn forward_gpu_sums_sg(n: u32, o0: u32, lid: u32, sg: vec3<u32>) {
     let id = sg.x;
     let count = sg.y;
     let lane = sg.z;
-    var a0 = vec4<f32>(0.0); var a1 = vec4<f32>(0.0); var a2 = vec4<f32>(0.0); var a3 = vec4<f32>(0.0);
-    let xb = n * P.in_n;
-    for (var i = lid; i < P.in_n; i += 256u) {
-        let v = x[xb + i];
-        let k = kernel16(i, o0);
-        a0 += v * k[0]; a1 += v * k[1]; a2 += v * k[2]; a3 += v * k[3];
-    }
-    let s0 = subgroupAdd(a0);
-    let s1 = subgroupAdd(a1);
-    let s2 = subgroupAdd(a2);
-    let s3 = subgroupAdd(a3);
+    let a = forward_gpu_partial(n, o0, lid);
+    let s0 = subgroupAdd(a[0]);
+    let s1 = subgroupAdd(a[1]);
+    let s2 = subgroupAdd(a[2]);
+    let s3 = subgroupAdd(a[3]);
     if (lane == 0u) {
         dense_lanes[id * 4u] = s0;
         dense_lanes[id * 4u + 1u] = s1;

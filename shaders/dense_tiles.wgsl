@@ -30,30 +30,13 @@ fn tiled_forward_sums(n0: u32, o0: u32, lid: u32) -> array<array<vec4<f32>, 4>, 
     return acc;
 }
 
-// forward_gpu_sums' tree over one example's lane sums a, leaving the sums in dense_lanes[0..4].
-fn tiled_tree(a: array<vec4<f32>, 4>, lid: u32) {
-    dense_lanes[lid * 4u] = a[0];
-    dense_lanes[lid * 4u + 1u] = a[1];
-    dense_lanes[lid * 4u + 2u] = a[2];
-    dense_lanes[lid * 4u + 3u] = a[3];
-    workgroupBarrier();
-    for (var s = 128u; s > 0u; s >>= 1u) {
-        if (lid < s) {
-            for (var q = 0u; q < 4u; q++) {
-                dense_lanes[lid * 4u + q] += dense_lanes[(lid + s) * 4u + q];
-            }
-        }
-        workgroupBarrier();
-    }
-}
-
 // dense_forward_gpu, 4 examples per workgroup: grid (1, ceil(B/4)) (OUT <= 16)
 @compute @workgroup_size(256)
 fn dense_forward_tiled_gpu(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let n0 = wg.y * TILE_EXAMPLES;
     let acc = tiled_forward_sums(n0, 0u, lid);
     for (var e = 0u; e < TILE_EXAMPLES; e++) {
-        tiled_tree(acc[e], lid);
+        lanes_tree(acc[e], lid);
         let n = n0 + e;
         if (lid < P.out_n && n < P.batch) {
             y[n * P.out_n + lid] = forward_gpu_output(0u, lid);
@@ -69,7 +52,7 @@ fn dense_forward_loss_tiled_gpu(@builtin(workgroup_id) wg: vec3<u32>, @builtin(l
     let n0 = wg.y * TILE_EXAMPLES;
     let acc = tiled_forward_sums(n0, 0u, lid);
     for (var e = 0u; e < TILE_EXAMPLES; e++) {
-        tiled_tree(acc[e], lid);
+        lanes_tree(acc[e], lid);
         let n = n0 + e;
         if (lid == 0u && n < P.batch) {
             loss_tail(n);

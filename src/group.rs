@@ -281,6 +281,7 @@ fn build(
         let same = s.model.spec == setup.model.spec
             && s.batch_size == setup.batch_size
             && s.fuse == setup.fuse
+            && s.fuse_loss == setup.fuse_loss
             && s.kernel_set == setup.kernel_set
             && s.loss == setup.loss
             && s.class_weight == setup.class_weight;

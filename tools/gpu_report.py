@@ -30,7 +30,9 @@ def main(path):
     runs = defaultdict(lambda: defaultdict(list))  # side -> batch -> [images/s]
     kernels = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))  # side -> batch -> kernel -> [us]
     busy = defaultdict(lambda: defaultdict(list))  # side -> batch -> [fraction]
-    failed, adapter, frameworks = [], None, {}
+    failed, adapter, frameworks, notes = [], None, {}, []
+    # what each clampnet side asked for, to check that its run had it (bench's JSON says)
+    wants = {"clampnet_gpu_tiles": "gpu_tiles", "clampnet_subgroups": "subgroups"}
     for line in open(path):
         line = line.strip()
         if not line:
@@ -42,13 +44,20 @@ def main(path):
             continue
         if side.startswith("clampnet"):
             adapter = adapter or res.get("adapter")
+            if side in wants and not res.get(wants[side]):
+                notes.append(f"{side} ran without {wants[side]}: the adapter lacks it, or the binary "
+                             "predates it")
+            if side != "clampnet" and res.get("kernel_set") == "cpu":
+                notes.append(f"{side} ran the cpu kernel set, where the opt-in kernels do not apply")
         else:
             frameworks[side] = res.get("framework", side)
         for r in res["results"]:
             b = r["batch_size"]
             runs[side][b].append(r["images_per_second"])
             for k in r.get("kernels") or []:
-                kernels[side][b][k["kernel"]].append(k["microseconds"])
+                # the opt-in variants' rows beside their default kernel's
+                base = k["kernel"].replace("TiledGpu", "Gpu").replace("GpuSubgroups", "Gpu")
+                kernels[side][b][base].append(k["microseconds"])
             g = r.get("gpu_us_per_step")
             if g and r.get("ms_per_step"):
                 busy[side][b].append(g / (r["ms_per_step"] * 1000.0))
@@ -70,17 +79,20 @@ def main(path):
         print(f"| {frameworks.get(s, s)} | " + " | ".join(cells) + " |")
     if failed:
         print("\nFailed runs: " + ", ".join(failed))
+    for n in dict.fromkeys(notes):
+        print(f"\nNote: {n}.")
 
     print("\n| clampnet / peer (medians) | " + " | ".join(f"batch {b}" for b in batches) + " |")
     print("|---|" + "---|" * len(batches))
     for s in sides:
         if s == "clampnet":
             continue
+        label = frameworks.get(s, s) if s not in CLAMPNET else f"{s} (the default over this opt-in)"
         cells = [
             f"{med['clampnet'][b] / med[s][b]:.2f}" if b in med.get("clampnet", {}) and b in med[s] else "—"
             for b in batches
         ]
-        print(f"| {frameworks.get(s, s)} | " + " | ".join(cells) + " |")
+        print(f"| {label} | " + " | ".join(cells) + " |")
 
     compiled = [s for s in COMPILED if s in med]
     if "clampnet" in med and compiled:
@@ -110,7 +122,8 @@ def main(path):
         names = []
         for s in present:
             names += [k for k in kernels[s][b] if k not in names]
-        print(f"\nPer kernel at batch {b}, µs per step (median over rounds):\n")
+        print(f"\nPer kernel at batch {b}, µs per step (median over rounds; an opt-in variant on its "
+              "default kernel's row):\n")
         print("| kernel | " + " | ".join(present) + " |")
         print("|---|" + "---|" * len(present))
         for k in names:

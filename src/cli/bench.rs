@@ -80,8 +80,8 @@ pub fn run(b: BenchArgs) -> Result<()> {
         }
     }
     let plan = ModelPlan::new(&cfg.model)?;
-    // per-kernel times from timestamp queries where the adapter has them (the only optional feature
-    // clampnet ever requests, and only here)
+    // per-kernel times from timestamp queries where the adapter has them (requested only here; the
+    // other optional feature clampnet requests is `subgroup`, opted in to with --subgroups)
     let ctx = Context::new(&GpuOptions {
         timestamps: b.kernels,
         ..b.gpu.options()
@@ -258,7 +258,7 @@ fn print_table(out: &serde_json::Value, ctx: &Context) {
         out["adapter"].as_str().unwrap_or("?"),
         ctx.kernel_set.name(),
         if ctx.subgroups { ", subgroups" } else { "" },
-        if ctx.gpu_tiles { ", tiled dense" } else { "" }
+        if ctx.gpu_tiles { ", tiled" } else { "" }
     );
     println!(
         "model: {} parameters, {:.2} MFLOP per image per training step; {} timed steps after {} warm-up",

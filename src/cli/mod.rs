@@ -52,13 +52,15 @@ pub struct GpuArgs {
     #[arg(long, default_value = "auto", value_parser = ["auto", "cpu", "gpu"])]
     kernel_set: String,
     /// Opt in to subgroup operations (WebGPU's optional `subgroup` feature) where the adapter has them:
-    /// the gpu kernel set's dense forward then sums across invocations with subgroupAdd. Results agree
-    /// with the baseline kernels to rounding, not bit for bit (default: CLAMPNET_SUBGROUPS=1, else off)
+    /// the gpu kernel set's dense forward then sums across invocations with subgroupAdd (not where
+    /// --gpu-tiles tiles it). Results agree with the baseline kernels to rounding, not bit for bit
+    /// (default: CLAMPNET_SUBGROUPS=1, else off)
     #[arg(long)]
     subgroups: bool,
-    /// The gpu kernel set's tiled dense kernels (forward: 4 examples per workgroup; weight gradient: the
-    /// gradient staged in workgroup memory), for large batches: bit-identical to the untiled ones, not
-    /// yet measured on a GPU (default: CLAMPNET_GPU_TILES=1, else off)
+    /// The gpu kernel set's tiled kernels, for large batches (dense forward: 4 examples per workgroup;
+    /// dense weight gradient: the gradient staged in workgroup memory; conv + pool forward: its input
+    /// rows staged): bit-identical to the untiled ones, not yet measured on a GPU (default:
+    /// CLAMPNET_GPU_TILES=1, else off)
     #[arg(long)]
     gpu_tiles: bool,
 }

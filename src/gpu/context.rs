@@ -60,8 +60,9 @@ pub struct GpuOptions {
     /// opt in to the subgroup kernels (the optional `subgroup` feature) where the adapter has the
     /// feature (also CLAMPNET_SUBGROUPS=1); elsewhere the baseline kernels, said in the log
     pub subgroups: bool,
-    /// opt in to the GPU set's tiled dense kernels (also CLAMPNET_GPU_TILES=1): bit-identical to the
-    /// untiled ones, for large batches on GPUs, not yet measured on one
+    /// opt in to the GPU set's tiled kernels (dense forward and weight gradient, fused conv + pool
+    /// forward; also CLAMPNET_GPU_TILES=1): bit-identical to the untiled ones, for large batches on GPUs,
+    /// not yet measured on one. Where a dense layer could take both, tiles before subgroups.
     pub gpu_tiles: bool,
 }
 
@@ -89,7 +90,7 @@ pub struct Context {
     /// the device was opened with the `subgroup` feature (`GpuOptions::subgroups`): the kernels that
     /// have a subgroup variant run it
     pub subgroups: bool,
-    /// the GPU set's tiled dense kernels run (`GpuOptions::gpu_tiles`)
+    /// the GPU set's tiled kernels run (`GpuOptions::gpu_tiles`)
     pub gpu_tiles: bool,
     /// bytes of every buffer created through this context
     allocated: std::sync::atomic::AtomicU64,
@@ -121,6 +122,11 @@ pub fn open_failure_hint(info: &wgpu::AdapterInfo) -> String {
          Use another backend: --backend vulkan",
         info.driver_info.trim()
     )
+}
+
+/// An opt-in switch from the environment: "1" or "true".
+fn env_flag(name: &str) -> bool {
+    std::env::var(name).is_ok_and(|v| v == "1" || v == "true")
 }
 
 /// A short description of an adapter: "llvmpipe (LLVM 15.0.6, 256 bits) (Vulkan, Cpu, driver llvmpipe)".
@@ -205,8 +211,7 @@ impl Context {
             wgpu::Features::empty()
         };
         // and subgroups, opted in to, where present
-        let asked = opts.subgroups
-            || std::env::var("CLAMPNET_SUBGROUPS").is_ok_and(|v| v == "1" || v == "true");
+        let asked = opts.subgroups || env_flag("CLAMPNET_SUBGROUPS");
         let subgroups = asked && adapter.features().contains(wgpu::Features::SUBGROUP);
         if subgroups {
             required_features |= wgpu::Features::SUBGROUP;
@@ -258,11 +263,18 @@ impl Context {
             .or(from_env)
             .unwrap_or_else(|| KernelSet::for_adapter(&info));
         log::info!("kernel set: {kernel_set:?}");
-        log::info!("subgroup kernels: {}", if subgroups { "on" } else { "off" });
-        let gpu_tiles = opts.gpu_tiles
-            || std::env::var("CLAMPNET_GPU_TILES").is_ok_and(|v| v == "1" || v == "true");
+        let gpu_tiles = opts.gpu_tiles || env_flag("CLAMPNET_GPU_TILES");
+        // both are shapes of the gpu kernel set: say so where the cpu set runs
+        let unused = if kernel_set == KernelSet::Cpu {
+            " (unused: the cpu kernel set runs)"
+        } else {
+            ""
+        };
+        if subgroups {
+            log::info!("subgroup kernels: on{unused}");
+        }
         if gpu_tiles {
-            log::info!("tiled dense kernels (gpu kernel set): on");
+            log::info!("tiled kernels: on{unused}");
         }
         Ok(Context {
             timestamps,

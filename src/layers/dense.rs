@@ -222,7 +222,7 @@ impl Layer for Dense {
             out: b.outputs(plan, dy_uniform)?,
             dy_uniform,
             subgroups: b.ctx.subgroups,
-            tiles: b.ctx.gpu_tiles && self.units <= LOSS_FUSED_MAX_OUT,
+            tiles: b.ctx.gpu_tiles && self.units <= TILED_MAX_OUT,
         }))
     }
 }
@@ -576,6 +576,8 @@ pub static BACKWARD_WEIGHT_TILED_GPU: KernelDef = KernelDef {
 
 /// Examples per workgroup of the tiled forward (`TILE_EXAMPLES` in dense_tiles.wgsl).
 const TILE_EXAMPLES: usize = 4;
+/// The tiled kernels keep 16 outputs of a row (4 quads) per workgroup or invocation: at most this many.
+const TILED_MAX_OUT: usize = 16;
 
 /// The GPU set's dense forward with subgroup sums (opt-in: `Context::subgroups`).
 pub static SUBGROUP_SHADER: Shader = crate::shader!(
@@ -781,6 +783,33 @@ impl DenseOp {
             .bind("per_example", l.per_example)
     }
 
+    /// The GPU-shaped forward, with the loss where `loss` is given (OUT <= 16): tiled (4 examples per
+    /// workgroup) where opted in to, else one workgroup per (example, 16 outputs), its sums by subgroups
+    /// where opted in to (tiles first, where both are).
+    fn forward_gpu(&self, r: &mut Recorder, io: &Io, rows: usize, u: &Buffer, loss: Option<&LossIo>) {
+        let wide = ((self.out_n as u32).div_ceil(16), rows as u32, 1);
+        let tiled = (1, rows.div_ceil(TILE_EXAMPLES) as u32, 1);
+        let (kernel, grid) = match (loss.is_some(), self.tiles, self.subgroups) {
+            (false, true, _) => (&FORWARD_TILED_GPU, tiled),
+            (false, false, true) => (&FORWARD_GPU_SG, wide),
+            (false, false, false) => (&FORWARD_GPU, wide),
+            (true, true, _) => (&FORWARD_LOSS_TILED_GPU, tiled),
+            (true, false, true) => (&FORWARD_LOSS_GPU_SG, wide),
+            (true, false, false) => (&FORWARD_LOSS_GPU, wide),
+        };
+        let d = r
+            .dispatch(kernel)
+            .bind("P", u)
+            .bind("x", io.x)
+            .span("kernel", io.params, self.kernel.offset, self.kernel.len)
+            .span("bias", io.params, self.bias.offset, self.bias.len)
+            .bind("y", &self.out.y);
+        match loss {
+            Some(l) => self.bind_loss(d, l).grid(grid),
+            None => d.grid(grid),
+        }
+    }
+
     fn backward_gpu(&self, r: &mut Recorder, io: &Io, rows: usize, u: &Buffer, dy: &Buffer) {
         // tiled: an invocation per (input row, output quad)
         let (kernel, grid) = match self.tiles {
@@ -911,20 +940,7 @@ impl Op for DenseOp {
         let u = r.uniform(&self.name, &p);
         match self.set {
             KernelSet::Gpu => {
-                let (kernel, grid) = match (self.tiles, self.subgroups) {
-                    (true, _) => (&FORWARD_TILED_GPU, (1, rows.div_ceil(TILE_EXAMPLES) as u32, 1)),
-                    (false, sg) => (
-                        if sg { &FORWARD_GPU_SG } else { &FORWARD_GPU },
-                        ((self.out_n as u32).div_ceil(16), rows as u32, 1),
-                    ),
-                };
-                r.dispatch(kernel)
-                    .bind("P", &u)
-                    .bind("x", io.x)
-                    .span("kernel", io.params, self.kernel.offset, self.kernel.len)
-                    .span("bias", io.params, self.bias.offset, self.bias.len)
-                    .bind("y", &self.out.y)
-                    .grid(grid)
+                self.forward_gpu(r, io, rows, &u, None);
             }
             KernelSet::Cpu => self.forward_cpu(r, io, rows, (&u, &p), None),
         }
@@ -937,21 +953,7 @@ impl Op for DenseOp {
         let p = self.params(rows);
         let u = r.uniform(&self.name, &p);
         match self.set {
-            KernelSet::Gpu => {
-                let (kernel, groups) = match (self.tiles, self.subgroups) {
-                    (true, _) => (&FORWARD_LOSS_TILED_GPU, rows.div_ceil(TILE_EXAMPLES)),
-                    (false, true) => (&FORWARD_LOSS_GPU_SG, rows),
-                    (false, false) => (&FORWARD_LOSS_GPU, rows),
-                };
-                let d = r
-                    .dispatch(kernel)
-                    .bind("P", &u)
-                    .bind("x", io.x)
-                    .span("kernel", io.params, self.kernel.offset, self.kernel.len)
-                    .span("bias", io.params, self.bias.offset, self.bias.len)
-                    .bind("y", &self.out.y);
-                self.bind_loss(d, loss).grid((1, groups as u32, 1));
-            }
+            KernelSet::Gpu => self.forward_gpu(r, io, rows, &u, Some(loss)),
             KernelSet::Cpu => self.forward_cpu(r, io, rows, (&u, &p), Some(loss)),
         }
         true

@@ -26,35 +26,57 @@ pub fn gpu() -> (&'static Context, MutexGuard<'static, ()>) {
 }
 
 static CTX_SUBGROUPS: OnceLock<Context> = OnceLock::new();
+static CTX_TILES: OnceLock<Context> = OnceLock::new();
 
 /// A second context, opened with the opt-in subgroup kernels (`GpuOptions::subgroups`; its `subgroups`
 /// is false where the adapter lacks the feature), and the same lock.
 pub fn gpu_subgroups() -> (&'static Context, MutexGuard<'static, ()>) {
+    gpu_with(
+        &CTX_SUBGROUPS,
+        GpuOptions {
+            subgroups: true,
+            ..Default::default()
+        },
+    )
+}
+
+/// A third context, opened with the GPU set's tiled kernels (`GpuOptions::gpu_tiles`), and the same
+/// lock.
+pub fn gpu_tiles() -> (&'static Context, MutexGuard<'static, ()>) {
+    gpu_with(
+        &CTX_TILES,
+        GpuOptions {
+            gpu_tiles: true,
+            ..Default::default()
+        },
+    )
+}
+
+fn gpu_with(
+    cell: &'static OnceLock<Context>,
+    opts: GpuOptions,
+) -> (&'static Context, MutexGuard<'static, ()>) {
     let (_, guard) = gpu();
-    let opts = GpuOptions {
-        subgroups: true,
-        ..Default::default()
-    };
-    let ctx = CTX_SUBGROUPS.get_or_init(|| {
+    let ctx = cell.get_or_init(|| {
         Context::new(&opts).unwrap_or_else(|e| panic!("GPU tests need an adapter: {e}"))
     });
     (ctx, guard)
 }
 
-static CTX_TILES: OnceLock<Context> = OnceLock::new();
-
-/// A third context, opened with the GPU set's tiled dense kernels (`GpuOptions::gpu_tiles`), and the
-/// same lock.
-pub fn gpu_tiles() -> (&'static Context, MutexGuard<'static, ()>) {
-    let (_, guard) = gpu();
-    let opts = GpuOptions {
-        gpu_tiles: true,
-        ..Default::default()
-    };
-    let ctx = CTX_TILES.get_or_init(|| {
-        Context::new(&opts).unwrap_or_else(|e| panic!("GPU tests need an adapter: {e}"))
-    });
-    (ctx, guard)
+/// A small model with a `classes`-way dense head: 13 to 16 classes reach the tiles' fourth output quad,
+/// 17 the kernels for wider heads.
+pub fn wide_head(classes: usize) -> ModelSpec {
+    use Activation::*;
+    ModelSpec {
+        input: [6, 6, 1],
+        layers: vec![
+            Conv2d::new(4, 3, Padding::Valid, Relu).into(),
+            MaxPool2d::new(2).into(),
+            Flatten::new().into(),
+            Dense::new(classes, Softmax).into(),
+        ],
+        names: Vec::new(),
+    }
 }
 
 pub fn fixture(name: &str) -> PathBuf {
