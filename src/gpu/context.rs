@@ -124,6 +124,59 @@ pub fn open_failure_hint(info: &wgpu::AdapterInfo) -> String {
     )
 }
 
+/// The optional features to request: none (WebGPU's baseline) but what is asked for and present:
+/// timestamp queries (profiling), subgroups (opted in to; where absent, the log says the baseline runs).
+/// Returns them, and whether timestamps and subgroups are on.
+fn optional_features(opts: &GpuOptions, adapter: &wgpu::Adapter) -> (wgpu::Features, bool, bool) {
+    let has = adapter.features();
+    let timestamps = opts.timestamps && has.contains(wgpu::Features::TIMESTAMP_QUERY);
+    let asked = opts.subgroups || env_flag("CLAMPNET_SUBGROUPS");
+    let subgroups = asked && has.contains(wgpu::Features::SUBGROUP);
+    if asked && !subgroups {
+        log::warn!(
+            "subgroups asked for, but {} lacks the subgroup feature: the baseline kernels run",
+            adapter.get_info().name
+        );
+    }
+    let mut features = wgpu::Features::empty();
+    features.set(wgpu::Features::TIMESTAMP_QUERY, timestamps);
+    features.set(wgpu::Features::SUBGROUP, subgroups);
+    (features, timestamps, subgroups)
+}
+
+/// The kernel set (the option, else CLAMPNET_KERNEL_SET, else the adapter's type) and whether the gpu
+/// set's tiled kernels run, logged with the subgroup kernels' state.
+fn kernel_shapes(
+    opts: &GpuOptions,
+    info: &wgpu::AdapterInfo,
+    subgroups: bool,
+) -> Result<(KernelSet, bool)> {
+    let from_env = match std::env::var("CLAMPNET_KERNEL_SET") {
+        Ok(v) if !v.is_empty() => {
+            KernelSet::parse(&v).map_err(|e| Error::Config(format!("CLAMPNET_KERNEL_SET: {e}")))?
+        }
+        _ => None,
+    };
+    let kernel_set = opts
+        .kernel_set
+        .or(from_env)
+        .unwrap_or_else(|| KernelSet::for_adapter(info));
+    log::info!("kernel set: {kernel_set:?}");
+    let gpu_tiles = opts.gpu_tiles || env_flag("CLAMPNET_GPU_TILES");
+    // both are shapes of the gpu kernel set: say so where the cpu set runs
+    let unused = match kernel_set {
+        KernelSet::Cpu => " (unused: the cpu kernel set runs)",
+        KernelSet::Gpu => "",
+    };
+    if subgroups {
+        log::info!("subgroup kernels: on{unused}");
+    }
+    if gpu_tiles {
+        log::info!("tiled kernels: on{unused}");
+    }
+    Ok((kernel_set, gpu_tiles))
+}
+
 /// An opt-in switch from the environment: "1" or "true".
 fn env_flag(name: &str) -> bool {
     std::env::var(name).is_ok_and(|v| v == "1" || v == "true")
@@ -202,25 +255,7 @@ impl Context {
             .max_storage_buffer_binding_size
             .min(supported.max_storage_buffer_binding_size);
         limits.max_buffer_size = limits.max_buffer_size.min(supported.max_buffer_size);
-        // Baseline only, except timestamp queries when asked for (profiling) and present.
-        let timestamps =
-            opts.timestamps && adapter.features().contains(wgpu::Features::TIMESTAMP_QUERY);
-        let mut required_features = if timestamps {
-            wgpu::Features::TIMESTAMP_QUERY
-        } else {
-            wgpu::Features::empty()
-        };
-        // and subgroups, opted in to, where present
-        let asked = opts.subgroups || env_flag("CLAMPNET_SUBGROUPS");
-        let subgroups = asked && adapter.features().contains(wgpu::Features::SUBGROUP);
-        if subgroups {
-            required_features |= wgpu::Features::SUBGROUP;
-        } else if asked {
-            log::warn!(
-                "subgroups asked for, but {} lacks the subgroup feature: the baseline kernels run",
-                info.name
-            );
-        }
+        let (required_features, timestamps, subgroups) = optional_features(opts, &adapter);
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
                 label: Some("clampnet"),
@@ -253,29 +288,7 @@ impl Context {
                     .get_or_insert_with(|| format!("device lost ({reason:?}): {msg}"));
             }
         });
-        let from_env = match std::env::var("CLAMPNET_KERNEL_SET") {
-            Ok(v) if !v.is_empty() => KernelSet::parse(&v)
-                .map_err(|e| Error::Config(format!("CLAMPNET_KERNEL_SET: {e}")))?,
-            _ => None,
-        };
-        let kernel_set = opts
-            .kernel_set
-            .or(from_env)
-            .unwrap_or_else(|| KernelSet::for_adapter(&info));
-        log::info!("kernel set: {kernel_set:?}");
-        let gpu_tiles = opts.gpu_tiles || env_flag("CLAMPNET_GPU_TILES");
-        // both are shapes of the gpu kernel set: say so where the cpu set runs
-        let unused = if kernel_set == KernelSet::Cpu {
-            " (unused: the cpu kernel set runs)"
-        } else {
-            ""
-        };
-        if subgroups {
-            log::info!("subgroup kernels: on{unused}");
-        }
-        if gpu_tiles {
-            log::info!("tiled kernels: on{unused}");
-        }
+        let (kernel_set, gpu_tiles) = kernel_shapes(opts, &info, subgroups)?;
         Ok(Context {
             timestamps,
             kernel_set,
