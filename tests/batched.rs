@@ -166,7 +166,16 @@ fn models() -> Vec<clampnet::model::ModelSpec> {
 }
 
 fn check(set: KernelSet, fuse: bool) {
-    let (ctx, _g) = gpu();
+    check_on(gpu, set, fuse)
+}
+
+/// `check` on the context `gpu_ctx` gives (the opt-in GPU paths have their own).
+fn check_on(
+    gpu_ctx: fn() -> (&'static Context, std::sync::MutexGuard<'static, ()>),
+    set: KernelSet,
+    fuse: bool,
+) {
+    let (ctx, _g) = gpu_ctx();
     for (i, spec) in models().iter().enumerate() {
         let plan = ModelPlan::new(spec).unwrap();
         let every = every_restriction(&plan);
@@ -234,6 +243,18 @@ fn k_models_equal_their_solo_runs_cpu_set() {
 #[test]
 fn k_models_equal_their_solo_runs_gpu_set() {
     check(KernelSet::Gpu, true);
+}
+
+/// The opt-in GPU paths in K-model steps: the tiled kernels (`--gpu-tiles`), and the subgroup sums
+/// (`--subgroups`, where the adapter has them) against their own solo runs.
+#[test]
+fn k_models_equal_their_solo_runs_with_the_opt_in_gpu_paths() {
+    check_on(gpu_tiles, KernelSet::Gpu, true);
+    if gpu_subgroups().0.subgroups {
+        check_on(gpu_subgroups, KernelSet::Gpu, true);
+    } else {
+        eprintln!("subgroups skipped: the adapter has no subgroup feature");
+    }
 }
 
 #[test]
