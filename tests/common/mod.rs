@@ -63,6 +63,13 @@ fn gpu_with(
     (ctx, guard)
 }
 
+/// The suite's GL pass (`WGPU_BACKEND=gl`): the tests of the opt-in GPU paths (`--gpu-tiles`,
+/// `--subgroups`) run on the Vulkan pass only; on GL llvmpipe their K-model pipelines take minutes to
+/// build, and the paths are for GPUs (naga's translation to GLSL is checked in tests/shaders.rs).
+pub fn gl_pass() -> bool {
+    std::env::var("WGPU_BACKEND").is_ok_and(|b| b.eq_ignore_ascii_case("gl"))
+}
+
 /// A small model with a `classes`-way dense head: 13 to 16 classes reach the tiles' fourth output quad,
 /// 17 the kernels for wider heads.
 pub fn wide_head(classes: usize) -> ModelSpec {
