@@ -46,7 +46,9 @@ fn dense_forward_tiled_gpu(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_
     }
 }
 
-// dense_forward_loss_gpu, 4 examples per workgroup: grid (1, ceil(B/4))
+// dense_forward_loss_gpu, 4 examples per workgroup: grid (1, ceil(B/4)). Its own loop, not one shared
+// with a flag: an entry point's layout holds every binding it could touch, and the plain forward binds
+// no loss buffers.
 @compute @workgroup_size(256)
 fn dense_forward_loss_tiled_gpu(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let n0 = wg.y * TILE_EXAMPLES;

@@ -390,6 +390,23 @@ fn data_larger_than_a_storage_binding_is_refused_before_any_upload() {
     );
 }
 
+/// A run's (train loss, test loss, test accuracy, weights).
+type Trained = (f64, f64, f64, clampnet::checkpoint::Weights);
+
+/// Two runs that train alike, to f32 rounding: the losses and accuracy, then every weight tensor.
+fn assert_trained_alike(what: &str, a: &Trained, b: &Trained) {
+    assert_close64(
+        &format!("{what} losses"),
+        &[a.0, a.1, a.2],
+        &[b.0, b.1, b.2],
+        1e-6,
+        1e-5,
+    );
+    for ((name, _, x), (_, _, y)) in a.3.iter().zip(&b.3) {
+        assert_close(&format!("{what} {name}"), x, y, 1e-6, 1e-5);
+    }
+}
+
 #[test]
 fn both_kernel_sets_fused_or_not_train_alike() {
     use clampnet::gpu::KernelSet;
@@ -431,19 +448,9 @@ fn both_kernel_sets_fused_or_not_train_alike() {
             let e = t.evaluate().unwrap();
             results.push((s.train.loss, e.loss, e.accuracy, t.weights().unwrap()));
         }
-        let a = &results[0];
         for (b, (fuse, set)) in results[1..].iter().zip(&variants[1..]) {
             let what = format!("model {mi} fused {fuse} ({fused:?}) {set:?}");
-            assert_close64(
-                &format!("{what} losses"),
-                &[a.0, a.1, a.2],
-                &[b.0, b.1, b.2],
-                1e-6,
-                1e-5,
-            );
-            for ((name, _, x), (_, _, y)) in a.3.iter().zip(&b.3) {
-                assert_close(&format!("{what} {name}"), x, y, 1e-6, 1e-5);
-            }
+            assert_trained_alike(&what, &results[0], b);
         }
     }
 }
@@ -562,18 +569,8 @@ fn the_subgroup_kernels_train_as_the_baseline_does() {
             let e = t.evaluate().unwrap();
             results.push((s.train.loss, e.loss, e.accuracy, t.weights().unwrap()));
         }
-        let (a, b) = (&results[0], &results[1]);
         let what = format!("model {mi} with subgroups");
-        assert_close64(
-            &format!("{what} losses"),
-            &[a.0, a.1, a.2],
-            &[b.0, b.1, b.2],
-            1e-6,
-            1e-5,
-        );
-        for ((name, _, x), (_, _, y)) in a.3.iter().zip(&b.3) {
-            assert_close(&format!("{what} {name}"), x, y, 1e-6, 1e-5);
-        }
+        assert_trained_alike(&what, &results[0], &results[1]);
     }
 }
 
